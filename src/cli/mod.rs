@@ -1,0 +1,22 @@
+//! Command-line surface: one file per subcommand, holding its argument struct and the glue that
+//! turns arguments into library calls. No business logic lives here.
+
+pub mod mock;
+
+use clap::{Parser, Subcommand};
+
+/// paceline: every LLM API request through at the highest rate the provider allows.
+#[derive(Debug, Parser)]
+#[command(name = "paceline", version, about, long_about = None)]
+pub struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a simulated LLM provider that limits, answers and fails like a real one.
+    Mock(mock::MockArgs),
+}

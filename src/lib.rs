@@ -1,0 +1,15 @@
+//! paceline: gets every LLM API request through at the highest rate the provider allows.
+//!
+//! Data flows one way:
+//! `batch` (input) → `engine` → `quota` / `upstream` keys → upstream HTTP → `retry` (outcome)
+//! → `batch` (output). The simulated provider in `mock` shares no code path with the client side.
+//! See `ARCHITECTURE.md` for the module map.
+
+pub mod batch;
+pub mod cli;
+pub mod engine;
+pub mod mock;
+pub mod quota;
+pub mod retry;
+pub mod tokens;
+pub mod upstream;
