@@ -1,5 +1,5 @@
-//! Errors of the batch input: per-line problems ([`LineError`]) and problems with the input as a
-//! whole ([`InputError`]).
+//! Errors of the batch input and output: per-line problems ([`LineError`]), problems with the
+//! input as a whole ([`InputError`]) and with the output file ([`OutputError`]).
 
 use std::fmt;
 use std::io;
@@ -92,6 +92,29 @@ pub enum InputError {
     #[error("cannot write errors file {}: {source}", path.display())]
     WriteErrors {
         /// The errors file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A problem with the output file; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The output file cannot be opened or created (or its torn last line cannot be repaired).
+    #[error("cannot open output {}: {source}", path.display())]
+    Open {
+        /// The output file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing or flushing a record failed.
+    #[error("cannot write output {}: {source}", path.display())]
+    Write {
+        /// The output file.
         path: PathBuf,
         /// The underlying I/O error.
         #[source]
