@@ -1,1 +1,23 @@
-//! placeholder
+//! Batch input and output: reading and validating the requests of `paceline run`, and writing
+//! their results in the OpenAI Batch API output format.
+//!
+//! - [`request`]: the validated request ([`BatchRequest`]) and its [`Endpoint`].
+//! - [`input`]: format detection and the streaming [`InputReader`].
+//! - [`template`]: `{field}` prompt templates for the lines/records/CSV input modes.
+//! - [`validate()`]: the whole-file validation pass and its [`ValidationReport`].
+//! - [`output`]: Batch API output records and the append-only [`OutputWriter`].
+//! - [`error`]: the error types shared by the above.
+
+pub mod error;
+pub mod input;
+pub mod output;
+pub mod request;
+pub mod template;
+pub mod validate;
+
+pub use error::{InputError, LineError, OutputError};
+pub use input::{InputFormat, InputReader, InputSpec};
+pub use output::{OutputRecord, OutputWriter, ProviderResponse, RecordError};
+pub use request::{BatchRequest, Endpoint};
+pub use template::{Template, TemplateError, UnknownPlaceholder};
+pub use validate::{ValidationReport, validate, write_errors_file};
