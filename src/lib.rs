@@ -7,9 +7,13 @@
 
 pub mod batch;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod mock;
+pub mod progress;
 pub mod quota;
 pub mod retry;
+pub mod runner;
+pub mod telemetry;
 pub mod tokens;
 pub mod upstream;

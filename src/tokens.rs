@@ -1,1 +1,222 @@
-//! placeholder
+//! Token cost estimation: what a provider will charge a request at admission.
+//!
+//! Providers admit a request against tokens/min by its prompt tokens plus the output it may
+//! produce (`max_tokens × n`), and correct afterwards. paceline reserves the same estimate:
+//! prompt tokens counted with a real tokenizer (`tiktoken-rs`, whose BPE tables are embedded, so
+//! this works offline; the encoders are built once per process and shared) plus
+//! `max_tokens`/`max_completion_tokens`/`max_output_tokens` × `n`. When a request sets no output
+//! cap, [`DEFAULT_MAX_TOKENS`] is assumed (the caller can choose another default).
+//!
+//! Chat messages are counted the way OpenAI documents it: 3 tokens per message for the framing,
+//! the role, the content, 1 more (plus the name) when a message has a `name`, and 3 to prime the
+//! reply. Parts that are not text (images, audio) are not counted.
+
+use crate::batch::Endpoint;
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+/// Output tokens assumed for a request that sets no output cap.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// A request's admission cost estimate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Tokens in the prompt (input).
+    pub prompt_tokens: u64,
+    /// Output tokens the request may produce: the cap × the number of choices.
+    pub max_output_tokens: u64,
+}
+
+impl Estimate {
+    /// Prompt and output together: what tokens/min is charged at admission.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.max_output_tokens
+    }
+}
+
+/// The tokenizer a model uses: o200k for the GPT-4o/4.1/5 and o-series families, cl100k otherwise.
+pub fn encoder_for(model: &str) -> &'static CoreBPE {
+    const O200K: [&str; 7] = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"];
+    if O200K.iter().any(|prefix| model.starts_with(prefix)) {
+        tiktoken_rs::o200k_base_singleton()
+    } else {
+        tiktoken_rs::cl100k_base_singleton()
+    }
+}
+
+/// Tokens in `text` for `model`.
+pub fn count(model: &str, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    encoder_for(model).encode_ordinary(text).len() as u64
+}
+
+/// The text of a message `content`: a string, or the text parts of an array of parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .concat(),
+        _ => String::new(),
+    }
+}
+
+/// Prompt tokens of a list of chat messages (OpenAI's counting).
+pub fn chat_prompt_tokens(model: &str, messages: &[Value]) -> u64 {
+    let mut total = 3;
+    for message in messages {
+        total += 3;
+        if let Some(role) = message.get("role").and_then(Value::as_str) {
+            total += count(model, role);
+        }
+        if let Some(content) = message.get("content") {
+            total += count(model, &content_text(content));
+        }
+        if let Some(name) = message.get("name").and_then(Value::as_str) {
+            total += 1 + count(model, name);
+        }
+    }
+    total
+}
+
+/// Tokens of a prompt or embedding `input`: a string, an array of strings, or token ids.
+pub fn input_tokens(model: &str, input: &Value) -> u64 {
+    match input {
+        Value::String(s) => count(model, s),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Number(_) => 1,
+                Value::Array(ids) => ids.len() as u64,
+                other => input_tokens(model, other),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn u64_field(body: &Value, names: &[&str]) -> Option<u64> {
+    names
+        .iter()
+        .find_map(|name| body.get(*name).and_then(Value::as_u64))
+}
+
+/// Estimate the admission cost of `body` sent to `endpoint`.
+pub fn estimate(endpoint: Endpoint, body: &Value, default_max_tokens: u64) -> Estimate {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let choices = u64_field(body, &["n"]).unwrap_or(1).max(1);
+    let output_cap =
+        |names: &[&str]| u64_field(body, names).unwrap_or(default_max_tokens) * choices;
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let messages = body
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            Estimate {
+                prompt_tokens: chat_prompt_tokens(model, messages),
+                max_output_tokens: output_cap(&["max_completion_tokens", "max_tokens"]),
+            }
+        }
+        Endpoint::Completions => Estimate {
+            prompt_tokens: body.get("prompt").map_or(0, |p| input_tokens(model, p)),
+            max_output_tokens: output_cap(&["max_tokens"]),
+        },
+        Endpoint::Embeddings => Estimate {
+            prompt_tokens: body.get("input").map_or(0, |i| input_tokens(model, i)),
+            max_output_tokens: 0,
+        },
+        Endpoint::Responses => {
+            let prompt_tokens = match body.get("input") {
+                Some(Value::Array(items)) => chat_prompt_tokens(model, items),
+                Some(other) => input_tokens(model, other),
+                None => 0,
+            } + body
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map_or(0, |s| count(model, s));
+            Estimate {
+                prompt_tokens,
+                max_output_tokens: u64_field(body, &["max_output_tokens"])
+                    .unwrap_or(default_max_tokens),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_with_the_model_tokenizer() {
+        assert_eq!(count("gpt-4o-mini", "hello world"), 2);
+        assert_eq!(count("gpt-3.5-turbo", "hello world"), 2);
+        assert_eq!(count("gpt-4o", ""), 0);
+    }
+
+    #[test]
+    fn chat_estimate_adds_framing_and_output_cap() {
+        let body = json!({
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hello world"}],
+            "max_tokens": 100,
+            "n": 2
+        });
+        let e = estimate(Endpoint::ChatCompletions, &body, DEFAULT_MAX_TOKENS);
+        // 3 (priming) + 3 (message) + 1 ("user") + 2 ("hello world")
+        assert_eq!(e.prompt_tokens, 9);
+        assert_eq!(e.max_output_tokens, 200);
+        assert_eq!(e.total(), 209);
+    }
+
+    #[test]
+    fn absent_cap_uses_the_default() {
+        let body = json!({"model": "gpt-4o-mini", "messages": []});
+        let e = estimate(Endpoint::ChatCompletions, &body, 256);
+        assert_eq!(
+            e,
+            Estimate {
+                prompt_tokens: 3,
+                max_output_tokens: 256
+            }
+        );
+    }
+
+    #[test]
+    fn embeddings_count_input_only() {
+        let body = json!({"model": "text-embedding-3-small", "input": ["hello world", "hi"]});
+        let e = estimate(Endpoint::Embeddings, &body, DEFAULT_MAX_TOKENS);
+        assert_eq!(
+            e,
+            Estimate {
+                prompt_tokens: 3,
+                max_output_tokens: 0
+            }
+        );
+        let ids = json!({"model": "text-embedding-3-small", "input": [[1, 2, 3], [4]]});
+        assert_eq!(estimate(Endpoint::Embeddings, &ids, 0).prompt_tokens, 4);
+    }
+
+    #[test]
+    fn content_parts_count_their_text() {
+        let body = json!({
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hello"},
+                {"type": "image_url", "image_url": {"url": "data:"}},
+                {"type": "text", "text": " world"}
+            ]}],
+            "max_completion_tokens": 10
+        });
+        let e = estimate(Endpoint::ChatCompletions, &body, DEFAULT_MAX_TOKENS);
+        assert_eq!(e.prompt_tokens, 9);
+        assert_eq!(e.max_output_tokens, 10);
+    }
+}

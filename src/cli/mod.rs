@@ -2,6 +2,7 @@
 //! turns arguments into library calls. No business logic lives here.
 
 pub mod mock;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -19,4 +20,6 @@ pub struct Cli {
 pub enum Command {
     /// Run a simulated LLM provider that limits, answers and fails like a real one.
     Mock(mock::MockArgs),
+    /// Run a batch of requests (Batch API JSONL, or lines + a prompt template) to the end.
+    Run(Box<run::RunArgs>),
 }

@@ -1,1 +1,9 @@
-//! placeholder
+//! The provider side: API keys, the key pool with a quota per key and model, the HTTP client.
+
+pub mod client;
+pub mod key;
+pub mod pool;
+
+pub use client::{DEFAULT_BASE_URL, Reply, TransportError, Upstream, UpstreamError};
+pub use key::{ApiKey, KeyError};
+pub use pool::{KeyPool, Pick, PickError};

@@ -1,0 +1,305 @@
+//! `paceline run`: arguments and glue for the batch runner.
+
+use crate::batch::{Endpoint, InputFormat, InputSpec};
+use crate::config::{self, Config};
+use crate::engine::EngineConfig;
+use crate::progress::Display;
+use crate::quota::QuotaConfig;
+use crate::retry::BackoffPolicy;
+use crate::runner::{self, RunError, RunPlan};
+use crate::tokens::DEFAULT_MAX_TOKENS;
+use crate::upstream::{ApiKey, DEFAULT_BASE_URL, Upstream};
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Input formats on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Batch API JSONL without --template; with it, by extension (.csv, .jsonl, else lines).
+    Auto,
+    /// OpenAI Batch API JSONL (`custom_id`, `method`, `url`, `body`).
+    Batch,
+    /// Plain text, one item per line (`{line}`).
+    Lines,
+    /// JSON objects, one per line (`{field}`).
+    Jsonl,
+    /// CSV with a header row (`{column}`).
+    Csv,
+}
+
+/// Endpoints for template mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EndpointArg {
+    /// /v1/chat/completions
+    Chat,
+    /// /v1/completions
+    Completions,
+    /// /v1/embeddings
+    Embeddings,
+    /// /v1/responses
+    Responses,
+}
+
+/// Input and output options, shared with `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Prompt template with {field} placeholders ({line} for plain lines); selects template mode.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Model for template mode.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// System prompt for template mode.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// max_tokens for template mode.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Field whose value is the custom_id in template mode (default: the line number).
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Endpoint for template mode.
+    #[arg(long, value_enum, default_value_t = EndpointArg::Chat)]
+    pub endpoint: EndpointArg,
+}
+
+/// Pacing and retry options, shared with `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct PacingArgs {
+    /// Requests per minute per key (default: learned from the provider's headers).
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute per key (default: learned from the provider's headers).
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    /// Fixed number of requests in flight (default: adapts to rate × latency).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Ceiling for the adaptive number of requests in flight.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrency: usize,
+    /// Attempts per request before it fails with max_attempts_exceeded.
+    #[arg(long, default_value_t = 8)]
+    pub max_attempts: u32,
+    /// Per-attempt timeout (e.g. 600s, 2m, 1500ms).
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Output tokens assumed (for pacing) when a request sets no max_tokens.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+    pub default_max_tokens: u64,
+    /// Seed for retry jitter, for reproducible runs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write one JSON event per attempt to this file (filter with PACELINE_LOG).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Arguments of `paceline run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Input file: Batch API JSONL, or lines/JSONL/CSV with --template.
+    pub input: PathBuf,
+    /// Output file (Batch API output JSONL); default INPUT.results.jsonl.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Send the valid lines even if some are invalid (those go to --errors-file).
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Where invalid lines go with --skip-invalid; default OUTPUT.errors.jsonl.
+    #[arg(long)]
+    pub errors_file: Option<PathBuf>,
+    /// Start over, replacing an existing output.
+    #[arg(long)]
+    pub restart: bool,
+    /// Provider base URL (default: OpenAI's API, or base_url from --config).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Environment variables holding API keys, comma-separated (default OPENAI_API_KEY).
+    #[arg(long, value_delimiter = ',')]
+    pub api_key_env: Vec<String>,
+    /// TOML config with [[keys]] (env, rpm, tpm) and base_url.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub pacing: PacingArgs,
+}
+
+/// Parse `600s`, `2m`, `1500ms`, `1h`, or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    crate::quota::headers::parse_go_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (examples: 30s, 2m, 1500ms)"))
+}
+
+impl InputArgs {
+    /// The input spec for `path`.
+    pub fn spec(&self, path: &Path) -> InputSpec {
+        InputSpec {
+            path: path.to_path_buf(),
+            format: match self.format {
+                FormatArg::Auto => InputFormat::Auto,
+                FormatArg::Batch => InputFormat::BatchJsonl,
+                FormatArg::Lines => InputFormat::Lines,
+                FormatArg::Jsonl => InputFormat::RecordsJsonl,
+                FormatArg::Csv => InputFormat::Csv,
+            },
+            template: self.template.clone(),
+            model: self.model.clone(),
+            system: self.system.clone(),
+            max_tokens: self.max_tokens,
+            id_field: self.id_field.clone(),
+            endpoint: match self.endpoint {
+                EndpointArg::Chat => Endpoint::ChatCompletions,
+                EndpointArg::Completions => Endpoint::Completions,
+                EndpointArg::Embeddings => Endpoint::Embeddings,
+                EndpointArg::Responses => Endpoint::Responses,
+            },
+        }
+    }
+}
+
+impl PacingArgs {
+    /// Engine settings.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            concurrency: self.concurrency,
+            max_concurrency: self.max_concurrency,
+            backoff: BackoffPolicy {
+                max_attempts: self.max_attempts.max(1),
+                ..BackoffPolicy::default()
+            },
+            seed: self.seed,
+        }
+    }
+
+    /// Limits given on the command line, for keys that have none of their own.
+    pub fn limits(&self) -> QuotaConfig {
+        config::limits(self.rpm, self.tpm)
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Keys from --config, else --api-key-env, else OPENAI_API_KEY.
+fn keys(args: &RunArgs, config: &Config) -> anyhow::Result<Vec<(ApiKey, QuotaConfig)>> {
+    let flag_limits = args.pacing.limits();
+    if !config.keys.is_empty() {
+        return config
+            .keys
+            .iter()
+            .map(|k| {
+                let limits = if k.limits == QuotaConfig::default() {
+                    flag_limits
+                } else {
+                    k.limits
+                };
+                Ok((ApiKey::from_env(&k.env)?, limits))
+            })
+            .collect();
+    }
+    let names = if args.api_key_env.is_empty() {
+        vec!["OPENAI_API_KEY".to_string()]
+    } else {
+        args.api_key_env.clone()
+    };
+    names
+        .iter()
+        .map(|name| {
+            ApiKey::from_env(name.trim())
+                .map(|key| (key, flag_limits))
+                .with_context(|| "set it, or name other variables with --api-key-env K1,K2")
+        })
+        .collect()
+}
+
+/// Print a run's outcome and choose the exit code: 0 all succeeded, 1 some failed, 2 usage.
+pub fn finish(result: Result<runner::RunReport, RunError>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(report) => {
+            eprint!("{}", report.summary);
+            if report.failed > 0 || report.unsent > 0 {
+                Ok(ExitCode::from(1))
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Err(err) if err.is_usage() => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(2))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Run a batch.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let base_url = args
+        .base_url
+        .clone()
+        .or(config.base_url.clone())
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let upstream = Upstream::new(&base_url, args.pacing.timeout)?;
+    let keys = keys(&args, &config)?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.input, ".results.jsonl"));
+    let plan = RunPlan {
+        input: args.input_args.spec(&args.input),
+        errors_file: args
+            .errors_file
+            .clone()
+            .unwrap_or_else(|| with_suffix(&output, ".errors.jsonl")),
+        output,
+        skip_invalid: args.skip_invalid,
+        restart: args.restart,
+        upstream,
+        keys,
+        engine: args.pacing.engine(),
+        default_max_tokens: args.pacing.default_max_tokens,
+        display: Display::detect(args.pacing.quiet),
+    };
+    finish(runner::run(plan).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("600s"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

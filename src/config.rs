@@ -1,0 +1,182 @@
+//! The TOML configuration file (`--config paceline.toml`): deserialized as written, then
+//! validated into typed settings, so every mistake is reported with the file and the field.
+//!
+//! ```toml
+//! base_url = "https://api.openai.com/v1"   # optional
+//!
+//! [[keys]]
+//! env = "OPENAI_KEY_A"      # the environment variable holding the key (never the key itself)
+//! rpm = 500                 # optional: requests per minute
+//! tpm = 200000              # optional: tokens per minute
+//!
+//! [[keys]]
+//! env = "OPENAI_KEY_B"
+//! ```
+
+use crate::quota::{Dimension, LimitSpec, QuotaConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    env: String,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+}
+
+/// One upstream key as configured: where to read it, and its limits if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// Environment variable holding the key.
+    pub env: String,
+    /// Limits known in advance (the rest are learned from headers).
+    pub limits: QuotaConfig,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Provider base URL, if set.
+    pub base_url: Option<String>,
+    /// Upstream keys.
+    pub keys: Vec<KeySource>,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config {path}: keys[{index}].{field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which `[[keys]]` entry (0-based).
+        index: usize,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Limits for a key from optional rpm/tpm values (0 or absent = learn from headers).
+pub fn limits(rpm: Option<u64>, tpm: Option<u64>) -> QuotaConfig {
+    let mut config = QuotaConfig::default();
+    for (dimension, value) in [(Dimension::Requests, rpm), (Dimension::Tokens, tpm)] {
+        if let Some(per_minute) = value.filter(|v| *v > 0) {
+            config = config.with(
+                dimension,
+                LimitSpec {
+                    per_minute,
+                    burst: None,
+                },
+            );
+        }
+    }
+    config
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validate configuration text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        for (index, key) in raw.keys.into_iter().enumerate() {
+            let invalid = |field, message: &str| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                index,
+                field,
+                message: message.to_string(),
+            };
+            if key.env.trim().is_empty() {
+                return Err(invalid("env", "must name an environment variable"));
+            }
+            if key.env.starts_with("sk-") {
+                return Err(invalid(
+                    "env",
+                    "looks like an API key: put the key in an environment variable and name the variable here",
+                ));
+            }
+            keys.push(KeySource {
+                env: key.env,
+                limits: limits(key.rpm, key.tpm),
+            });
+        }
+        Ok(Config {
+            base_url: raw.base_url,
+            keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_with_limits() {
+        let text = "base_url = \"http://127.0.0.1:1/v1\"\n[[keys]]\nenv = \"A\"\nrpm = 10\n[[keys]]\nenv = \"B\"\n";
+        let config = Config::parse(text, Path::new("p.toml")).unwrap();
+        assert_eq!(config.base_url.as_deref(), Some("http://127.0.0.1:1/v1"));
+        assert_eq!(config.keys.len(), 2);
+        assert_eq!(
+            config.keys[0]
+                .limits
+                .get(Dimension::Requests)
+                .map(|l| l.per_minute),
+            Some(10)
+        );
+        assert_eq!(config.keys[1].limits, QuotaConfig::default());
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let err = Config::parse("[[keys]]\nenv = \"sk-abc\"\n", Path::new("p.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("p.toml") && text.contains("keys[0].env"),
+            "{text}"
+        );
+        assert!(!text.contains("sk-abc"));
+        let err = Config::parse("[[keys]]\nenvv = \"A\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("p.toml"));
+    }
+}

@@ -1,0 +1,278 @@
+//! What the user sees while a run goes and when it ends: a progress bar on a terminal (a status
+//! line every few seconds otherwise) and the closing summary.
+
+use crate::engine::stats::Stats;
+use crate::quota::Dimension;
+use crate::upstream::KeyPool;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A live bar (stderr is a terminal).
+    Bar,
+    /// A status line every few seconds (stderr is a file or pipe).
+    Lines,
+    /// Nothing (`--quiet`).
+    Quiet,
+}
+
+impl Display {
+    /// Bar on a terminal, lines otherwise, nothing when quiet.
+    pub fn detect(quiet: bool) -> Self {
+        if quiet {
+            Display::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+/// Achieved rates over a sliding window of samples.
+#[derive(Debug, Default)]
+struct RateWindow {
+    samples: VecDeque<(Instant, u64, u64)>,
+}
+
+impl RateWindow {
+    /// Add a sample of (attempts, tokens charged) and return (requests/s, tokens/min).
+    fn update(&mut self, now: Instant, attempts: u64, tokens: u64) -> (f64, f64) {
+        self.samples.push_back((now, attempts, tokens));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > Duration::from_secs(10))
+        {
+            self.samples.pop_front();
+        }
+        let Some(&(t0, a0, k0)) = self.samples.front() else {
+            return (0.0, 0.0);
+        };
+        let span = now.saturating_duration_since(t0).as_secs_f64();
+        if span < 0.5 {
+            return (0.0, 0.0);
+        }
+        (
+            (attempts - a0) as f64 / span,
+            (tokens - k0) as f64 / span * 60.0,
+        )
+    }
+}
+
+fn compact(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else if n >= 1e4 {
+        format!("{:.0}k", n / 1e3)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else if n >= 100.0 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.1}")
+    }
+}
+
+/// The live status line: rates against limits, in flight, retries, 429s.
+fn status_line(
+    stats: &Stats,
+    pool: &KeyPool,
+    in_flight: usize,
+    limit: usize,
+    rates: (f64, f64),
+) -> String {
+    let limits = pool.limit_totals();
+    let rpm_limit = limits[Dimension::Requests.index()]
+        .map(|l| format!(" of {}", compact(l as f64 / 60.0)))
+        .unwrap_or_default();
+    let tpm_limit = limits[Dimension::Tokens.index()]
+        .map(|l| format!(" of {}", compact(l as f64)))
+        .unwrap_or_default();
+    format!(
+        "{} req/s{rpm_limit} · {} tok/min{tpm_limit} · in flight {in_flight}/{limit} · retries {} · 429s {} · failed {}",
+        compact(rates.0),
+        compact(rates.1),
+        Stats::get(&stats.retries),
+        Stats::get(&stats.rate_limited),
+        Stats::get(&stats.failed),
+    )
+}
+
+/// Show progress until the returned handle is stopped.
+pub struct Progress {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Start showing the progress of `stats` (with `pool` for the limits and `concurrency`
+    /// readings from the closure) in the given display mode.
+    pub fn start(
+        display: Display,
+        stats: Arc<Stats>,
+        pool: Arc<KeyPool>,
+        concurrency: Arc<crate::engine::concurrency::Concurrency>,
+    ) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            if display == Display::Quiet {
+                return;
+            }
+            let bar = (display == Display::Bar).then(|| {
+                let bar = ProgressBar::with_draw_target(
+                    Some(Stats::get(&stats.total)),
+                    ProgressDrawTarget::stderr_with_hz(5),
+                );
+                let style = ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} ETA {eta} · {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar
+            });
+            let mut window = RateWindow::default();
+            let started = Instant::now();
+            let tick = if bar.is_some() {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(5)
+            };
+            let mut interval = tokio::time::interval(tick);
+            interval.tick().await;
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                let now = Instant::now();
+                let rates = window.update(
+                    now,
+                    Stats::get(&stats.attempts),
+                    Stats::get(&stats.tokens_charged),
+                );
+                let line = status_line(
+                    &stats,
+                    &pool,
+                    concurrency.in_flight(),
+                    concurrency.limit(),
+                    rates,
+                );
+                match &bar {
+                    Some(bar) => {
+                        bar.set_length(Stats::get(&stats.total));
+                        bar.set_position(stats.finished());
+                        bar.set_message(line);
+                    }
+                    None => eprintln!(
+                        "[{:>6.1}s] {}/{} done · {line}",
+                        now.saturating_duration_since(started).as_secs_f64(),
+                        stats.finished(),
+                        Stats::get(&stats.total)
+                    ),
+                }
+            }
+            if let Some(bar) = bar {
+                bar.set_position(stats.finished());
+                bar.finish_and_clear();
+            }
+        });
+        Progress { stop, task }
+    }
+
+    /// Stop showing progress and clear the bar.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The closing summary of a run.
+pub fn summary(stats: &Stats, pool: &KeyPool, wall: Duration, output: &str) -> String {
+    let mut out = String::new();
+    let secs = wall.as_secs_f64().max(1e-9);
+    let attempts = Stats::get(&stats.attempts);
+    let succeeded = Stats::get(&stats.succeeded);
+    let failed = Stats::get(&stats.failed);
+    out.push_str(&format!(
+        "paceline: {} requests in {:.1}s — {succeeded} succeeded, {failed} failed\n",
+        succeeded + failed,
+        secs
+    ));
+    let failures = stats.failures_by_code();
+    if !failures.is_empty() {
+        let list: Vec<String> = failures.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        out.push_str(&format!("  failed by code  {}\n", list.join(", ")));
+    }
+    let causes = stats.retries_by_cause();
+    let cause_list: Vec<String> = causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    out.push_str(&format!(
+        "  attempts        {attempts} ({} retries{})\n",
+        Stats::get(&stats.retries),
+        if cause_list.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cause_list.join(", "))
+        }
+    ));
+    out.push_str(&format!(
+        "  429s received   {}\n",
+        Stats::get(&stats.rate_limited)
+    ));
+    out.push_str(&format!(
+        "  tokens          {} in, {} out\n",
+        Stats::get(&stats.prompt_tokens),
+        Stats::get(&stats.completion_tokens)
+    ));
+    let achieved = attempts as f64 / secs;
+    let limits = pool.limit_totals();
+    let vs = limits[Dimension::Requests.index()]
+        .map(|l| format!(" (limit {:.1} req/s)", l as f64 / 60.0))
+        .unwrap_or_default();
+    out.push_str(&format!("  achieved rate   {achieved:.1} req/s{vs}"));
+    if let Some(tpm) = limits[Dimension::Tokens.index()] {
+        let tokens = Stats::get(&stats.tokens_charged) as f64 / secs * 60.0;
+        out.push_str(&format!(
+            ", {} tok/min (limit {})",
+            compact(tokens),
+            compact(tpm as f64)
+        ));
+    }
+    out.push('\n');
+    out.push_str(&format!("  output          {output}\n"));
+    let removed = pool.removal_summary();
+    if pool.active() < pool.len() {
+        out.push_str(&format!("  keys removed    {removed}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_window_measures_recent_rates() {
+        let mut w = RateWindow::default();
+        let t0 = Instant::now();
+        assert_eq!(w.update(t0, 0, 0), (0.0, 0.0));
+        let (rps, tpm) = w.update(t0 + Duration::from_secs(2), 20, 1000);
+        assert!((rps - 10.0).abs() < 1e-9);
+        assert!((tpm - 30_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn compact_numbers() {
+        assert_eq!(compact(12.34), "12.3");
+        assert_eq!(compact(1234.0), "1.2k");
+        assert_eq!(compact(200_000.0), "200k");
+        assert_eq!(compact(3_500_000.0), "3.5M");
+    }
+}

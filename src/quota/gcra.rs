@@ -1,0 +1,194 @@
+//! One dimension of a quota as a GCRA (generic cell rate algorithm) cell.
+//!
+//! State is a single "theoretical arrival time" (`tat`), in nanoseconds since the quota's epoch.
+//! With an emission interval `T` (time per unit at the sustained rate) and a tolerance `τ`
+//! (the burst, as time: `burst × T`), the bucket level at time `t` is `(τ − (tat − t)) / T` units,
+//! at most the burst. A reservation of cost `c` made at `now`:
+//!
+//! * may go at `g = max(now, tat − max(0, τ − c·T))` — when the level has risen to `c`, or, for a
+//!   cost larger than the whole burst, when the bucket is full (the bucket then goes into debt,
+//!   which is how providers admit a request larger than their burst but within their limit);
+//! * commits `tat ← max(tat, g) + c·T`.
+//!
+//! Over any interval of length `w`, the units admitted never exceed `burst + w / T` (plus one
+//! oversized request admitted from a full bucket) — the property test in `quota::tests` checks it.
+//! Arithmetic is integer nanoseconds with `T` rounded up, so rounding only ever slows us down.
+
+/// Nanoseconds since a quota's epoch.
+pub type Nanos = u64;
+
+/// One rate-limited dimension (e.g. requests per minute).
+#[derive(Debug, Clone)]
+pub struct Gcra {
+    /// Emission interval: nanoseconds per unit at the sustained rate.
+    interval: u64,
+    /// Burst tolerance in nanoseconds (`burst × interval`).
+    tolerance: u64,
+    /// Theoretical arrival time.
+    tat: Nanos,
+}
+
+impl Gcra {
+    /// A cell for `per_minute` units per minute with at most `burst` units at once (both ≥ 1).
+    pub fn new(per_minute: u64, burst: u64) -> Self {
+        Self::with_margin(per_minute, burst, 0)
+    }
+
+    /// Like [`Gcra::new`], with the tolerance shortened by `margin_ns` (but never below one
+    /// unit): a request admitted here at `g` still conforms at the provider when it arrives
+    /// up to `margin_ns` earlier or later relative to the others (network jitter).
+    pub fn with_margin(per_minute: u64, burst: u64, margin_ns: u64) -> Self {
+        let mut cell = Gcra {
+            interval: 1,
+            tolerance: 0,
+            tat: 0,
+        };
+        cell.set_rate(per_minute, burst, margin_ns);
+        cell
+    }
+
+    /// Change the rate, burst and margin, keeping the current tat.
+    pub fn set_rate(&mut self, per_minute: u64, burst: u64, margin_ns: u64) {
+        let per_minute = per_minute.max(1);
+        let burst = burst.clamp(1, per_minute);
+        let interval = 60_000_000_000u64.div_ceil(per_minute);
+        self.interval = interval;
+        self.tolerance = interval
+            .saturating_mul(burst)
+            .saturating_sub(margin_ns)
+            .max(interval);
+    }
+
+    /// Nanoseconds per unit.
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// The burst in force (after the margin), in whole units.
+    pub fn burst(&self) -> u64 {
+        self.tolerance / self.interval
+    }
+
+    /// Sustained rate in units per second.
+    pub fn per_second(&self) -> f64 {
+        1e9 / self.interval as f64
+    }
+
+    /// Current theoretical arrival time.
+    pub fn tat(&self) -> Nanos {
+        self.tat
+    }
+
+    fn cost_ns(&self, cost: u64) -> u64 {
+        cost.saturating_mul(self.interval)
+    }
+
+    /// Earliest time at or after `now` when `cost` units may go.
+    pub fn earliest(&self, cost: u64, now: Nanos) -> Nanos {
+        let slack = self.tolerance.saturating_sub(self.cost_ns(cost));
+        now.max(self.tat.saturating_sub(slack))
+    }
+
+    /// Commit `cost` units going at `at` (which must be ≥ `earliest(cost, _)`); returns the new tat.
+    pub fn commit(&mut self, cost: u64, at: Nanos) -> Nanos {
+        self.tat = self.tat.max(at).saturating_add(self.cost_ns(cost));
+        self.tat
+    }
+
+    /// Give back `units` (a settled request cost less than reserved), never below `floor`.
+    pub fn refund(&mut self, units: u64, floor: Nanos) {
+        let back = self.cost_ns(units);
+        self.tat = self.tat.saturating_sub(back).max(floor.min(self.tat));
+    }
+
+    /// Charge `units` more than reserved (a settled request cost more).
+    pub fn charge(&mut self, units: u64, now: Nanos) {
+        self.tat = self.tat.max(now).saturating_add(self.cost_ns(units));
+    }
+
+    /// Level (units available) at `at`, given a tat; negative while in debt.
+    pub fn level_at(&self, tat: Nanos, at: Nanos) -> f64 {
+        (self.tolerance as f64 - (tat as f64 - at as f64)) / self.interval as f64
+    }
+
+    /// Move the tat later by `ns` (usage by someone else that the provider reported).
+    pub fn push_back(&mut self, ns: u64, now: Nanos) {
+        self.tat = self.tat.max(now).saturating_add(ns);
+    }
+
+    /// Make the bucket hold at most `units` at time `at` (e.g. after a 429: empty at `at`).
+    pub fn drain_to(&mut self, units: u64, at: Nanos) {
+        let target = at
+            .saturating_add(self.tolerance)
+            .saturating_sub(self.cost_ns(units));
+        self.tat = self.tat.max(target);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn burst_then_paced() {
+        // 60/min = 1/s, burst 3.
+        let mut g = Gcra::new(60, 3);
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            let at = g.earliest(1, 0);
+            g.commit(1, at);
+            times.push(at);
+        }
+        assert_eq!(times, vec![0, 0, 0, SEC, 2 * SEC, 3 * SEC]);
+    }
+
+    #[test]
+    fn margin_shortens_the_burst_not_the_rate() {
+        let mut g = Gcra::with_margin(600, 10, 25_000_000); // 10/s, burst 10, 25 ms margin
+        assert_eq!(g.burst(), 9);
+        let mut last = 0;
+        for _ in 0..30 {
+            last = g.earliest(1, 0);
+            g.commit(1, last);
+        }
+        // 9 at once, the 10th 25 ms later (the margin), then one per 100 ms.
+        assert_eq!(last, 25_000_000 + 20 * 100_000_000);
+    }
+
+    #[test]
+    fn oversized_cost_waits_for_full_bucket() {
+        let mut g = Gcra::new(600, 10); // 10/s, burst 10
+        let at = g.earliest(25, 0);
+        assert_eq!(at, 0);
+        g.commit(25, at);
+        // in debt: the next unit waits until the level is back to 1.
+        let next = g.earliest(1, 0);
+        assert_eq!(next, g.tat() - g.tolerance + g.interval());
+        // the next oversized request waits until full again.
+        assert_eq!(g.earliest(25, 0), g.tat());
+    }
+
+    #[test]
+    fn refund_and_charge_move_tat() {
+        let mut g = Gcra::new(60, 1);
+        g.commit(10, 0);
+        assert_eq!(g.tat(), 10 * SEC);
+        g.refund(4, 0);
+        assert_eq!(g.tat(), 6 * SEC);
+        g.charge(2, 0);
+        assert_eq!(g.tat(), 8 * SEC);
+        // refunds never move the tat below the floor (time already past).
+        g.refund(100, 5 * SEC);
+        assert_eq!(g.tat(), 5 * SEC);
+    }
+
+    #[test]
+    fn drain_empties_bucket_at_time() {
+        let mut g = Gcra::new(60, 5);
+        g.drain_to(0, 10 * SEC);
+        // empty at 10 s: one unit available 1 s later.
+        assert_eq!(g.earliest(1, 0), 11 * SEC);
+    }
+}

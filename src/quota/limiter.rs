@@ -1,0 +1,351 @@
+//! [`Quota`]: the multi-dimension, reservation-based, header-calibrated limit of one upstream
+//! key (and model). See the module documentation of [`crate::quota`] for the design.
+
+use super::dimension::{Cost, Dimension};
+use super::gcra::{Gcra, Nanos};
+use super::headers::{DimensionReading, LimitSnapshot};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A configured limit for one dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// Units per minute.
+    pub per_minute: u64,
+    /// Most units at once; `None` lets the quota infer it (or use one second's worth).
+    pub burst: Option<u64>,
+}
+
+/// Jitter allowance: how much earlier (relative to the others) a request may reach the
+/// provider than planned and still be admitted. See [`crate::quota::gcra::Gcra::with_margin`].
+pub const DEFAULT_MARGIN: Duration = Duration::from_millis(25);
+
+/// The limits a quota starts with; dimensions left `None` are learned from response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaConfig {
+    limits: [Option<LimitSpec>; 4],
+    margin_ns: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            limits: [None; 4],
+            margin_ns: DEFAULT_MARGIN.as_nanos() as u64,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// Use another jitter margin (zero makes the quota exactly the provider's bucket).
+    pub fn with_margin(mut self, margin: Duration) -> Self {
+        self.margin_ns = u64::try_from(margin.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Configure one dimension.
+    pub fn with(mut self, dimension: Dimension, spec: LimitSpec) -> Self {
+        self.limits[dimension.index()] = Some(spec);
+        self
+    }
+
+    /// The configured limit of one dimension.
+    pub fn get(&self, dimension: Dimension) -> Option<LimitSpec> {
+        self.limits[dimension.index()]
+    }
+}
+
+/// Why a reservation cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// The cost exceeds the whole per-minute limit: it can never be admitted.
+    #[error("request needs {cost} {unit} but the limit is {limit} {unit} per minute: it can never fit", unit = dimension.unit())]
+    NeverFits {
+        /// The dimension that cannot hold it.
+        dimension: Dimension,
+        /// The request's cost there.
+        cost: u64,
+        /// The per-minute limit there.
+        limit: u64,
+    },
+}
+
+/// A committed reservation: the request may go at `go_at`. Keep it to settle the real cost.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// When the request may be sent.
+    pub go_at: Instant,
+    /// What was reserved.
+    pub cost: Cost,
+    go: Nanos,
+    tat_after: [Option<Nanos>; 4],
+    corrections_at: [u64; 4],
+}
+
+#[derive(Debug, Default)]
+struct DimState {
+    margin_ns: u64,
+    configured: Option<LimitSpec>,
+    learned_limit: Option<u64>,
+    learned_burst: Option<u64>,
+    cell: Option<Gcra>,
+    /// Total nanoseconds pushed back because the provider reported use we did not make.
+    corrections: u64,
+}
+
+impl DimState {
+    /// The limit in force: the lower of the configured and the learned one.
+    fn effective(&self) -> Option<(u64, u64)> {
+        let per_minute = match (self.configured.map(|c| c.per_minute), self.learned_limit) {
+            (Some(c), Some(l)) => c.min(l),
+            (Some(c), None) => c,
+            (None, Some(l)) => l,
+            (None, None) => return None,
+        };
+        let one_second = per_minute.div_ceil(60).max(1);
+        let burst = match (self.configured.and_then(|c| c.burst), self.learned_burst) {
+            (Some(c), Some(l)) => c.min(l),
+            (Some(c), None) => c,
+            (None, Some(l)) => l,
+            (None, None) => one_second,
+        };
+        Some((per_minute, burst.clamp(1, per_minute)))
+    }
+
+    fn refresh_cell(&mut self, now: Nanos, remaining: Option<u64>) {
+        let Some((per_minute, burst)) = self.effective() else {
+            return;
+        };
+        match &mut self.cell {
+            Some(cell) => cell.set_rate(per_minute, burst, self.margin_ns),
+            None => {
+                let mut cell = Gcra::with_margin(per_minute, burst, self.margin_ns);
+                if let Some(left) = remaining {
+                    cell.drain_to(left.min(burst), now);
+                }
+                self.cell = Some(cell);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    dims: [DimState; 4],
+    paused_until: Nanos,
+}
+
+/// The quota of one upstream key (per model): reserve → settle → observe → pause.
+///
+/// All methods take `now` explicitly so the arithmetic is testable on any clock; the engine
+/// passes `tokio::time::Instant::now()`, which `tokio::time::pause` makes virtual in tests.
+#[derive(Debug)]
+pub struct Quota {
+    epoch: Instant,
+    state: Mutex<State>,
+}
+
+/// Rounding slack when comparing the provider's `remaining` with ours: reordering of requests in
+/// flight and the provider's flooring of its level.
+fn drift_slack(burst: u64) -> f64 {
+    2.0f64.max(burst as f64 * 0.02)
+}
+
+impl Quota {
+    /// A quota starting from `config`, whose clock starts at `now`.
+    pub fn new(config: QuotaConfig, now: Instant) -> Self {
+        let mut dims: [DimState; 4] = Default::default();
+        for d in Dimension::ALL {
+            let state = &mut dims[d.index()];
+            state.configured = config.get(d);
+            state.margin_ns = config.margin_ns;
+            state.refresh_cell(0, None);
+        }
+        Quota {
+            epoch: now,
+            state: Mutex::new(State {
+                dims,
+                paused_until: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn ns(&self, t: Instant) -> Nanos {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, ns: Nanos) -> Instant {
+        self.epoch + Duration::from_nanos(ns)
+    }
+
+    /// Whether any dimension has a known limit (configured or learned).
+    pub fn is_known(&self) -> bool {
+        self.lock().dims.iter().any(|d| d.cell.is_some())
+    }
+
+    /// The limit in force per dimension as (per minute, burst), if known.
+    pub fn limits(&self) -> [Option<(u64, u64)>; 4] {
+        let state = self.lock();
+        Dimension::ALL.map(|d| state.dims[d.index()].effective())
+    }
+
+    /// When the quota's pause ends, if it is paused at `now`.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        let state = self.lock();
+        (state.paused_until > self.ns(now)).then(|| self.instant(state.paused_until))
+    }
+
+    fn check_fits(state: &State, cost: &Cost) -> Result<(), QuotaError> {
+        for d in Dimension::ALL {
+            if let Some((limit, _)) = state.dims[d.index()].effective() {
+                let c = cost.get(d);
+                if c > limit {
+                    return Err(QuotaError::NeverFits {
+                        dimension: d,
+                        cost: c,
+                        limit,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn earliest_ns(state: &State, cost: &Cost, now: Nanos) -> Nanos {
+        let mut go = now.max(state.paused_until);
+        for d in Dimension::ALL {
+            if let Some(cell) = &state.dims[d.index()].cell {
+                go = go.max(cell.earliest(cost.get(d), now));
+            }
+        }
+        go
+    }
+
+    /// Earliest time `cost` could go, without reserving.
+    pub fn earliest(&self, cost: &Cost, now: Instant) -> Result<Instant, QuotaError> {
+        let state = self.lock();
+        Self::check_fits(&state, cost)?;
+        Ok(self.instant(Self::earliest_ns(&state, cost, self.ns(now))))
+    }
+
+    /// Reserve `cost` in every dimension at once, at the earliest time all of them allow.
+    pub fn reserve(&self, cost: Cost, now: Instant) -> Result<Reservation, QuotaError> {
+        let mut state = self.lock();
+        Self::check_fits(&state, &cost)?;
+        let go = Self::earliest_ns(&state, &cost, self.ns(now));
+        let mut tat_after = [None; 4];
+        let mut corrections_at = [0; 4];
+        for d in Dimension::ALL {
+            let dim = &mut state.dims[d.index()];
+            corrections_at[d.index()] = dim.corrections;
+            if let Some(cell) = &mut dim.cell {
+                tat_after[d.index()] = Some(cell.commit(cost.get(d), go));
+            }
+        }
+        Ok(Reservation {
+            go_at: self.instant(go),
+            cost,
+            go,
+            tat_after,
+            corrections_at,
+        })
+    }
+
+    /// Give a reservation back whole (the request was not sent).
+    pub fn cancel(&self, reservation: &Reservation, now: Instant) {
+        self.settle(reservation, Cost::default(), now);
+    }
+
+    /// Replace the reserved cost with what the provider actually charged: refund or charge
+    /// the difference in every dimension.
+    pub fn settle(&self, reservation: &Reservation, actual: Cost, now: Instant) {
+        let now = self.ns(now);
+        let mut state = self.lock();
+        for d in Dimension::ALL {
+            if let Some(cell) = &mut state.dims[d.index()].cell {
+                let (reserved, used) = (reservation.cost.get(d), actual.get(d));
+                if used < reserved {
+                    cell.refund(reserved - used, now);
+                } else if used > reserved {
+                    cell.charge(used - reserved, now);
+                }
+            }
+        }
+    }
+
+    /// Calibrate from what one response's headers said. `reservation` is the one the response
+    /// belongs to, so the provider's `remaining` is compared with our level at the same moment.
+    pub fn observe(
+        &self,
+        reservation: Option<&Reservation>,
+        snapshot: &LimitSnapshot,
+        now: Instant,
+    ) {
+        let now = self.ns(now);
+        let mut state = self.lock();
+        let readings = [
+            snapshot.requests,
+            snapshot.tokens,
+            snapshot.input_tokens,
+            snapshot.output_tokens,
+        ];
+        for d in Dimension::ALL {
+            let dim = &mut state.dims[d.index()];
+            let reading: DimensionReading = readings[d.index()];
+            if let Some(limit) = reading.limit.filter(|l| *l > 0) {
+                dim.learned_limit = Some(limit);
+                if let (Some(remaining), Some(reset)) = (reading.remaining, reading.reset) {
+                    // A bucket refilling at limit/60 per second is full again after `reset`:
+                    // its capacity is what is left now plus what refills until then.
+                    let capacity = remaining as f64 + reset.as_secs_f64() * limit as f64 / 60.0;
+                    dim.learned_burst = Some((capacity.round() as u64).clamp(1, limit));
+                }
+            }
+            dim.refresh_cell(now, reading.remaining);
+            let (Some(cell), Some(remaining), Some(r)) =
+                (&mut dim.cell, reading.remaining, reservation)
+            else {
+                continue;
+            };
+            let Some(tat_after) = r.tat_after[d.index()] else {
+                continue;
+            };
+            // Our level right after this request was admitted, against the provider's.
+            let ours = cell.level_at(tat_after, r.go);
+            let unseen = ours - remaining as f64 - drift_slack(cell.burst());
+            if unseen > 0.0 {
+                let owed = (unseen * cell.interval() as f64) as u64;
+                let already = dim.corrections - r.corrections_at[d.index()];
+                let extra = owed.saturating_sub(already);
+                if extra > 0 {
+                    cell.push_back(extra, now);
+                    dim.corrections += extra;
+                }
+            }
+        }
+    }
+
+    /// Pause the whole quota until `until` (a rate-limit answer from the provider). The
+    /// dimension that refused (all known ones when `None`) is taken as empty then, except for
+    /// the `retry` cost that the refused request will need when it goes again.
+    pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
+        let until_ns = self.ns(until);
+        let mut state = self.lock();
+        state.paused_until = state.paused_until.max(until_ns);
+        for d in Dimension::ALL {
+            if refused.is_some_and(|r| r != d) {
+                continue;
+            }
+            if let Some(cell) = &mut state.dims[d.index()].cell {
+                cell.drain_to(retry.get(d), until_ns);
+            }
+        }
+    }
+}

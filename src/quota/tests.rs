@@ -1,0 +1,263 @@
+//! Quota behaviour on a virtual clock: limits in every sliding window, atomic reservation,
+//! settle, calibration from headers and pause.
+
+use super::*;
+use proptest::prelude::*;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn config(rpm: u64, rburst: u64, tpm: u64, tburst: u64) -> QuotaConfig {
+    QuotaConfig::default()
+        .with_margin(Duration::ZERO)
+        .with(
+            Dimension::Requests,
+            LimitSpec {
+                per_minute: rpm,
+                burst: Some(rburst),
+            },
+        )
+        .with(
+            Dimension::Tokens,
+            LimitSpec {
+                per_minute: tpm,
+                burst: Some(tburst),
+            },
+        )
+}
+
+/// Every window [g_i, g_j] of admitted requests holds at most burst + elapsed × rate units.
+fn assert_within_limit(admitted: &[(Instant, u64)], per_minute: u64, burst: u64) {
+    let mut sorted = admitted.to_vec();
+    sorted.sort_by_key(|(t, _)| *t);
+    let interval = 60e9 / per_minute as f64;
+    for i in 0..sorted.len() {
+        let mut sum = 0u64;
+        for j in i..sorted.len() {
+            sum += sorted[j].1;
+            let elapsed = (sorted[j].0 - sorted[i].0).as_nanos() as f64;
+            let allowed = burst as f64 + elapsed / interval;
+            assert!(
+                sum as f64 <= allowed + 1e-6,
+                "window {i}..={j}: {sum} units admitted, only {allowed:.3} allowed"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn never_exceeds_any_dimension_in_any_window(
+        rpm in 60u64..6000,
+        rburst in 1u64..20,
+        tpm in 10_000u64..200_000,
+        arrivals in prop::collection::vec((0u64..2000, 1u64..3000), 1..120),
+    ) {
+        let start = Instant::now();
+        let tburst = 5000;
+        let quota = Quota::new(config(rpm, rburst, tpm, tburst), start);
+        let mut now = start;
+        let mut requests = Vec::new();
+        let mut tokens = Vec::new();
+        for (gap_ms, cost) in arrivals {
+            now += ms(gap_ms);
+            let r = quota.reserve(Cost::request(cost), now).expect("fits");
+            prop_assert!(r.go_at >= now);
+            requests.push((r.go_at, 1));
+            tokens.push((r.go_at, cost));
+        }
+        assert_within_limit(&requests, rpm, rburst.min(rpm));
+        assert_within_limit(&tokens, tpm, tburst);
+    }
+}
+
+#[test]
+fn reservation_commits_all_dimensions_at_one_time() {
+    let t0 = Instant::now();
+    // requests: 1/s, burst 1; tokens: 10/s, burst 100.
+    let quota = Quota::new(config(60, 1, 600, 100), t0);
+    let a = quota.reserve(Cost::request(100), t0).unwrap();
+    assert_eq!(a.go_at, t0);
+    // tokens bind: 50 more tokens fit only at 5 s, although a request slot is free at 1 s.
+    let b = quota.reserve(Cost::request(50), t0).unwrap();
+    assert_eq!(b.go_at, t0 + ms(5000));
+    // the request slot was committed at 5 s too: a token-free request goes at 6 s, not 2 s.
+    let c = quota.reserve(Cost::request(0), t0).unwrap();
+    assert_eq!(c.go_at, t0 + ms(6000));
+}
+
+#[test]
+fn cost_over_the_limit_never_fits() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(60, 1, 1000, 1000), t0);
+    let err = quota.reserve(Cost::request(1001), t0).unwrap_err();
+    assert_eq!(
+        err,
+        QuotaError::NeverFits {
+            dimension: Dimension::Tokens,
+            cost: 1001,
+            limit: 1000
+        }
+    );
+    assert!(err.to_string().contains("1001 tokens"));
+}
+
+#[test]
+fn settle_refunds_and_charges() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(60_000, 1000, 6000, 1000), t0); // 100 tokens/s
+    let r = quota.reserve(Cost::request(1000), t0).unwrap();
+    // bucket now empty: 100 tokens wait 1 s.
+    assert_eq!(
+        quota.earliest(&Cost::request(100), t0).unwrap(),
+        t0 + ms(1000)
+    );
+    // the request used only 400: 600 come back.
+    quota.settle(&r, Cost::request(400), t0);
+    assert_eq!(quota.earliest(&Cost::request(600), t0).unwrap(), t0);
+    assert_eq!(
+        quota.earliest(&Cost::request(700), t0).unwrap(),
+        t0 + ms(1000)
+    );
+}
+
+#[test]
+fn settle_charges_what_was_underestimated() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(60_000, 1000, 6000, 1000), t0); // 100 tokens/s
+    let r = quota.reserve(Cost::request(400), t0).unwrap();
+    assert_eq!(quota.earliest(&Cost::request(600), t0).unwrap(), t0);
+    // the provider charged 900: 500 more, so 600 tokens now wait 5 s.
+    quota.settle(&r, Cost::request(900), t0);
+    assert_eq!(
+        quota.earliest(&Cost::request(600), t0).unwrap(),
+        t0 + ms(5000)
+    );
+}
+
+#[test]
+fn cancel_gives_everything_back() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(60, 1, 6000, 1000), t0);
+    let r = quota.reserve(Cost::request(10), t0).unwrap();
+    assert_eq!(
+        quota.earliest(&Cost::request(10), t0).unwrap(),
+        t0 + ms(1000)
+    );
+    quota.cancel(&r, t0);
+    assert_eq!(quota.earliest(&Cost::request(10), t0).unwrap(), t0);
+}
+
+fn reading(limit: u64, remaining: u64, reset: Duration) -> DimensionReading {
+    DimensionReading {
+        limit: Some(limit),
+        remaining: Some(remaining),
+        reset: Some(reset),
+    }
+}
+
+#[test]
+fn learns_limits_and_burst_from_headers() {
+    let t0 = Instant::now();
+    let quota = Quota::new(QuotaConfig::default().with_margin(Duration::ZERO), t0);
+    assert!(!quota.is_known());
+    // 6000 rpm = 100/s; 9 left and 10 ms to full → a burst of 10.
+    let snapshot = LimitSnapshot {
+        requests: reading(6000, 9, ms(10)),
+        tokens: reading(1_000_000, 999_000, ms(60)),
+        ..Default::default()
+    };
+    quota.observe(None, &snapshot, t0);
+    assert!(quota.is_known());
+    let limits = quota.limits();
+    assert_eq!(limits[0], Some((6000, 10)));
+    assert_eq!(limits[1], Some((1_000_000, 1_000_000)));
+    // 9 may go at once, the 10th 10 ms later.
+    for _ in 0..9 {
+        assert_eq!(quota.reserve(Cost::request(1), t0).unwrap().go_at, t0);
+    }
+    assert_eq!(
+        quota.reserve(Cost::request(1), t0).unwrap().go_at,
+        t0 + ms(10)
+    );
+}
+
+#[test]
+fn configured_limit_wins_when_lower() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(60, 1, 600, 10), t0);
+    let snapshot = LimitSnapshot {
+        requests: reading(6000, 5999, ms(10)),
+        ..Default::default()
+    };
+    quota.observe(None, &snapshot, t0);
+    assert_eq!(quota.limits()[0], Some((60, 1)));
+}
+
+#[test]
+fn provider_reporting_less_remaining_pushes_back_once() {
+    let t0 = Instant::now();
+    // 600 rpm = 10/s, burst 100.
+    let quota = Quota::new(config(600, 100, 1_000_000, 1_000_000), t0);
+    let a = quota.reserve(Cost::request(1), t0).unwrap();
+    let b = quota.reserve(Cost::request(1), t0).unwrap();
+    // we think 99 and 98 were left; the provider says 59 and 58: 40 used by someone else.
+    let said = |remaining| LimitSnapshot {
+        requests: reading(600, remaining, ms(4000)),
+        ..Default::default()
+    };
+    quota.observe(Some(&a), &said(59), t0);
+    quota.observe(Some(&b), &said(58), t0);
+    // the correction is applied once, not once per response: about 58 (minus slack) left.
+    let mut free_now = 0;
+    while quota.reserve(Cost::request(1), t0).unwrap().go_at == t0 {
+        free_now += 1;
+    }
+    assert!((57..=61).contains(&free_now), "{free_now} free");
+}
+
+#[test]
+fn provider_reporting_more_remaining_changes_nothing() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(600, 10, 1_000_000, 1_000_000), t0);
+    let a = quota.reserve(Cost::request(1), t0).unwrap();
+    let snapshot = LimitSnapshot {
+        requests: reading(600, 10, ms(0)),
+        ..Default::default()
+    };
+    quota.observe(Some(&a), &snapshot, t0);
+    let mut free_now = 0;
+    while quota.reserve(Cost::request(1), t0).unwrap().go_at == t0 {
+        free_now += 1;
+    }
+    assert_eq!(free_now, 9);
+}
+
+#[test]
+fn pause_holds_every_request_then_paces() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s
+    let until = t0 + ms(1500);
+    quota.pause(until, Some(Dimension::Requests), &Cost::request(1));
+    assert_eq!(quota.paused_until(t0), Some(until));
+    // the retried request goes at the end of the pause, the next ones at the sustained rate.
+    let go: Vec<_> = (0..3)
+        .map(|_| quota.reserve(Cost::request(1), t0).unwrap().go_at - t0)
+        .collect();
+    assert_eq!(go, vec![ms(1500), ms(1600), ms(1700)]);
+    assert_eq!(quota.paused_until(until), None);
+}
+
+#[test]
+fn unknown_limits_admit_immediately() {
+    let t0 = Instant::now();
+    let quota = Quota::new(QuotaConfig::default(), t0);
+    for _ in 0..1000 {
+        assert_eq!(quota.reserve(Cost::request(5000), t0).unwrap().go_at, t0);
+    }
+}

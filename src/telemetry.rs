@@ -1,0 +1,86 @@
+//! Logging: warnings and errors on stderr for people; with `--log-file`, one JSON event per
+//! line for machines (every attempt of every request, with its waits and retry decision).
+//! `PACELINE_LOG` (an `EnvFilter` directive such as `info` or `paceline::attempt=info`) filters
+//! the file; stderr shows warnings unless `PACELINE_LOG` is set and no file is given.
+
+use std::path::Path;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Keeps the log file writer alive; drop it last so every event is flushed.
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+}
+
+/// Could not set up logging.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log file cannot be opened.
+    #[error("--log-file {path}: {source}")]
+    File {
+        /// The path given.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// `PACELINE_LOG` is not a valid filter.
+    #[error("PACELINE_LOG={value:?} is not a valid log filter: {message}")]
+    Filter {
+        /// The variable's value.
+        value: String,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+fn env_filter(default: &str) -> Result<EnvFilter, TelemetryError> {
+    match std::env::var("PACELINE_LOG") {
+        Ok(value) => EnvFilter::try_new(&value).map_err(|e| TelemetryError::Filter {
+            value,
+            message: e.to_string(),
+        }),
+        Err(_) => Ok(EnvFilter::new(default)),
+    }
+}
+
+/// Install the global subscriber. Call once, early; keep the guard until exit.
+pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
+    let stderr_filter = if log_file.is_some() {
+        EnvFilter::new("warn")
+    } else {
+        env_filter("warn")?
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(stderr_filter);
+    let (file_layer, guard) = match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| TelemetryError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(writer)
+                .with_filter(env_filter("info")?);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    // A second init (tests calling the CLI in-process) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .try_init();
+    Ok(LogGuard { _file: guard })
+}

@@ -1,0 +1,280 @@
+//! The key pool: every upstream key with its own quota per model; a request goes to the key
+//! that can send it soonest, and a key the provider refuses for good leaves rotation.
+
+use super::key::ApiKey;
+use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::time::Instant;
+
+/// One key and its state.
+#[derive(Debug)]
+struct Slot {
+    key: ApiKey,
+    config: QuotaConfig,
+    quotas: Mutex<HashMap<String, Arc<Quota>>>,
+    removed: Mutex<Option<String>>,
+    in_flight: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a request goes: a key, its quota for the model, and the reservation made there.
+#[derive(Debug)]
+pub struct Pick {
+    /// Index of the key in the pool.
+    pub key_index: usize,
+    /// The key.
+    pub key: ApiKey,
+    /// The quota the reservation was made in.
+    pub quota: Arc<Quota>,
+    /// The reservation.
+    pub reservation: Reservation,
+}
+
+/// Why no key can take a request.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    /// Every key was removed from rotation.
+    #[error("no usable API key left: {0}")]
+    NoKeys(String),
+    /// The request can never fit the limits of any key.
+    #[error(transparent)]
+    NeverFits(#[from] QuotaError),
+}
+
+/// Every upstream key with its quotas.
+#[derive(Debug)]
+pub struct KeyPool {
+    slots: Vec<Slot>,
+}
+
+impl KeyPool {
+    /// A pool of `keys`, each with the limits it was configured with.
+    pub fn new(keys: Vec<(ApiKey, QuotaConfig)>) -> Self {
+        KeyPool {
+            slots: keys
+                .into_iter()
+                .map(|(key, config)| Slot {
+                    key,
+                    config,
+                    quotas: Mutex::new(HashMap::new()),
+                    removed: Mutex::new(None),
+                    in_flight: AtomicUsize::new(0),
+                })
+                .collect(),
+        }
+    }
+
+    /// Number of keys, removed ones included.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the pool has no keys at all.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The quota of key `index` for `model`, created on first use.
+    pub fn quota(&self, index: usize, model: &str, now: Instant) -> Option<Arc<Quota>> {
+        let slot = self.slots.get(index)?;
+        let mut quotas = lock(&slot.quotas);
+        Some(
+            quotas
+                .entry(model.to_string())
+                .or_insert_with(|| Arc::new(Quota::new(slot.config, now)))
+                .clone(),
+        )
+    }
+
+    /// Quotas for `model` of the keys still in rotation.
+    pub fn active_quotas(&self, model: &str, now: Instant) -> Vec<Arc<Quota>> {
+        (0..self.slots.len())
+            .filter(|i| lock(&self.slots[*i].removed).is_none())
+            .filter_map(|i| self.quota(i, model, now))
+            .collect()
+    }
+
+    /// Reserve `cost` on the key that can send it soonest (ties: fewest in flight).
+    pub fn pick(&self, model: &str, cost: Cost, now: Instant) -> Result<Pick, PickError> {
+        let mut best: Option<(Instant, usize, usize, Arc<Quota>)> = None;
+        let mut never_fits = None;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if lock(&slot.removed).is_some() {
+                continue;
+            }
+            let Some(quota) = self.quota(index, model, now) else {
+                continue;
+            };
+            match quota.earliest(&cost, now) {
+                Ok(at) => {
+                    let load = slot.in_flight.load(Ordering::Relaxed);
+                    let better = best
+                        .as_ref()
+                        .is_none_or(|(t, l, _, _)| (at, load) < (*t, *l));
+                    if better {
+                        best = Some((at, load, index, quota));
+                    }
+                }
+                Err(err) => never_fits = Some(err),
+            }
+        }
+        match best {
+            Some((_, _, index, quota)) => {
+                let reservation = quota.reserve(cost, now)?;
+                Ok(Pick {
+                    key_index: index,
+                    key: self.slots[index].key.clone(),
+                    quota,
+                    reservation,
+                })
+            }
+            None => match never_fits {
+                Some(err) => Err(PickError::NeverFits(err)),
+                None => Err(PickError::NoKeys(self.removal_summary())),
+            },
+        }
+    }
+
+    /// Count a request in flight on key `index` until the returned guard drops.
+    pub fn start(&self, index: usize) -> InFlight<'_> {
+        if let Some(slot) = self.slots.get(index) {
+            slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight { pool: self, index }
+    }
+
+    /// Take key `index` out of rotation for `reason`. Returns true if it was in rotation.
+    pub fn remove(&self, index: usize, reason: &str) -> bool {
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        let mut removed = lock(&slot.removed);
+        if removed.is_some() {
+            return false;
+        }
+        *removed = Some(reason.to_string());
+        true
+    }
+
+    /// Keys still in rotation.
+    pub fn active(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| lock(&s.removed).is_none())
+            .count()
+    }
+
+    /// Per-minute limits summed over the keys in rotation (each key counted at its largest
+    /// per-model limit), per dimension; `None` where no key knows one.
+    pub fn limit_totals(&self) -> [Option<u64>; 4] {
+        let mut totals = [None; 4];
+        for slot in self.slots.iter().filter(|s| lock(&s.removed).is_none()) {
+            let mut best = [None::<u64>; 4];
+            for quota in lock(&slot.quotas).values() {
+                for (i, limit) in quota.limits().iter().enumerate() {
+                    if let Some((per_minute, _)) = limit {
+                        best[i] = Some(best[i].map_or(*per_minute, |b: u64| b.max(*per_minute)));
+                    }
+                }
+            }
+            for i in 0..4 {
+                if let Some(b) = best[i] {
+                    totals[i] = Some(totals[i].unwrap_or(0) + b);
+                }
+            }
+        }
+        totals
+    }
+
+    /// "KEY#abcd: reason; ..." for every removed key.
+    pub fn removal_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .slots
+            .iter()
+            .filter_map(|s| lock(&s.removed).as_ref().map(|r| format!("{}: {r}", s.key)))
+            .collect();
+        if parts.is_empty() {
+            "no keys configured".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// A request in flight on one key; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    pool: &'a KeyPool,
+    index: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.pool.slots.get(self.index) {
+            slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::{Dimension, LimitSpec};
+    use std::time::Duration;
+
+    fn pool(n: usize, rpm: u64) -> KeyPool {
+        let config = QuotaConfig::default().with(
+            Dimension::Requests,
+            LimitSpec {
+                per_minute: rpm,
+                burst: Some(1),
+            },
+        );
+        KeyPool::new(
+            (0..n)
+                .map(|i| (ApiKey::new(format!("secret-{i}"), &format!("K{i}")), config))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn spreads_to_the_key_that_can_send_soonest() {
+        let t0 = Instant::now();
+        let pool = pool(2, 60);
+        let picks: Vec<(usize, Duration)> = (0..4)
+            .map(|_| {
+                let p = pool.pick("m", Cost::request(1), t0).unwrap();
+                (p.key_index, p.reservation.go_at - t0)
+            })
+            .collect();
+        let secs = Duration::from_secs;
+        assert_eq!(
+            picks,
+            vec![(0, secs(0)), (1, secs(0)), (0, secs(1)), (1, secs(1))]
+        );
+    }
+
+    #[test]
+    fn removed_keys_leave_rotation() {
+        let t0 = Instant::now();
+        let pool = pool(2, 60);
+        assert!(pool.remove(0, "insufficient_quota"));
+        assert!(!pool.remove(0, "again"));
+        for _ in 0..3 {
+            assert_eq!(pool.pick("m", Cost::request(1), t0).unwrap().key_index, 1);
+        }
+        pool.remove(1, "401 invalid_api_key");
+        let err = pool.pick("m", Cost::request(1), t0).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("K0#") && text.contains("insufficient_quota"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-"));
+    }
+}
