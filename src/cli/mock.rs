@@ -1,17 +1,219 @@
 //! `paceline mock`: arguments and glue for the simulated provider.
 
+use crate::mock::{self, ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
 use clap::Args;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 /// Arguments of `paceline mock`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct MockArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub listen: String,
+    /// Requests per minute for every key (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rpm: u64,
+    /// Tokens per minute for every key (0 = unlimited). Admission charges prompt tokens +
+    /// max_tokens × n (embeddings: input tokens).
+    #[arg(long, default_value_t = 0)]
+    pub tpm: u64,
+    /// Declare a key NAME[:RPM[:TPM]] (repeatable). When given, only declared keys are accepted.
+    #[arg(long = "key", value_name = "NAME[:RPM[:TPM]]")]
+    pub keys: Vec<String>,
+    /// Cap the request bucket's capacity (e.g. 60,000 RPM enforced as 1,000 at once).
+    #[arg(long)]
+    pub burst: Option<u64>,
+    /// Cap the token bucket's capacity (default: the TPM).
+    #[arg(long)]
+    pub token_burst: Option<u64>,
+    /// Credit per key in tokens; once used, every call gets 429 insufficient_quota.
+    #[arg(long)]
+    pub quota_tokens: Option<u64>,
+    /// Mean latency to the first token, in milliseconds (log-normal).
+    #[arg(long, default_value_t = 0.0)]
+    pub latency_ms: f64,
+    /// Standard deviation of that latency, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub latency_sd: f64,
+    /// Extra milliseconds per output token (streams spread their chunks over it).
+    #[arg(long, default_value_t = 0.0)]
+    pub ms_per_token: f64,
+    /// Mean answer length in tokens (uniform in [1, 2·MEAN], capped by max_tokens).
+    #[arg(long, default_value_t = 64)]
+    pub completion_tokens: u32,
+    /// max_tokens assumed (and charged at admission) when a request has none.
+    #[arg(long, default_value_t = 4096)]
+    pub default_max_tokens: u32,
+    /// Probability of an HTTP 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_500: f64,
+    /// Probability of an HTTP 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_503: f64,
+    /// Probability of an HTTP 529 overloaded_error (Anthropic endpoint only).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_529: f64,
+    /// Probability of closing the connection without a complete response.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset: f64,
+    /// Probability of a 200 whose body (or stream) is cut short.
+    #[arg(long, default_value_t = 0.0)]
+    pub truncate: f64,
+    /// Probability of holding the response for an hour.
+    #[arg(long, default_value_t = 0.0)]
+    pub stall: f64,
+    /// Seed of every random choice (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Refund unused output tokens to the token bucket on completion (Anthropic-like).
+    #[arg(long)]
+    pub refund_unused: bool,
+    /// Admit everything; count requests the limits would have refused in admitted_beyond_limit.
+    #[arg(long)]
+    pub soft_limits: bool,
 }
 
-/// Start the simulated provider and serve until interrupted.
-pub async fn run(_args: MockArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+impl TryFrom<&MockArgs> for MockConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: &MockArgs) -> Result<Self, Self::Error> {
+        let listen: SocketAddr = args
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::Listen(args.listen.clone()))?;
+        let keys = args
+            .keys
+            .iter()
+            .map(|k| k.parse::<KeySpec>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = MockConfig {
+            listen,
+            rpm: args.rpm,
+            tpm: args.tpm,
+            keys,
+            burst: args.burst,
+            token_burst: args.token_burst,
+            quota_tokens: args.quota_tokens,
+            latency: LatencyConfig {
+                mean_ms: args.latency_ms,
+                sd_ms: args.latency_sd,
+                ms_per_token: args.ms_per_token,
+            },
+            completion_tokens: args.completion_tokens,
+            default_max_tokens: args.default_max_tokens,
+            faults: FaultRates {
+                fail_500: args.fail_500,
+                fail_503: args.fail_503,
+                fail_529: args.fail_529,
+                reset: args.reset,
+                truncate: args.truncate,
+                stall: args.stall,
+            },
+            seed: args.seed,
+            refund_unused: args.refund_unused,
+            soft_limits: args.soft_limits,
+            ..MockConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Start the simulated provider, print `listening on http://ADDR`, and serve until interrupted.
+pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
+    let config = MockConfig::try_from(&args)?;
+    let handle = mock::start(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{}", handle.addr())?;
+        out.flush()?;
+    }
+    terminated().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: MockArgs,
+    }
+
+    fn config(argv: &[&str]) -> Result<MockConfig, ConfigError> {
+        let w = Wrapper::try_parse_from(std::iter::once("mock").chain(argv.iter().copied()))
+            .map_err(|e| ConfigError::Listen(e.to_string()))?;
+        MockConfig::try_from(&w.args)
+    }
+
+    #[test]
+    fn flags_map_to_config() {
+        let c = config(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--rpm",
+            "60",
+            "--tpm",
+            "1000",
+            "--key",
+            "a:5:50",
+            "--key",
+            "b",
+            "--burst",
+            "3",
+            "--fail-500",
+            "0.1",
+            "--seed",
+            "7",
+            "--soft-limits",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.rpm, c.tpm, c.burst, c.seed),
+            (60, 1000, Some(3), Some(7))
+        );
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys[0].rpm, Some(5));
+        assert_eq!(c.faults.fail_500, 0.1);
+        assert!(c.soft_limits && !c.refund_unused);
+        assert_eq!((c.completion_tokens, c.default_max_tokens), (64, 4096));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_value() {
+        let err = config(&["--key", "a:lots"]).unwrap_err().to_string();
+        assert!(err.contains("--key") && err.contains("a:lots"), "{err}");
+        let err = config(&["--listen", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("--listen") && err.contains("nowhere"), "{err}");
+        let err = config(&["--stall", "2"]).unwrap_err().to_string();
+        assert!(err.contains("--stall"), "{err}");
+    }
 }

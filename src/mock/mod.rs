@@ -1,1 +1,130 @@
-//! placeholder
+//! `paceline mock`: a simulated LLM provider that limits, answers and fails like a real one.
+//!
+//! It enforces per-key RPM/TPM buckets ([`bucket`]) the way OpenAI charges admission (prompt
+//! tokens + `max_tokens × n`), answers with OpenAI's and Anthropic's real shapes, rate-limit
+//! headers and error bodies, models latency, injects faults from one seeded random source, and
+//! counts everything at `GET /_mock/stats`. It shares no code with paceline's client side, which
+//! it exists to test.
+//!
+//! Start it in-process with [`start`], or from the command line with `paceline mock`.
+
+pub mod anthropic;
+pub mod api;
+pub mod bucket;
+pub mod chat;
+pub mod completions;
+pub mod config;
+pub mod delivery;
+pub mod duration;
+pub mod embeddings;
+pub mod errors;
+pub mod faults;
+pub mod headers;
+pub mod keys;
+pub mod latency;
+pub mod server;
+pub mod stats;
+pub mod text;
+pub mod tokens;
+
+pub use config::{ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
+pub use errors::MockError;
+pub use stats::{FaultCounts, KeyStats, StatsSnapshot};
+
+use server::App;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long [`MockHandle::shutdown`] waits for open connections before cutting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running simulated provider. Dropping it stops the server too (without waiting).
+pub struct MockHandle {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Validate `config`, bind, and start serving in the background. Returns once the listener
+/// accepts connections.
+pub async fn start(config: MockConfig) -> Result<MockHandle, MockError> {
+    config.validate()?;
+    // Building a tokenizer takes ~100 ms: do it before the first request, off the async threads.
+    let _ = tokio::task::spawn_blocking(tokens::warm_up).await;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MockError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| MockError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (stop, stopped) = watch::channel(false);
+    let app = Arc::new(App::new(config, stopped.clone()));
+    let router = server::router(Arc::clone(&app));
+    let mut signal = stopped;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        };
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%err, "mock server stopped");
+        }
+    });
+    Ok(MockHandle {
+        addr,
+        app,
+        stop,
+        task: Some(task),
+    })
+}
+
+impl MockHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OpenAI-style base URL, `http://ADDR/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The counters, as `GET /_mock/stats` returns them.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.app.stats()
+    }
+
+    /// Clear counters and refill buckets, as `POST /_mock/reset` does.
+    pub fn reset(&self) {
+        self.app.reset();
+    }
+
+    /// Stop accepting, end stalled responses, wait (a few seconds at most) for open
+    /// connections, then stop.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for MockHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,380 @@
+//! The HTTP surface: routes, and the pipeline every API request goes through
+//! (key → body → admission → fault → answer → latency → delivery).
+
+use crate::mock::anthropic::MessagesRequest;
+use crate::mock::api::{AnswerCtx, Endpoint, Payload};
+use crate::mock::chat::ChatRequest;
+use crate::mock::completions::CompletionRequest;
+use crate::mock::config::MockConfig;
+use crate::mock::delivery::{self, Completion};
+use crate::mock::embeddings::EmbeddingRequest;
+use crate::mock::errors::{ApiError, Flavor};
+use crate::mock::faults::{self, Fault};
+use crate::mock::headers;
+use crate::mock::keys::{Admission, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
+use crate::mock::latency;
+use crate::mock::stats::StatsSnapshot;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Largest request body accepted (larger gets 413).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Shared state of a running mock.
+pub struct App {
+    config: MockConfig,
+    keys: KeyTable,
+    seed: u64,
+    seq: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// SplitMix64: spreads consecutive numbers into independent-looking seeds.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl App {
+    /// State for `config`; `shutdown` turns true when the server stops.
+    pub fn new(config: MockConfig, shutdown: watch::Receiver<bool>) -> Self {
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let keys = KeyTable::new(&config, Instant::now());
+        Self {
+            config,
+            keys,
+            seed,
+            seq: AtomicU64::new(0),
+            shutdown,
+        }
+    }
+
+    /// Counters of every key and their totals.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot::from_keys(self.keys.stats())
+    }
+
+    /// Clear counters, refill buckets, restart the request sequence (so seeded runs repeat).
+    pub fn reset(&self) {
+        self.keys.reset(Instant::now());
+        self.seq.store(0, Ordering::SeqCst);
+    }
+
+    async fn shutting_down(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone: the server is stopping either way.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The router of the simulated provider.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(handle::<ChatRequest>))
+        .route("/v1/completions", post(handle::<CompletionRequest>))
+        .route("/v1/embeddings", post(handle::<EmbeddingRequest>))
+        .route("/v1/messages", post(handle::<MessagesRequest>))
+        .route("/v1/models", get(models))
+        .route("/_mock/stats", get(stats))
+        .route("/_mock/reset", post(reset))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let id = format!("req_{:032x}", rand::random::<u128>());
+    if let Ok(id) = HeaderValue::try_from(id) {
+        h.insert("x-request-id", id);
+    }
+    response
+}
+
+fn flavor_of(uri: &Uri) -> Flavor {
+    if uri.path().starts_with("/v1/messages") {
+        Flavor::Anthropic
+    } else {
+        Flavor::OpenAi
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let err = ApiError::not_found(flavor_of(&uri), method.as_str(), uri.path());
+    json_response(err.status, err.body())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let err = ApiError::method_not_allowed(flavor_of(&uri), method.as_str(), uri.path());
+    json_response(err.status, err.body())
+}
+
+async fn stats(State(app): State<Arc<App>>) -> Response {
+    match serde_json::to_vec(&app.stats()) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(err) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::unreadable_body(Flavor::OpenAi, err.to_string()).body(),
+        ),
+    }
+}
+
+async fn reset(State(app): State<Arc<App>>) -> Response {
+    app.reset();
+    json_response(StatusCode::OK, br#"{"reset":true}"#.to_vec())
+}
+
+/// Models `GET /v1/models` lists.
+const MODELS: [&str; 8] = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-mini",
+    "gpt-3.5-turbo",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+    "claude-3-5-haiku-latest",
+];
+
+async fn models() -> Response {
+    let data: Vec<serde_json::Value> = MODELS
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "system"}))
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data});
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// The key a request presents: `Authorization: Bearer KEY`, or for Anthropic `x-api-key` first.
+fn presented_key(headers: &HeaderMap, flavor: Flavor) -> Option<&str> {
+    if flavor == Flavor::Anthropic
+        && let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok())
+    {
+        return Some(k.trim());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = auth.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+/// Per-request facts every response needs.
+struct Req {
+    flavor: Flavor,
+    id: String,
+    started: Instant,
+}
+
+impl Req {
+    fn respond(
+        &self,
+        status: StatusCode,
+        view: Option<&LimitView>,
+        body: Body,
+        content_type: HeaderValue,
+    ) -> Response {
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, content_type);
+        if let Some(view) = view {
+            headers::rate_limits(h, self.flavor, view);
+        }
+        headers::bookkeeping(h, self.flavor, &self.id, self.started.elapsed());
+        response
+    }
+
+    fn error(&self, err: &ApiError, view: Option<&LimitView>) -> Response {
+        let mut response = self.respond(
+            err.status,
+            view,
+            Body::from(err.body()),
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(wait) = err.retry_after {
+            headers::retry_after(response.headers_mut(), self.flavor, wait);
+        }
+        response
+    }
+}
+
+async fn handle<E: Endpoint>(
+    State(app): State<Arc<App>>,
+    request_headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let seq = app.seq.fetch_add(1, Ordering::Relaxed);
+    let mixed = splitmix(app.seed ^ splitmix(seq));
+    let flavor = E::FLAVOR;
+    let req = Req {
+        flavor,
+        id: format!("req_{:016x}{:016x}", mixed, splitmix(mixed)),
+        started,
+    };
+    let presented = presented_key(&request_headers, flavor);
+    let key = match app.keys.lookup(presented, started) {
+        Lookup::Key(key) => key,
+        Lookup::Unknown => {
+            app.keys.unknown().count_request(true);
+            return req.error(&ApiError::unauthorized(flavor, presented), None);
+        }
+        Lookup::TableFull => {
+            app.keys.unknown().count_request(true);
+            return req.error(&ApiError::key_table_full(flavor, MAX_UNDECLARED_KEYS), None);
+        }
+    };
+    let bad = |err: ApiError| {
+        key.count_request(false);
+        req.error(&err, Some(&key.limit_view(Instant::now())))
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            return bad(ApiError::body_too_large(flavor, MAX_BODY_BYTES));
+        }
+        Err(other) => return bad(ApiError::unreadable_body(flavor, other.body_text())),
+    };
+    let request = match E::parse(&body, &app.config) {
+        Ok(request) => request,
+        Err(err) => return bad(err),
+    };
+    let cost = request
+        .prompt_tokens()
+        .saturating_add(request.reserved_output());
+    let (admission, view) = key.admit(
+        cost,
+        app.config.quota_tokens,
+        app.config.soft_limits,
+        Instant::now(),
+    );
+    let model = request.model();
+    let refusal = match admission {
+        Admission::Admitted { .. } => None,
+        Admission::RateLimited {
+            dimension,
+            wait,
+            limit,
+            used,
+            requested,
+        } => Some(ApiError::rate_limited(
+            flavor, model, dimension, limit, used, requested, wait,
+        )),
+        Admission::TooLarge { limit, requested } => {
+            Some(ApiError::request_too_large(flavor, model, limit, requested))
+        }
+        Admission::OutOfQuota => Some(ApiError::insufficient_quota(flavor)),
+    };
+    if let Some(err) = refusal {
+        return req.error(&err, Some(&view));
+    }
+    let mut rng = SmallRng::seed_from_u64(mixed);
+    let fault = faults::draw(&app.config.faults, flavor == Flavor::Anthropic, &mut rng);
+    if let Some(fault) = fault {
+        key.record_fault(fault);
+        let err = match fault {
+            Fault::Fail500 => Some(ApiError::server_error(flavor)),
+            Fault::Fail503 => Some(ApiError::unavailable(flavor)),
+            Fault::Fail529 => Some(ApiError::overloaded(flavor)),
+            Fault::Reset | Fault::Truncate | Fault::Stall => None,
+        };
+        if let Some(err) = err {
+            return req.error(&err, Some(&view));
+        }
+    }
+    let id = format!("{mixed:016x}");
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let answer = request.answer(&mut AnswerCtx {
+        rng: &mut rng,
+        config: &app.config,
+        id: &id,
+        created,
+    });
+    let first_token = latency::base(&app.config.latency, &mut rng);
+    let generation = latency::per_tokens(&app.config.latency, answer.completion_tokens);
+    match fault {
+        Some(Fault::Stall) => {
+            tokio::select! {
+                () = tokio::time::sleep(app.config.stall_duration) => {}
+                () = app.shutting_down() => {}
+            }
+            return req.respond(
+                StatusCode::OK,
+                Some(&view),
+                delivery::reset(),
+                delivery::content_type(&answer.payload),
+            );
+        }
+        Some(Fault::Reset) => {
+            return req.respond(
+                StatusCode::OK,
+                Some(&view),
+                delivery::reset(),
+                delivery::content_type(&answer.payload),
+            );
+        }
+        _ => {}
+    }
+    let streaming = matches!(answer.payload, Payload::Sse(_));
+    let wait = if streaming {
+        first_token
+    } else {
+        first_token + generation
+    };
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let content_type = delivery::content_type(&answer.payload);
+    if fault == Some(Fault::Truncate) {
+        let mut response = req.respond(
+            StatusCode::OK,
+            Some(&key.limit_view(Instant::now())),
+            Body::empty(),
+            content_type,
+        );
+        *response.body_mut() = delivery::truncated(answer.payload, &mut response);
+        return response;
+    }
+    let refund = if app.config.refund_unused {
+        request
+            .reserved_output()
+            .saturating_sub(answer.completion_tokens)
+    } else {
+        0
+    };
+    let done = Completion {
+        key: Arc::clone(&key),
+        prompt: request.prompt_tokens(),
+        completion: answer.completion_tokens,
+        refund,
+    };
+    let gap = match &answer.payload {
+        Payload::Sse(frames) if frames.len() > 1 => generation / (frames.len() as u32 - 1).max(1),
+        _ => Duration::ZERO,
+    };
+    let body = delivery::complete(answer.payload, gap, done);
+    let view = key.limit_view(Instant::now());
+    req.respond(StatusCode::OK, Some(&view), body, content_type)
+}
