@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => paceline::cli::demo::run(args).await,
             Command::Mock(args) => paceline::cli::mock::run(args).await,
             Command::Run(args) => paceline::cli::run::run(*args).await,
         }

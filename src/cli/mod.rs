@@ -1,6 +1,7 @@
 //! Command-line surface: one file per subcommand, holding its argument struct and the glue that
 //! turns arguments into library calls. No business logic lives here.
 
+pub mod demo;
 pub mod mock;
 pub mod run;
 
@@ -18,6 +19,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the 200-topic demo against the built-in simulated provider (no API key needed).
+    Demo(demo::DemoArgs),
     /// Run a simulated LLM provider that limits, answers and fails like a real one.
     Mock(mock::MockArgs),
     /// Run a batch of requests (Batch API JSONL, or lines + a prompt template) to the end.

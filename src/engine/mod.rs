@@ -78,6 +78,14 @@ pub struct Engine {
     mean_tokens: Mutex<f64>,
 }
 
+/// Why a job cannot be booked on any key.
+enum Unbookable {
+    /// It exceeds a limit outright.
+    NeverFits(crate::quota::QuotaError),
+    /// No key is left.
+    NoKeys(String),
+}
+
 /// What one attempt waited for before it was sent.
 #[derive(Debug, Clone, Copy)]
 struct Waits {
@@ -153,7 +161,7 @@ impl Engine {
                         engine.attempt(job, pick, waits, permit, sink).await;
                     });
                 }
-                Err(PickError::NeverFits(err)) => {
+                Err(Unbookable::NeverFits(err)) => {
                     let verdict = Verdict::Failed {
                         answer: None,
                         code: "request_too_large".into(),
@@ -161,7 +169,7 @@ impl Engine {
                     };
                     self.finish(job, verdict, &sink).await;
                 }
-                Err(PickError::NoKeys(reason)) => {
+                Err(Unbookable::NoKeys(reason)) => {
                     drop(permit);
                     return self.stop_without_keys(job, reason, input).await;
                 }
@@ -171,12 +179,25 @@ impl Engine {
 
     /// Reserve a job's cost and wait until it may go. A quota paused by a 429 while we waited
     /// gives the reservation back and books again after the pause.
-    async fn book(&self, job: &Job) -> Result<(Pick, Waits), PickError> {
+    async fn book(&self, job: &Job) -> Result<(Pick, Waits), Unbookable> {
         let booked_at = Instant::now();
         let mut paused = false;
         loop {
             let now = Instant::now();
-            let pick = self.pool.pick(&job.model, job.cost(), now)?;
+            let pick = match self.pool.pick(&job.model, job.cost(), now) {
+                Err(PickError::Busy) => {
+                    // Every key's probe is out: wait for an answer (any attempt ending wakes us).
+                    let woken = self.wake.notified();
+                    tokio::select! {
+                        _ = woken => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                    continue;
+                }
+                Err(PickError::NoKeys(reason)) => return Err(Unbookable::NoKeys(reason)),
+                Err(PickError::NeverFits(err)) => return Err(Unbookable::NeverFits(err)),
+                Ok(pick) => pick,
+            };
             paused |= pick.quota.paused_until(now).is_some();
             if pick.reservation.go_at > now {
                 tokio::time::sleep_until(pick.reservation.go_at).await;
@@ -335,13 +356,19 @@ impl Engine {
         drop(in_flight);
         let now = Instant::now();
         let snapshot = match &result {
-            Ok(reply) => parse_limit_headers(
-                reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                SystemTime::now(),
-            ),
-            Err(_) => LimitSnapshot::default(),
+            Ok(reply) => {
+                let snapshot = parse_limit_headers(
+                    reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    SystemTime::now(),
+                );
+                pick.quota.observe(Some(&pick.reservation), &snapshot, now);
+                snapshot
+            }
+            Err(_) => {
+                pick.quota.no_answer();
+                LimitSnapshot::default()
+            }
         };
-        pick.quota.observe(Some(&pick.reservation), &snapshot, now);
         let (outcome, usage) = classify(&result);
         let status = result.as_ref().map(|r| r.status).ok();
         let answer = result.as_ref().ok().map(|reply| ProviderAnswer {

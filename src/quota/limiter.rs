@@ -59,6 +59,9 @@ impl QuotaConfig {
 /// Why a reservation cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaError {
+    /// No limit is known yet and the one probe request is still out: ask again once it is back.
+    #[error("limits unknown until the probe request answers")]
+    Probing,
     /// The cost exceeds the whole per-minute limit: it can never be admitted.
     #[error("request needs {cost} {unit} but the limit is {limit} {unit} per minute: it can never fit", unit = dimension.unit())]
     NeverFits {
@@ -130,10 +133,28 @@ impl DimState {
     }
 }
 
+/// Until a limit is known, one request goes out alone to learn it from the headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// No request sent yet.
+    Ready,
+    /// The probe is out.
+    Out,
+    /// A response arrived (limits learned, or the provider sends none).
+    Done,
+}
+
 #[derive(Debug)]
 struct State {
     dims: [DimState; 4],
     paused_until: Nanos,
+    probe: Probe,
+}
+
+impl State {
+    fn known(&self) -> bool {
+        self.dims.iter().any(|d| d.cell.is_some())
+    }
 }
 
 /// The quota of one upstream key (per model): reserve → settle → observe → pause.
@@ -165,6 +186,11 @@ impl Quota {
         Quota {
             epoch: now,
             state: Mutex::new(State {
+                probe: if dims.iter().any(|d| d.cell.is_some()) {
+                    Probe::Done
+                } else {
+                    Probe::Ready
+                },
                 dims,
                 paused_until: 0,
             }),
@@ -187,7 +213,7 @@ impl Quota {
 
     /// Whether any dimension has a known limit (configured or learned).
     pub fn is_known(&self) -> bool {
-        self.lock().dims.iter().any(|d| d.cell.is_some())
+        self.lock().known()
     }
 
     /// The limit in force per dimension as (per minute, burst), if known.
@@ -203,6 +229,9 @@ impl Quota {
     }
 
     fn check_fits(state: &State, cost: &Cost) -> Result<(), QuotaError> {
+        if state.probe == Probe::Out && !state.known() {
+            return Err(QuotaError::Probing);
+        }
         for d in Dimension::ALL {
             if let Some((limit, _)) = state.dims[d.index()].effective() {
                 let c = cost.get(d);
@@ -239,6 +268,9 @@ impl Quota {
     pub fn reserve(&self, cost: Cost, now: Instant) -> Result<Reservation, QuotaError> {
         let mut state = self.lock();
         Self::check_fits(&state, &cost)?;
+        if state.probe == Probe::Ready && !state.known() {
+            state.probe = Probe::Out;
+        }
         let go = Self::earliest_ns(&state, &cost, self.ns(now));
         let mut tat_after = [None; 4];
         let mut corrections_at = [0; 4];
@@ -258,9 +290,18 @@ impl Quota {
         })
     }
 
-    /// Give a reservation back whole (the request was not sent).
+    /// Give a reservation back whole (the request was not sent, or got no answer).
     pub fn cancel(&self, reservation: &Reservation, now: Instant) {
         self.settle(reservation, Cost::default(), now);
+        self.no_answer();
+    }
+
+    /// A request got no HTTP answer: if it was the probe, another request may probe.
+    pub fn no_answer(&self) {
+        let mut state = self.lock();
+        if state.probe == Probe::Out {
+            state.probe = Probe::Ready;
+        }
     }
 
     /// Replace the reserved cost with what the provider actually charged: refund or charge
@@ -290,6 +331,7 @@ impl Quota {
     ) {
         let now = self.ns(now);
         let mut state = self.lock();
+        state.probe = Probe::Done;
         let readings = [
             snapshot.requests,
             snapshot.tokens,

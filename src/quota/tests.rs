@@ -166,13 +166,14 @@ fn learns_limits_and_burst_from_headers() {
     let t0 = Instant::now();
     let quota = Quota::new(QuotaConfig::default().with_margin(Duration::ZERO), t0);
     assert!(!quota.is_known());
+    let probe = quota.reserve(Cost::request(1), t0).unwrap();
     // 6000 rpm = 100/s; 9 left and 10 ms to full → a burst of 10.
     let snapshot = LimitSnapshot {
         requests: reading(6000, 9, ms(10)),
         tokens: reading(1_000_000, 999_000, ms(60)),
         ..Default::default()
     };
-    quota.observe(None, &snapshot, t0);
+    quota.observe(Some(&probe), &snapshot, t0);
     assert!(quota.is_known());
     let limits = quota.limits();
     assert_eq!(limits[0], Some((6000, 10)));
@@ -254,9 +255,21 @@ fn pause_holds_every_request_then_paces() {
 }
 
 #[test]
-fn unknown_limits_admit_immediately() {
+fn unknown_limits_send_one_probe_then_admit_immediately() {
     let t0 = Instant::now();
     let quota = Quota::new(QuotaConfig::default(), t0);
+    let probe = quota.reserve(Cost::request(5000), t0).unwrap();
+    assert_eq!(probe.go_at, t0);
+    assert_eq!(
+        quota.reserve(Cost::request(1), t0).unwrap_err(),
+        QuotaError::Probing
+    );
+    // The probe got no answer: another request may probe.
+    quota.no_answer();
+    let probe = quota.reserve(Cost::request(1), t0).unwrap();
+    assert!(quota.earliest(&Cost::request(1), t0).is_err());
+    // The answer carried no limit headers: nothing to learn, so requests go freely.
+    quota.observe(Some(&probe), &LimitSnapshot::default(), t0);
     for _ in 0..1000 {
         assert_eq!(quota.reserve(Cost::request(5000), t0).unwrap().go_at, t0);
     }

@@ -41,6 +41,9 @@ pub enum PickError {
     /// Every key was removed from rotation.
     #[error("no usable API key left: {0}")]
     NoKeys(String),
+    /// Every key in rotation is waiting for its probe request to answer.
+    #[error("every key is probing its limits")]
+    Busy,
     /// The request can never fit the limits of any key.
     #[error(transparent)]
     NeverFits(#[from] QuotaError),
@@ -103,6 +106,7 @@ impl KeyPool {
     pub fn pick(&self, model: &str, cost: Cost, now: Instant) -> Result<Pick, PickError> {
         let mut best: Option<(Instant, usize, usize, Arc<Quota>)> = None;
         let mut never_fits = None;
+        let mut busy = false;
         for (index, slot) in self.slots.iter().enumerate() {
             if lock(&slot.removed).is_some() {
                 continue;
@@ -120,6 +124,7 @@ impl KeyPool {
                         best = Some((at, load, index, quota));
                     }
                 }
+                Err(QuotaError::Probing) => busy = true,
                 Err(err) => never_fits = Some(err),
             }
         }
@@ -133,6 +138,7 @@ impl KeyPool {
                     reservation,
                 })
             }
+            None if busy => Err(PickError::Busy),
             None => match never_fits {
                 Some(err) => Err(PickError::NeverFits(err)),
                 None => Err(PickError::NoKeys(self.removal_summary())),
