@@ -416,3 +416,24 @@ async fn the_same_seed_gives_the_same_answers() {
     assert_eq!(first, run().await);
     assert!(first.iter().any(|(s, _)| *s == 500) && first.iter().any(|(s, _)| *s == 200));
 }
+
+#[tokio::test]
+async fn latency_model_delays_answers_and_paces_streams() {
+    let mock = MockProcess::start(&["--latency-ms", "100", "--ms-per-token", "10", "--seed", "4"]);
+    let url = format!("{}/chat/completions", mock.base_url());
+    let started = std::time::Instant::now();
+    let v: Value = post(&url, None, &chat_body("gpt-4o-mini", "hi", 10))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tokens = v["usage"]["completion_tokens"].as_u64().unwrap();
+    // Lower bounds only: a loaded machine can only make it slower.
+    assert!(started.elapsed().as_millis() as u64 >= 100 + 10 * tokens);
+    let mut body = chat_body("gpt-4o-mini", "hi", 10);
+    body["stream"] = json!(true);
+    let started = std::time::Instant::now();
+    let text = post(&url, None, &body).await.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert!(started.elapsed().as_millis() >= 100);
+}
