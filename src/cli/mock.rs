@@ -19,7 +19,7 @@ pub struct MockArgs {
     /// max_tokens × n (embeddings: input tokens).
     #[arg(long, default_value_t = 0)]
     pub tpm: u64,
-    /// Declare a key NAME[:RPM[:TPM]] (repeatable). When given, only declared keys are accepted.
+    /// Declare a key `NAME[:RPM[:TPM]]` (repeatable). When given, only declared keys are accepted.
     #[arg(long = "key", value_name = "NAME[:RPM[:TPM]]")]
     pub keys: Vec<String>,
     /// Cap the request bucket's capacity (e.g. 60,000 RPM enforced as 1,000 at once).

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
+use futures::StreamExt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ impl Completion {
             .record_ok(self.prompt, self.completion, self.refund, Instant::now());
     }
 }
+
+/// How long a truncated body waits before the connection is cut.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 fn aborted() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, "fault injected by the mock")
@@ -94,9 +98,11 @@ pub fn truncated(payload: Payload, response: &mut Response) -> Body {
             frames
         }
     };
-    let items = chunks
-        .into_iter()
-        .map(Ok)
-        .chain(std::iter::once(Err(aborted())));
-    Body::from_stream(futures::stream::iter(items))
+    // Pause before failing so the server flushes the part already written: the client sees the
+    // status, the headers and the partial body, then the connection closes.
+    let cut = futures::stream::once(async {
+        tokio::time::sleep(FLUSH_PAUSE).await;
+        Err(aborted())
+    });
+    Body::from_stream(futures::stream::iter(chunks.into_iter().map(Ok)).chain(cut))
 }

@@ -7,6 +7,36 @@
 //! it exists to test.
 //!
 //! Start it in-process with [`start`], or from the command line with `paceline mock`.
+//!
+//! # Behaviour choices
+//!
+//! - **Admission charge**: requests 1; tokens `prompt + max_tokens × n`, where `max_tokens` is
+//!   `max_completion_tokens`, else `max_tokens`, else `--default-max-tokens` (4096) — a request
+//!   without a cap is charged as if it could use the default. Embeddings: input tokens. Anthropic:
+//!   `input + max_tokens`. The charge stays (like OpenAI) unless `--refund-unused` gives back
+//!   `reserved − generated` output tokens when the answer completes (like Anthropic).
+//! - **Request too large**: a token cost above the TPM limit itself gets what OpenAI really
+//!   sends: status 429, `type: "tokens"`, `code: "rate_limit_exceeded"`, message
+//!   "Request too large for MODEL ... Limit L, Requested R. ..." and no retry hint. A client must
+//!   classify it as final by that message.
+//! - **Refusals are free**: a 429, 400 or 401 charges nothing. In `--soft-limits` mode a request
+//!   the buckets would refuse is admitted, counted in `admitted_beyond_limit`, and not charged
+//!   (the provider it models would not have charged it either).
+//! - **Credit** (`--quota-tokens`) is per key and counts the usage (prompt + completion) of
+//!   answered requests; once used up, OpenAI endpoints answer 429 `insufficient_quota`, the
+//!   Anthropic endpoint its 400 "credit balance is too low".
+//! - **Faults** are drawn after admission, so they consume quota as real failures do. `--fail-529`
+//!   applies to `/v1/messages` only (OpenAI endpoints treat its share as "no fault"). A stall ends
+//!   after an hour or at shutdown, then the connection is dropped.
+//! - **Randomness**: every choice of a request (fault, answer length and words, latency) comes from
+//!   one RNG seeded from `--seed` and the request's sequence number, so a sequential run repeats
+//!   exactly; `POST /_mock/reset` restarts the sequence.
+//! - **Headers**: rate-limit headers are sent on every answer of a known key (errors included);
+//!   an unlimited dimension has none. 401s (no bucket) and 404s carry only the request id.
+//!   Anthropic's `input-tokens` and `output-tokens` headers report the same single token bucket
+//!   as `tokens`.
+//! - **Bounded memory**: per-second counts keep 600 seconds; at most 10,000 undeclared keys are
+//!   tracked, further new keys get 401 until `POST /_mock/reset`.
 
 pub mod anthropic;
 pub mod api;
