@@ -140,6 +140,7 @@ impl Progress {
             });
             let mut window = RateWindow::default();
             let started = Instant::now();
+            window.update(started, 0, 0);
             let tick = if bar.is_some() {
                 Duration::from_millis(200)
             } else {

@@ -9,7 +9,7 @@ use crate::batch::{
     ValidationReport, validate, write_errors_file,
 };
 use crate::engine::stats::Stats;
-use crate::engine::{Engine, EngineConfig, EngineExit, Finished, Job, Verdict};
+use crate::engine::{Engine, EngineConfig, EngineExit, Event, Finished, Job, Verdict};
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
 use crate::upstream::{ApiKey, KeyPool, Upstream};
@@ -191,13 +191,15 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     stats.total.store(report.valid, Ordering::Relaxed);
 
     let (job_tx, job_rx) = mpsc::channel::<Job>(1024);
-    let (done_tx, mut done_rx) = mpsc::channel::<Finished>(1024);
+    let (done_tx, mut done_rx) = mpsc::channel::<Event>(1024);
     let spec = plan.input.clone();
     let default_max_tokens = plan.default_max_tokens;
     let feeder = tokio::task::spawn_blocking(move || feed(spec, default_max_tokens, job_tx));
     let writer_task = tokio::task::spawn_blocking(move || -> Result<(), OutputError> {
-        while let Some(finished) = done_rx.blocking_recv() {
-            writer.write(&record_for(finished))?;
+        while let Some(event) = done_rx.blocking_recv() {
+            if let Event::Finished(finished) = event {
+                writer.write(&record_for(finished))?;
+            }
         }
         writer.flush()?;
         writer.sync()
@@ -224,7 +226,10 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
 
     let (unsent, stopped) = match exit {
         EngineExit::Completed => (0, None),
-        EngineExit::NoKeys { reason, unsent } => (unsent, Some(reason)),
+        EngineExit::NoKeys { reason, unsent } => {
+            (unsent, Some(format!("no usable API key left ({reason})")))
+        }
+        EngineExit::Stopped { pending } => (pending, Some("interrupted".to_string())),
     };
     let mut summary = progress::summary(&stats, &pool, wall, &plan.output.display().to_string());
     if report.invalid > 0 {
@@ -236,7 +241,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     }
     if let Some(reason) = &stopped {
         summary.push_str(&format!(
-            "  stopped         {unsent} requests not sent: no usable API key left ({reason})\n"
+            "  stopped         {unsent} requests not sent: {reason}\n"
         ));
     }
     Ok(RunReport {

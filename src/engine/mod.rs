@@ -13,6 +13,7 @@
 //! not-before time and gives its slot back; a final one, or a success, leaves as [`Finished`].
 
 pub mod concurrency;
+pub mod event;
 pub mod job;
 pub mod queue;
 pub mod stats;
@@ -21,13 +22,14 @@ use crate::quota::{Cost, Dimension, LimitSnapshot, headers::parse_limit_headers}
 use crate::retry::{self, AttemptResult, BackoffPolicy, Outcome, RetryCause};
 use crate::upstream::{KeyPool, Pick, PickError, Reply, TransportError, Upstream};
 use concurrency::{Concurrency, Permit, Signal};
+pub use event::{AttemptRecord, Decision, Event};
 pub use job::{Finished, Job, ProviderAnswer, Verdict};
 use queue::DelayedQueue;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde_json::Value;
 use stats::Stats;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
@@ -54,6 +56,11 @@ pub struct EngineConfig {
 pub enum EngineExit {
     /// Every job finished.
     Completed,
+    /// [`Engine::stop_admitting`] was called; in-flight requests finished.
+    Stopped {
+        /// Retries that were waiting and were not sent again.
+        pending: u64,
+    },
     /// No usable key is left; `unsent` jobs were never finished.
     NoKeys {
         /// Which keys were removed and why.
@@ -76,6 +83,8 @@ pub struct Engine {
     outstanding: AtomicU64,
     /// Smoothed token cost per request, for the target rate.
     mean_tokens: Mutex<f64>,
+    /// Set by [`Engine::stop_admitting`].
+    stopping: AtomicBool,
 }
 
 /// Why a job cannot be booked on any key.
@@ -123,6 +132,7 @@ impl Engine {
             wake: Notify::new(),
             outstanding: AtomicU64::new(0),
             mean_tokens: Mutex::new(0.0),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -141,16 +151,38 @@ impl Engine {
         &self.pool
     }
 
-    /// Run until `input` is closed and every job it gave has finished into `sink`.
+    /// Stop taking jobs: requests in flight finish, retries waiting are not sent again, and
+    /// [`Engine::run`] returns [`EngineExit::Stopped`].
+    pub fn stop_admitting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Run until `input` is closed and every job it gave has finished into `sink` (or until
+    /// [`Engine::stop_admitting`]). Every attempt and every finished request is reported there.
     pub async fn run(
         self: Arc<Self>,
         mut input: mpsc::Receiver<Job>,
-        sink: mpsc::Sender<Finished>,
+        sink: mpsc::Sender<Event>,
     ) -> EngineExit {
         let mut input_open = true;
         loop {
             let permit = self.concurrency.acquire().await;
-            let Some(job) = self.next_job(&mut input, &mut input_open).await else {
+            let job = match self.next_job(&mut input, &mut input_open).await {
+                _ if self.stopping() => None,
+                next => next,
+            };
+            let Some(job) = job else {
+                drop(permit);
+                if self.stopping() {
+                    self.wait_in_flight().await;
+                    let pending = lock(&self.delayed).len() as u64;
+                    return EngineExit::Stopped { pending };
+                }
                 return EngineExit::Completed;
             };
             match self.book(&job).await {
@@ -232,6 +264,9 @@ impl Engine {
                 return due;
             }
             let woken = self.wake.notified();
+            if self.stopping() {
+                return None;
+            }
             if *input_open {
                 tokio::select! {
                     received = input.recv() => match received {
@@ -265,13 +300,7 @@ impl Engine {
     ) -> EngineExit {
         tracing::error!(reason = %reason, "no usable API key left; stopping");
         lock(&self.delayed).push(Instant::now(), job);
-        while self.concurrency.in_flight() > 0 {
-            let woken = self.wake.notified();
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
+        self.wait_in_flight().await;
         let mut unsent = lock(&self.delayed).drain().len() as u64;
         input.close();
         while input.recv().await.is_some() {
@@ -280,7 +309,18 @@ impl Engine {
         EngineExit::NoKeys { reason, unsent }
     }
 
-    async fn finish(&self, job: Job, verdict: Verdict, sink: &mpsc::Sender<Finished>) {
+    /// Wait until no attempt is in flight.
+    async fn wait_in_flight(&self) {
+        while self.concurrency.in_flight() > 0 {
+            let woken = self.wake.notified();
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    async fn finish(&self, job: Job, verdict: Verdict, sink: &mpsc::Sender<Event>) {
         match &verdict {
             Verdict::Succeeded(_) => Stats::incr(&self.stats.succeeded),
             Verdict::Failed { code, .. } => self.stats.record_failure(code),
@@ -290,7 +330,7 @@ impl Engine {
             attempts: job.attempts,
             verdict,
         };
-        if sink.send(finished).await.is_err() {
+        if sink.send(Event::Finished(finished)).await.is_err() {
             tracing::error!("the result writer stopped; a result was dropped");
         }
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
@@ -342,7 +382,7 @@ impl Engine {
         pick: Pick,
         waits: Waits,
         permit: Permit,
-        sink: mpsc::Sender<Finished>,
+        sink: mpsc::Sender<Event>,
     ) {
         job.attempts += 1;
         Stats::incr(&self.stats.attempts);
@@ -376,10 +416,20 @@ impl Engine {
             request_id: reply.header("x-request-id").map(str::to_string),
             body: reply.body.clone(),
         });
-        let key = pick.key.label().to_string();
-        let decision: String;
-        let mut delay = Duration::ZERO;
-        match outcome {
+        let mut record = AttemptRecord {
+            custom_id: job.custom_id.clone(),
+            attempt: job.attempts,
+            key: pick.key.label().to_string(),
+            status,
+            latency,
+            waited_quota: waits.quota,
+            paused: waits.paused,
+            waited_backoff: waits.backoff,
+            cause: None,
+            decision: Decision::Succeeded,
+            retry_in: Duration::ZERO,
+        };
+        let next = match outcome {
             Outcome::Success => {
                 self.concurrency.record(Signal::Answered, latency, now);
                 if let Some(usage) = usage {
@@ -397,11 +447,9 @@ impl Engine {
                         .fetch_add(charged, Ordering::Relaxed);
                 }
                 self.update_target_rate(&job, now);
-                decision = "succeeded".into();
-                log_attempt(&job, &key, status, latency, waits, &decision, delay, None);
-                drop(permit);
-                if let Some(answer) = answer {
-                    self.finish(job, Verdict::Succeeded(answer), &sink).await;
+                match answer {
+                    Some(answer) => Next::Finish(Verdict::Succeeded(answer)),
+                    None => Next::Retry(now),
                 }
             }
             Outcome::Retry { cause, pause_quota } => {
@@ -435,53 +483,33 @@ impl Engine {
                 };
                 self.concurrency.record(signal, latency, now);
                 self.update_target_rate(&job, now);
-                drop(permit);
                 let label = cause.label();
+                record.cause = Some(label.to_string());
                 job.last_cause = Some(match status {
                     Some(code) => format!("{label} (HTTP {code})"),
                     None => label.to_string(),
                 });
                 if self.backoff.exhausted(job.attempts) {
-                    decision = "give_up".into();
-                    log_attempt(
-                        &job,
-                        &key,
-                        status,
-                        latency,
-                        waits,
-                        &decision,
-                        delay,
-                        Some(label),
-                    );
+                    record.decision = Decision::GaveUp;
                     let message = format!(
                         "gave up after {} attempts; last failure: {}",
                         job.attempts,
                         job.last_cause.as_deref().unwrap_or(label)
                     );
-                    let verdict = Verdict::Failed {
+                    Next::Finish(Verdict::Failed {
                         answer,
                         code: "max_attempts_exceeded".into(),
                         message,
-                    };
-                    self.finish(job, verdict, &sink).await;
+                    })
                 } else {
-                    delay = self
+                    let delay = self
                         .backoff
                         .delay(job.attempts, hint, &mut *lock(&self.rng));
                     job.backoff = delay;
-                    decision = "retry".into();
-                    log_attempt(
-                        &job,
-                        &key,
-                        status,
-                        latency,
-                        waits,
-                        &decision,
-                        delay,
-                        Some(label),
-                    );
+                    record.decision = Decision::Retry;
+                    record.retry_in = delay;
                     self.stats.record_retry(label);
-                    self.retry_later(job, now + delay);
+                    Next::Retry(now + delay)
                 }
             }
             Outcome::Final {
@@ -490,50 +518,41 @@ impl Engine {
                 key_unusable,
             } => {
                 self.concurrency.record(Signal::Answered, latency, now);
-                drop(permit);
-                if key_unusable {
-                    if self
+                record.cause = Some(code.clone());
+                let removed = key_unusable
+                    && self
                         .pool
-                        .remove(pick.key_index, &format!("{code}: {message}"))
-                    {
-                        tracing::warn!(key = %key, code = %code, message = %message, "API key removed from rotation");
-                    }
-                    if self.pool.active() > 0 {
-                        decision = "retry_other_key".into();
-                        log_attempt(
-                            &job,
-                            &key,
-                            status,
-                            latency,
-                            waits,
-                            &decision,
-                            delay,
-                            Some(&code),
-                        );
-                        self.retry_later(job, now);
-                        return;
-                    }
+                        .remove(pick.key_index, &format!("{code}: {message}"));
+                if removed {
+                    tracing::warn!(key = %record.key, code = %code, message = %message, "API key removed from rotation");
                 }
-                decision = "failed".into();
-                log_attempt(
-                    &job,
-                    &key,
-                    status,
-                    latency,
-                    waits,
-                    &decision,
-                    delay,
-                    Some(&code),
-                );
-                let verdict = Verdict::Failed {
-                    answer,
-                    code,
-                    message,
-                };
-                self.finish(job, verdict, &sink).await;
+                if key_unusable && self.pool.active() > 0 {
+                    record.decision = Decision::RetryOtherKey;
+                    Next::Retry(now)
+                } else {
+                    record.decision = Decision::Failed;
+                    Next::Finish(Verdict::Failed {
+                        answer,
+                        code,
+                        message,
+                    })
+                }
             }
+        };
+        drop(permit);
+        record.log();
+        let _ = sink.send(Event::Attempt(record)).await;
+        match next {
+            Next::Finish(verdict) => self.finish(job, verdict, &sink).await,
+            Next::Retry(due) => self.retry_later(job, due),
         }
     }
+}
+
+/// What happens to a job after an attempt.
+enum Next {
+    Finish(Verdict),
+    Retry(Instant),
 }
 
 /// Token usage reported by the provider.
@@ -595,33 +614,4 @@ fn classify(result: &Result<Reply, TransportError>) -> (Outcome, Option<Usage>) 
             (retry::classify(&attempt), None)
         }
     }
-}
-
-/// One structured event per attempt: the retry history of any request can be read back.
-#[allow(clippy::too_many_arguments)]
-fn log_attempt(
-    job: &Job,
-    key: &str,
-    status: Option<u16>,
-    latency: Duration,
-    waits: Waits,
-    decision: &str,
-    delay: Duration,
-    cause: Option<&str>,
-) {
-    tracing::info!(
-        target: "paceline::attempt",
-        custom_id = %job.custom_id,
-        attempt = job.attempts,
-        key = %key,
-        status = status.map(i64::from).unwrap_or(-1),
-        latency_ms = latency.as_millis() as u64,
-        waited_quota_ms = waits.quota.as_millis() as u64,
-        paused = waits.paused,
-        waited_backoff_ms = waits.backoff.as_millis() as u64,
-        cause = cause.unwrap_or(""),
-        decision = %decision,
-        retry_in_ms = delay.as_millis() as u64,
-        "attempt"
-    );
 }
