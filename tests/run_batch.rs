@@ -539,3 +539,52 @@ async fn missing_key_and_existing_output_are_usage_errors() {
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("--restart"), "{}", stderr(&run));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_and_responses_endpoints_run_too() {
+    let mock = MockProcess::start(&["--soft-limits", "--tpm", "100000"]);
+    let w = Workdir::new();
+    let lines = [
+        json!({"custom_id": "e1", "method": "POST", "url": "/v1/embeddings",
+               "body": {"model": "text-embedding-3-small", "input": ["a cat", "a dog"]}}),
+        json!({"custom_id": "r1", "method": "POST", "url": "/v1/responses",
+               "body": {"model": "gpt-4o-mini", "input": "Say hi", "max_output_tokens": 20}}),
+        json!({"custom_id": "r2", "method": "POST", "url": "/v1/responses",
+               "body": {"model": "gpt-4o-mini", "instructions": "Be brief",
+                        "input": [{"role": "user", "content": "Say hi"}], "max_output_tokens": 20}}),
+        json!({"custom_id": "c1", "method": "POST", "url": "/v1/completions",
+               "body": {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi", "max_tokens": 20}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let input = w.write("in.jsonl", &text);
+    let out = w.path("out.jsonl");
+    let run = paceline(
+        &[s(&input), "-o", s(&out), "--base-url", &mock.base_url()],
+        &[],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let res = results(&out);
+    assert_eq!(
+        res["e1"]["response"]["body"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(res["r1"]["response"]["body"]["object"], "response");
+    assert_eq!(res["c1"]["response"]["body"]["object"], "text_completion");
+    // paceline's estimates equal the mock's admission charges: nothing went beyond the limit,
+    // and the tokens the mock charged are exactly the tokens paceline reserved.
+    let stats = mock.stats().await;
+    assert_eq!(totals(&stats)["admitted_beyond_limit"], 0);
+    assert_eq!(totals(&stats)["ok"], 4);
+    let reserved: u64 = lines
+        .iter()
+        .map(|l| {
+            let endpoint: paceline::batch::Endpoint =
+                l["url"].as_str().unwrap().parse().expect("endpoint");
+            paceline::tokens::estimate(endpoint, &l["body"], 4096).total()
+        })
+        .sum();
+    assert_eq!(totals(&stats)["tokens_charged"], reserved);
+}

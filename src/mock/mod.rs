@@ -32,7 +32,10 @@
 //!   one RNG seeded from `--seed` and the request's sequence number, so a sequential run repeats
 //!   exactly; `POST /_mock/reset` restarts the sequence.
 //! - **Headers**: rate-limit headers are sent on every answer of a known key (errors included);
-//!   an unlimited dimension has none. 401s (no bucket) and 404s carry only the request id.
+//!   an unlimited dimension has none. They describe the buckets as they were right after the
+//!   request was admitted (a rate limiter sits in front of the model, and a stream's headers
+//!   leave before its tokens), not when the answer is finished. 401s (no bucket) and 404s
+//!   carry only the request id.
 //!   Anthropic's `input-tokens` and `output-tokens` headers report the same single token bucket
 //!   as `tokens`.
 //! - **Bounded memory**: per-second counts keep 600 seconds; at most 10,000 undeclared keys are
@@ -52,6 +55,7 @@ pub mod faults;
 pub mod headers;
 pub mod keys;
 pub mod latency;
+pub mod responses;
 pub mod server;
 pub mod stats;
 pub mod text;

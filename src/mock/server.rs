@@ -13,6 +13,7 @@ use crate::mock::faults::{self, Fault};
 use crate::mock::headers;
 use crate::mock::keys::{Admission, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
 use crate::mock::latency;
+use crate::mock::responses::ResponsesRequest;
 use crate::mock::stats::StatsSnapshot;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -87,6 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(handle::<CompletionRequest>))
         .route("/v1/embeddings", post(handle::<EmbeddingRequest>))
         .route("/v1/messages", post(handle::<MessagesRequest>))
+        .route("/v1/responses", post(handle::<ResponsesRequest>))
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats))
         .route("/_mock/reset", post(reset))
@@ -348,12 +350,7 @@ async fn handle<E: Endpoint>(
     }
     let content_type = delivery::content_type(&answer.payload);
     if fault == Some(Fault::Truncate) {
-        let mut response = req.respond(
-            StatusCode::OK,
-            Some(&key.limit_view(Instant::now())),
-            Body::empty(),
-            content_type,
-        );
+        let mut response = req.respond(StatusCode::OK, Some(&view), Body::empty(), content_type);
         *response.body_mut() = delivery::truncated(answer.payload, &mut response);
         return response;
     }
@@ -375,6 +372,5 @@ async fn handle<E: Endpoint>(
         _ => Duration::ZERO,
     };
     let body = delivery::complete(answer.payload, gap, done);
-    let view = key.limit_view(Instant::now());
     req.respond(StatusCode::OK, Some(&view), body, content_type)
 }
