@@ -7,10 +7,12 @@
 //!   `2 × target rate × smoothed latency + 2`, so the quota, not the bound, paces requests; the
 //!   bound only stops a pile-up when latency balloons. Timeouts and server errors halve a
 //!   back-off factor on it; successes restore it slowly.
-//! * **rate unknown** (no limits configured, none learned yet): a probe of one request, then
-//!   slow start (+1 per success, doubling per round trip) up to a threshold and +1/limit per
-//!   success beyond it; any overload signal (429, 5xx, timeout) halves the limit, at most once
-//!   per round trip.
+//! * **probing** (before the first answer): no bound of its own — the quota's probe schedule
+//!   ([`crate::quota`]) spaces the first requests while their answers are awaited.
+//! * **rate unknown** (the provider sent no limit headers, none configured): AIMD starting from
+//!   what was in flight when the first answer came: slow start (+1 per success, doubling per
+//!   round trip) up to a threshold and +1/limit per success beyond it; any overload signal
+//!   (429, 5xx, timeout) halves the limit, at most once per round trip.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,6 +29,8 @@ pub struct Concurrency {
 #[derive(Debug)]
 struct State {
     fixed: Option<usize>,
+    /// No answer has arrived yet.
+    probing: bool,
     max: usize,
     in_flight: usize,
     /// Requests per second the quotas allow, when known.
@@ -45,6 +49,9 @@ impl State {
     fn limit(&self) -> usize {
         if let Some(n) = self.fixed {
             return n.max(1);
+        }
+        if self.probing {
+            return self.max;
         }
         let limit = match (self.target_rate, self.latency) {
             (Some(rate), Some(latency)) => (2.0 * rate * latency * self.factor).ceil() + 2.0,
@@ -84,6 +91,7 @@ impl Concurrency {
     pub fn new(fixed: Option<usize>, max: usize) -> Arc<Self> {
         Arc::new(Concurrency {
             state: Mutex::new(State {
+                probing: fixed.is_none(),
                 fixed,
                 max: max.max(1),
                 in_flight: 0,
@@ -129,6 +137,16 @@ impl Concurrency {
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight
+    }
+
+    /// The first answer arrived: leave the probing regime, starting the AIMD window from what
+    /// is in flight (all of it was admitted, or an overload signal will cut it).
+    pub fn end_probe(&self) {
+        let mut state = self.lock();
+        if state.probing {
+            state.probing = false;
+            state.window = state.window.max(state.in_flight as f64);
+        }
     }
 
     /// Tell the bound what rate the quotas allow (requests per second), once known.
@@ -196,6 +214,8 @@ mod tests {
     fn unknown_rate_probes_then_slow_starts_then_halves() {
         let c = Concurrency::new(None, 1000);
         let t = Instant::now();
+        assert_eq!(c.limit(), 1000);
+        c.end_probe();
         assert_eq!(c.limit(), 1);
         for _ in 0..15 {
             c.record(Signal::Answered, MS, t);
@@ -220,6 +240,7 @@ mod tests {
     #[test]
     fn known_rate_follows_littles_law() {
         let c = Concurrency::new(None, 1000);
+        c.end_probe();
         c.set_target_rate(Some(100.0));
         c.record(Signal::Answered, Duration::from_millis(800), Instant::now());
         // 2 × 100/s × 0.8 s + 2

@@ -35,6 +35,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+/// How often the concurrency bound's target rate is recomputed from the quotas.
+const TARGET_REFRESH: Duration = Duration::from_millis(100);
+
 /// Pause applied after a 429 that carries no hint at all.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -81,8 +84,8 @@ pub struct Engine {
     delayed: Mutex<DelayedQueue>,
     wake: Notify,
     outstanding: AtomicU64,
-    /// Smoothed token cost per request, for the target rate.
-    mean_tokens: Mutex<f64>,
+    /// Smoothed token cost per request, and when the target rate was last computed.
+    mean_tokens: Mutex<(f64, Option<Instant>)>,
     /// Set by [`Engine::stop_admitting`].
     stopping: AtomicBool,
 }
@@ -131,7 +134,7 @@ impl Engine {
             delayed: Mutex::new(DelayedQueue::default()),
             wake: Notify::new(),
             outstanding: AtomicU64::new(0),
-            mean_tokens: Mutex::new(0.0),
+            mean_tokens: Mutex::new((0.0, None)),
             stopping: AtomicBool::new(false),
         })
     }
@@ -342,17 +345,25 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// Requests per second the quotas of `model` allow over all keys in rotation, if known.
+    /// Requests per second the quotas of `model` allow over all keys in rotation, if known,
+    /// handed to the concurrency bound. Recomputed at most every [`TARGET_REFRESH`].
     fn update_target_rate(&self, job: &Job, now: Instant) {
         let mean = {
             let mut mean = lock(&self.mean_tokens);
             let tokens = job.estimate.total() as f64;
-            *mean = if *mean == 0.0 {
+            mean.0 = if mean.0 == 0.0 {
                 tokens
             } else {
-                *mean * 0.95 + tokens * 0.05
+                mean.0 * 0.95 + tokens * 0.05
             };
-            *mean
+            if mean
+                .1
+                .is_some_and(|at| now.saturating_duration_since(at) < TARGET_REFRESH)
+            {
+                return;
+            }
+            mean.1 = Some(now);
+            mean.0
         };
         let mut total = 0.0;
         let mut known = false;
@@ -397,6 +408,7 @@ impl Engine {
         let now = Instant::now();
         let snapshot = match &result {
             Ok(reply) => {
+                self.concurrency.end_probe();
                 let snapshot = parse_limit_headers(
                     reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
                     SystemTime::now(),

@@ -26,6 +26,9 @@ pub struct Gcra {
     tolerance: u64,
     /// Theoretical arrival time.
     tat: Nanos,
+    /// Lowest tat a refund may leave: what the provider last said was left (see
+    /// [`Gcra::drain_to`]). Capacity it said is gone is never given back by our own refunds.
+    floor: Nanos,
 }
 
 impl Gcra {
@@ -42,21 +45,26 @@ impl Gcra {
             interval: 1,
             tolerance: 0,
             tat: 0,
+            floor: 0,
         };
         cell.set_rate(per_minute, burst, margin_ns);
         cell
     }
 
-    /// Change the rate, burst and margin, keeping the current tat.
-    pub fn set_rate(&mut self, per_minute: u64, burst: u64, margin_ns: u64) {
+    /// Change the rate, burst and margin, keeping the current tat. Returns whether the rate
+    /// changed (the tat then counts units at the old rate).
+    pub fn set_rate(&mut self, per_minute: u64, burst: u64, margin_ns: u64) -> bool {
         let per_minute = per_minute.max(1);
         let burst = burst.clamp(1, per_minute);
         let interval = 60_000_000_000u64.div_ceil(per_minute);
-        self.interval = interval;
-        self.tolerance = interval
+        let tolerance = interval
             .saturating_mul(burst)
             .saturating_sub(margin_ns)
             .max(interval);
+        let changed = interval != self.interval;
+        self.interval = interval;
+        self.tolerance = tolerance;
+        changed
     }
 
     /// Nanoseconds per unit.
@@ -95,10 +103,12 @@ impl Gcra {
         self.tat
     }
 
-    /// Give back `units` (a settled request cost less than reserved), never below `floor`.
-    pub fn refund(&mut self, units: u64, floor: Nanos) {
+    /// Give back `units` (a settled request cost less than reserved), never below `now` (a
+    /// bucket holds no more than full) nor below what the provider last reported.
+    pub fn refund(&mut self, units: u64, now: Nanos) {
         let back = self.cost_ns(units);
-        self.tat = self.tat.saturating_sub(back).max(floor.min(self.tat));
+        let lowest = now.max(self.floor).min(self.tat);
+        self.tat = self.tat.saturating_sub(back).max(lowest);
     }
 
     /// Charge `units` more than reserved (a settled request cost more).
@@ -116,12 +126,14 @@ impl Gcra {
         self.tat = self.tat.max(now).saturating_add(ns);
     }
 
-    /// Make the bucket hold at most `units` at time `at` (e.g. after a 429: empty at `at`).
+    /// Make the bucket hold at most `units` at time `at`, as the provider reported (a 429:
+    /// empty until `at`; a `remaining` header). Later refunds do not undo it.
     pub fn drain_to(&mut self, units: u64, at: Nanos) {
         let target = at
             .saturating_add(self.tolerance)
             .saturating_sub(self.cost_ns(units));
         self.tat = self.tat.max(target);
+        self.floor = self.floor.max(target);
     }
 }
 
@@ -179,9 +191,22 @@ mod tests {
         assert_eq!(g.tat(), 6 * SEC);
         g.charge(2, 0);
         assert_eq!(g.tat(), 8 * SEC);
-        // refunds never move the tat below the floor (time already past).
+        // refunds never move the tat below now (a bucket is at most full).
         g.refund(100, 5 * SEC);
         assert_eq!(g.tat(), 5 * SEC);
+    }
+
+    #[test]
+    fn refunds_never_undo_what_the_provider_reported() {
+        let mut g = Gcra::new(60, 5);
+        g.commit(1, 0);
+        g.commit(1, 0);
+        // the provider says: empty until 3 s.
+        g.drain_to(0, 3 * SEC);
+        let floor = g.tat();
+        // a reservation cancelled afterwards does not bring back capacity.
+        g.refund(2, 0);
+        assert_eq!(g.tat(), floor);
     }
 
     #[test]

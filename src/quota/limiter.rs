@@ -59,8 +59,9 @@ impl QuotaConfig {
 /// Why a reservation cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaError {
-    /// No limit is known yet and the one probe request is still out: ask again once it is back.
-    #[error("limits unknown until the probe request answers")]
+    /// No limit is known yet and the most probe requests allowed are out: ask again once one
+    /// of them has answered.
+    #[error("limits unknown until a probe request answers")]
     Probing,
     /// The cost exceeds the whole per-minute limit: it can never be admitted.
     #[error("request needs {cost} {unit} but the limit is {limit} {unit} per minute: it can never fit", unit = dimension.unit())]
@@ -116,30 +117,53 @@ impl DimState {
         Some((per_minute, burst.clamp(1, per_minute)))
     }
 
+    /// Bring the cell in line with the limit in force. A new cell, or one whose rate changed,
+    /// starts from the provider's `remaining` when it is known (never above our own level).
     fn refresh_cell(&mut self, now: Nanos, remaining: Option<u64>) {
         let Some((per_minute, burst)) = self.effective() else {
             return;
         };
-        match &mut self.cell {
-            Some(cell) => cell.set_rate(per_minute, burst, self.margin_ns),
-            None => {
-                let mut cell = Gcra::with_margin(per_minute, burst, self.margin_ns);
-                if let Some(left) = remaining {
-                    cell.drain_to(left.min(burst), now);
-                }
-                self.cell = Some(cell);
+        let (cell, rebase) = match &mut self.cell {
+            Some(cell) => {
+                let changed = cell.set_rate(per_minute, burst, self.margin_ns);
+                (cell, changed)
             }
+            None => (
+                self.cell
+                    .insert(Gcra::with_margin(per_minute, burst, self.margin_ns)),
+                true,
+            ),
+        };
+        if let (true, Some(left)) = (rebase, remaining) {
+            cell.drain_to(left.min(burst), now);
         }
     }
 }
 
-/// Until a limit is known, one request goes out alone to learn it from the headers.
+/// Spacing of the probe schedule: the k-th request before the first answer goes at
+/// `start + PROBE_STEP × log2(k)`, a send rate that doubles every step.
+const PROBE_STEP: Duration = Duration::from_millis(50);
+
+/// Most requests sent before the first answer arrives.
+const PROBE_MAX: u32 = 64;
+
+/// Until the key's first answer, requests probe: the first goes at once, the following ones on
+/// a schedule whose rate doubles every [`PROBE_STEP`] (and never faster than configured
+/// limits allow), so the provider's first informative answer — a quick 429 once the rate
+/// outgrows its bucket, or any answer's headers — comes early without idling while the first
+/// request is still being generated, and a configured limit that is too high is corrected
+/// before it can cause a burst of refusals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Probe {
     /// No request sent yet.
     Ready,
-    /// The probe is out.
-    Out,
+    /// `sent` requests went out from `started` on; none has answered yet.
+    Out {
+        /// When the first went.
+        started: Nanos,
+        /// How many are out.
+        sent: u32,
+    },
     /// A response arrived (limits learned, or the provider sends none).
     Done,
 }
@@ -170,7 +194,7 @@ pub struct Quota {
 /// Rounding slack when comparing the provider's `remaining` with ours: reordering of requests in
 /// flight and the provider's flooring of its level.
 fn drift_slack(burst: u64) -> f64 {
-    2.0f64.max(burst as f64 * 0.02)
+    1.0f64.max(burst as f64 * 0.02)
 }
 
 impl Quota {
@@ -186,11 +210,7 @@ impl Quota {
         Quota {
             epoch: now,
             state: Mutex::new(State {
-                probe: if dims.iter().any(|d| d.cell.is_some()) {
-                    Probe::Done
-                } else {
-                    Probe::Ready
-                },
+                probe: Probe::Ready,
                 dims,
                 paused_until: 0,
             }),
@@ -228,10 +248,20 @@ impl Quota {
         (state.paused_until > self.ns(now)).then(|| self.instant(state.paused_until))
     }
 
-    fn check_fits(state: &State, cost: &Cost) -> Result<(), QuotaError> {
-        if state.probe == Probe::Out && !state.known() {
-            return Err(QuotaError::Probing);
+    /// When the next request may go under the probe schedule (`None`: no schedule applies).
+    fn probe_go(state: &State, now: Nanos) -> Result<Option<Nanos>, QuotaError> {
+        match state.probe {
+            Probe::Done => Ok(None),
+            Probe::Ready => Ok(Some(now)),
+            Probe::Out { sent, .. } if sent >= PROBE_MAX => Err(QuotaError::Probing),
+            Probe::Out { started, sent } => {
+                let step = PROBE_STEP.as_nanos() as f64 * f64::from(sent + 1).log2();
+                Ok(Some(now.max(started.saturating_add(step as u64))))
+            }
         }
+    }
+
+    fn check_fits(state: &State, cost: &Cost) -> Result<(), QuotaError> {
         for d in Dimension::ALL {
             if let Some((limit, _)) = state.dims[d.index()].effective() {
                 let c = cost.get(d);
@@ -247,31 +277,41 @@ impl Quota {
         Ok(())
     }
 
-    fn earliest_ns(state: &State, cost: &Cost, now: Nanos) -> Nanos {
+    fn earliest_ns(state: &State, cost: &Cost, now: Nanos) -> Result<Nanos, QuotaError> {
+        Self::check_fits(state, cost)?;
         let mut go = now.max(state.paused_until);
+        if let Some(probe) = Self::probe_go(state, now)? {
+            go = go.max(probe);
+        }
         for d in Dimension::ALL {
             if let Some(cell) = &state.dims[d.index()].cell {
                 go = go.max(cell.earliest(cost.get(d), now));
             }
         }
-        go
+        Ok(go)
     }
 
     /// Earliest time `cost` could go, without reserving.
     pub fn earliest(&self, cost: &Cost, now: Instant) -> Result<Instant, QuotaError> {
         let state = self.lock();
-        Self::check_fits(&state, cost)?;
-        Ok(self.instant(Self::earliest_ns(&state, cost, self.ns(now))))
+        Ok(self.instant(Self::earliest_ns(&state, cost, self.ns(now))?))
     }
 
     /// Reserve `cost` in every dimension at once, at the earliest time all of them allow.
     pub fn reserve(&self, cost: Cost, now: Instant) -> Result<Reservation, QuotaError> {
         let mut state = self.lock();
-        Self::check_fits(&state, &cost)?;
-        if state.probe == Probe::Ready && !state.known() {
-            state.probe = Probe::Out;
-        }
-        let go = Self::earliest_ns(&state, &cost, self.ns(now));
+        let go = Self::earliest_ns(&state, &cost, self.ns(now))?;
+        state.probe = match state.probe {
+            Probe::Ready => Probe::Out {
+                started: go,
+                sent: 1,
+            },
+            Probe::Out { started, sent } => Probe::Out {
+                started,
+                sent: sent + 1,
+            },
+            Probe::Done => Probe::Done,
+        };
         let mut tat_after = [None; 4];
         let mut corrections_at = [0; 4];
         for d in Dimension::ALL {
@@ -296,11 +336,18 @@ impl Quota {
         self.no_answer();
     }
 
-    /// A request got no HTTP answer: if it was the probe, another request may probe.
+    /// A request got no HTTP answer: if it was a probe, it no longer counts as one out.
     pub fn no_answer(&self) {
         let mut state = self.lock();
-        if state.probe == Probe::Out {
-            state.probe = Probe::Ready;
+        if let Probe::Out { started, sent } = state.probe {
+            state.probe = if sent <= 1 {
+                Probe::Ready
+            } else {
+                Probe::Out {
+                    started,
+                    sent: sent - 1,
+                }
+            };
         }
     }
 

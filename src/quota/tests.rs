@@ -29,6 +29,13 @@ fn config(rpm: u64, rburst: u64, tpm: u64, tburst: u64) -> QuotaConfig {
         )
 }
 
+/// A quota whose key has answered once (past the probe schedule).
+fn answered(config: QuotaConfig, now: Instant) -> Quota {
+    let quota = Quota::new(config, now);
+    quota.observe(None, &LimitSnapshot::default(), now);
+    quota
+}
+
 /// Every window [g_i, g_j] of admitted requests holds at most burst + elapsed × rate units.
 fn assert_within_limit(admitted: &[(Instant, u64)], per_minute: u64, burst: u64) {
     let mut sorted = admitted.to_vec();
@@ -60,7 +67,7 @@ proptest! {
     ) {
         let start = Instant::now();
         let tburst = 5000;
-        let quota = Quota::new(config(rpm, rburst, tpm, tburst), start);
+        let quota = answered(config(rpm, rburst, tpm, tburst), start);
         let mut now = start;
         let mut requests = Vec::new();
         let mut tokens = Vec::new();
@@ -80,7 +87,7 @@ proptest! {
 fn reservation_commits_all_dimensions_at_one_time() {
     let t0 = Instant::now();
     // requests: 1/s, burst 1; tokens: 10/s, burst 100.
-    let quota = Quota::new(config(60, 1, 600, 100), t0);
+    let quota = answered(config(60, 1, 600, 100), t0);
     let a = quota.reserve(Cost::request(100), t0).unwrap();
     assert_eq!(a.go_at, t0);
     // tokens bind: 50 more tokens fit only at 5 s, although a request slot is free at 1 s.
@@ -94,7 +101,7 @@ fn reservation_commits_all_dimensions_at_one_time() {
 #[test]
 fn cost_over_the_limit_never_fits() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(60, 1, 1000, 1000), t0);
+    let quota = answered(config(60, 1, 1000, 1000), t0);
     let err = quota.reserve(Cost::request(1001), t0).unwrap_err();
     assert_eq!(
         err,
@@ -110,7 +117,7 @@ fn cost_over_the_limit_never_fits() {
 #[test]
 fn settle_refunds_and_charges() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(60_000, 1000, 6000, 1000), t0); // 100 tokens/s
+    let quota = answered(config(60_000, 1000, 6000, 1000), t0); // 100 tokens/s
     let r = quota.reserve(Cost::request(1000), t0).unwrap();
     // bucket now empty: 100 tokens wait 1 s.
     assert_eq!(
@@ -129,7 +136,7 @@ fn settle_refunds_and_charges() {
 #[test]
 fn settle_charges_what_was_underestimated() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(60_000, 1000, 6000, 1000), t0); // 100 tokens/s
+    let quota = answered(config(60_000, 1000, 6000, 1000), t0); // 100 tokens/s
     let r = quota.reserve(Cost::request(400), t0).unwrap();
     assert_eq!(quota.earliest(&Cost::request(600), t0).unwrap(), t0);
     // the provider charged 900: 500 more, so 600 tokens now wait 5 s.
@@ -143,7 +150,7 @@ fn settle_charges_what_was_underestimated() {
 #[test]
 fn cancel_gives_everything_back() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(60, 1, 6000, 1000), t0);
+    let quota = answered(config(60, 1, 6000, 1000), t0);
     let r = quota.reserve(Cost::request(10), t0).unwrap();
     assert_eq!(
         quota.earliest(&Cost::request(10), t0).unwrap(),
@@ -191,7 +198,7 @@ fn learns_limits_and_burst_from_headers() {
 #[test]
 fn configured_limit_wins_when_lower() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(60, 1, 600, 10), t0);
+    let quota = answered(config(60, 1, 600, 10), t0);
     let snapshot = LimitSnapshot {
         requests: reading(6000, 5999, ms(10)),
         ..Default::default()
@@ -204,7 +211,7 @@ fn configured_limit_wins_when_lower() {
 fn provider_reporting_less_remaining_pushes_back_once() {
     let t0 = Instant::now();
     // 600 rpm = 10/s, burst 100.
-    let quota = Quota::new(config(600, 100, 1_000_000, 1_000_000), t0);
+    let quota = answered(config(600, 100, 1_000_000, 1_000_000), t0);
     let a = quota.reserve(Cost::request(1), t0).unwrap();
     let b = quota.reserve(Cost::request(1), t0).unwrap();
     // we think 99 and 98 were left; the provider says 59 and 58: 40 used by someone else.
@@ -225,7 +232,7 @@ fn provider_reporting_less_remaining_pushes_back_once() {
 #[test]
 fn provider_reporting_more_remaining_changes_nothing() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(600, 10, 1_000_000, 1_000_000), t0);
+    let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0);
     let a = quota.reserve(Cost::request(1), t0).unwrap();
     let snapshot = LimitSnapshot {
         requests: reading(600, 10, ms(0)),
@@ -242,7 +249,7 @@ fn provider_reporting_more_remaining_changes_nothing() {
 #[test]
 fn pause_holds_every_request_then_paces() {
     let t0 = Instant::now();
-    let quota = Quota::new(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s
+    let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s
     let until = t0 + ms(1500);
     quota.pause(until, Some(Dimension::Requests), &Cost::request(1));
     assert_eq!(quota.paused_until(t0), Some(until));
@@ -255,20 +262,40 @@ fn pause_holds_every_request_then_paces() {
 }
 
 #[test]
-fn unknown_limits_send_one_probe_then_admit_immediately() {
+fn configured_limits_also_wait_for_the_probe_schedule() {
+    let t0 = Instant::now();
+    let quota = Quota::new(config(60_000, 1000, 1_000_000, 1_000_000), t0);
+    let second = {
+        quota.reserve(Cost::request(1), t0).unwrap();
+        quota.reserve(Cost::request(1), t0).unwrap().go_at
+    };
+    assert_eq!(second, t0 + ms(50));
+}
+
+#[test]
+fn unknown_limits_probe_on_a_doubling_schedule_then_admit_immediately() {
     let t0 = Instant::now();
     let quota = Quota::new(QuotaConfig::default(), t0);
-    let probe = quota.reserve(Cost::request(5000), t0).unwrap();
-    assert_eq!(probe.go_at, t0);
+    // k-th request at 50 ms × log2(k): 0, 50, 79.2, 100, ... ms.
+    let go: Vec<Duration> = (0..4)
+        .map(|_| quota.reserve(Cost::request(5000), t0).unwrap().go_at - t0)
+        .collect();
+    assert_eq!(go[0], ms(0));
+    assert_eq!(go[1], ms(50));
+    assert!(go[2] > ms(79) && go[2] < ms(80), "{:?}", go[2]);
+    assert_eq!(go[3], ms(100));
+    for _ in 4..64 {
+        quota.reserve(Cost::request(1), t0).unwrap();
+    }
+    // At most 64 before the first answer.
     assert_eq!(
         quota.reserve(Cost::request(1), t0).unwrap_err(),
         QuotaError::Probing
     );
-    // The probe got no answer: another request may probe.
+    // One got no answer at all: it no longer counts.
     quota.no_answer();
     let probe = quota.reserve(Cost::request(1), t0).unwrap();
-    assert!(quota.earliest(&Cost::request(1), t0).is_err());
-    // The answer carried no limit headers: nothing to learn, so requests go freely.
+    // The first answer carried no limit headers: nothing to learn, so requests go freely.
     quota.observe(Some(&probe), &LimitSnapshot::default(), t0);
     for _ in 0..1000 {
         assert_eq!(quota.reserve(Cost::request(5000), t0).unwrap().go_at, t0);
