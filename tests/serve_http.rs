@@ -557,3 +557,48 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         .await;
     assert!(refused.is_err(), "still accepting after SIGTERM");
 }
+
+#[tokio::test]
+async fn responses_api_passes_through_whole_and_streamed() {
+    let mock = MockProcess::start(&["--rpm", "6000", "--tpm", "1000000", "--seed", "5"]);
+    let serve = gateway(&mock, &[]);
+    let url = serve.url("/v1/responses");
+    let body = json!({"model": "gpt-4o-mini", "input": "Say hello", "max_output_tokens": 16});
+    let resp = chat(&url, None, &[], &body).await;
+    assert_eq!(resp.status(), 200);
+    let object: Value = resp.json().await.unwrap();
+    assert_eq!(object["object"], "response");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let resp = chat(&url, None, &[], &streamed).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: response.created"), "{text}");
+    assert!(
+        text.contains("event: response.completed") || text.contains("event: response.incomplete"),
+        "{text}"
+    );
+    // The stream's usage (in its final event) reached the access log and the metrics.
+    wait_until(
+        Duration::from_secs(5),
+        "the stream's access log line",
+        || async {
+            serve
+                .log()
+                .iter()
+                .any(|l| l.contains("\"stream\":true") && !l.contains("\"completion_tokens\":0,"))
+        },
+    )
+    .await;
+    let metrics = serve.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "paceline_tokens_total{client=\"anonymous\",kind=\"completion\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{metrics}"
+    );
+}
