@@ -67,6 +67,14 @@ impl Clients {
     /// Clients from their specs, reading each key from its environment variable; no specs
     /// makes an open gateway.
     pub fn load(specs: &[ClientSpec]) -> Result<Self, KeyError> {
+        Self::load_with(specs, |name| std::env::var(name).ok())
+    }
+
+    /// [`Clients::load`] with `lookup` standing for the environment.
+    pub fn load_with(
+        specs: &[ClientSpec],
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, KeyError> {
         if specs.is_empty() {
             return Ok(Clients {
                 by_digest: HashMap::new(),
@@ -81,15 +89,12 @@ impl Clients {
         let now = Instant::now();
         let mut by_digest = HashMap::new();
         for (index, spec) in specs.iter().enumerate() {
-            let key = std::env::var(&spec.key_env)
-                .ok()
-                .map(|k| k.trim().to_string())
-                .filter(|k| !k.is_empty());
-            let Some(key) = key else {
-                return Err(match std::env::var(&spec.key_env) {
-                    Ok(_) => KeyError::Empty(spec.key_env.clone()),
-                    Err(_) => KeyError::Missing(spec.key_env.clone()),
-                });
+            let key = match lookup(&spec.key_env) {
+                None => return Err(KeyError::Missing(spec.key_env.clone())),
+                Some(key) if key.trim().is_empty() => {
+                    return Err(KeyError::Empty(spec.key_env.clone()));
+                }
+                Some(key) => key.trim().to_string(),
             };
             let limited =
                 spec.limits != crate::quota::QuotaConfig::default().with_margin(Duration::ZERO);
@@ -201,15 +206,19 @@ mod tests {
     fn open_gateway_and_key_lookup() {
         let open = Clients::load(&[]).unwrap();
         assert_eq!(&*open.authenticate(None).unwrap().name, ANONYMOUS);
-        // SAFETY: tests in this module are the only users of this variable.
-        unsafe { std::env::set_var("PACELINE_TEST_CLIENT_A", "client-secret-a") };
         let spec = ClientSpec {
             name: "a".into(),
             key_env: "PACELINE_TEST_CLIENT_A".into(),
             limits: limits(Some(60), None).with_margin(Duration::ZERO),
             weight: 2,
         };
-        let clients = Clients::load(&[spec]).unwrap();
+        let env =
+            |name: &str| (name == "PACELINE_TEST_CLIENT_A").then(|| "client-secret-a".to_string());
+        assert!(matches!(
+            Clients::load_with(std::slice::from_ref(&spec), |_| None),
+            Err(KeyError::Missing(_))
+        ));
+        let clients = Clients::load_with(&[spec], env).unwrap();
         let a = clients
             .authenticate(Some("Bearer client-secret-a"))
             .unwrap();
