@@ -2,13 +2,14 @@
 //!
 //! Data flows one way:
 //! `batch` (input) → `engine` → `quota` / `upstream` keys → upstream HTTP → `retry` (outcome)
-//! → `batch` (output). The simulated provider in `mock` shares no code path with the client side.
+//! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider in `mock` shares no code path with the client side.
 //! See `ARCHITECTURE.md` for the module map.
 
 pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod mock;
 pub mod progress;
 pub mod quota;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => paceline::cli::demo::run(args).await,
             Command::Mock(args) => paceline::cli::mock::run(args).await,
             Command::Run(args) => paceline::cli::run::run(*args).await,
+            Command::Serve(args) => paceline::cli::serve::run(args).await,
         }
     });
     match result {

@@ -84,3 +84,31 @@ pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
         .try_init();
     Ok(LogGuard { _file: guard })
 }
+
+/// Install the global subscriber for a long-running server (`serve`): every event as one JSON
+/// line (the access log, each attempt, warnings) to `log_file`, else to stderr. `PACELINE_LOG`
+/// filters (default `info`).
+pub fn init_json(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
+    let (writer, guard) = match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| TelemetryError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            tracing_appender::non_blocking(file)
+        }
+        None => tracing_appender::non_blocking(std::io::stderr()),
+    };
+    let layer = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(writer)
+        .with_filter(env_filter("info")?);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+    Ok(LogGuard { _file: Some(guard) })
+}

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod mock;
 pub mod run;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -25,4 +26,6 @@ pub enum Command {
     Mock(mock::MockArgs),
     /// Run a batch of requests (Batch API JSONL, or lines + a prompt template) to the end.
     Run(Box<run::RunArgs>),
+    /// Run an OpenAI-compatible gateway that queues, paces, retries and spreads requests over keys.
+    Serve(serve::ServeArgs),
 }

@@ -1,14 +1,48 @@
 //! A request as the engine handles it, and what comes out when it is finished.
 
+use super::respond::Responder;
 use crate::batch::Endpoint;
 use crate::quota::Cost;
+use crate::retry::RetryCause;
 use crate::tokens::{self, Estimate};
 use bytes::Bytes;
 use serde_json::Value;
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// Which queue a job waits in: interactive jobs never wait behind queued batch jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// A person is waiting for the answer (the gateway's default).
+    Interactive,
+    /// Bulk work that takes what interactive traffic leaves (`paceline run`).
+    #[default]
+    Batch,
+}
+
+impl Priority {
+    /// Both priorities, most urgent first.
+    pub const ALL: [Priority; 2] = [Priority::Interactive, Priority::Batch];
+
+    /// `interactive` or `batch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Batch => "batch",
+        }
+    }
+
+    /// 0 for interactive, 1 for batch.
+    pub fn index(self) -> usize {
+        match self {
+            Priority::Interactive => 0,
+            Priority::Batch => 1,
+        }
+    }
+}
 
 /// One request to get through, with its retry state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Job {
     /// The caller's id for the request (the batch `custom_id`).
     pub custom_id: String,
@@ -22,11 +56,29 @@ pub struct Job {
     pub estimate: Estimate,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Which queue it waits in.
+    pub priority: Priority,
+    /// No attempt is sent after this time: a job that cannot go before it finishes with the
+    /// code [`DEADLINE_EXCEEDED`] and the time capacity is expected.
+    pub deadline: Option<Instant>,
+    /// Relay mode: a 2xx answer is handed over live to the responder, never retried after.
+    pub stream: bool,
     /// Backoff the last retry decision imposed.
     pub(crate) backoff: Duration,
     /// The last retryable failure, for the final message when attempts run out.
     pub(crate) last_cause: Option<String>,
+    /// The kind of that failure.
+    pub(crate) last_retry: Option<RetryCause>,
+    /// When the job was made.
+    pub(crate) created: Instant,
+    /// When its latest attempt was sent.
+    pub(crate) sent_at: Option<Instant>,
+    /// Where its result goes, when not to the engine's sink.
+    pub(crate) responder: Option<Responder>,
 }
+
+/// The code of a job finished because it could not be sent before its deadline.
+pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 impl Job {
     /// A job for `body` sent to `endpoint`, estimating its cost with `default_max_tokens` as
@@ -50,9 +102,35 @@ impl Job {
             body: Bytes::from(body.to_string()),
             estimate,
             attempts: 0,
+            priority: Priority::default(),
+            deadline: None,
+            stream: false,
             backoff: Duration::ZERO,
             last_cause: None,
+            last_retry: None,
+            created: Instant::now(),
+            sent_at: None,
+            responder: None,
         }
+    }
+
+    /// Deliver this job's end (a [`Finished`] or a live stream) to `responder` instead of the
+    /// engine's sink.
+    pub fn with_responder(mut self, responder: Responder) -> Self {
+        self.responder = Some(responder);
+        self
+    }
+
+    /// Whether the job's result has nobody left to receive it (a client that hung up).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.responder.as_ref().is_some_and(Responder::is_closed)
+    }
+
+    /// Time from the job's creation to its latest attempt (or to `now` if none was sent).
+    pub(crate) fn waited(&self, now: Instant) -> Duration {
+        self.sent_at
+            .unwrap_or(now)
+            .saturating_duration_since(self.created)
     }
 
     /// What the quota is asked for.
@@ -97,4 +175,10 @@ pub struct Finished {
     pub attempts: u32,
     /// How it ended.
     pub verdict: Verdict,
+    /// Time from the job's creation until its last attempt was sent (queue, quota and backoff).
+    pub waited: Duration,
+    /// For [`DEADLINE_EXCEEDED`]: how long until the request could have gone.
+    pub retry_after: Option<Duration>,
+    /// The last retryable failure, if any attempt failed.
+    pub last_retry: Option<RetryCause>,
 }

@@ -11,22 +11,40 @@
 //! `usage` settles it, latency and overload steer the concurrency bound) and classifies it
 //! ([`crate::retry`]): a retryable failure goes into the delayed queue ([`queue`]) with its
 //! not-before time and gives its slot back; a final one, or a success, leaves as [`Finished`].
+//!
+//! What the gateway adds (`serve`), none of which changes a batch run:
+//!
+//! * **Priorities** ([`Priority`]): two input lanes and two delayed queues. The dispatcher
+//!   takes a due interactive retry, else new interactive input, else a due batch retry, else
+//!   new batch input; and while it sleeps toward a batch job's reservation, an interactive
+//!   job that arrives takes its place (the batch reservation is given back and the batch job
+//!   goes first among the batch jobs next time). So an interactive job waits behind at most the
+//!   interactive jobs ahead of it, never behind queued batch work.
+//! * **Deadlines** ([`Job::deadline`]): no attempt is sent after it. A reservation that would
+//!   go later is given back and the job finishes with [`DEADLINE_EXCEEDED`] and the time the
+//!   quota says it could have gone ([`Finished::retry_after`]); a retry due after the deadline
+//!   finishes the same way.
+//! * **Result routes** ([`respond`]): a job may carry its own responder; its end goes there
+//!   instead of to the sink, and a streaming job's 2xx answer is handed over live.
 
 pub mod concurrency;
 pub mod event;
 pub mod job;
 pub mod queue;
+pub mod respond;
 pub mod stats;
+pub mod usage;
 
 use crate::quota::{Cost, Dimension, LimitSnapshot, headers::parse_limit_headers};
 use crate::retry::{self, AttemptResult, BackoffPolicy, Outcome, RetryCause};
-use crate::upstream::{KeyPool, Pick, PickError, Reply, TransportError, Upstream};
+use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream};
 use concurrency::{Concurrency, Permit, Signal};
 pub use event::{AttemptRecord, Decision, Event};
-pub use job::{Finished, Job, ProviderAnswer, Verdict};
+pub use job::{DEADLINE_EXCEEDED, Finished, Job, Priority, ProviderAnswer, Verdict};
 use queue::DelayedQueue;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use respond::{Delivery, LiveStream};
 use serde_json::Value;
 use stats::Stats;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+use usage::{Usage, charged_tokens, parse_usage};
 
 /// How often the concurrency bound's target rate is recomputed from the quotas.
 const TARGET_REFRESH: Duration = Duration::from_millis(100);
@@ -81,7 +100,8 @@ pub struct Engine {
     stats: Arc<Stats>,
     backoff: BackoffPolicy,
     rng: Mutex<SmallRng>,
-    delayed: Mutex<DelayedQueue>,
+    /// Retries waiting, one queue per [`Priority`].
+    delayed: [Mutex<DelayedQueue>; 2],
     wake: Notify,
     outstanding: AtomicU64,
     /// Smoothed token cost per request, and when the target rate was last computed.
@@ -96,6 +116,32 @@ enum Unbookable {
     NeverFits(crate::quota::QuotaError),
     /// No key is left.
     NoKeys(String),
+    /// It could not go before its deadline; capacity is expected after this long.
+    PastDeadline(Duration),
+    /// Its caller has gone.
+    Abandoned,
+    /// An interactive job arrived while this batch job waited for its reservation.
+    Preempted(Job),
+}
+
+/// The input lanes; `None` once closed.
+struct Lanes {
+    interactive: Option<mpsc::Receiver<Job>>,
+    batch: Option<mpsc::Receiver<Job>>,
+}
+
+impl Lanes {
+    fn open(&self) -> bool {
+        self.interactive.is_some() || self.batch.is_some()
+    }
+}
+
+/// Receive from a lane that may be closed (a closed lane never yields).
+async fn recv_lane(lane: &mut Option<mpsc::Receiver<Job>>) -> Option<Job> {
+    match lane {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What one attempt waited for before it was sent.
@@ -131,7 +177,7 @@ impl Engine {
             stats: Arc::new(Stats::default()),
             backoff: config.backoff,
             rng: Mutex::new(rng),
-            delayed: Mutex::new(DelayedQueue::default()),
+            delayed: Default::default(),
             wake: Notify::new(),
             outstanding: AtomicU64::new(0),
             mean_tokens: Mutex::new((0.0, None)),
@@ -169,58 +215,120 @@ impl Engine {
     /// [`Engine::stop_admitting`]). Every attempt and every finished request is reported there.
     pub async fn run(
         self: Arc<Self>,
-        mut input: mpsc::Receiver<Job>,
+        input: mpsc::Receiver<Job>,
         sink: mpsc::Sender<Event>,
     ) -> EngineExit {
-        let mut input_open = true;
+        let lanes = Lanes {
+            interactive: None,
+            batch: Some(input),
+        };
+        self.run_lanes(lanes, sink).await
+    }
+
+    /// [`Engine::run`] with two input lanes: jobs from `interactive` never wait behind jobs
+    /// from `batch` (see the module documentation). Runs until both are closed and every job
+    /// has finished.
+    pub async fn run_prioritized(
+        self: Arc<Self>,
+        interactive: mpsc::Receiver<Job>,
+        batch: mpsc::Receiver<Job>,
+        sink: mpsc::Sender<Event>,
+    ) -> EngineExit {
+        let lanes = Lanes {
+            interactive: Some(interactive),
+            batch: Some(batch),
+        };
+        self.run_lanes(lanes, sink).await
+    }
+
+    async fn run_lanes(self: Arc<Self>, mut lanes: Lanes, sink: mpsc::Sender<Event>) -> EngineExit {
         loop {
             let permit = self.concurrency.acquire().await;
-            let job = match self.next_job(&mut input, &mut input_open).await {
+            let job = match self.next_job(&mut lanes).await {
                 _ if self.stopping() => None,
                 next => next,
             };
-            let Some(job) = job else {
+            let Some(mut job) = job else {
                 drop(permit);
                 if self.stopping() {
                     self.wait_in_flight().await;
-                    let pending = lock(&self.delayed).len() as u64;
+                    let pending = self.delayed.iter().map(|d| lock(d).len() as u64).sum();
                     return EngineExit::Stopped { pending };
                 }
                 return EngineExit::Completed;
             };
-            match self.book(&job).await {
-                Ok((pick, waits)) => {
-                    let engine = Arc::clone(&self);
-                    let sink = sink.clone();
-                    tokio::spawn(async move {
-                        engine.attempt(job, pick, waits, permit, sink).await;
-                    });
+            loop {
+                match self.book(&job, &mut lanes).await {
+                    Ok((pick, waits)) => {
+                        let engine = Arc::clone(&self);
+                        let sink = sink.clone();
+                        tokio::spawn(async move {
+                            engine.attempt(job, pick, waits, permit, sink).await;
+                        });
+                    }
+                    Err(Unbookable::Preempted(urgent)) => {
+                        self.retry_later(job, Instant::now());
+                        job = urgent;
+                        continue;
+                    }
+                    Err(Unbookable::Abandoned) => {
+                        drop(permit);
+                        self.forget(job);
+                    }
+                    Err(Unbookable::PastDeadline(retry_after)) => {
+                        drop(permit);
+                        let verdict = Verdict::Failed {
+                            answer: None,
+                            code: DEADLINE_EXCEEDED.into(),
+                            message: format!(
+                                "no upstream capacity before the request's deadline; capacity expected in {:.1}s",
+                                retry_after.as_secs_f64()
+                            ),
+                        };
+                        self.finish(job, verdict, Some(retry_after), &sink).await;
+                    }
+                    Err(Unbookable::NeverFits(err)) => {
+                        drop(permit);
+                        let verdict = Verdict::Failed {
+                            answer: None,
+                            code: "request_too_large".into(),
+                            message: err.to_string(),
+                        };
+                        self.finish(job, verdict, None, &sink).await;
+                    }
+                    Err(Unbookable::NoKeys(reason)) => {
+                        drop(permit);
+                        return self.stop_without_keys(job, reason, lanes).await;
+                    }
                 }
-                Err(Unbookable::NeverFits(err)) => {
-                    let verdict = Verdict::Failed {
-                        answer: None,
-                        code: "request_too_large".into(),
-                        message: err.to_string(),
-                    };
-                    self.finish(job, verdict, &sink).await;
-                }
-                Err(Unbookable::NoKeys(reason)) => {
-                    drop(permit);
-                    return self.stop_without_keys(job, reason, input).await;
-                }
+                break;
             }
         }
     }
 
+    /// A job whose caller has gone leaves without a result.
+    fn forget(&self, job: Job) {
+        drop(job);
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
     /// Reserve a job's cost and wait until it may go. A quota paused by a 429 while we waited
-    /// gives the reservation back and books again after the pause.
-    async fn book(&self, job: &Job) -> Result<(Pick, Waits), Unbookable> {
+    /// gives the reservation back and books again after the pause. A batch job's wait gives way
+    /// to an interactive job arriving on `lanes`.
+    async fn book(&self, job: &Job, lanes: &mut Lanes) -> Result<(Pick, Waits), Unbookable> {
         let booked_at = Instant::now();
         let mut paused = false;
         loop {
+            if job.abandoned() {
+                return Err(Unbookable::Abandoned);
+            }
             let now = Instant::now();
             let pick = match self.pool.pick(&job.model, job.cost(), now) {
                 Err(PickError::Busy) => {
+                    if job.deadline.is_some_and(|d| d <= now) {
+                        return Err(Unbookable::PastDeadline(Duration::from_secs(1)));
+                    }
                     // Every key's probe is out: wait for an answer (any attempt ending wakes us).
                     let woken = self.wake.notified();
                     tokio::select! {
@@ -233,15 +341,46 @@ impl Engine {
                 Err(PickError::NeverFits(err)) => return Err(Unbookable::NeverFits(err)),
                 Ok(pick) => pick,
             };
+            let go_at = pick.reservation.go_at;
+            if job.deadline.is_some_and(|d| go_at > d) {
+                pick.quota.cancel(&pick.reservation, now);
+                return Err(Unbookable::PastDeadline(
+                    go_at.saturating_duration_since(now),
+                ));
+            }
             paused |= pick.quota.paused_until(now).is_some();
-            if pick.reservation.go_at > now {
-                tokio::time::sleep_until(pick.reservation.go_at).await;
+            if go_at > now {
+                let urgent = if job.priority == Priority::Batch {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(go_at) => None,
+                        urgent = recv_lane(&mut lanes.interactive) => match urgent {
+                            Some(urgent) => Some(urgent),
+                            None => {
+                                lanes.interactive = None;
+                                tokio::time::sleep_until(go_at).await;
+                                None
+                            }
+                        },
+                    }
+                } else {
+                    tokio::time::sleep_until(go_at).await;
+                    None
+                };
+                if let Some(urgent) = urgent {
+                    self.outstanding.fetch_add(1, Ordering::SeqCst);
+                    pick.quota.cancel(&pick.reservation, Instant::now());
+                    return Err(Unbookable::Preempted(urgent));
+                }
             }
             let now = Instant::now();
             if pick.quota.paused_until(now).is_some() {
                 pick.quota.cancel(&pick.reservation, now);
                 paused = true;
                 continue;
+            }
+            if job.abandoned() {
+                pick.quota.cancel(&pick.reservation, now);
+                return Err(Unbookable::Abandoned);
             }
             let waits = Waits {
                 quota: now.saturating_duration_since(booked_at),
@@ -252,62 +391,68 @@ impl Engine {
         }
     }
 
-    /// The next job: a retry that is due, else the next input, else wait for either.
-    async fn next_job(
-        &self,
-        input: &mut mpsc::Receiver<Job>,
-        input_open: &mut bool,
-    ) -> Option<Job> {
+    /// The next job: a due interactive retry, else interactive input, else a due batch retry,
+    /// else batch input, else wait for any of them.
+    async fn next_job(&self, lanes: &mut Lanes) -> Option<Job> {
         loop {
-            let (due, next_due) = {
-                let mut delayed = lock(&self.delayed);
-                (delayed.pop_due(Instant::now()), delayed.next_due())
-            };
-            if due.is_some() {
-                return due;
+            let now = Instant::now();
+            if let Some(job) = lock(&self.delayed[Priority::Interactive.index()]).pop_due(now) {
+                return Some(job);
             }
-            let woken = self.wake.notified();
             if self.stopping() {
                 return None;
             }
-            if *input_open {
-                tokio::select! {
-                    received = input.recv() => match received {
-                        Some(job) => {
-                            self.outstanding.fetch_add(1, Ordering::SeqCst);
-                            return Some(job);
-                        }
-                        None => *input_open = false,
-                    },
-                    _ = woken => {}
-                    _ = sleep_until_opt(next_due) => {}
+            if let Some(rx) = &mut lanes.interactive {
+                match rx.try_recv() {
+                    Ok(job) => return Some(self.admitted(job)),
+                    Err(mpsc::error::TryRecvError::Disconnected) => lanes.interactive = None,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
                 }
-            } else {
-                if self.outstanding.load(Ordering::SeqCst) == 0 {
-                    return None;
-                }
-                tokio::select! {
-                    _ = woken => {}
-                    _ = sleep_until_opt(next_due) => {}
-                }
+            }
+            if let Some(job) = lock(&self.delayed[Priority::Batch.index()]).pop_due(now) {
+                return Some(job);
+            }
+            let next_due = self.delayed.iter().filter_map(|d| lock(d).next_due()).min();
+            let woken = self.wake.notified();
+            if !lanes.open() && self.outstanding.load(Ordering::SeqCst) == 0 {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                received = recv_lane(&mut lanes.interactive) => match received {
+                    Some(job) => return Some(self.admitted(job)),
+                    None => lanes.interactive = None,
+                },
+                received = recv_lane(&mut lanes.batch) => match received {
+                    Some(job) => return Some(self.admitted(job)),
+                    None => lanes.batch = None,
+                },
+                _ = woken => {}
+                _ = sleep_until_opt(next_due) => {}
             }
         }
     }
 
+    /// Count a job taken from an input lane as outstanding.
+    fn admitted(&self, job: Job) -> Job {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        job
+    }
+
     /// No key is left: wait for what is in flight, then count what never got a result.
-    async fn stop_without_keys(
-        &self,
-        job: Job,
-        reason: String,
-        mut input: mpsc::Receiver<Job>,
-    ) -> EngineExit {
+    async fn stop_without_keys(&self, job: Job, reason: String, lanes: Lanes) -> EngineExit {
         tracing::error!(reason = %reason, "no usable API key left; stopping");
-        lock(&self.delayed).push(Instant::now(), job);
+        self.retry_later(job, Instant::now());
         self.wait_in_flight().await;
-        let mut unsent = lock(&self.delayed).drain().len() as u64;
-        input.close();
-        while input.recv().await.is_some() {
-            unsent += 1;
+        let mut unsent = 0;
+        for delayed in &self.delayed {
+            unsent += lock(delayed).drain().len() as u64;
+        }
+        for mut input in [lanes.interactive, lanes.batch].into_iter().flatten() {
+            input.close();
+            while input.recv().await.is_some() {
+                unsent += 1;
+            }
         }
         EngineExit::NoKeys { reason, unsent }
     }
@@ -323,25 +468,40 @@ impl Engine {
         }
     }
 
-    async fn finish(&self, job: Job, verdict: Verdict, sink: &mpsc::Sender<Event>) {
+    /// A job ends: to its responder if it has one, else to the sink.
+    async fn finish(
+        &self,
+        mut job: Job,
+        verdict: Verdict,
+        retry_after: Option<Duration>,
+        sink: &mpsc::Sender<Event>,
+    ) {
         match &verdict {
             Verdict::Succeeded(_) => Stats::incr(&self.stats.succeeded),
             Verdict::Failed { code, .. } => self.stats.record_failure(code),
         }
         let finished = Finished {
+            waited: job.waited(Instant::now()),
+            retry_after,
+            last_retry: job.last_retry,
             custom_id: job.custom_id,
             attempts: job.attempts,
             verdict,
         };
-        if sink.send(Event::Finished(finished)).await.is_err() {
-            tracing::error!("the result writer stopped; a result was dropped");
+        match job.responder.take() {
+            Some(responder) => responder.send(Delivery::Finished(finished)),
+            None => {
+                if sink.send(Event::Finished(finished)).await.is_err() {
+                    tracing::error!("the result writer stopped; a result was dropped");
+                }
+            }
         }
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
     fn retry_later(&self, job: Job, due: Instant) {
-        lock(&self.delayed).push(due, job);
+        lock(&self.delayed[job.priority.index()]).push(due, job);
         self.wake.notify_one();
     }
 
@@ -399,10 +559,23 @@ impl Engine {
         Stats::incr(&self.stats.attempts);
         let in_flight = self.pool.start(pick.key_index);
         let started = Instant::now();
-        let result = self
-            .upstream
-            .post(&pick.key, job.endpoint.path(), job.body.clone())
-            .await;
+        job.sent_at = Some(started);
+        let (path, body) = (job.endpoint.path(), job.body.clone());
+        let result = if job.stream && job.responder.is_some() {
+            match self.upstream.open(&pick.key, path, body).await {
+                Ok(opened) if opened.is_success() => {
+                    drop(in_flight);
+                    let latency = started.elapsed();
+                    self.hand_over(job, pick, waits, permit, opened, latency, sink)
+                        .await;
+                    return;
+                }
+                Ok(opened) => opened.into_reply().await,
+                Err(err) => Err(err),
+            }
+        } else {
+            self.upstream.post(&pick.key, path, body).await
+        };
         let latency = started.elapsed();
         drop(in_flight);
         let now = Instant::now();
@@ -428,6 +601,7 @@ impl Engine {
             request_id: reply.header("x-request-id").map(str::to_string),
             body: reply.body.clone(),
         });
+        let last_answer = answer.clone();
         let mut record = AttemptRecord {
             custom_id: job.custom_id.clone(),
             attempt: job.attempts,
@@ -496,6 +670,7 @@ impl Engine {
                 self.concurrency.record(signal, latency, now);
                 self.update_target_rate(&job, now);
                 let label = cause.label();
+                job.last_retry = Some(cause);
                 record.cause = Some(label.to_string());
                 job.last_cause = Some(match status {
                     Some(code) => format!("{label} (HTTP {code})"),
@@ -552,12 +727,86 @@ impl Engine {
             }
         };
         drop(permit);
+        if let (Next::Retry(due), Some(deadline)) = (&next, job.deadline)
+            && *due > deadline
+        {
+            record.decision = Decision::GaveUp;
+            let retry_after = due.saturating_duration_since(now);
+            let message = format!(
+                "the request's deadline passed before it could be retried (after {} attempts; last failure: {})",
+                job.attempts,
+                job.last_cause.as_deref().unwrap_or("none")
+            );
+            let verdict = Verdict::Failed {
+                answer: last_answer,
+                code: DEADLINE_EXCEEDED.into(),
+                message,
+            };
+            record.log();
+            let _ = sink.send(Event::Attempt(record)).await;
+            self.finish(job, verdict, Some(retry_after), &sink).await;
+            return;
+        }
         record.log();
         let _ = sink.send(Event::Attempt(record)).await;
         match next {
-            Next::Finish(verdict) => self.finish(job, verdict, &sink).await,
+            Next::Finish(verdict) => self.finish(job, verdict, None, &sink).await,
             Next::Retry(due) => self.retry_later(job, due),
         }
+    }
+
+    /// A streaming attempt got a 2xx: calibrate from its headers and hand the live answer to
+    /// the job's responder. The slot is freed now; the relay settles the quota at the end.
+    #[allow(clippy::too_many_arguments)]
+    async fn hand_over(
+        &self,
+        mut job: Job,
+        pick: Pick,
+        waits: Waits,
+        permit: Permit,
+        opened: Opened,
+        latency: Duration,
+        sink: mpsc::Sender<Event>,
+    ) {
+        let now = Instant::now();
+        let snapshot = parse_limit_headers(
+            opened.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            SystemTime::now(),
+        );
+        pick.quota.observe(Some(&pick.reservation), &snapshot, now);
+        self.concurrency.record(Signal::Answered, latency, now);
+        self.update_target_rate(&job, now);
+        drop(permit);
+        let record = AttemptRecord {
+            custom_id: job.custom_id.clone(),
+            attempt: job.attempts,
+            key: pick.key.label().to_string(),
+            status: Some(opened.status),
+            latency,
+            waited_quota: waits.quota,
+            paused: waits.paused,
+            waited_backoff: waits.backoff,
+            cause: None,
+            decision: Decision::Succeeded,
+            retry_in: Duration::ZERO,
+        };
+        record.log();
+        let _ = sink.send(Event::Attempt(record)).await;
+        Stats::incr(&self.stats.succeeded);
+        let live = LiveStream::new(
+            opened,
+            job.attempts,
+            job.waited(now),
+            Arc::clone(&pick.quota),
+            pick.reservation,
+            job.estimate.max_output_tokens,
+            Arc::clone(&self.stats),
+        );
+        if let Some(responder) = job.responder.take() {
+            responder.send(Delivery::Stream(live));
+        }
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 }
 
@@ -565,32 +814,6 @@ impl Engine {
 enum Next {
     Finish(Verdict),
     Retry(Instant),
-}
-
-/// Token usage reported by the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Usage {
-    prompt: u64,
-    completion: u64,
-}
-
-fn parse_usage(body: &Value) -> Option<Usage> {
-    let usage = body.get("usage")?;
-    let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
-    };
-    Some(Usage {
-        prompt: field(&["prompt_tokens", "input_tokens"])?,
-        completion: field(&["completion_tokens", "output_tokens"]).unwrap_or(0),
-    })
-}
-
-/// What the provider charged the request's tokens/min: its own prompt count plus the output it
-/// admitted (`max_tokens × n`: OpenAI keeps the admission charge for the output).
-fn charged_tokens(job: &Job, usage: &Usage) -> u64 {
-    usage.prompt + job.estimate.max_output_tokens
 }
 
 /// Classify an attempt; a success also yields its usage. A 2xx whose body is not complete

@@ -242,6 +242,20 @@ impl Quota {
         Dimension::ALL.map(|d| state.dims[d.index()].effective())
     }
 
+    /// Units each dimension could admit at `now` (between 0 and its burst), where a limit is
+    /// known: what the `remaining` rate-limit headers would say.
+    pub fn available(&self, now: Instant) -> [Option<u64>; 4] {
+        let now = self.ns(now);
+        let state = self.lock();
+        Dimension::ALL.map(|d| {
+            let cell = state.dims[d.index()].cell.as_ref()?;
+            let level = cell
+                .level_at(cell.tat(), now)
+                .clamp(0.0, cell.burst() as f64);
+            Some(level.floor() as u64)
+        })
+    }
+
     /// When the quota's pause ends, if it is paused at `now`.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
         let state = self.lock();

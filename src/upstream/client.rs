@@ -1,8 +1,14 @@
 //! The HTTP client toward the provider: one pooled `reqwest` client, one attempt per call,
 //! every transport failure mapped to a kind the retry policy understands.
+//!
+//! [`Upstream::post`] buffers the whole answer (batch runs, non-streaming gateway requests);
+//! [`Upstream::open`] stops at the status and headers and leaves the body to be read as it
+//! arrives ([`Opened`]), which is how the gateway relays a stream chunk by chunk.
 
 use super::key::ApiKey;
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
 use std::time::Duration;
 
 /// The provider's public API, used when no `--base-url` is given.
@@ -26,6 +32,60 @@ impl Reply {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The body of an [`Opened`] answer, chunk by chunk as the provider sends it.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
+
+/// An answer whose status and headers arrived and whose body has not been read yet. Dropping
+/// it closes the connection, which cancels the request at the provider.
+#[derive(Debug)]
+pub struct Opened {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    response: reqwest::Response,
+    timeout: Duration,
+}
+
+impl Opened {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Read the whole body (within the per-attempt timeout) into a [`Reply`].
+    pub async fn into_reply(self) -> Result<Reply, TransportError> {
+        let timeout = self.timeout;
+        let body = match tokio::time::timeout(timeout, self.response.bytes()).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(err)) => return Err(transport_error(&err, true, timeout)),
+            Err(_) => return Err(TransportError::Timeout(timeout)),
+        };
+        Ok(Reply {
+            status: self.status,
+            headers: self.headers,
+            body,
+        })
+    }
+
+    /// The body as a stream of chunks; a gap longer than the per-attempt timeout between two
+    /// chunks ends it with [`TransportError::Timeout`].
+    pub fn into_stream(self) -> ByteStream {
+        let timeout = self.timeout;
+        let chunks = self.response.bytes_stream();
+        let stream = futures::stream::unfold(Some(chunks), move |state| async move {
+            let mut chunks = state?;
+            match tokio::time::timeout(timeout, chunks.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(chunks))),
+                Ok(Some(Err(err))) => Some((Err(transport_error(&err, true, timeout)), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(TransportError::Timeout(timeout)), None)),
+            }
+        });
+        Box::pin(stream)
     }
 }
 
@@ -108,6 +168,11 @@ impl Upstream {
         format!("{}{}", self.base_url, tail)
     }
 
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Send one attempt: POST `body` (JSON) to `path` with `key`, and read the whole answer.
     pub async fn post(
         &self,
@@ -124,17 +189,13 @@ impl Upstream {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.transport_error(&e, false))?;
+            .map_err(|e| transport_error(&e, false, self.timeout))?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
+        let headers = header_list(&response);
         let body = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(&e, true))?;
+            .map_err(|e| transport_error(&e, true, self.timeout))?;
         Ok(Reply {
             status,
             headers,
@@ -142,16 +203,76 @@ impl Upstream {
         })
     }
 
-    fn transport_error(&self, err: &reqwest::Error, reading_body: bool) -> TransportError {
-        if err.is_timeout() {
-            TransportError::Timeout(self.timeout)
-        } else if err.is_connect() {
-            TransportError::Connect(describe(err))
-        } else if reading_body {
-            TransportError::Truncated(describe(err))
-        } else {
-            TransportError::Reset(describe(err))
-        }
+    /// Send one attempt and return as soon as the status and headers arrive (within the
+    /// per-attempt timeout); the body is read later from the [`Opened`] answer.
+    pub async fn open(
+        &self,
+        key: &ApiKey,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Opened, TransportError> {
+        let send = self
+            .http
+            .post(self.url_for(path))
+            .bearer_auth(key.secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout(self.timeout, send).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(transport_error(&err, false, self.timeout)),
+            Err(_) => return Err(TransportError::Timeout(self.timeout)),
+        };
+        Ok(Opened {
+            status: response.status().as_u16(),
+            headers: header_list(&response),
+            response,
+            timeout: self.timeout,
+        })
+    }
+
+    /// GET `path` with `key` (unpaced calls such as `/v1/models`) and read the whole answer.
+    pub async fn get(&self, key: &ApiKey, path: &str) -> Result<Reply, TransportError> {
+        let response = self
+            .http
+            .get(self.url_for(path))
+            .bearer_auth(key.secret())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, false, self.timeout))?;
+        let status = response.status().as_u16();
+        let headers = header_list(&response);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&e, true, self.timeout))?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The response's headers whose values are text, names lower-case.
+fn header_list(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+fn transport_error(err: &reqwest::Error, reading_body: bool, timeout: Duration) -> TransportError {
+    if err.is_timeout() {
+        TransportError::Timeout(timeout)
+    } else if err.is_connect() {
+        TransportError::Connect(describe(err))
+    } else if reading_body {
+        TransportError::Truncated(describe(err))
+    } else {
+        TransportError::Reset(describe(err))
     }
 }
 

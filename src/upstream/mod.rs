@@ -4,6 +4,8 @@ pub mod client;
 pub mod key;
 pub mod pool;
 
-pub use client::{DEFAULT_BASE_URL, Reply, TransportError, Upstream, UpstreamError};
+pub use client::{
+    ByteStream, DEFAULT_BASE_URL, Opened, Reply, TransportError, Upstream, UpstreamError,
+};
 pub use key::{ApiKey, KeyError};
 pub use pool::{KeyPool, Pick, PickError};

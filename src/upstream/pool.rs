@@ -146,6 +146,29 @@ impl KeyPool {
         }
     }
 
+    /// Every quota created so far: (key label, model, quota), keys in rotation only.
+    pub fn quotas(&self) -> Vec<(String, String, Arc<Quota>)> {
+        let mut all = Vec::new();
+        for slot in self.slots.iter().filter(|s| lock(&s.removed).is_none()) {
+            for (model, quota) in lock(&slot.quotas).iter() {
+                all.push((
+                    slot.key.label().to_string(),
+                    model.clone(),
+                    Arc::clone(quota),
+                ));
+            }
+        }
+        all
+    }
+
+    /// A key still in rotation (the first), for calls that are not paced (`GET /v1/models`).
+    pub fn any_key(&self) -> Option<ApiKey> {
+        self.slots
+            .iter()
+            .find(|s| lock(&s.removed).is_none())
+            .map(|s| s.key.clone())
+    }
+
     /// Count a request in flight on key `index` until the returned guard drops.
     pub fn start(&self, index: usize) -> InFlight<'_> {
         if let Some(slot) = self.slots.get(index) {

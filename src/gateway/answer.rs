@@ -1,0 +1,112 @@
+//! Turning the engine's end of a request into the client's HTTP response, and the status
+//! headers every proxied answer carries (`x-paceline-queue-ms`, `x-paceline-attempts`).
+//!
+//! A success is relayed as the provider sent it. A failure is relayed too when the provider's
+//! answer says it all (a 400 about the request, a 5xx after the retries ran out), with three
+//! exceptions the client must not see as they are: no capacity before the deadline becomes a
+//! 429 with an honest `retry-after-ms`; a failure with no answer becomes 502 (unreachable, cut)
+//! or 504 (timeout); and the provider refusing the gateway's own key (401/403) becomes 502
+//! without the provider's message, which may quote part of that key.
+
+use super::errors::{ApiError, retry_after_headers};
+use crate::engine::{DEADLINE_EXCEEDED, Finished, ProviderAnswer, Verdict};
+use crate::retry::RetryCause;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+/// Upstream response headers passed on to the client (the provider's rate-limit headers
+/// describe the gateway's key, not the client, and are not).
+pub const PASSED_HEADERS: [&str; 4] = [
+    "content-type",
+    "x-request-id",
+    "openai-processing-ms",
+    "openai-version",
+];
+
+/// Add `x-paceline-queue-ms` and `x-paceline-attempts`.
+pub fn status_headers(response: &mut Response, waited: Duration, attempts: u32) {
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("x-paceline-queue-ms"),
+        HeaderValue::from(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX)),
+    );
+    headers.insert(
+        HeaderName::from_static("x-paceline-attempts"),
+        HeaderValue::from(attempts),
+    );
+}
+
+/// The provider's answer as the client's response.
+pub fn relay(answer: &ProviderAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, answer.body.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(id) = answer
+        .request_id
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    response
+}
+
+/// How a finished request is answered, and a short word for the access log.
+pub fn respond(finished: &Finished) -> (Response, String) {
+    let failure = match &finished.verdict {
+        Verdict::Succeeded(answer) => return (relay(answer), "ok".into()),
+        Verdict::Failed {
+            answer,
+            code,
+            message,
+        } => (answer, code, message),
+    };
+    let (answer, code, message) = failure;
+    let response = match answer {
+        Some(answer) if matches!(answer.status, 401 | 403) => ApiError::bad_gateway(
+            "the provider refused the gateway's upstream key; it was taken out of rotation".into(),
+        )
+        .into_response(),
+        Some(answer) if code == DEADLINE_EXCEEDED && answer.status == 429 => {
+            ApiError::rate_limited(message.clone(), finished.retry_after.unwrap_or_default())
+                .into_response()
+        }
+        Some(answer) => {
+            let mut response = relay(answer);
+            if let Some(wait) = finished.retry_after {
+                for (name, value) in retry_after_headers(wait) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        None if code == "request_too_large" => {
+            ApiError::bad_request(message.clone(), Some("request_too_large")).into_response()
+        }
+        None => match finished.last_retry {
+            Some(RetryCause::Timeout | RetryCause::RequestTimeout) => {
+                ApiError::gateway_timeout(format!("the provider did not answer in time: {message}"))
+                    .into_response()
+            }
+            Some(RetryCause::Connection | RetryCause::Truncated) => {
+                ApiError::bad_gateway(format!("the provider could not be reached: {message}"))
+                    .into_response()
+            }
+            _ if code == DEADLINE_EXCEEDED => {
+                let wait = finished.retry_after.unwrap_or_default();
+                ApiError::rate_limited(
+                    format!("Rate limit reached: no capacity within the request's max wait. Please try again in {:.3}s.", wait.as_secs_f64()),
+                    wait,
+                )
+                .into_response()
+            }
+            _ => ApiError::bad_gateway(message.clone()).into_response(),
+        },
+    };
+    (response, code.clone())
+}

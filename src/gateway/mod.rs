@@ -1,0 +1,223 @@
+//! `paceline serve`: an OpenAI-compatible gateway in front of the same engine and quotas as
+//! `paceline run`.
+//!
+//! ```text
+//! client ──► routes (auth, body limit, JSON, priority, max wait)
+//!              │
+//!              ├─► clients: the client's own quota (wait its turn, up to the deadline)
+//!              ├─► fair: weighted fair queue per priority ──► engine lanes (interactive first)
+//!              │                                                 │
+//!              │      engine: quota per upstream key, retries, deadline, concurrency
+//!              │                                                 │
+//!              ◄── answer (whole) ◄── responder ◄─────────────────┤
+//!              ◄── relay (SSE, live) ◄── live stream ◄────────────┘
+//! ```
+//!
+//! One concept per module: [`config`] (TOML and flags, validated), [`routes`] (the HTTP
+//! surface), [`clients`] (virtual keys and their quotas), [`fair`] (weighted fair share),
+//! [`relay`] (streaming pass-through), [`answer`] (engine result → response, status headers),
+//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log) and
+//! [`shutdown`] (SIGTERM: stop accepting, drain, exit).
+
+pub mod access;
+pub mod answer;
+pub mod clients;
+pub mod config;
+pub mod errors;
+pub mod fair;
+pub mod metrics;
+pub mod relay;
+pub mod routes;
+pub mod shutdown;
+
+use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
+use crate::retry::BackoffPolicy;
+use crate::upstream::{ApiKey, KeyError, KeyPool, Upstream, UpstreamError};
+use clients::Clients;
+pub use config::{GatewayConfig, GatewayConfigError, RawConfig};
+use fair::FairQueue;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Ceiling of the adaptive in-flight bound.
+const MAX_CONCURRENCY: usize = 4096;
+
+/// Shared state of the running gateway.
+pub struct App {
+    config: GatewayConfig,
+    clients: Clients,
+    queue: Arc<FairQueue>,
+    engine: Arc<Engine>,
+    pool: Arc<KeyPool>,
+    upstream: Upstream,
+    next_id: AtomicU64,
+    engine_running: Arc<AtomicBool>,
+}
+
+/// A gateway that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// An upstream or client key cannot be read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The upstream URL or HTTP client is unusable.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    engine: JoinHandle<EngineExit>,
+    app: Arc<App>,
+}
+
+impl Gateway {
+    /// Read the keys, start the engine, bind and serve in the background. Returns once the
+    /// listener accepts connections.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        metrics::install();
+        let upstream = Upstream::new(&config.upstream, config.timeout)?;
+        let keys = if config.keys.is_empty() {
+            vec![(
+                ApiKey::from_env("OPENAI_API_KEY")?,
+                crate::quota::QuotaConfig::default(),
+            )]
+        } else {
+            config
+                .keys
+                .iter()
+                .map(|k| Ok((ApiKey::from_env(&k.env)?, k.limits)))
+                .collect::<Result<Vec<_>, KeyError>>()?
+        };
+        let clients = Clients::load(&config.clients)?;
+        // Building a tokenizer takes ~100 ms: before the first request, off the async threads.
+        let _ = tokio::task::spawn_blocking(|| {
+            crate::tokens::encoder_for("gpt-4o");
+            crate::tokens::encoder_for("gpt-4");
+        })
+        .await;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let pool = Arc::new(KeyPool::new(keys));
+        let engine = Engine::new(
+            EngineConfig {
+                concurrency: config.concurrency,
+                max_concurrency: MAX_CONCURRENCY,
+                backoff: BackoffPolicy {
+                    max_attempts: config.max_attempts,
+                    ..BackoffPolicy::default()
+                },
+                seed: None,
+            },
+            Arc::clone(&pool),
+            upstream.clone(),
+        );
+        let queue = Arc::new(FairQueue::new(clients.flows()));
+        let engine_running = Arc::new(AtomicBool::new(true));
+        let engine_task = spawn_engine(
+            Arc::clone(&engine),
+            Arc::clone(&queue),
+            Arc::clone(&engine_running),
+        );
+
+        let app = Arc::new(App {
+            config,
+            clients,
+            queue,
+            engine,
+            pool,
+            upstream,
+            next_id: AtomicU64::new(1),
+            engine_running,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let router = routes::router(Arc::clone(&app));
+        let server = tokio::spawn(async move {
+            let mut stopped = stopped;
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%err, "gateway server stopped");
+            }
+        });
+        Ok(Gateway {
+            addr,
+            stop,
+            server,
+            engine: engine_task,
+            app,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, let in-flight requests (streams included) finish within the drain
+    /// timeout, then stop the engine. See [`shutdown`].
+    pub async fn shutdown(self) {
+        shutdown::drain(self.stop, self.server, self.engine, &self.app).await;
+    }
+}
+
+/// Run the engine fed from the fair queue; when it stops, refuse and drop what is queued.
+fn spawn_engine(
+    engine: Arc<Engine>,
+    queue: Arc<FairQueue>,
+    running: Arc<AtomicBool>,
+) -> JoinHandle<EngineExit> {
+    let (interactive_tx, interactive_rx) = mpsc::channel::<Job>(1);
+    let (batch_tx, batch_rx) = mpsc::channel::<Job>(1);
+    let (sink, mut events) = mpsc::channel::<Event>(1024);
+    tokio::spawn(fair::feed(
+        Arc::clone(&queue),
+        Priority::Interactive,
+        interactive_tx,
+    ));
+    tokio::spawn(fair::feed(Arc::clone(&queue), Priority::Batch, batch_tx));
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Event::Attempt(record) = event {
+                metrics::attempt(&record);
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let exit = engine.run_prioritized(interactive_rx, batch_rx, sink).await;
+        running.store(false, std::sync::atomic::Ordering::SeqCst);
+        queue.close();
+        queue.drain();
+        if let EngineExit::NoKeys { reason, .. } = &exit {
+            tracing::error!(reason = %reason, "no usable upstream key is left; answering 503");
+        }
+        exit
+    })
+}

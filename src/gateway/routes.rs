@@ -1,0 +1,396 @@
+//! The HTTP surface: the OpenAI routes, `/v1/models`, `/metrics`, `/healthz`, and OpenAI-style
+//! answers for unknown paths and methods.
+//!
+//! A proxied request goes: authenticate the client → read the body (size limit) and parse it
+//! (JSON object) → read `x-paceline-priority` and `x-paceline-max-wait` → make the engine job
+//! (for a stream, asking for usage if the client did not) → wait on the client's own quota →
+//! queue it fairly → await its end: a whole answer, or a live stream to relay.
+
+use super::access::RequestLog;
+use super::answer::{self, PASSED_HEADERS, status_headers};
+use super::clients::{Client, ClientTicket, Refusal};
+use super::errors::ApiError;
+use super::relay::Relay;
+use super::{App, metrics};
+use crate::batch::Endpoint;
+use crate::engine::respond::{Delivery, LiveStream, Responder};
+use crate::engine::usage::parse_usage;
+use crate::engine::{Job, Priority};
+use crate::upstream::TransportError;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Bodies larger than this are tokenized on a blocking thread.
+const BLOCKING_ESTIMATE_BYTES: usize = 64 * 1024;
+
+/// The gateway's router.
+pub fn router(app: Arc<App>) -> Router {
+    let route = |endpoint: Endpoint| {
+        post(
+            move |State(app): State<Arc<App>>, headers: HeaderMap, body: Body| async move {
+                proxy(app, endpoint, headers, body).await
+            },
+        )
+    };
+    Router::new()
+        .route("/v1/chat/completions", route(Endpoint::ChatCompletions))
+        .route("/v1/completions", route(Endpoint::Completions))
+        .route("/v1/embeddings", route(Endpoint::Embeddings))
+        .route("/v1/responses", route(Endpoint::Responses))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn not_found(request: Request) -> Response {
+    ApiError::not_found(request.method().as_str(), request.uri().path()).into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    ApiError::method_not_allowed(request.method().as_str(), request.uri().path()).into_response()
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.engine_running.load(Ordering::SeqCst) && app.pool.active() > 0 {
+        (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_page(State(app): State<Arc<App>>) -> Response {
+    let queue = [
+        app.queue.len(Priority::Interactive),
+        app.queue.len(Priority::Batch),
+    ];
+    let text = metrics::render(&app.pool, queue);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn transport_error(err: &TransportError) -> ApiError {
+    match err {
+        TransportError::Timeout(_) => {
+            ApiError::gateway_timeout(format!("the provider did not answer in time: {err}"))
+        }
+        _ => ApiError::bad_gateway(format!("the provider could not be reached: {err}")),
+    }
+}
+
+/// `GET /v1/models`: not paced (it costs no quota), sent with a key in rotation.
+async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let route = "/v1/models";
+    let client = match app.clients.authenticate(authorization(&headers)) {
+        Ok(client) => client,
+        Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
+    };
+    let log = RequestLog::new(route, Arc::clone(&client.name));
+    let Some(key) = app.pool.any_key() else {
+        return finish_error(
+            log,
+            ApiError::unavailable("no usable upstream key is left".into()),
+        );
+    };
+    match app.upstream.get(&key, route).await {
+        Ok(reply) if matches!(reply.status, 401 | 403) => finish_error(
+            log,
+            ApiError::bad_gateway("the provider refused the gateway's upstream key".into()),
+        ),
+        Ok(reply) => {
+            let answer = crate::engine::ProviderAnswer {
+                status: reply.status,
+                request_id: reply.header("x-request-id").map(str::to_string),
+                body: reply.body,
+            };
+            let response = answer::relay(&answer);
+            log.finish(reply.status, "ok");
+            response
+        }
+        Err(err) => finish_error(log, transport_error(&err)),
+    }
+}
+
+fn finish_error(log: RequestLog, err: ApiError) -> Response {
+    log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
+    err.into_response()
+}
+
+/// What a proxied request ends in before the access log is written.
+enum Outcome {
+    /// A complete response.
+    Whole(Response, String),
+    /// A live stream to relay.
+    Live(Box<Live>),
+}
+
+struct Live {
+    stream: LiveStream,
+    strip_usage: bool,
+    ticket: ClientTicket,
+    max_output_tokens: u64,
+}
+
+async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let route = endpoint.path();
+    let client = match app.clients.authenticate(authorization(&headers)) {
+        Ok(client) => client,
+        Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
+    };
+    let mut log = RequestLog::new(route, Arc::clone(&client.name));
+    match handle(&app, endpoint, &client, &headers, body, &mut log).await {
+        Err(err) => finish_error(log, err),
+        Ok(Outcome::Whole(response, outcome)) => {
+            log.finish(response.status().as_u16(), &outcome);
+            response
+        }
+        Ok(Outcome::Live(live)) => {
+            let Live {
+                stream,
+                strip_usage,
+                ticket,
+                max_output_tokens,
+            } = *live;
+            let status = StatusCode::from_u16(stream.status).unwrap_or(StatusCode::OK);
+            let passed: Vec<(HeaderName, HeaderValue)> = PASSED_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let value = HeaderValue::from_str(stream.header(name)?).ok()?;
+                    Some((HeaderName::from_static(name), value))
+                })
+                .collect();
+            let (waited, attempts) = (stream.waited, stream.attempts);
+            let relay = Relay::new(stream, strip_usage, ticket, max_output_tokens, log);
+            let mut response = Response::new(Body::from_stream(relay));
+            *response.status_mut() = status;
+            response.headers_mut().extend(passed);
+            status_headers(&mut response, waited, attempts);
+            response
+        }
+    }
+}
+
+/// Read the body within the limit.
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = app.config.body_limit;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let over = std::error::Error::source(&err)
+            .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+            || err.to_string().contains("length limit");
+        if over {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {err}"), None)
+        }
+    })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "The request body must be a JSON object.".into(),
+            None,
+        )),
+        Err(err) => Err(ApiError::bad_request(
+            format!(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON: {err})"
+            ),
+            None,
+        )),
+    }
+}
+
+fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
+    match headers
+        .get("x-paceline-priority")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None => Ok(Priority::Interactive),
+        Some(v) if v.eq_ignore_ascii_case("interactive") => Ok(Priority::Interactive),
+        Some(v) if v.eq_ignore_ascii_case("batch") => Ok(Priority::Batch),
+        Some(v) => Err(ApiError::bad_request(
+            format!("x-paceline-priority must be `interactive` or `batch`, not {v:?}"),
+            None,
+        )),
+    }
+}
+
+fn max_wait(app: &App, headers: &HeaderMap) -> Result<Duration, ApiError> {
+    match headers.get("x-paceline-max-wait") {
+        None => Ok(app.config.max_wait),
+        Some(v) => crate::cli::run::parse_duration(v.to_str().unwrap_or(""))
+            .map_err(|m| ApiError::bad_request(format!("x-paceline-max-wait: {m}"), None)),
+    }
+}
+
+/// For a stream of an endpoint that reports usage only when asked, ask for it. Returns
+/// whether the gateway added the option (and must hide its effects from the client).
+fn ask_for_usage(endpoint: Endpoint, body: &mut serde_json::Map<String, Value>) -> bool {
+    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        return false;
+    }
+    let asked = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if asked {
+        return false;
+    }
+    match body.get_mut("stream_options") {
+        Some(Value::Object(options)) => {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+        _ => {
+            body.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+    }
+    true
+}
+
+async fn handle(
+    app: &Arc<App>,
+    endpoint: Endpoint,
+    client: &Arc<Client>,
+    headers: &HeaderMap,
+    body: Body,
+    log: &mut RequestLog,
+) -> Result<Outcome, ApiError> {
+    let bytes = read_body(app, headers, body).await?;
+    let mut object = parse_json(&bytes)?;
+    log.priority = priority(headers)?;
+    let deadline = log.started() + max_wait(app, headers)?;
+    log.model = object
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let stream = endpoint != Endpoint::Embeddings
+        && object.get("stream").and_then(Value::as_bool) == Some(true);
+    log.stream = stream;
+    let strip_usage = stream && ask_for_usage(endpoint, &mut object);
+    let value = Value::Object(object);
+    let id = format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed));
+    let default_max_tokens = app.config.default_max_tokens;
+    let mut job = if bytes.len() > BLOCKING_ESTIMATE_BYTES {
+        tokio::task::spawn_blocking(move || Job::new(id, endpoint, &value, default_max_tokens))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("internal error: {e}")))?
+    } else {
+        Job::new(id, endpoint, &value, default_max_tokens)
+    };
+    if !strip_usage {
+        // Unchanged requests go upstream byte for byte.
+        job.body = bytes;
+    }
+    job.priority = log.priority;
+    job.deadline = Some(deadline);
+    job.stream = stream;
+    let max_output_tokens = job.estimate.max_output_tokens;
+
+    let now = Instant::now();
+    let (ticket, go_at) = match client.admit(job.cost(), deadline, now) {
+        Ok(admitted) => admitted,
+        Err(Refusal::NeverFits(err)) => {
+            return Err(ApiError::bad_request(
+                format!(
+                    "request too large for client {}'s own limit: {err}",
+                    client.name
+                ),
+                Some("request_too_large"),
+            ));
+        }
+        Err(Refusal::TooLate(wait)) => {
+            return Err(ApiError::rate_limited(
+                format!(
+                    "Rate limit reached for client {} (its own limit in the gateway). Please try again in {:.3}s.",
+                    client.name,
+                    wait.as_secs_f64()
+                ),
+                wait,
+            ));
+        }
+    };
+    if go_at > now {
+        tokio::time::sleep_until(go_at).await;
+    }
+    let (responder, receiver) = Responder::new();
+    if app
+        .queue
+        .push(job.with_responder(responder), client.index, client.weight)
+        .is_err()
+    {
+        ticket.cancel();
+        return Err(ApiError::unavailable("the gateway is shutting down".into()));
+    }
+    let delivery = match receiver.await {
+        Ok(delivery) => delivery,
+        Err(_) => {
+            ticket.cancel();
+            return Err(ApiError::unavailable(
+                "no usable upstream key is left".into(),
+            ));
+        }
+    };
+    match delivery {
+        Delivery::Stream(stream) => {
+            log.attempts = stream.attempts;
+            log.queued = stream.waited;
+            metrics::queue_wait(log.priority, stream.waited);
+            Ok(Outcome::Live(Box::new(Live {
+                stream,
+                strip_usage,
+                ticket,
+                max_output_tokens,
+            })))
+        }
+        Delivery::Finished(finished) => {
+            log.attempts = finished.attempts;
+            log.queued = finished.waited;
+            metrics::queue_wait(log.priority, finished.waited);
+            match &finished.verdict {
+                crate::engine::Verdict::Succeeded(answer) => {
+                    let usage = serde_json::from_slice::<Value>(&answer.body)
+                        .ok()
+                        .and_then(|b| parse_usage(&b));
+                    log.usage = usage;
+                    ticket.settle(usage, max_output_tokens);
+                }
+                crate::engine::Verdict::Failed { answer: None, .. } => ticket.cancel(),
+                crate::engine::Verdict::Failed { .. } => {}
+            }
+            let (mut response, outcome) = answer::respond(&finished);
+            status_headers(&mut response, finished.waited, finished.attempts);
+            Ok(Outcome::Whole(response, outcome))
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! `paceline serve` over real loopback HTTP, in front of `paceline mock`: error shapes, the
+//! stream relay, pacing under load, priorities, client limits, fair share, upstream failures,
+//! metrics and the SIGTERM drain.
+
+mod common;
+
+use common::mock::{MockProcess, chat_body, header};
+use common::serve::{ServeProcess, metric};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const UPSTREAM_KEY: &str = "sk-upstream-secret-0123456789";
+
+fn upstream_env() -> Vec<(&'static str, &'static str)> {
+    vec![("UPSTREAM_KEY", UPSTREAM_KEY)]
+}
+
+fn gateway(mock: &MockProcess, extra: &[&str]) -> ServeProcess {
+    let upstream = mock.base_url();
+    let mut args = vec![
+        "--upstream",
+        upstream.as_str(),
+        "--api-key-env",
+        "UPSTREAM_KEY",
+    ];
+    args.extend_from_slice(extra);
+    ServeProcess::start(&args, &upstream_env())
+}
+
+async fn chat(
+    url: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.expect("request to the gateway")
+}
+
+/// Poll `check` every 10 ms until it holds, at most `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn error_of(body: &Value) -> (&str, &str) {
+    (
+        body["error"]["type"].as_str().unwrap_or_default(),
+        body["error"]["code"].as_str().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn client_keys_limits_and_error_shapes() {
+    let mock = MockProcess::start(&["--seed", "1", "--rpm", "6000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paceline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"{}\"\nbody_limit_mb = 1\n[[keys]]\nenv = \"UPSTREAM_KEY\"\n\
+             [[clients]]\nname = \"limited\"\nkey_env = \"CLIENT_LIMITED\"\nrpm = 60\n\
+             [[clients]]\nname = \"free\"\nkey_env = \"CLIENT_FREE\"\n",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().to_string();
+    let serve = ServeProcess::start(
+        &["--config", &config],
+        &[
+            ("UPSTREAM_KEY", UPSTREAM_KEY),
+            ("CLIENT_LIMITED", "client-key-limited"),
+            ("CLIENT_FREE", "client-key-free"),
+        ],
+    );
+    let url = serve.url("/v1/chat/completions");
+    let body = chat_body("gpt-4o-mini", "hello", 8);
+
+    // 401 without a key and with an unknown one, OpenAI's shape, key not echoed.
+    let resp = chat(&url, None, &[], &body).await;
+    assert_eq!(resp.status(), 401);
+    let resp = chat(&url, Some("sk-who-is-this"), &[], &body).await;
+    assert_eq!(resp.status(), 401);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("sk-who-is-this"), "{text}");
+    let err: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error_of(&err), ("invalid_request_error", "invalid_api_key"));
+
+    // The limited client: 60 rpm (one a second). The second call at once cannot wait 200 ms.
+    let first = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-max-wait", "200ms")],
+        &body,
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-paceline-attempts"), "1");
+    assert!(header(&first, "x-paceline-queue-ms").parse::<u64>().is_ok());
+    let second = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-max-wait", "200ms")],
+        &body,
+    )
+    .await;
+    assert_eq!(second.status(), 429);
+    let wait_ms: u64 = header(&second, "retry-after-ms").parse().unwrap();
+    assert!((500..=1000).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    assert_eq!(header(&second, "retry-after"), "1");
+    let err: Value = second.json().await.unwrap();
+    assert_eq!(error_of(&err).1, "rate_limit_exceeded");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limited"),
+        "{err}"
+    );
+    // The other client is not held back by it.
+    let free = chat(&url, Some("client-key-free"), &[], &body).await;
+    assert_eq!(free.status(), 200);
+    assert_eq!(mock.stats().await["totals"]["requests"], 2);
+
+    // 400 for bad JSON and bad headers, 413 over the body limit, 404 for unknown paths.
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth("client-key-free")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("parse the JSON body")
+    );
+    let resp = chat(
+        &url,
+        Some("client-key-free"),
+        &[("x-paceline-priority", "urgent")],
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let big = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(1_500_000)}]});
+    let resp = chat(&url, Some("client-key-free"), &[], &big).await;
+    assert_eq!(resp.status(), 413);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(
+        error_of(&err),
+        ("invalid_request_error", "request_too_large")
+    );
+    let resp = reqwest::Client::new()
+        .post(serve.url("/v1/nope"))
+        .bearer_auth("client-key-free")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["message"], "Invalid URL (POST /v1/nope)");
+
+    // /v1/models passes through; /healthz; /metrics counts by route, status and client.
+    let models = reqwest::Client::new()
+        .get(serve.url("/v1/models"))
+        .bearer_auth("client-key-free")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    let models: Value = models.json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    let health = reqwest::get(serve.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let text = serve.metrics().await;
+    let series = |status: &str, client: &str| {
+        format!(
+            "paceline_requests_total{{route=\"/v1/chat/completions\",status=\"{status}\",client=\"{client}\"}}"
+        )
+    };
+    assert_eq!(
+        metric(&text, &series("200", "limited")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &series("429", "limited")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &series("401", "unauthenticated")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "paceline_client_rate_limited_total{client=\"limited\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("paceline_upstream_latency_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("paceline_queue_wait_seconds_bucket{priority=\"interactive\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("paceline_tokens_total{client=\"free\",kind=\"prompt\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("paceline_quota_remaining{key=\"UPSTREAM_KEY#"),
+        "{text}"
+    );
+
+    // The access log is JSON, names clients, and holds no key.
+    wait_until(Duration::from_secs(5), "the access log", || async {
+        serve.log().len() >= 6
+    })
+    .await;
+    let log = serve.log().join("\n");
+    for secret in [
+        UPSTREAM_KEY,
+        "client-key-limited",
+        "client-key-free",
+        "sk-who-is-this",
+    ] {
+        assert!(!log.contains(secret), "a key leaked into the log");
+    }
+    let access: Vec<Value> = serve
+        .log()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "paceline::access")
+        .collect();
+    assert!(
+        access
+            .iter()
+            .any(|v| v["client"] == "limited" && v["status"] == 429),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn streams_are_relayed_live_with_only_what_the_client_asked_for() {
+    let mock = MockProcess::start(&[
+        "--ms-per-token",
+        "20",
+        "--completion-tokens",
+        "1000",
+        "--seed",
+        "3",
+    ]);
+    let serve = gateway(&mock, &[]);
+    let url = serve.url("/v1/chat/completions");
+    let mut body = chat_body("gpt-4o-mini", "Tell me a story", 20);
+    body["stream"] = json!(true);
+
+    // Without include_usage: chunks arrive spread over the answer, and none mentions usage.
+    let resp = chat(&url, None, &[], &body).await;
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").starts_with("text/event-stream"));
+    assert_eq!(header(&resp, "x-paceline-attempts"), "1");
+    let mut stream = resp.bytes_stream();
+    let (mut first, mut last, mut text) = (None, None, String::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        let now = Instant::now();
+        first.get_or_insert(now);
+        last = Some(now);
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let spread = last.unwrap() - first.unwrap();
+    assert!(
+        spread >= Duration::from_millis(200),
+        "chunks were not relayed incrementally: {spread:?}"
+    );
+    assert!(!text.contains("usage"), "{text}");
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    assert_eq!(events.len(), 20 + 3, "{text}");
+
+    // With include_usage: the usage chunk and the null usage fields are kept.
+    body["stream_options"] = json!({"include_usage": true});
+    let text = chat(&url, None, &[], &body).await.text().await.unwrap();
+    assert!(text.contains("\"usage\":null"), "{text}");
+    assert!(text.contains("\"completion_tokens\":20"), "{text}");
+
+    // A client hanging up mid-stream cancels the upstream request.
+    body["max_tokens"] = json!(40);
+    let ok_before = mock.stats().await["totals"]["ok"].as_u64().unwrap();
+    let resp = chat(&url, None, &[], &body).await;
+    let mut stream = resp.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    wait_until(
+        Duration::from_secs(5),
+        "the access log of the cancelled stream",
+        || async { serve.log().iter().any(|l| l.contains("client_gone")) },
+    )
+    .await;
+    // The whole answer would take 40 × 20 ms; give it that long to prove it never completed.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        mock.stats().await["totals"]["ok"].as_u64().unwrap(),
+        ok_before
+    );
+}
+
+#[tokio::test]
+async fn fifty_clients_at_three_times_the_limit_see_no_429() {
+    let mock = MockProcess::start(&["--rpm", "600", "--burst", "5", "--soft-limits"]);
+    let serve = gateway(&mock, &["--max-wait", "15s"]);
+    let url = serve.url("/v1/chat/completions");
+    let sent = Arc::new(AtomicUsize::new(0));
+    // 50 clients, 60 requests at once: 3 × the 10/s limit over the first two seconds.
+    let tasks: Vec<_> = (0..50)
+        .map(|c| {
+            let (url, sent) = (url.clone(), Arc::clone(&sent));
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..(if c < 10 { 2 } else { 1 }) {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let resp = chat(&url, None, &[], &chat_body("gpt-4o-mini", "hi", 4)).await;
+                    statuses.push(resp.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    assert_eq!(statuses.len(), 60);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = mock.stats().await;
+    assert_eq!(stats["totals"]["admitted_beyond_limit"], 0, "{stats}");
+    assert_eq!(stats["totals"]["rate_limited"], 0, "{stats}");
+    let text = serve.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "paceline_client_rate_limited_total{client=\"anonymous\"}"
+        ),
+        None,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn interactive_requests_do_not_wait_behind_batch() {
+    let mock = MockProcess::start(&["--rpm", "600", "--burst", "5"]);
+    let serve = gateway(&mock, &[]);
+    let url = serve.url("/v1/chat/completions");
+    let batch: Vec<_> = (0..30)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let resp = chat(
+                    &url,
+                    None,
+                    &[("x-paceline-priority", "batch")],
+                    &chat_body("gpt-4o-mini", "bulk", 4),
+                )
+                .await;
+                assert_eq!(resp.status(), 200);
+                header(&resp, "x-paceline-queue-ms").parse::<u64>().unwrap()
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(5), "a batch backlog", || async {
+        metric(
+            &serve.metrics().await,
+            "paceline_queue_depth{priority=\"batch\"}",
+        )
+        .unwrap_or(0.0)
+            >= 15.0
+    })
+    .await;
+    let interactive: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let resp = chat(&url, None, &[], &chat_body("gpt-4o-mini", "now", 4)).await;
+                assert_eq!(resp.status(), 200);
+                header(&resp, "x-paceline-queue-ms").parse::<u64>().unwrap()
+            })
+        })
+        .collect();
+    let mut waits = Vec::new();
+    for task in interactive {
+        waits.push(task.await.unwrap());
+    }
+    let mut batch_waits = Vec::new();
+    for task in batch {
+        batch_waits.push(task.await.unwrap());
+    }
+    // Three interactive requests at 10/s: the last goes within ~300 ms, not after the backlog.
+    assert!(
+        waits.iter().all(|w| *w < 800),
+        "interactive waits {waits:?}"
+    );
+    assert!(
+        batch_waits.iter().max().copied().unwrap_or(0) > 1500,
+        "batch waits {batch_waits:?}"
+    );
+}
+
+#[tokio::test]
+async fn weights_share_upstream_capacity() {
+    let mock = MockProcess::start(&["--rpm", "600", "--burst", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paceline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"{}\"\n[[keys]]\nenv = \"UPSTREAM_KEY\"\n\
+             [[clients]]\nname = \"heavy\"\nkey_env = \"CLIENT_HEAVY\"\nweight = 3\n\
+             [[clients]]\nname = \"light\"\nkey_env = \"CLIENT_LIGHT\"\n",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().to_string();
+    let serve = ServeProcess::start(
+        &["--config", &config],
+        &[
+            ("UPSTREAM_KEY", UPSTREAM_KEY),
+            ("CLIENT_HEAVY", "key-heavy"),
+            ("CLIENT_LIGHT", "key-light"),
+        ],
+    );
+    let url = serve.url("/v1/chat/completions");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (url, order) = (url.clone(), Arc::clone(&order));
+            let key = if i % 2 == 0 { "key-heavy" } else { "key-light" };
+            tokio::spawn(async move {
+                let resp = chat(
+                    &url,
+                    Some(key),
+                    &[],
+                    &chat_body("gpt-4o-mini", "same size", 4),
+                )
+                .await;
+                assert_eq!(resp.status(), 200);
+                order.lock().unwrap().push(key);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    // While both are backlogged, heavy gets about 3 of every 4 slots.
+    let heavy = order[..16].iter().filter(|k| **k == "key-heavy").count();
+    assert!(
+        (10..=14).contains(&heavy),
+        "heavy got {heavy} of the first 16: {order:?}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_unreachable_or_silent_becomes_502_or_504() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let serve = ServeProcess::start(
+        &[
+            "--upstream",
+            &dead,
+            "--api-key-env",
+            "UPSTREAM_KEY",
+            "--max-wait",
+            "1s",
+        ],
+        &upstream_env(),
+    );
+    let resp = chat(
+        &serve.url("/v1/chat/completions"),
+        None,
+        &[],
+        &chat_body("gpt-4o-mini", "hi", 4),
+    )
+    .await;
+    assert_eq!(resp.status(), 502);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "upstream_unreachable");
+
+    let stalled = MockProcess::start(&["--stall", "1"]);
+    let serve = gateway(&stalled, &["--timeout", "300ms", "--max-wait", "1s"]);
+    let resp = chat(
+        &serve.url("/v1/chat/completions"),
+        None,
+        &[],
+        &chat_body("gpt-4o-mini", "hi", 4),
+    )
+    .await;
+    assert_eq!(resp.status(), 504);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "upstream_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let mock = MockProcess::start(&["--latency-ms", "800"]);
+    let mut serve = gateway(&mock, &[]);
+    let url = serve.url("/v1/chat/completions");
+    let in_flight = tokio::spawn(async move {
+        chat(&url, None, &[], &chat_body("gpt-4o-mini", "hi", 4))
+            .await
+            .status()
+    });
+    wait_until(
+        Duration::from_secs(5),
+        "the request to reach the mock",
+        || async { mock.stats().await["totals"]["requests"].as_u64() == Some(1) },
+    )
+    .await;
+    serve.terminate();
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let status = tokio::task::block_in_place(|| serve.wait_exit(Duration::from_secs(10)));
+    assert!(status.success(), "{status:?}");
+    let refused = reqwest::Client::new()
+        .get(serve.url("/healthz"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "still accepting after SIGTERM");
+}
+
+#[tokio::test]
+async fn responses_api_passes_through_whole_and_streamed() {
+    let mock = MockProcess::start(&["--rpm", "6000", "--tpm", "1000000", "--seed", "5"]);
+    let serve = gateway(&mock, &[]);
+    let url = serve.url("/v1/responses");
+    let body = json!({"model": "gpt-4o-mini", "input": "Say hello", "max_output_tokens": 16});
+    let resp = chat(&url, None, &[], &body).await;
+    assert_eq!(resp.status(), 200);
+    let object: Value = resp.json().await.unwrap();
+    assert_eq!(object["object"], "response");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let resp = chat(&url, None, &[], &streamed).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: response.created"), "{text}");
+    assert!(
+        text.contains("event: response.completed") || text.contains("event: response.incomplete"),
+        "{text}"
+    );
+    // The stream's usage (in its final event) reached the access log and the metrics.
+    wait_until(
+        Duration::from_secs(5),
+        "the stream's access log line",
+        || async {
+            serve
+                .log()
+                .iter()
+                .any(|l| l.contains("\"stream\":true") && !l.contains("\"completion_tokens\":0,"))
+        },
+    )
+    .await;
+    let metrics = serve.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "paceline_tokens_total{client=\"anonymous\",kind=\"completion\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{metrics}"
+    );
+}
