@@ -14,6 +14,7 @@ pub mod progress;
 pub mod quota;
 pub mod retry;
 pub mod runner;
+pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod upstream;
