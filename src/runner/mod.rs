@@ -162,9 +162,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         .map_err(internal)??;
     let mut notes = String::new();
     note_start(&prepared, &plan, &mut notes);
-    if !notes.is_empty() && plan.display != Display::Quiet {
-        eprint!("{notes}");
-    }
+    eprint!("{notes}");
     let setup::Prepared {
         lock,
         store,
@@ -197,7 +195,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     let stats = engine.stats();
     stats.total.store(start_counts.pending, Ordering::Relaxed);
 
-    let (job_tx, job_rx) = mpsc::channel::<Job>(1024);
+    let (job_tx, job_rx) = mpsc::channel::<Job>(256);
     let (event_tx, event_rx) = mpsc::channel::<Event>(4096);
     let (dispatched_tx, dispatched_rx) = mpsc::channel::<Dispatched>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -388,9 +386,11 @@ fn note_start(prepared: &setup::Prepared, plan: &RunPlan, out: &mut String) {
     }
 }
 
-/// Record the end of a run and count the job's requests; a finished job's WAL is folded back
-/// into the database.
+/// Record the end of a run and count the job's requests (requests without a result go back to
+/// pending); a finished job's WAL is folded back into the database.
 fn close(store: &Store, run: i64, outcome: &str) -> Result<StateCounts, RunError> {
+    // Every attempt has ended (or was abandoned): what has no result is pending again.
+    state::reset_in_flight(store)?;
     runs::end(store, run, outcome)?;
     let counts = state::counts(store)?;
     if counts.unfinished() == 0 {
