@@ -15,6 +15,7 @@ pub mod progress;
 pub mod quota;
 pub mod retry;
 pub mod runner;
+pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod upstream;

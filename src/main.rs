@@ -22,8 +22,12 @@ fn main() -> ExitCode {
             Command::Mock(args) => paceline::cli::mock::run(args).await,
             Command::Run(args) => paceline::cli::run::run(*args).await,
             Command::Serve(args) => paceline::cli::serve::run(args).await,
+            Command::Status(args) => paceline::cli::status::run(args),
+            Command::Inspect(args) => paceline::cli::inspect::run(args),
         }
     });
+    // Requests abandoned after a stop timeout must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -432,7 +432,7 @@ async fn insufficient_quota_is_final_and_never_retried() {
         requests - 1
     );
     assert!(
-        err.contains(&format!("{} requests not sent", 20 - requests)),
+        err.contains(&format!("{} requests left", 20 - requests)),
         "{err}"
     );
 }

@@ -87,8 +87,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         errors_file: dir.path().join("errors.jsonl"),
         output: args.output.clone(),
+        state: Some(dir.path().join("demo.paceline.db")),
         skip_invalid: false,
         restart: true,
+        retry_failed: false,
+        stop_timeout: Duration::from_secs(30),
         upstream: Upstream::new(&provider.base_url(), Duration::from_secs(60))?,
         keys: vec![(
             ApiKey::new("demo-key".into(), "demo"),

@@ -2,9 +2,11 @@
 //! turns arguments into library calls. No business logic lives here.
 
 pub mod demo;
+pub mod inspect;
 pub mod mock;
 pub mod run;
 pub mod serve;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +26,13 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run a simulated LLM provider that limits, answers and fails like a real one.
     Mock(mock::MockArgs),
-    /// Run a batch of requests (Batch API JSONL, or lines + a prompt template) to the end.
+    /// Run a batch of requests (Batch API JSONL, or lines + a prompt template) to the end;
+    /// the same command again resumes it.
     Run(Box<run::RunArgs>),
     /// Run an OpenAI-compatible gateway that queues, paces, retries and spreads requests over keys.
     Serve(serve::ServeArgs),
+    /// Show a job's progress from its state (the state database or the output file).
+    Status(status::StatusArgs),
+    /// Show the whole attempt history of one request of a job.
+    Inspect(inspect::InspectArgs),
 }

@@ -118,9 +118,18 @@ pub struct RunArgs {
     /// Where invalid lines go with --skip-invalid; default OUTPUT.errors.jsonl.
     #[arg(long)]
     pub errors_file: Option<PathBuf>,
-    /// Start over, replacing an existing output.
-    #[arg(long)]
+    /// The job's state database (default OUTPUT.paceline.db).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Start over: forget the job's state and replace the output.
+    #[arg(long, conflicts_with = "retry_failed")]
     pub restart: bool,
+    /// Send the job's final failures again (their old results leave the output).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
     /// Provider base URL (default: OpenAI's API, or base_url from --config).
     #[arg(long)]
     pub base_url: Option<String>,
@@ -235,12 +244,15 @@ fn keys(args: &RunArgs, config: &Config) -> anyhow::Result<Vec<(ApiKey, QuotaCon
         .collect()
 }
 
-/// Print a run's outcome and choose the exit code: 0 all succeeded, 1 some failed, 2 usage.
+/// Print a run's outcome and choose the exit code: 0 all succeeded, 1 some failed or left,
+/// 2 usage (or a locked or changed state), 130 / 143 stopped by SIGINT / SIGTERM (resumable).
 pub fn finish(result: Result<runner::RunReport, RunError>) -> anyhow::Result<ExitCode> {
     match result {
         Ok(report) => {
             eprint!("{}", report.summary);
-            if report.failed > 0 || report.unsent > 0 {
+            if let Some(signal) = report.interrupted {
+                Ok(ExitCode::from(signal.exit_code()))
+            } else if report.failed > 0 || report.unsent > 0 {
                 Ok(ExitCode::from(1))
             } else {
                 Ok(ExitCode::SUCCESS)
@@ -279,8 +291,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| with_suffix(&output, ".errors.jsonl")),
         output,
+        state: args.state.clone(),
         skip_invalid: args.skip_invalid,
         restart: args.restart,
+        retry_failed: args.retry_failed,
+        stop_timeout: args.stop_timeout,
         upstream,
         keys,
         engine: args.pacing.engine(),

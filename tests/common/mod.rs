@@ -2,5 +2,6 @@
 //! `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod job;
 pub mod mock;
 pub mod serve;

@@ -1,0 +1,130 @@
+//! `paceline status PATH`: a job's progress from its state — counts by state and by error code,
+//! tokens, the achieved rate, and whether it is running, finished or resumable.
+
+use crate::store::report::{self, JobStatus, Phase};
+use crate::store::{self, Store};
+use clap::Args;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `paceline status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The state database, or the output file it sits beside.
+    pub path: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A timestamp (ms since the epoch) in local time.
+pub(crate) fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// The status as text.
+pub fn render(s: &JobStatus) -> String {
+    let mut out = String::new();
+    let finished = s.done + s.failed;
+    let phase = match &s.phase {
+        Phase::Running { holder } => format!("running ({holder})"),
+        Phase::Finished => "finished".to_string(),
+        Phase::Resumable { last_run } => {
+            format!("resumable (last run: {last_run}); run the same command again to resume")
+        }
+        Phase::Empty => "no job (its first run stopped before the input was accepted)".into(),
+    };
+    let _ = writeln!(out, "job       {}", s.state_path);
+    let _ = writeln!(out, "  status    {phase}");
+    if s.phase == Phase::Empty {
+        return out;
+    }
+    let sha = s.input_sha256.get(..12).unwrap_or(&s.input_sha256);
+    let _ = writeln!(out, "  input     {} (sha256 {sha}…)", s.input);
+    let _ = writeln!(out, "  output    {}", s.output);
+    let _ = writeln!(out, "  began     {}", when(s.created_at));
+    let _ = writeln!(
+        out,
+        "  progress  {finished}/{} ({:.1}%): {} done, {} failed, {} in flight, {} pending",
+        s.total,
+        percent(finished, s.total),
+        s.done,
+        s.failed,
+        s.in_flight,
+        s.pending
+    );
+    if !s.failed_by_code.is_empty() {
+        let list: Vec<String> = s
+            .failed_by_code
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let _ = writeln!(out, "  failed    {}", list.join(", "));
+    }
+    if s.skipped > 0 {
+        let _ = writeln!(out, "  skipped   {} invalid input lines", s.skipped);
+    }
+    let _ = writeln!(
+        out,
+        "  attempts  {} ({} retries, {} answered 429)",
+        s.attempts, s.retries, s.rate_limited
+    );
+    let _ = writeln!(
+        out,
+        "  tokens    {} in, {} out",
+        s.prompt_tokens, s.completion_tokens
+    );
+    if let Some(run) = &s.last_run {
+        let ended = match (&run.outcome, run.ended_at) {
+            (Some(outcome), Some(at)) => format!("{outcome} at {}", when(at)),
+            _ if matches!(s.phase, Phase::Running { .. }) => "running".to_string(),
+            _ => format!(
+                "never closed (crashed or killed; last commit {})",
+                run.last_commit_at.map_or_else(|| "none".into(), when)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  runs      {}; the last ({}) began {}, {ended}",
+            s.runs,
+            run.mode,
+            when(run.started_at)
+        );
+        if let Some(rate) = s.last_run_rate {
+            let _ = writeln!(
+                out,
+                "  rate      {rate:.1} requests/s finished in the last run ({} requests, {} attempts)",
+                run.finished, run.attempts
+            );
+        }
+    }
+    out
+}
+
+/// Show a job's status.
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let path = store::locate(&args.path)?;
+    let store = Store::open_existing(&path)?;
+    let status = report::job_status(&store)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}

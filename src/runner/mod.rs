@@ -1,0 +1,410 @@
+//! A whole batch run, durable: every request and result goes through the job store, so the run
+//! resumes after any crash and its output holds exactly one line per `custom_id`.
+//!
+//! [`setup`] (lock, validate or check the input, reconcile the output) → [`feed`] (the input's
+//! pending lines, on a blocking thread) → [`crate::engine::Engine`] → events → the store's writer
+//! thread ([`crate::store::writer`]: batched commits, then the output). Ctrl-C / SIGTERM stop
+//! admitting, let in-flight requests finish (for at most the stop timeout) and leave the job
+//! resumable; a second signal exits at once, still resumable.
+
+mod feed;
+mod setup;
+mod signals;
+
+use crate::batch::{InputError, InputSpec, OutputError};
+use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
+use crate::progress::{self, Display, Progress};
+use crate::quota::QuotaConfig;
+use crate::store::runs::{self, RunMode};
+use crate::store::state::{self, StateCounts};
+use crate::store::writer::{self, Dispatched, WriterError, WriterInputs};
+use crate::store::{Store, StoreError};
+use crate::upstream::{ApiKey, KeyPool, Upstream};
+pub use signals::Interrupt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+
+/// Everything a run needs, validated.
+pub struct RunPlan {
+    /// What to read.
+    pub input: InputSpec,
+    /// Where results go.
+    pub output: PathBuf,
+    /// The state database; `None` for `OUTPUT.paceline.db`.
+    pub state: Option<PathBuf>,
+    /// Proceed with the valid lines when some are invalid.
+    pub skip_invalid: bool,
+    /// Where invalid lines are written with `skip_invalid`.
+    pub errors_file: PathBuf,
+    /// Start over: forget the job's state and replace the output.
+    pub restart: bool,
+    /// Send the job's final failures again.
+    pub retry_failed: bool,
+    /// How long in-flight requests may take to finish after the first Ctrl-C / SIGTERM.
+    pub stop_timeout: Duration,
+    /// The provider.
+    pub upstream: Upstream,
+    /// Keys with their configured limits.
+    pub keys: Vec<(ApiKey, QuotaConfig)>,
+    /// Engine behaviour.
+    pub engine: EngineConfig,
+    /// Output cap assumed for requests that set none.
+    pub default_max_tokens: u64,
+    /// How progress is shown.
+    pub display: Display,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunReport {
+    /// Requests of the job that succeeded (all runs).
+    pub succeeded: u64,
+    /// Requests of the job that failed for good (all runs).
+    pub failed: u64,
+    /// Requests of the job left without a result (resumable).
+    pub unsent: u64,
+    /// Invalid input lines skipped.
+    pub skipped: u64,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+    /// The signal that stopped it, if one did.
+    pub interrupted: Option<Interrupt>,
+    /// The closing summary, for people.
+    pub summary: String,
+}
+
+/// A run that could not start or could not finish writing.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The input has invalid lines (and `--skip-invalid` was not given).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The input cannot be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The output cannot be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The state cannot be used (locked, input changed, unreadable, disk full, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The output already exists and no state says which job wrote it.
+    #[error(
+        "{0} already exists and no paceline state belongs to it: pass --restart to start over \
+         (its content will be replaced), or choose another -o"
+    )]
+    OutputExists(PathBuf),
+    /// The input was edited while the run read it.
+    #[error(
+        "input {} changed while the job ran ({detail}); the job is resumable once the original \
+         input is back, or pass --restart",
+        path.display()
+    )]
+    InputChangedDuringRun {
+        /// The input file.
+        path: PathBuf,
+        /// Where it stopped matching.
+        detail: String,
+    },
+    /// A background task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    /// Whether the user's input, flags or a concurrent run are at fault (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            RunError::InvalidInput(_)
+            | RunError::Input(_)
+            | RunError::OutputExists(_)
+            | RunError::InputChangedDuringRun { .. } => true,
+            RunError::Store(e) => e.is_usage(),
+            _ => false,
+        }
+    }
+}
+
+impl From<WriterError> for RunError {
+    fn from(e: WriterError) -> Self {
+        match e {
+            WriterError::Store(e) => RunError::Store(e),
+            WriterError::Output(e) => RunError::Output(e),
+        }
+    }
+}
+
+fn internal(e: tokio::task::JoinError) -> RunError {
+    RunError::Internal(e.to_string())
+}
+
+/// Run a batch to the end, or resume it.
+pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
+    let state_path = plan
+        .state
+        .clone()
+        .unwrap_or_else(|| crate::store::default_path(&plan.output));
+    let setup_plan = setup::SetupPlan {
+        input: plan.input.clone(),
+        output: plan.output.clone(),
+        state: state_path.clone(),
+        restart: plan.restart,
+        retry_failed: plan.retry_failed,
+        skip_invalid: plan.skip_invalid,
+        errors_file: plan.errors_file.clone(),
+    };
+    let prepared = tokio::task::spawn_blocking(move || setup::prepare(&setup_plan))
+        .await
+        .map_err(internal)??;
+    let mut notes = String::new();
+    note_start(&prepared, &plan, &mut notes);
+    eprint!("{notes}");
+    let setup::Prepared {
+        lock,
+        store,
+        output,
+        run: run_id,
+        counts: start_counts,
+        skipped,
+        ..
+    } = prepared;
+
+    if start_counts.unfinished() == 0 {
+        let counts = tokio::task::spawn_blocking(move || close(&store, run_id, "completed"))
+            .await
+            .map_err(internal)??;
+        drop(lock);
+        let summary = format!(
+            "paceline: nothing to send: all {} requests of this job have a result ({} succeeded, \
+             {} failed)\n  output          {}\n  state           {}\n",
+            counts.total(),
+            counts.done,
+            counts.failed,
+            plan.output.display(),
+            state_path.display()
+        );
+        return Ok(report(counts, skipped, None, None, summary));
+    }
+
+    let pool = Arc::new(KeyPool::new(plan.keys));
+    let engine = Engine::new(plan.engine, Arc::clone(&pool), plan.upstream);
+    let stats = engine.stats();
+    stats.total.store(start_counts.pending, Ordering::Relaxed);
+
+    let (job_tx, job_rx) = mpsc::channel::<Job>(256);
+    let (event_tx, event_rx) = mpsc::channel::<Event>(4096);
+    let (dispatched_tx, dispatched_rx) = mpsc::channel::<Dispatched>(4096);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let failed = Arc::new(Notify::new());
+    let inputs = WriterInputs {
+        events: event_rx,
+        dispatched: dispatched_rx,
+        stop: stop_rx,
+        failed: Arc::clone(&failed),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let writer_task =
+        tokio::task::spawn_blocking(move || writer::run(store, output, run_id, inputs, handle));
+    let (spec, feed_state, default_max_tokens) = (
+        plan.input.clone(),
+        state_path.clone(),
+        plan.default_max_tokens,
+    );
+    let feeder = tokio::task::spawn_blocking(move || {
+        feed::feed(
+            &spec,
+            &feed_state,
+            default_max_tokens,
+            job_tx,
+            dispatched_tx,
+        )
+    });
+
+    let mut signals = signals::Signals::listen()
+        .map_err(|e| RunError::Internal(format!("cannot listen for signals: {e}")))?;
+    let started = Instant::now();
+    let progress = Progress::start(
+        plan.display,
+        Arc::clone(&stats),
+        Arc::clone(&pool),
+        Arc::clone(engine.concurrency()),
+    );
+    let mut engine_run = Box::pin(Arc::clone(&engine).run(job_rx, event_tx));
+    let mut interrupted: Option<Interrupt> = None;
+    let mut deadline: Option<Instant> = None;
+    let mut store_failed = false;
+    let exit = loop {
+        tokio::select! {
+            exit = &mut engine_run => break Some(exit),
+            signal = signals.recv() => {
+                if interrupted.is_some() {
+                    eprintln!(
+                        "\npaceline: second {}: exiting now; run the same command to resume",
+                        signal.name()
+                    );
+                    std::process::exit(i32::from(signal.exit_code()));
+                }
+                interrupted = Some(signal);
+                engine.stop_admitting();
+                deadline = Some(Instant::now() + plan.stop_timeout);
+                eprintln!(
+                    "\npaceline: {}: no new requests; waiting up to {:.0}s for {} in flight \
+                     (again to exit at once)",
+                    signal.name(),
+                    plan.stop_timeout.as_secs_f64(),
+                    engine.concurrency().in_flight()
+                );
+            }
+            _ = failed.notified(), if !store_failed => {
+                store_failed = true;
+                engine.stop_admitting();
+            }
+            _ = sleep_until(deadline) => break None,
+        }
+    };
+    progress.stop().await;
+    // Ending the engine's future closes the event channel once its attempts are done.
+    drop(engine_run);
+    if exit.is_none() {
+        // In-flight requests did not finish in time: their results are not waited for.
+        let _ = stop_tx.send(true);
+    }
+    let wall = started.elapsed();
+    let outcome = writer_task.await.map_err(internal)?;
+    let feed_result = feeder.await.map_err(internal)?;
+    drop(stop_tx);
+
+    let (unsent_reason, outcome_name) = match (&exit, interrupted) {
+        (_, Some(signal)) => (
+            Some(format!("interrupted by {}", signal.name())),
+            "interrupted",
+        ),
+        // Which keys were removed and why is in the summary's "keys removed" line.
+        (Some(EngineExit::NoKeys { .. }), None) => {
+            (Some("no usable API key left".to_string()), "no_keys")
+        }
+        _ if outcome.error.is_some() || feed_result.is_err() => (None, "error"),
+        _ => (None, "completed"),
+    };
+    let writer_store = outcome.store;
+    let counts = tokio::task::spawn_blocking(move || close(&writer_store, run_id, outcome_name))
+        .await
+        .map_err(internal)?;
+    drop(lock);
+    if let Some(e) = outcome.error {
+        return Err(e.into());
+    }
+    feed_result?;
+    let counts = counts?;
+
+    let mut summary = progress::summary(&stats, &pool, wall, &plan.output.display().to_string());
+    let earlier = start_counts.done + start_counts.failed;
+    if earlier > 0 {
+        summary.push_str(&format!(
+            "  job             {} succeeded, {} failed of {} ({earlier} finished in earlier runs)\n",
+            counts.done,
+            counts.failed,
+            counts.total()
+        ));
+    }
+    if skipped > 0 {
+        summary.push_str(&format!(
+            "  skipped         {skipped} invalid lines (see {})\n",
+            plan.errors_file.display()
+        ));
+    }
+    if let Some(reason) = &unsent_reason {
+        summary.push_str(&format!(
+            "  stopped         {} requests left ({reason}); run the same command to resume\n",
+            counts.unfinished()
+        ));
+    }
+    summary.push_str(&format!("  state           {}\n", state_path.display()));
+    Ok(report(counts, skipped, unsent_reason, interrupted, summary))
+}
+
+fn report(
+    counts: StateCounts,
+    skipped: u64,
+    stopped: Option<String>,
+    interrupted: Option<Interrupt>,
+    summary: String,
+) -> RunReport {
+    RunReport {
+        succeeded: counts.done,
+        failed: counts.failed,
+        unsent: counts.unfinished(),
+        skipped,
+        stopped,
+        interrupted,
+        summary,
+    }
+}
+
+/// Notes printed before a run starts: what resuming found and repaired.
+fn note_start(prepared: &setup::Prepared, plan: &RunPlan, out: &mut String) {
+    let c = &prepared.counts;
+    match prepared.mode {
+        RunMode::New => {}
+        RunMode::Resume => out.push_str(&format!(
+            "paceline: resuming: {} of {} requests already have a result; {} to send{}\n",
+            c.done + c.failed,
+            c.total(),
+            c.pending,
+            if prepared.resent > 0 {
+                format!(
+                    " ({} were in flight when the last run stopped: sent again)",
+                    prepared.resent
+                )
+            } else {
+                String::new()
+            }
+        )),
+        RunMode::RetryFailed => out.push_str(&format!(
+            "paceline: retrying {} failed requests ({} to send in all)\n",
+            prepared.retried, c.pending
+        )),
+    }
+    let r = &prepared.reconciled;
+    if prepared.mode != RunMode::New && !plan.restart && r.repaired() {
+        out.push_str(&format!(
+            "paceline: output {} brought up to date with the state: {} lines kept, {} appended{}{}\n",
+            plan.output.display(),
+            r.kept,
+            r.appended,
+            if r.dropped > 0 {
+                format!(", {} without a stored result removed", r.dropped)
+            } else {
+                String::new()
+            },
+            if r.torn { ", a torn last line cut" } else { "" }
+        ));
+    }
+}
+
+/// Record the end of a run and count the job's requests (requests without a result go back to
+/// pending); a finished job's WAL is folded back into the database.
+fn close(store: &Store, run: i64, outcome: &str) -> Result<StateCounts, RunError> {
+    // Every attempt has ended (or was abandoned): what has no result is pending again.
+    state::reset_in_flight(store)?;
+    runs::end(store, run, outcome)?;
+    let counts = state::counts(store)?;
+    if counts.unfinished() == 0 {
+        // Best effort: only makes the files smaller.
+        let _ = store
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+    Ok(counts)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

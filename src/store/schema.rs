@@ -1,0 +1,144 @@
+//! The schema and its migrations. `PRAGMA application_id` marks a paceline state; `PRAGMA
+//! user_version` is the number of migrations applied. A database from a newer paceline is
+//! refused rather than misread.
+
+use super::{Store, StoreError};
+
+/// `PRAGMA application_id` of a paceline state ("PCLN").
+pub const APPLICATION_ID: i32 = 0x5043_4c4e;
+
+/// Migrations in order; `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the job, its runs, requests, attempts and results.
+    "
+    CREATE TABLE job (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        input_path   TEXT    NOT NULL,
+        input_sha256 TEXT    NOT NULL,
+        input_bytes  INTEGER NOT NULL,
+        settings     TEXT    NOT NULL,
+        output_path  TEXT    NOT NULL,
+        total        INTEGER NOT NULL,
+        skipped      INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL
+    );
+    CREATE TABLE runs (
+        id             INTEGER PRIMARY KEY,
+        pid            INTEGER NOT NULL,
+        mode           TEXT    NOT NULL,
+        started_at     INTEGER NOT NULL,
+        last_commit_at INTEGER,
+        ended_at       INTEGER,
+        outcome        TEXT,
+        finished       INTEGER NOT NULL DEFAULT 0,
+        attempts       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE requests (
+        id                INTEGER PRIMARY KEY,
+        custom_id         TEXT    NOT NULL UNIQUE,
+        line              INTEGER NOT NULL,
+        state             INTEGER NOT NULL DEFAULT 0,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        error_code        TEXT,
+        prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        result_seq        INTEGER
+    );
+    CREATE TABLE attempts (
+        request_id        INTEGER NOT NULL,
+        run               INTEGER NOT NULL,
+        attempt           INTEGER NOT NULL,
+        ended_at          INTEGER NOT NULL,
+        key               TEXT    NOT NULL,
+        status            INTEGER,
+        latency_ms        INTEGER NOT NULL,
+        waited_quota_ms   INTEGER NOT NULL,
+        paused            INTEGER NOT NULL,
+        waited_backoff_ms INTEGER NOT NULL,
+        cause             TEXT,
+        decision          TEXT    NOT NULL,
+        retry_in_ms       INTEGER NOT NULL,
+        PRIMARY KEY (request_id, run, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE results (
+        seq        INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL,
+        line       TEXT    NOT NULL
+    );
+    ",
+];
+
+fn version(store: &Store) -> Result<(i32, i32), StoreError> {
+    let read = |name: &str| {
+        store
+            .conn()
+            .query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i32>(0))
+            .map_err(|e| store.err("read", e))
+    };
+    Ok((read("application_id")?, read("user_version")?))
+}
+
+/// Check that an existing database is a paceline state this version can read.
+pub fn check(store: &Store) -> Result<(), StoreError> {
+    let (app, version) = version(store).map_err(|e| match e {
+        StoreError::Sql { source, .. } => StoreError::NotState {
+            path: store.path().to_path_buf(),
+            detail: format!(": {source}"),
+        },
+        other => other,
+    })?;
+    if app != APPLICATION_ID {
+        return Err(StoreError::NotState {
+            path: store.path().to_path_buf(),
+            detail: String::new(),
+        });
+    }
+    if version > MIGRATIONS.len() as i32 {
+        return Err(StoreError::NotState {
+            path: store.path().to_path_buf(),
+            detail: format!(
+                ": it was written by a newer paceline (schema {version}; this one knows up to {})",
+                MIGRATIONS.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Bring a database (new or existing) up to the current schema.
+pub fn migrate(store: &mut Store) -> Result<(), StoreError> {
+    let (app, version) = version(store)?;
+    let fresh = app == 0 && version == 0;
+    if !fresh {
+        check(store)?;
+    }
+    if version as usize >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let path = store.path().to_path_buf();
+    let err = |source| StoreError::Sql {
+        path: path.clone(),
+        action: "create",
+        source,
+    };
+    let tx = store.conn_mut().transaction().map_err(err)?;
+    if fresh {
+        let has_tables: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(err)?;
+        if has_tables > 0 {
+            return Err(StoreError::NotState {
+                path: path.clone(),
+                detail: " (it is another application's SQLite database)".into(),
+            });
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(err)?;
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql).map_err(err)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i32)
+        .map_err(err)?;
+    tx.commit().map_err(err)
+}
