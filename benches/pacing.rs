@@ -17,6 +17,10 @@
 //! `max_tokens × n`, and `burst` is what the mock's bucket lets through at once, in requests of
 //! the binding dimension.
 //!
+//! When paceline gets 429s, the send time of each is printed along with a replay of its send
+//! schedule through the mock's own bucket model: refusals in the replay mean the schedule
+//! outran the limit; none mean the 429s came from jitter between sending and admission.
+//!
 //! The baseline is the usual approach, written plainly with reqwest: W worker tasks pull from a
 //! shared queue, each sends one request at a time, and on a 429, a 5xx, a connection error or a
 //! cut-short body sleeps a fixed time and sends the same request again (8 attempts, then a
@@ -116,6 +120,8 @@ struct LoggedAttempt {
     status: i64,
     latency_ms: u64,
     paused: bool,
+    /// Index of the request (`custom_id` is `req-INDEX`).
+    index: usize,
 }
 
 impl Visit for LoggedAttempt {
@@ -139,7 +145,16 @@ impl Visit for LoggedAttempt {
         }
     }
 
-    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "custom_id" {
+            let id = format!("{value:?}");
+            self.index = id
+                .trim_matches('"')
+                .strip_prefix("req-")
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(usize::MAX);
+        }
+    }
 }
 
 /// A `tracing` layer that keeps paceline's attempt events in memory while `on` is set.
@@ -501,6 +516,8 @@ struct Attempt {
     done: f64,
     /// HTTP status; 0 for a transport failure (reset, truncated, timeout).
     status: u16,
+    /// Index of the request in the scenario.
+    index: usize,
 }
 
 /// Everything measured about one contestant in one scenario.
@@ -596,6 +613,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture) -> Measured {
                 sent: (done - e.latency_ms as f64 / 1000.0).max(0.0),
                 done,
                 status: u16::try_from(e.status).unwrap_or(0),
+                index: e.index,
             })
         })
         .collect();
@@ -650,7 +668,12 @@ async fn run_baseline(s: &Scenario, name: &str, workers: usize, sleep: Duration)
                     let (status, retryable, success) =
                         baseline_attempt(&client, &url, body.clone()).await;
                     let done = started.elapsed().as_secs_f64();
-                    log.push(Attempt { sent, done, status });
+                    log.push(Attempt {
+                        sent,
+                        done,
+                        status,
+                        index: i,
+                    });
                     if success {
                         ok += 1;
                         break;
@@ -988,6 +1011,68 @@ fn print_table(s: &Scenario, ideal: &Ideal, figures: &[Figures]) {
     }
 }
 
+/// Replay the client's own send times through the mock's bucket model (same limits, same
+/// costs): how many attempts the *schedule* would have had refused if every request reached the
+/// mock the instant it was sent. Compared with the 429s actually received, this separates a
+/// schedule that outruns the limit from jitter between sending and admission.
+fn replay(m: &Measured, s: &Scenario, costs: &[u64]) -> (u64, Vec<f64>) {
+    let base = Instant::now();
+    let at = |t: f64| base + Duration::from_secs_f64(t.max(0.0));
+    let mut requests =
+        (s.mock.rpm > 0).then(|| mock::bucket::Bucket::new(s.mock.rpm, s.mock.burst, at(0.0)));
+    let mut tokens = (s.mock.tpm > 0)
+        .then(|| mock::bucket::Bucket::new(s.mock.tpm, s.mock.token_burst, at(0.0)));
+    let mut sends: Vec<&Attempt> = m.attempts.iter().collect();
+    sends.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+    let (mut refused, mut when) = (0u64, Vec::new());
+    for a in sends {
+        let now = at(a.sent);
+        let cost = costs.get(a.index).copied().unwrap_or(0);
+        let ok_r = requests.as_mut().is_none_or(|b| b.check(1, now).is_ok());
+        let ok_t = tokens.as_mut().is_none_or(|b| b.check(cost, now).is_ok());
+        if ok_r && ok_t {
+            if let Some(b) = requests.as_mut() {
+                b.charge(1, now);
+            }
+            if let Some(b) = tokens.as_mut() {
+                b.charge(cost, now);
+            }
+        } else {
+            refused += 1;
+            when.push(a.sent);
+        }
+    }
+    (refused, when)
+}
+
+fn times_text(times: &[f64]) -> String {
+    let shown: Vec<String> = times.iter().take(12).map(|t| format!("{t:.3}")).collect();
+    let more = times.len().saturating_sub(12);
+    if more > 0 {
+        format!("{} (+{more} more)", shown.join(" "))
+    } else {
+        shown.join(" ")
+    }
+}
+
+/// Where the 429s were: send times, and what the replay of the send schedule says.
+fn print_429s(m: &Measured, s: &Scenario, costs: &[u64]) {
+    let mut got: Vec<f64> = m
+        .attempts
+        .iter()
+        .filter(|a| a.status == 429)
+        .map(|a| a.sent)
+        .collect();
+    got.sort_by(f64::total_cmp);
+    let (replayed, when) = replay(m, s, costs);
+    println!(
+        "    429s received at (s, send time): [{}]; replaying the send times through the mock's \
+         bucket refuses {replayed}: [{}]",
+        times_text(&got),
+        times_text(&when)
+    );
+}
+
 fn print_diagnosis(f: &Figures, ideal: &Ideal, series: bool) {
     println!(
         "  {}: first send {:.3}s, first answer (calibration) {:.3}s with {} sends before it, \
@@ -1163,9 +1248,17 @@ async fn run_scenario(s: Scenario, opts: &Options, capture: &Capture) -> String 
              ratio_ad compares with the ideal for the attempts actually admitted"
         );
     }
-    for f in &figures {
+    let costs: Vec<u64> = s
+        .bodies
+        .iter()
+        .map(|b| tokens::estimate(Endpoint::ChatCompletions, b, DEFAULT_MAX_TOKENS).total())
+        .collect();
+    for (f, m) in figures.iter().zip(&measured) {
         if matches!(s.target, Target::Pacing { .. }) {
             print_diagnosis(f, &ideal, opts.series || (!met && f.name == "paceline"));
+            if f.name == "paceline" && (f.r429 > 0 || opts.series) {
+                print_429s(m, &s, &costs);
+            }
         } else {
             println!(
                 "  {}: mock admissions per second: {}",
