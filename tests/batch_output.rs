@@ -1,18 +1,7 @@
-//! The output file of `paceline run`: Batch API output lines and the append-only writer.
+//! The output lines of `paceline run`, in the Batch API output format.
 
-use std::fs;
-use std::path::Path;
-
-use paceline::batch::{OutputError, OutputRecord, OutputWriter, ProviderResponse};
+use paceline::batch::{OutputRecord, ProviderResponse};
 use serde_json::{Value, json};
-
-fn lines_of(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .expect("read output")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON value"))
-        .collect()
-}
 
 fn assert_record_id(id: &Value) {
     let id = id.as_str().expect("id is a string");
@@ -97,77 +86,4 @@ fn non_json_bodies_are_kept_as_strings() {
         json!("\u{fffd}oops")
     );
     assert_eq!(ProviderResponse::body_from_bytes(b""), json!(""));
-}
-
-#[test]
-fn writer_appends_one_line_per_record_and_records_parse_back() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("results.jsonl");
-    let records = vec![
-        OutputRecord::success("1", 200, "r1", json!({"text": "line one\nline two"})),
-        OutputRecord::failure(
-            "2",
-            None,
-            "request_too_large",
-            "Limit 30000, Requested 30601",
-        ),
-    ];
-    {
-        let mut writer = OutputWriter::open(&path).expect("open");
-        for record in &records {
-            writer.write(record).expect("write");
-        }
-        writer.flush().expect("flush");
-    }
-    // Reopening appends; it never truncates complete lines.
-    let third = OutputRecord::success("3", 200, "r3", json!("plain text body"));
-    {
-        let mut writer = OutputWriter::open(&path).expect("reopen");
-        writer.write(&third).expect("write");
-        writer.sync().expect("sync");
-    }
-    let text = fs::read_to_string(&path).expect("read");
-    assert_eq!(text.lines().count(), 3);
-    // Fields in the Batch API's order.
-    for line in text.lines() {
-        assert!(line.starts_with(r#"{"id":"batch_req_"#), "{line}");
-        assert!(line.contains(r#"","custom_id":""#), "{line}");
-    }
-    assert!(text.ends_with('\n'));
-    let parsed: Vec<OutputRecord> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("parse record"))
-        .collect();
-    assert_eq!(parsed, [records, vec![third]].concat());
-    let ids: Vec<Value> = lines_of(&path).iter().map(|v| v["id"].clone()).collect();
-    ids.iter().for_each(assert_record_id);
-    assert_ne!(ids[0], ids[1]);
-}
-
-#[test]
-fn a_torn_last_line_is_cut_before_appending() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("results.jsonl");
-    let complete =
-        serde_json::to_string(&OutputRecord::success("1", 200, "r", json!({}))).expect("serialize");
-    fs::write(&path, format!("{complete}\n{{\"id\": \"batch_req_torn")).expect("write");
-    let mut writer = OutputWriter::open(&path).expect("open");
-    writer
-        .write(&OutputRecord::success("2", 200, "r", json!({})))
-        .expect("write");
-    writer.flush().expect("flush");
-    let custom_ids: Vec<Value> = lines_of(&path)
-        .iter()
-        .map(|v| v["custom_id"].clone())
-        .collect();
-    assert_eq!(custom_ids, vec![json!("1"), json!("2")]);
-}
-
-#[test]
-fn output_errors_name_the_path() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("missing-dir").join("results.jsonl");
-    let err = OutputWriter::open(&path).expect_err("no such directory");
-    assert!(matches!(err, OutputError::Open { .. }));
-    assert!(err.to_string().contains("missing-dir"), "{err}");
 }

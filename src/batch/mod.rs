@@ -5,7 +5,7 @@
 //! - [`input`]: format detection and the streaming [`InputReader`].
 //! - [`template`]: `{field}` prompt templates for the lines/records/CSV input modes.
 //! - [`validate()`]: the whole-file validation pass and its [`ValidationReport`].
-//! - [`output`]: Batch API output records and the append-only [`OutputWriter`].
+//! - [`output`]: Batch API output records (written by the job store's output appender).
 //! - [`error`]: the error types shared by the above.
 
 pub mod error;
@@ -17,7 +17,7 @@ pub mod validate;
 
 pub use error::{InputError, LineError, OutputError};
 pub use input::{InputFormat, InputReader, InputSpec};
-pub use output::{OutputRecord, OutputWriter, ProviderResponse, RecordError};
+pub use output::{OutputRecord, ProviderResponse, RecordError};
 pub use request::{BatchRequest, Endpoint};
 pub use template::{Template, TemplateError, UnknownPlaceholder};
 pub use validate::{ValidationReport, validate, write_errors_file};

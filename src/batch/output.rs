@@ -3,16 +3,10 @@
 //! `{"id": "batch_req_…", "custom_id": …, "response": {"status_code", "request_id", "body"} | null,
 //! "error": {"code", "message"} | null}`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::batch::error::OutputError;
 
 /// The provider's answer to a request, as recorded in the output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,99 +112,4 @@ pub fn new_record_id() -> String {
             .map(char::from),
     );
     id
-}
-
-/// Appends output records to a file, one JSON line each, through a buffer.
-///
-/// Records reach the file when the buffer fills, on [`flush`](Self::flush) /
-/// [`sync`](Self::sync), and when the writer is dropped (errors then are lost: flush first).
-#[derive(Debug)]
-pub struct OutputWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
-}
-
-impl OutputWriter {
-    /// Opens `path` for appending, creating it if needed. If the file ends in a torn record (a
-    /// last line without its newline, left by a crash mid-write), that partial line is cut off
-    /// so the next record starts on a line of its own; complete lines are never touched.
-    pub fn open(path: &Path) -> Result<OutputWriter, OutputError> {
-        let open_err = |source| OutputError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(open_err)?;
-        cut_torn_tail(&mut file).map_err(open_err)?;
-        Ok(OutputWriter {
-            path: path.to_path_buf(),
-            out: BufWriter::with_capacity(64 * 1024, file),
-        })
-    }
-
-    /// The output file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes one record as exactly one line.
-    pub fn write(&mut self, record: &OutputRecord) -> Result<(), OutputError> {
-        serde_json::to_writer(&mut self.out, record)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| self.write_err(source))
-    }
-
-    /// Pushes buffered records to the operating system.
-    pub fn flush(&mut self) -> Result<(), OutputError> {
-        self.out.flush().map_err(|source| self.write_err(source))
-    }
-
-    /// Flushes and then asks the operating system to put the data on disk (`fsync`), so the
-    /// records survive a power loss as well as a crash.
-    pub fn sync(&mut self) -> Result<(), OutputError> {
-        self.flush()?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .map_err(|source| self.write_err(source))
-    }
-
-    fn write_err(&self, source: io::Error) -> OutputError {
-        OutputError::Write {
-            path: self.path.clone(),
-            source,
-        }
-    }
-}
-
-/// Truncates `file` after its last newline when its last byte is not one.
-fn cut_torn_tail(file: &mut File) -> io::Result<()> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    // Scan backwards in chunks for the last newline.
-    let mut end = len;
-    let mut chunk = vec![0u8; 8192];
-    let mut first = true;
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let size = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk[..size])?;
-        if first && chunk[size - 1] == b'\n' {
-            return Ok(());
-        }
-        first = false;
-        if let Some(pos) = chunk[..size].iter().rposition(|&b| b == b'\n') {
-            return file.set_len(start + pos as u64 + 1);
-        }
-        end = start;
-    }
-    file.set_len(0)
 }
