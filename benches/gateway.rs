@@ -1,0 +1,449 @@
+//! Gateway benchmark (issue 5): what `paceline serve` adds in front of a provider, measured with
+//! real HTTP on loopback against `paceline mock` (zero latency, no limits to speak of).
+//!
+//! ```text
+//! cargo bench --bench gateway -- [latency|throughput|streams|all] [--rate N] [--secs S]
+//! ```
+//!
+//! * **latency**: an open-loop load generator sends non-streaming chat requests at a fixed rate
+//!   (default 2,000 req/s for 10 s, after 2 s of warm-up), first straight to the mock, then
+//!   through the gateway. A dispatcher thread schedules request *i* at `start + i / rate` and
+//!   each latency is measured from that scheduled time, not from when the request actually went
+//!   out, so a stall delays every request behind it in the figures too (no coordinated
+//!   omission). Reported: p50, p90, p99, p99.9 and max of each, and the gateway's added p50 and
+//!   p99 (the difference of the percentiles).
+//! * **throughput**: a closed loop of 64 connections sends back to back for the same duration;
+//!   completed requests per second, direct and through the gateway.
+//! * **streams**: 1,000 concurrent streaming requests through the gateway (the mock spreads 20
+//!   tokens over 2 s), read to the end; the gateway's peak resident memory (`VmRSS`), sampled
+//!   every 20 ms, beside its idle figure.
+//!
+//! Both processes are the release binary (`CARGO_BIN_EXE_paceline`, or `PACELINE_BIN` when set:
+//! a copy keeps a shared target directory's rebuilds out of a run); the gateway writes its
+//! access log to a temporary file as a deployment would. The load generator shares the machine,
+//! so on a small one it competes with what it measures: the 1-minute load average is printed
+//! with every figure.
+
+use bytes::Bytes;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const UPSTREAM_KEY: &str = "sk-bench-upstream";
+
+/// A `paceline` subcommand on a free loopback port, killed on drop.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Process {
+        let bin = std::env::var_os("PACELINE_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_paceline").into());
+        let mut child = Command::new(bin)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("UPSTREAM_KEY", UPSTREAM_KEY)
+            .env_remove("PACELINE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn paceline");
+        let mut stdout = BufReader::new(child.stdout.take().expect("its stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("its first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("paceline {args:?} did not start: {line:?}"))
+            .parse()
+            .expect("a socket address");
+        Process {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|line| {
+                    line.strip_prefix("VmRSS:")?
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The mock, with limits far above anything sent and `extra` arguments.
+fn mock(extra: &[&str]) -> Process {
+    let mut args = vec!["mock", "--rpm", "100000000", "--tpm", "100000000000"];
+    args.extend_from_slice(extra);
+    Process::start(&args)
+}
+
+/// The gateway in front of `mock`, logging to `log`.
+fn gateway(mock: &Process, log: &std::path::Path) -> Process {
+    let upstream = format!("http://{}/v1", mock.addr);
+    Process::start(&[
+        "serve",
+        "--upstream",
+        &upstream,
+        "--api-key-env",
+        "UPSTREAM_KEY",
+        "--log-file",
+        &log.display().to_string(),
+    ])
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn chat_body(stream: bool, max_tokens: u64) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "max_tokens": max_tokens,
+            "stream": stream
+        })
+        .to_string(),
+    )
+}
+
+/// Percentiles of latencies in microseconds.
+struct Summary {
+    sent: usize,
+    failed: usize,
+    p: [u64; 5],
+}
+
+const QUANTILES: [f64; 5] = [0.50, 0.90, 0.99, 0.999, 1.0];
+
+fn summarize(mut micros: Vec<u64>, failed: usize) -> Summary {
+    micros.sort_unstable();
+    let at = |q: f64| {
+        if micros.is_empty() {
+            return 0;
+        }
+        let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
+        micros[i]
+    };
+    Summary {
+        sent: micros.len() + failed,
+        failed,
+        p: QUANTILES.map(at),
+    }
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.3}", micros as f64 / 1000.0)
+}
+
+/// Send one request; `Ok` when the whole 200 answer was read.
+async fn send(client: &reqwest::Client, url: &str, body: Bytes) -> Result<(), String> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    resp.bytes().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// Open loop at `rate` per second for `secs` (plus `warmup`, not counted): latencies from the
+/// scheduled send time.
+fn open_loop(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    rate: f64,
+    warmup: Duration,
+    secs: Duration,
+) -> Summary {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("a reqwest client");
+    let body = chat_body(false, 16);
+    let total = ((warmup + secs).as_secs_f64() * rate) as usize;
+    let counted_from = (warmup.as_secs_f64() * rate) as usize;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<u64, String>)>();
+    let handle = rt.handle().clone();
+    let url: Arc<str> = url.into();
+    let start = Instant::now() + Duration::from_millis(50);
+    // The dispatcher: a plain thread sleeping to each scheduled instant, so the schedule does
+    // not depend on the runtime it loads.
+    let dispatcher = std::thread::spawn(move || {
+        for i in 0..total {
+            let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            }
+            let (client, url, body, tx) =
+                (client.clone(), Arc::clone(&url), body.clone(), tx.clone());
+            handle.spawn(async move {
+                let result = send(&client, &url, body)
+                    .await
+                    .map(|()| scheduled.elapsed().as_micros() as u64);
+                let _ = tx.send((i, result));
+            });
+        }
+    });
+    let mut micros = Vec::with_capacity(total);
+    let mut failed = 0;
+    let mut errors = std::collections::BTreeMap::<String, usize>::new();
+    rt.block_on(async {
+        for _ in 0..total {
+            let Some((i, result)) = rx.recv().await else {
+                break;
+            };
+            if i < counted_from {
+                continue;
+            }
+            match result {
+                Ok(us) => micros.push(us),
+                Err(err) => {
+                    failed += 1;
+                    *errors.entry(err).or_default() += 1;
+                }
+            }
+        }
+    });
+    let _ = dispatcher.join();
+    for (err, n) in errors {
+        eprintln!("  {n} × {err}");
+    }
+    summarize(micros, failed)
+}
+
+/// Closed loop: `workers` connections sending back to back for `secs`; completed per second.
+fn closed_loop(rt: &tokio::runtime::Runtime, url: &str, workers: usize, secs: Duration) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(workers)
+        .build()
+        .expect("a reqwest client");
+    let body = chat_body(false, 16);
+    let done = Arc::new(AtomicU64::new(0));
+    rt.block_on(async {
+        // Warm the connections up first.
+        let warm_until = Instant::now() + Duration::from_secs(1);
+        let until = warm_until + secs;
+        let tasks: Vec<_> = (0..workers)
+            .map(|_| {
+                let (client, url, body, done) = (
+                    client.clone(),
+                    url.to_string(),
+                    body.clone(),
+                    Arc::clone(&done),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        let now = Instant::now();
+                        if now >= until {
+                            break;
+                        }
+                        if send(&client, &url, body.clone()).await.is_ok() && now >= warm_until {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64()
+}
+
+fn latency(rt: &tokio::runtime::Runtime, rate: f64, secs: Duration, dir: &std::path::Path) {
+    let mock = mock(&[]);
+    let serve = gateway(&mock, &dir.join("latency.log"));
+    let warmup = Duration::from_secs(2);
+    let path = "/v1/chat/completions";
+    println!(
+        "latency: open loop, {rate} req/s for {secs:?} (after {warmup:?} of warm-up), non-streaming chat"
+    );
+    println!(
+        "  {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  load avg",
+        "", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "requests", "failed"
+    );
+    let mut rows = Vec::new();
+    for (name, url) in [("direct", mock.url(path)), ("gateway", serve.url(path))] {
+        let s = open_loop(rt, &url, rate, warmup, secs);
+        println!(
+            "  {name:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}",
+            ms(s.p[0]),
+            ms(s.p[1]),
+            ms(s.p[2]),
+            ms(s.p[3]),
+            ms(s.p[4]),
+            s.sent,
+            s.failed,
+            load_average()
+        );
+        rows.push(s);
+    }
+    let added = |i: usize| rows[1].p[i] as i64 - rows[0].p[i] as i64;
+    println!(
+        "  added by the gateway: p50 {:+.3} ms, p99 {:+.3} ms",
+        added(0) as f64 / 1000.0,
+        added(2) as f64 / 1000.0
+    );
+}
+
+fn throughput(rt: &tokio::runtime::Runtime, secs: Duration, dir: &std::path::Path) {
+    let mock = mock(&[]);
+    let serve = gateway(&mock, &dir.join("throughput.log"));
+    let path = "/v1/chat/completions";
+    let workers = 64;
+    println!("throughput: closed loop, {workers} connections for {secs:?}, non-streaming chat");
+    for (name, url) in [("direct", mock.url(path)), ("gateway", serve.url(path))] {
+        let rate = closed_loop(rt, &url, workers, secs);
+        println!("  {name:<8} {rate:>8.0} req/s  load avg {}", load_average());
+    }
+}
+
+fn streams(rt: &tokio::runtime::Runtime, dir: &std::path::Path) {
+    // 20 tokens over 2 s per stream; answers always as long as max_tokens allows.
+    let mock = mock(&["--ms-per-token", "100", "--completion-tokens", "2000000000"]);
+    let serve = gateway(&mock, &dir.join("streams.log"));
+    let url = serve.url("/v1/chat/completions");
+    let idle = serve.rss_kib();
+    let clients = 1000;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("a reqwest client");
+    let body = chat_body(true, 20);
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(idle));
+    let started = Instant::now();
+    let (complete, elapsed) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(serve.rss_kib(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let complete = rt.block_on(async {
+            let tasks: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                    tokio::spawn(async move {
+                        let resp = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .ok()?;
+                        let text = resp.text().await.ok()?;
+                        text.contains("data: [DONE]").then_some(())
+                    })
+                })
+                .collect();
+            let mut complete = 0;
+            for task in tasks {
+                if let Ok(Some(())) = task.await {
+                    complete += 1;
+                }
+            }
+            complete
+        });
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        (complete, elapsed)
+    });
+    println!(
+        "streams: {clients} concurrent streaming requests (20 tokens over 2 s each): {complete} complete in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  gateway RSS idle {:.1} MiB, peak {:.1} MiB  load avg {}",
+        idle as f64 / 1024.0,
+        peak.load(Ordering::SeqCst) as f64 / 1024.0,
+        load_average()
+    );
+}
+
+fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() {
+    let mut what = "all".to_string();
+    let mut rate = 2000.0;
+    let mut secs = 10.0;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rate" => rate = args.next().and_then(|v| v.parse().ok()).expect("--rate N"),
+            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).expect("--secs S"),
+            "--bench" => {}
+            "latency" | "throughput" | "streams" | "all" => what = arg,
+            other => panic!("unknown argument {other:?}"),
+        }
+    }
+    raise_fd_limit(8192);
+    let secs = Duration::from_secs_f64(secs);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    if matches!(what.as_str(), "latency" | "all") {
+        latency(&rt, rate, secs, dir.path());
+    }
+    if matches!(what.as_str(), "throughput" | "all") {
+        throughput(&rt, secs, dir.path());
+    }
+    if matches!(what.as_str(), "streams" | "all") {
+        streams(&rt, dir.path());
+    }
+}
