@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Everything runs in one process on loopback: the simulated provider ([`paceline::mock`]) is
-//! started fresh for every contestant, the input JSONL is written to a temporary directory, and
+//! started fresh for every contestant on a tokio runtime of its own (as a provider beside
+//! paceline, sharing the cores but not paceline's scheduler), the input JSONL is written to a temporary directory, and
 //! paceline runs it through [`paceline::runner::run`] with **no limits configured** (it learns
 //! them from the mock's headers). The figures come from the mock's own counters (429s,
 //! admissions per second, `admitted_beyond_limit`) and from paceline's per-attempt log events,
@@ -541,9 +542,26 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The simulated provider runs on a runtime of its own, as a provider beside paceline would
+/// (sharing the machine's cores, not paceline's scheduler).
+fn mock_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mock")
+            .enable_all()
+            .build()
+            .expect("build the simulated provider's runtime")
+    })
+}
+
 async fn fresh_mock(config: &MockConfig) -> MockHandle {
-    mock::start(config.clone())
+    let config = config.clone();
+    mock_runtime()
+        .spawn(async move { mock::start(config).await })
         .await
+        .expect("the simulated provider's start task")
         .expect("start the simulated provider on loopback")
 }
 
@@ -1290,7 +1308,7 @@ fn main() {
         (2_000, 20_000)
     };
     println!(
-        "paceline pacing benchmarks ({}; {} cores; mock in the same process, loopback)",
+        "paceline pacing benchmarks ({}; {} cores; mock in the same process on its own runtime, loopback)",
         if opts.quick { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
