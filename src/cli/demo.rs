@@ -87,7 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         errors_file: dir.path().join("errors.jsonl"),
         output: args.output.clone(),
-        state: Some(dir.path().join("demo.paceline.db")),
+        state: None,
         skip_invalid: false,
         restart: true,
         retry_failed: false,
