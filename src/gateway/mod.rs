@@ -33,6 +33,7 @@ pub mod shutdown;
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
 use crate::retry::BackoffPolicy;
 use crate::upstream::{ApiKey, KeyError, KeyPool, Upstream, UpstreamError};
+use axum::serve::ListenerExt;
 use clients::Clients;
 pub use config::{GatewayConfig, GatewayConfigError, RawConfig};
 use fair::FairQueue;
@@ -155,6 +156,13 @@ impl Gateway {
         });
         let (stop, stopped) = watch::channel(false);
         let router = routes::router(Arc::clone(&app));
+        // Relayed events are small writes: without TCP_NODELAY, Nagle's algorithm would hold
+        // each one back until the client acknowledged the previous one.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "cannot set TCP_NODELAY on a client connection");
+            }
+        });
         let server = tokio::spawn(async move {
             let mut stopped = stopped;
             let shutdown = async move {
