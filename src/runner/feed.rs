@@ -9,7 +9,8 @@ use crate::store::Store;
 use crate::store::state::{self, PendingRequest};
 use crate::store::writer::Dispatched;
 use std::path::Path;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
 
 /// Pending rows read per query (each query is a short read transaction, so the writer's
 /// checkpoints are never held back for long).
@@ -45,13 +46,17 @@ fn find(reader: &mut InputReader, want: &PendingRequest) -> Found {
 }
 
 /// Send every pending request of the job in `state` to `jobs`, telling the writer first.
-/// Returns when all are sent or the engine stops taking them.
+/// Each request first takes a place in `window` (given back by the writer when it receives the
+/// request's result). Returns when all are sent, the engine stops taking them, or the window is
+/// closed.
 pub(super) fn feed(
     spec: &InputSpec,
     state: &Path,
     default_max_tokens: u64,
     jobs: mpsc::Sender<Job>,
     dispatched: mpsc::Sender<Dispatched>,
+    window: Arc<Semaphore>,
+    runtime: tokio::runtime::Handle,
 ) -> Result<(), RunError> {
     let store = Store::open_existing(state)?;
     let mut reader = InputReader::open(spec)?;
@@ -82,6 +87,12 @@ pub(super) fn feed(
                     });
                 }
             };
+            match runtime.block_on(window.acquire()) {
+                // The writer adds the place back when the result arrives.
+                Ok(place) => place.forget(),
+                // The run is over (the engine has stopped).
+                Err(_) => return Ok(()),
+            }
             let mut job = Job::new(
                 request.custom_id,
                 request.endpoint,

@@ -25,8 +25,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
+
+/// Requests handed to the engine and not yet taken by it.
+const JOB_QUEUE: usize = 256;
 
 /// Everything a run needs, validated.
 pub struct RunPlan {
@@ -191,11 +194,12 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     }
 
     let pool = Arc::new(KeyPool::new(plan.keys));
+    let window = Arc::new(Semaphore::new(window_size(&plan.engine)));
     let engine = Engine::new(plan.engine, Arc::clone(&pool), plan.upstream);
     let stats = engine.stats();
     stats.total.store(start_counts.pending, Ordering::Relaxed);
 
-    let (job_tx, job_rx) = mpsc::channel::<Job>(256);
+    let (job_tx, job_rx) = mpsc::channel::<Job>(JOB_QUEUE);
     let (event_tx, event_rx) = mpsc::channel::<Event>(4096);
     let (dispatched_tx, dispatched_rx) = mpsc::channel::<Dispatched>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -205,6 +209,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         dispatched: dispatched_rx,
         stop: stop_rx,
         failed: Arc::clone(&failed),
+        window: Arc::clone(&window),
     };
     let handle = tokio::runtime::Handle::current();
     let writer_task =
@@ -214,6 +219,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         state_path.clone(),
         plan.default_max_tokens,
     );
+    let (feed_window, feed_handle) = (Arc::clone(&window), tokio::runtime::Handle::current());
     let feeder = tokio::task::spawn_blocking(move || {
         feed::feed(
             &spec,
@@ -221,6 +227,8 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
             default_max_tokens,
             job_tx,
             dispatched_tx,
+            feed_window,
+            feed_handle,
         )
     });
 
@@ -267,8 +275,10 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         }
     };
     progress.stop().await;
-    // Ending the engine's future closes the event channel once its attempts are done.
+    // Ending the engine's future closes the event channel once its attempts are done; a feeder
+    // waiting for a place in the window gives up.
     drop(engine_run);
+    window.close();
     if exit.is_none() {
         // In-flight requests did not finish in time: their results are not waited for.
         let _ = stop_tx.send(true);
@@ -325,6 +335,15 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     }
     summary.push_str(&format!("  state           {}\n", state_path.display()));
     Ok(report(counts, skipped, unsent_reason, interrupted, summary))
+}
+
+/// How many requests may be between the feeder and the store at once: twice the engine's
+/// in-flight bound (room for retries waiting their turn) plus the job queue. It bounds the
+/// memory held by requests whose results are not yet with the writer: the engine frees a
+/// request's in-flight place before handing its result on, so without this bound a writer
+/// that falls behind lets finished requests pile up in the engine without limit.
+fn window_size(engine: &EngineConfig) -> usize {
+    2 * engine.concurrency.unwrap_or(engine.max_concurrency).max(1) + JOB_QUEUE
 }
 
 fn report(

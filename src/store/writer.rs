@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 /// Most items in one transaction.
@@ -51,6 +51,12 @@ pub struct WriterInputs {
     /// Notified once when a commit or an output write fails; the writer then discards what
     /// arrives until its inputs close or it is stopped.
     pub failed: Arc<Notify>,
+    /// The feeder's window: one permit is added for every finished request taken off
+    /// `events`. The feeder takes one before handing a request to the engine, so the requests
+    /// between the feeder and the store (queued, in flight, waiting for a retry, or finished
+    /// and waiting for the writer) never exceed the window's size, however far the writer
+    /// falls behind.
+    pub window: Arc<Semaphore>,
 }
 
 /// Why the writer could not keep up its work.
@@ -109,7 +115,7 @@ pub fn run(
         while events_open && batch.len() < BATCH_EVENTS {
             match inputs.events.try_recv() {
                 Ok(e) => {
-                    batch.push(Item::Event(e));
+                    take(&mut batch, e, &inputs.window);
                     received = true;
                 }
                 Err(TryRecvError::Empty) => break,
@@ -155,7 +161,7 @@ pub fn run(
             Wake::Stop(open) => stop_open = open,
             Wake::Dispatched(Some(d)) => batch.push(Item::Dispatched(d)),
             Wake::Dispatched(None) => dispatched_open = false,
-            Wake::Event(Some(e)) => batch.push(Item::Event(e)),
+            Wake::Event(Some(e)) => take(&mut batch, e, &inputs.window),
             Wake::Event(None) => events_open = false,
             Wake::Timer => {}
         }
@@ -170,6 +176,14 @@ pub fn run(
         output,
         error,
     }
+}
+
+/// Add an engine event to the open batch; a finished request frees a place in the window.
+fn take(batch: &mut Vec<Item>, event: Event, window: &Semaphore) {
+    if matches!(event, Event::Finished(_)) {
+        window.add_permits(1);
+    }
+    batch.push(Item::Event(event));
 }
 
 enum Wake {
