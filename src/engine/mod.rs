@@ -726,7 +726,9 @@ impl Engine {
                 }
             }
         };
-        drop(permit);
+        // The in-flight slot is held until the results are handed over below: when the sink is
+        // slow (a busy store), finished requests must not pile up while new ones start.
+        let _slot = permit;
         if let (Next::Retry(due), Some(deadline)) = (&next, job.deadline)
             && *due > deadline
         {
