@@ -217,7 +217,7 @@ async fn mock_totals(mock: &MockProcess) -> (u64, u64) {
 /// What the gateway may grow by per open stream, over its idle resident memory. Each stream
 /// holds two HTTP/1 connections (the client's and the upstream one), and hyper gives each an
 /// 8 KiB read buffer and an 8 KiB write buffer; add the connection tasks, the relay and the
-/// engine's bookkeeping: about 45 KiB per stream measured (release build). 64 KiB leaves room for
+/// engine's bookkeeping: 47–49 KiB per stream measured (release build). 64 KiB leaves room for
 /// the allocator's slack; anything that buffered a stream's body would show as more.
 const RSS_PER_STREAM_KIB: u64 = 64;
 
