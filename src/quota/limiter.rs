@@ -96,6 +96,10 @@ struct DimState {
     cell: Option<Gcra>,
     /// Total nanoseconds pushed back because the provider reported use we did not make.
     corrections: u64,
+    /// Units reserved while this dimension had no limit (no cell) and not yet accounted for:
+    /// when the first reading creates the cell, these requests are out but are not in the
+    /// provider's `remaining` for the request it reports on.
+    unmetered: u64,
 }
 
 impl DimState {
@@ -331,8 +335,9 @@ impl Quota {
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
             corrections_at[d.index()] = dim.corrections;
-            if let Some(cell) = &mut dim.cell {
-                tat_after[d.index()] = Some(cell.commit(cost.get(d), go));
+            match &mut dim.cell {
+                Some(cell) => tat_after[d.index()] = Some(cell.commit(cost.get(d), go)),
+                None => dim.unmetered = dim.unmetered.saturating_add(cost.get(d)),
             }
         }
         Ok(Reservation {
@@ -347,6 +352,15 @@ impl Quota {
     /// Give a reservation back whole (the request was not sent, or got no answer).
     pub fn cancel(&self, reservation: &Reservation, now: Instant) {
         self.settle(reservation, Cost::default(), now);
+        {
+            let mut state = self.lock();
+            for d in Dimension::ALL {
+                let dim = &mut state.dims[d.index()];
+                if dim.cell.is_none() && reservation.tat_after[d.index()].is_none() {
+                    dim.unmetered = dim.unmetered.saturating_sub(reservation.cost.get(d));
+                }
+            }
+        }
         self.no_answer();
     }
 
@@ -411,7 +425,19 @@ impl Quota {
                     dim.learned_burst = Some((capacity.round() as u64).clamp(1, limit));
                 }
             }
-            dim.refresh_cell(now, reading.remaining);
+            let remaining_now = match (dim.cell.is_none(), reading.remaining) {
+                (true, Some(left)) => {
+                    let own = reservation
+                        .filter(|r| r.tat_after[d.index()].is_none())
+                        .map_or(0, |r| r.cost.get(d));
+                    Some(left.saturating_sub(dim.unmetered.saturating_sub(own)))
+                }
+                (_, left) => left,
+            };
+            dim.refresh_cell(now, remaining_now);
+            if dim.cell.is_some() {
+                dim.unmetered = 0;
+            }
             let (Some(cell), Some(remaining), Some(r)) =
                 (&mut dim.cell, reading.remaining, reservation)
             else {

@@ -196,6 +196,27 @@ fn learns_limits_and_burst_from_headers() {
 }
 
 #[test]
+fn first_reading_counts_the_probes_still_out() {
+    let t0 = Instant::now();
+    let quota = Quota::new(QuotaConfig::default().with_margin(Duration::ZERO), t0);
+    let first = quota.reserve(Cost::request(10), t0).unwrap();
+    // two more probes leave before the first answer arrives.
+    quota.reserve(Cost::request(10), t0).unwrap();
+    quota.reserve(Cost::request(10), t0).unwrap();
+    // the first answer: 9 requests left after it (the other two probes are not in that).
+    let snapshot = LimitSnapshot {
+        requests: reading(600, 9, ms(100)),
+        ..Default::default()
+    };
+    quota.observe(Some(&first), &snapshot, t0 + ms(100));
+    let mut free_now = 0;
+    while quota.reserve(Cost::request(1), t0 + ms(100)).unwrap().go_at == t0 + ms(100) {
+        free_now += 1;
+    }
+    assert_eq!(free_now, 7);
+}
+
+#[test]
 fn configured_limit_wins_when_lower() {
     let t0 = Instant::now();
     let quota = answered(config(60, 1, 600, 10), t0);
