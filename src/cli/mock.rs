@@ -2,7 +2,6 @@
 
 use crate::mock::{self, ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
 use clap::Args;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -121,38 +120,12 @@ impl TryFrom<&MockArgs> for MockConfig {
     }
 }
 
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Start the simulated provider, print `listening on http://ADDR`, and serve until interrupted.
 pub async fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
     let config = MockConfig::try_from(&args)?;
     let handle = mock::start(config).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{}", handle.addr())?;
-        out.flush()?;
-    }
-    terminated().await;
+    super::announce(handle.addr())?;
+    super::terminated().await;
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

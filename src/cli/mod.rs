@@ -36,3 +36,35 @@ pub enum Command {
     /// Show the whole attempt history of one request of a job.
     Inspect(inspect::InspectArgs),
 }
+
+/// Print `listening on http://ADDR` as the first line on stdout, flushed (tests and scripts
+/// wait for it).
+pub fn announce(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on http://{addr}")?;
+    out.flush()
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -2,9 +2,8 @@
 //! the `--config` file; the result is validated once.
 
 use crate::gateway::config::{RawConfig, RawKey};
-use crate::gateway::{Gateway, GatewayConfig, shutdown};
+use crate::gateway::{Gateway, GatewayConfig};
 use clap::Args;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,12 +85,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init_json(args.log_file.as_deref())?;
     let config = GatewayConfig::try_from(args.raw_config()?)?;
     let gateway = Gateway::start(config).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{}", gateway.addr())?;
-        out.flush()?;
-    }
-    shutdown::signal().await;
+    super::announce(gateway.addr())?;
+    super::terminated().await;
     gateway.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
