@@ -173,20 +173,19 @@ impl Upstream {
         self.timeout
     }
 
-    /// Send one attempt: POST `body` (JSON) to `path` with `key`, and read the whole answer.
-    pub async fn post(
-        &self,
-        key: &ApiKey,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Reply, TransportError> {
-        let response = self
-            .http
+    /// A JSON POST of `body` to `path`, authenticated with `key`.
+    fn json_post(&self, key: &ApiKey, path: &str, body: Bytes) -> reqwest::RequestBuilder {
+        self.http
             .post(self.url_for(path))
             .bearer_auth(key.secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(self.timeout)
             .body(body)
+    }
+
+    /// Send `request` with the per-attempt timeout and read the whole answer.
+    async fn whole(&self, request: reqwest::RequestBuilder) -> Result<Reply, TransportError> {
+        let response = request
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| transport_error(&e, false, self.timeout))?;
@@ -203,6 +202,16 @@ impl Upstream {
         })
     }
 
+    /// Send one attempt: POST `body` (JSON) to `path` with `key`, and read the whole answer.
+    pub async fn post(
+        &self,
+        key: &ApiKey,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Reply, TransportError> {
+        self.whole(self.json_post(key, path, body)).await
+    }
+
     /// Send one attempt and return as soon as the status and headers arrive (within the
     /// per-attempt timeout); the body is read later from the [`Opened`] answer.
     pub async fn open(
@@ -211,13 +220,7 @@ impl Upstream {
         path: &str,
         body: Bytes,
     ) -> Result<Opened, TransportError> {
-        let send = self
-            .http
-            .post(self.url_for(path))
-            .bearer_auth(key.secret())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
+        let send = self.json_post(key, path, body).send();
         let response = match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(transport_error(&err, false, self.timeout)),
@@ -233,25 +236,8 @@ impl Upstream {
 
     /// GET `path` with `key` (unpaced calls such as `/v1/models`) and read the whole answer.
     pub async fn get(&self, key: &ApiKey, path: &str) -> Result<Reply, TransportError> {
-        let response = self
-            .http
-            .get(self.url_for(path))
-            .bearer_auth(key.secret())
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, false, self.timeout))?;
-        let status = response.status().as_u16();
-        let headers = header_list(&response);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&e, true, self.timeout))?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        let request = self.http.get(self.url_for(path)).bearer_auth(key.secret());
+        self.whole(request).await
     }
 }
 
