@@ -1,8 +1,9 @@
 //! `MockProcess`: the real `paceline mock` binary on a free loopback port, killed on drop.
 
-use std::io::{BufRead, BufReader, Read};
+use super::listening::spawn;
+use std::io::BufReader;
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 
 /// A running `paceline mock --listen 127.0.0.1:0 ARGS...`.
 pub struct MockProcess {
@@ -15,36 +16,13 @@ pub struct MockProcess {
 impl MockProcess {
     /// Spawn the mock with extra arguments and wait for its `listening on http://ADDR` line.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paceline"))
-            .args(["mock", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn paceline mock");
-        let mut stdout = BufReader::new(child.stdout.take().expect("mock stdout"));
-        let mut line = String::new();
-        let read = stdout
-            .read_line(&mut line)
-            .expect("read the mock's first line");
-        if read == 0 {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut err);
-            }
-            let _ = child.wait();
-            panic!("paceline mock {args:?} exited before listening: {err}");
-        }
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("a socket address");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_paceline"));
+        command.args(["mock", "--listen", "127.0.0.1:0"]).args(args);
+        let server = spawn(command, &format!("paceline mock {args:?}"));
         Self {
-            child,
-            addr,
-            _stdout: stdout,
+            child: server.child,
+            addr: server.addr,
+            _stdout: server.stdout,
         }
     }
 

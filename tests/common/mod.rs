@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod job;
+pub mod listening;
 pub mod mock;
 pub mod serve;

@@ -1,9 +1,10 @@
 //! `ServeProcess`: the real `paceline serve` binary on a free loopback port, killed on drop.
 //! Its stderr (the JSON access log) is collected for assertions.
 
-use std::io::{BufRead, BufReader, Read};
+use super::listening::spawn;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,34 +20,14 @@ impl ServeProcess {
     /// Spawn the gateway with `args` and environment `envs`, and wait for its
     /// `listening on http://ADDR` line.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paceline"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_paceline"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("PACELINE_LOG")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn paceline serve");
-        let mut stdout = BufReader::new(child.stdout.take().expect("serve stdout"));
-        let mut line = String::new();
-        let read = stdout
-            .read_line(&mut line)
-            .expect("read the gateway's first line");
-        if read == 0 {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut err);
-            }
-            let _ = child.wait();
-            panic!("paceline serve {args:?} exited before listening: {err}");
-        }
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("a socket address");
+            .envs(envs.iter().copied());
+        let server = spawn(command, &format!("paceline serve {args:?}"));
+        let (mut child, addr, stdout) = (server.child, server.addr, server.stdout);
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("serve stderr");
         let sink = Arc::clone(&log);
