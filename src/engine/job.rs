@@ -89,6 +89,19 @@ impl Job {
         body: &Value,
         default_max_tokens: u64,
     ) -> Self {
+        let bytes = Bytes::from(body.to_string());
+        Self::with_bytes(custom_id, endpoint, body, bytes, default_max_tokens)
+    }
+
+    /// Like [`Job::new`], for a body the caller already has serialized as `bytes` (sent
+    /// upstream as they are; `body` is their parsed form, used for the estimate).
+    pub fn with_bytes(
+        custom_id: String,
+        endpoint: Endpoint,
+        body: &Value,
+        bytes: Bytes,
+        default_max_tokens: u64,
+    ) -> Self {
         let model = body
             .get("model")
             .and_then(Value::as_str)
@@ -99,7 +112,7 @@ impl Job {
             custom_id,
             endpoint,
             model,
-            body: Bytes::from(body.to_string()),
+            body: bytes,
             estimate,
             attempts: 0,
             priority: Priority::default(),

@@ -301,17 +301,23 @@ async fn handle(
     let value = Value::Object(object);
     let id = format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed));
     let default_max_tokens = app.config.default_max_tokens;
-    let mut job = if bytes.len() > BLOCKING_ESTIMATE_BYTES {
-        tokio::task::spawn_blocking(move || Job::new(id, endpoint, &value, default_max_tokens))
+    let large = bytes.len() > BLOCKING_ESTIMATE_BYTES;
+    let build = move || {
+        if strip_usage {
+            // The body was changed (usage asked for): send the new one.
+            Job::new(id, endpoint, &value, default_max_tokens)
+        } else {
+            // Unchanged requests go upstream byte for byte.
+            Job::with_bytes(id, endpoint, &value, bytes, default_max_tokens)
+        }
+    };
+    let mut job = if large {
+        tokio::task::spawn_blocking(build)
             .await
             .map_err(|e| ApiError::unavailable(format!("internal error: {e}")))?
     } else {
-        Job::new(id, endpoint, &value, default_max_tokens)
+        build()
     };
-    if !strip_usage {
-        // Unchanged requests go upstream byte for byte.
-        job.body = bytes;
-    }
     job.priority = log.priority;
     job.deadline = Some(deadline);
     job.stream = stream;
