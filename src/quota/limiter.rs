@@ -195,6 +195,11 @@ pub struct Quota {
     state: Mutex<State>,
 }
 
+/// How far below a whole unit a burst estimate may fall and still round up to it: the provider
+/// rounds `reset` (to milliseconds or tenths of a second), which can push `remaining + refill`
+/// a little past the true capacity.
+const BURST_ROUNDING: f64 = 0.05;
+
 /// Rounding slack when comparing the provider's `remaining` with ours: reordering of requests in
 /// flight and the provider's flooring of its level.
 fn drift_slack(burst: u64) -> f64 {
@@ -420,9 +425,17 @@ impl Quota {
                 dim.learned_limit = Some(limit);
                 if let (Some(remaining), Some(reset)) = (reading.remaining, reading.reset) {
                     // A bucket refilling at limit/60 per second is full again after `reset`:
-                    // its capacity is what is left now plus what refills until then.
+                    // its capacity is what is left now plus what refills until then. Providers
+                    // floor `remaining`, so that sum falls short of the capacity by the level's
+                    // fraction (under one unit): round up. One reading low by a unit (a
+                    // fraction near one, a reset rounded down) does not shrink a learned burst;
+                    // a real change of capacity moves it by more.
                     let capacity = remaining as f64 + reset.as_secs_f64() * limit as f64 / 60.0;
-                    dim.learned_burst = Some((capacity.round() as u64).clamp(1, limit));
+                    let estimate = ((capacity - BURST_ROUNDING).ceil().max(1.0) as u64).min(limit);
+                    dim.learned_burst = Some(match dim.learned_burst {
+                        Some(known) if estimate + 1 == known => known,
+                        _ => estimate,
+                    });
                 }
             }
             let remaining_now = match (dim.cell.is_none(), reading.remaining) {

@@ -196,6 +196,33 @@ fn learns_limits_and_burst_from_headers() {
 }
 
 #[test]
+fn burst_estimate_is_steady_although_remaining_is_floored() {
+    // The provider's bucket holds 4 at 1200 rpm (20/s) and floors its level: the readings of
+    // a bucket at levels 3.0, 2.24, 1.6, 0.6 and 0.0 say 4.0, 3.76, 3.6, 3.4 and 4.0 units.
+    let t0 = Instant::now();
+    let quota = answered(QuotaConfig::default(), t0);
+    for (remaining, reset) in [(3, 50), (2, 88), (1, 120), (0, 170), (0, 200), (3, 51)] {
+        let snapshot = LimitSnapshot {
+            requests: reading(1200, remaining, ms(reset)),
+            ..Default::default()
+        };
+        quota.observe(None, &snapshot, t0);
+        assert_eq!(
+            quota.limits()[0],
+            Some((1200, 4)),
+            "after {remaining}, {reset} ms"
+        );
+    }
+    // A real change of capacity is followed.
+    let snapshot = LimitSnapshot {
+        requests: reading(1200, 0, ms(100)),
+        ..Default::default()
+    };
+    quota.observe(None, &snapshot, t0);
+    assert_eq!(quota.limits()[0], Some((1200, 2)));
+}
+
+#[test]
 fn first_reading_counts_the_probes_still_out() {
     let t0 = Instant::now();
     let quota = Quota::new(QuotaConfig::default().with_margin(Duration::ZERO), t0);
