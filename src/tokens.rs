@@ -13,6 +13,7 @@
 
 use crate::batch::Endpoint;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tiktoken_rs::CoreBPE;
 
 /// Output tokens assumed for a request that sets no output cap.
@@ -34,14 +35,56 @@ impl Estimate {
     }
 }
 
+/// The tokenizers paceline knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `o200k_base`: the GPT-4o/4.1/4.5/5 and o-series families.
+    O200k,
+    /// `cl100k_base`: GPT-4, GPT-3.5 and the embedding models, and any model not known.
+    Cl100k,
+}
+
+/// Which encodings have been built in this process (index: `Encoding as usize`).
+static LOADED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+impl Encoding {
+    /// The encoding `model` uses.
+    pub fn for_model(model: &str) -> Encoding {
+        const O200K: [&str; 7] = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"];
+        if O200K.iter().any(|prefix| model.starts_with(prefix)) {
+            Encoding::O200k
+        } else {
+            Encoding::Cl100k
+        }
+    }
+
+    /// The encoder, built on first use. Building takes ~100 ms and its tables some 30–55 MB,
+    /// so a process builds only the encodings it meets; see [`Encoding::is_loaded`].
+    pub fn bpe(self) -> &'static CoreBPE {
+        let bpe = match self {
+            Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
+            Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+        };
+        LOADED[self as usize].store(true, Ordering::Relaxed);
+        bpe
+    }
+
+    /// Whether the encoder is built already (using it now will not block for its build).
+    pub fn is_loaded(self) -> bool {
+        LOADED[self as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// The tokenizer a model uses: o200k for the GPT-4o/4.1/5 and o-series families, cl100k otherwise.
 pub fn encoder_for(model: &str) -> &'static CoreBPE {
-    const O200K: [&str; 7] = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"];
-    if O200K.iter().any(|prefix| model.starts_with(prefix)) {
-        tiktoken_rs::o200k_base_singleton()
-    } else {
-        tiktoken_rs::cl100k_base_singleton()
-    }
+    Encoding::for_model(model).bpe()
+}
+
+/// Build both encoders now, so that no later request waits for one (a process that meets every
+/// model: the simulated provider).
+pub fn warm_up() {
+    Encoding::O200k.bpe();
+    Encoding::Cl100k.bpe();
 }
 
 /// Tokens in `text` for `model`.

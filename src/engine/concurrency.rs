@@ -129,6 +129,17 @@ impl Concurrency {
         }
     }
 
+    /// A free slot now, if there is one.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut state = self.lock();
+        (state.in_flight < state.limit()).then(|| {
+            state.in_flight += 1;
+            Permit {
+                owner: Arc::clone(self),
+            }
+        })
+    }
+
     /// The current bound.
     pub fn limit(&self) -> usize {
         self.lock().limit()

@@ -306,6 +306,47 @@ impl Engine {
         }
     }
 
+    /// Send an interactive job at once from the caller's task, when nothing can be ahead of
+    /// it: no interactive retry is due, an in-flight slot is free and a key's quota admits it
+    /// now. The attempt then runs exactly as the dispatcher would run it, minus the hand-offs
+    /// through the input lane and the dispatcher (the gateway's latency on an idle path).
+    /// Otherwise the job comes back untouched, to be queued. The caller makes sure no
+    /// interactive job waits in its own queue.
+    pub fn send_now(self: &Arc<Self>, job: Job, sink: &mpsc::Sender<Event>) -> Result<(), Job> {
+        let now = Instant::now();
+        if job.priority != Priority::Interactive
+            || self.stopping()
+            || job.deadline.is_some_and(|d| d < now)
+            || lock(&self.delayed[Priority::Interactive.index()])
+                .next_due()
+                .is_some_and(|due| due <= now)
+        {
+            return Err(job);
+        }
+        let Some(permit) = self.concurrency.try_acquire() else {
+            return Err(job);
+        };
+        let Ok(pick) = self.pool.pick(&job.model, job.cost(), now) else {
+            return Err(job);
+        };
+        if pick.reservation.go_at > now {
+            pick.quota.cancel(&pick.reservation, now);
+            return Err(job);
+        }
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        let waits = Waits {
+            quota: Duration::ZERO,
+            paused: false,
+            backoff: job.backoff,
+        };
+        let engine = Arc::clone(self);
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            engine.attempt(job, pick, waits, permit, sink).await;
+        });
+        Ok(())
+    }
+
     /// A job whose caller has gone leaves without a result.
     fn forget(&self, job: Job) {
         drop(job);

@@ -56,6 +56,8 @@ pub struct App {
     upstream: Upstream,
     next_id: AtomicU64,
     engine_running: Arc<AtomicBool>,
+    /// The engine's event sink, for jobs sent without queueing ([`Engine::send_now`]).
+    events: mpsc::Sender<Event>,
 }
 
 /// A gateway that cannot start.
@@ -105,12 +107,6 @@ impl Gateway {
                 .collect::<Result<Vec<_>, KeyError>>()?
         };
         let clients = Clients::load(&config.clients)?;
-        // Building a tokenizer takes ~100 ms: before the first request, off the async threads.
-        let _ = tokio::task::spawn_blocking(|| {
-            crate::tokens::encoder_for("gpt-4o");
-            crate::tokens::encoder_for("gpt-4");
-        })
-        .await;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -138,7 +134,7 @@ impl Gateway {
         );
         let queue = Arc::new(FairQueue::new(clients.flows()));
         let engine_running = Arc::new(AtomicBool::new(true));
-        let engine_task = spawn_engine(
+        let (engine_task, events) = spawn_engine(
             Arc::clone(&engine),
             Arc::clone(&queue),
             Arc::clone(&engine_running),
@@ -153,6 +149,7 @@ impl Gateway {
             upstream,
             next_id: AtomicU64::new(1),
             engine_running,
+            events,
         });
         let (stop, stopped) = watch::channel(false);
         let router = routes::router(Arc::clone(&app));
@@ -197,11 +194,12 @@ impl Gateway {
 }
 
 /// Run the engine fed from the fair queue; when it stops, refuse and drop what is queued.
+/// Returns the engine's task and its event sink.
 fn spawn_engine(
     engine: Arc<Engine>,
     queue: Arc<FairQueue>,
     running: Arc<AtomicBool>,
-) -> JoinHandle<EngineExit> {
+) -> (JoinHandle<EngineExit>, mpsc::Sender<Event>) {
     let (interactive_tx, interactive_rx) = mpsc::channel::<Job>(1);
     let (batch_tx, batch_rx) = mpsc::channel::<Job>(1);
     let (sink, mut events) = mpsc::channel::<Event>(1024);
@@ -218,7 +216,8 @@ fn spawn_engine(
             }
         }
     });
-    tokio::spawn(async move {
+    let events_in = sink.clone();
+    let task = tokio::spawn(async move {
         let exit = engine.run_prioritized(interactive_rx, batch_rx, sink).await;
         running.store(false, std::sync::atomic::Ordering::SeqCst);
         queue.close();
@@ -227,5 +226,6 @@ fn spawn_engine(
             tracing::error!(reason = %reason, "no usable upstream key is left; answering 503");
         }
         exit
-    })
+    });
+    (task, events_in)
 }

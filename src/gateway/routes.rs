@@ -288,7 +288,7 @@ async fn handle(
     let bytes = read_body(app, headers, body).await?;
     let mut object = parse_json(&bytes)?;
     log.priority = priority(headers)?;
-    let deadline = log.started() + max_wait(app, headers)?;
+    let max_wait = max_wait(app, headers)?;
     log.model = object
         .get("model")
         .and_then(Value::as_str)
@@ -301,7 +301,10 @@ async fn handle(
     let value = Value::Object(object);
     let id = format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed));
     let default_max_tokens = app.config.default_max_tokens;
-    let large = bytes.len() > BLOCKING_ESTIMATE_BYTES;
+    // A large body, or the first request of a model family (its tokenizer is built on first
+    // use, ~100 ms), is estimated on a blocking thread.
+    let large = bytes.len() > BLOCKING_ESTIMATE_BYTES
+        || !crate::tokens::Encoding::for_model(&log.model).is_loaded();
     let build = move || {
         if strip_usage {
             // The body was changed (usage asked for): send the new one.
@@ -319,6 +322,9 @@ async fn handle(
         build()
     };
     job.priority = log.priority;
+    // The wait allowed counts from now: building a tokenizer on a family's first request is
+    // not queueing.
+    let deadline = Instant::now() + max_wait;
     job.deadline = Some(deadline);
     job.stream = stream;
     let max_output_tokens = job.estimate.max_output_tokens;
@@ -350,10 +356,15 @@ async fn handle(
         tokio::time::sleep_until(go_at).await;
     }
     let (responder, receiver) = Responder::new();
-    if app
-        .queue
-        .push(job.with_responder(responder), client.index, client.weight)
-        .is_err()
+    let job = job.with_responder(responder);
+    // With nothing queued ahead of it and capacity free now, the job goes straight out.
+    let direct = if app.queue.len(Priority::Interactive) == 0 {
+        app.engine.send_now(job, &app.events)
+    } else {
+        Err(job)
+    };
+    if let Err(job) = direct
+        && app.queue.push(job, client.index, client.weight).is_err()
     {
         ticket.cancel();
         return Err(ApiError::unavailable("the gateway is shutting down".into()));

@@ -12,18 +12,12 @@ use tiktoken_rs::CoreBPE;
 /// The tokenizer for a model: o200k_base for the gpt-4o / gpt-4.1 / gpt-5 / o1 / o3 / o4
 /// families, cl100k_base otherwise.
 pub fn encoding_for(model: &str) -> &'static CoreBPE {
-    const O200K: [&str; 6] = ["gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4"];
-    if O200K.iter().any(|p| model.starts_with(p)) {
-        tiktoken_rs::o200k_base_singleton()
-    } else {
-        tiktoken_rs::cl100k_base_singleton()
-    }
+    crate::tokens::encoder_for(model)
 }
 
 /// Build both encoders now (each takes ~100 ms the first time) so no request pays for it.
 pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton();
-    let _ = tiktoken_rs::cl100k_base_singleton();
+    crate::tokens::warm_up();
 }
 
 /// Tokens in `text` (ordinary encoding: special tokens count as text).
