@@ -310,9 +310,9 @@ impl Engine {
     /// it: no interactive retry is due, an in-flight slot is free and a key's quota admits it
     /// now. The attempt then runs exactly as the dispatcher would run it, minus the hand-offs
     /// through the input lane and the dispatcher (the gateway's latency on an idle path).
-    /// Otherwise the job comes back untouched, to be queued. The caller makes sure no
+    /// Otherwise the job comes back untouched (`Some`), to be queued. The caller makes sure no
     /// interactive job waits in its own queue.
-    pub fn send_now(self: &Arc<Self>, job: Job, sink: &mpsc::Sender<Event>) -> Result<(), Job> {
+    pub fn send_now(self: &Arc<Self>, job: Job, sink: &mpsc::Sender<Event>) -> Option<Job> {
         let now = Instant::now();
         if job.priority != Priority::Interactive
             || self.stopping()
@@ -321,17 +321,17 @@ impl Engine {
                 .next_due()
                 .is_some_and(|due| due <= now)
         {
-            return Err(job);
+            return Some(job);
         }
         let Some(permit) = self.concurrency.try_acquire() else {
-            return Err(job);
+            return Some(job);
         };
         let Ok(pick) = self.pool.pick(&job.model, job.cost(), now) else {
-            return Err(job);
+            return Some(job);
         };
         if pick.reservation.go_at > now {
             pick.quota.cancel(&pick.reservation, now);
-            return Err(job);
+            return Some(job);
         }
         self.outstanding.fetch_add(1, Ordering::SeqCst);
         let waits = Waits {
@@ -344,7 +344,7 @@ impl Engine {
         tokio::spawn(async move {
             engine.attempt(job, pick, waits, permit, sink).await;
         });
-        Ok(())
+        None
     }
 
     /// A job whose caller has gone leaves without a result.

@@ -358,12 +358,12 @@ async fn handle(
     let (responder, receiver) = Responder::new();
     let job = job.with_responder(responder);
     // With nothing queued ahead of it and capacity free now, the job goes straight out.
-    let direct = if app.queue.len(Priority::Interactive) == 0 {
+    let unsent = if app.queue.len(Priority::Interactive) == 0 {
         app.engine.send_now(job, &app.events)
     } else {
-        Err(job)
+        Some(job)
     };
-    if let Err(job) = direct
+    if let Some(job) = unsent
         && app.queue.push(job, client.index, client.weight).is_err()
     {
         ticket.cancel();
