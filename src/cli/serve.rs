@@ -37,7 +37,7 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long)]
     pub drain_timeout: Option<String>,
-    /// Write JSON events (access log, attempts) to this file instead of stderr.
+    /// Write JSON events (access log; attempts that were retried or failed) to this file instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
 }

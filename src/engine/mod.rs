@@ -785,12 +785,12 @@ impl Engine {
                 code: DEADLINE_EXCEEDED.into(),
                 message,
             };
-            record.log();
+            log_attempt(&job, &record);
             let _ = sink.send(Event::Attempt(record)).await;
             self.finish(job, verdict, Some(retry_after), &sink).await;
             return;
         }
-        record.log();
+        log_attempt(&job, &record);
         let _ = sink.send(Event::Attempt(record)).await;
         match next {
             Next::Finish(verdict) => self.finish(job, verdict, None, &sink).await,
@@ -833,7 +833,7 @@ impl Engine {
             decision: Decision::Succeeded,
             retry_in: Duration::ZERO,
         };
-        record.log();
+        log_attempt(&job, &record);
         let _ = sink.send(Event::Attempt(record)).await;
         Stats::incr(&self.stats.succeeded);
         let live = LiveStream::new(
@@ -850,6 +850,16 @@ impl Engine {
         }
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+}
+
+/// Log an attempt, except a gateway request's first attempt that succeeded: the request's own
+/// access log line already says all of it (one event per request on the common path).
+fn log_attempt(job: &Job, record: &AttemptRecord) {
+    let told_by_access_log =
+        job.responder.is_some() && record.attempt == 1 && record.decision == Decision::Succeeded;
+    if !told_by_access_log {
+        record.log();
     }
 }
 
