@@ -40,9 +40,25 @@ fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Install the recorder (idempotent). Call before recording anything.
 pub fn install() {
     let _ = handle();
+}
+
+/// Fold recorded histogram samples into their buckets every few seconds, forever. The recorder
+/// keeps each sample until upkeep runs; a scrape runs it, but a gateway nobody scrapes would
+/// otherwise hold every sample (8 bytes a request per histogram) for good.
+pub async fn upkeep() {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        every.tick().await;
+        if let Some(handle) = handle() {
+            handle.run_upkeep();
+        }
+    }
 }
 
 /// The exposition text: everything recorded, plus gauges read now from the key pool.

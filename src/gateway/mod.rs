@@ -85,6 +85,7 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     engine: JoinHandle<EngineExit>,
+    upkeep: JoinHandle<()>,
     app: Arc<App>,
 }
 
@@ -177,6 +178,7 @@ impl Gateway {
             stop,
             server,
             engine: engine_task,
+            upkeep: tokio::spawn(metrics::upkeep()),
             app,
         })
     }
@@ -190,6 +192,7 @@ impl Gateway {
     /// timeout, then stop the engine. See [`shutdown`].
     pub async fn shutdown(self) {
         shutdown::drain(self.stop, self.server, self.engine, &self.app).await;
+        self.upkeep.abort();
     }
 }
 
