@@ -73,6 +73,24 @@ impl Encoding {
     pub fn is_loaded(self) -> bool {
         LOADED[self as usize].load(Ordering::Relaxed)
     }
+
+    /// Make sure the encoder is built, building it on a blocking thread if need be. Callers
+    /// arriving during the build wait for that one build (a burst of first requests must not
+    /// start a blocking thread each).
+    pub async fn load(self) {
+        static BUILDS: [tokio::sync::OnceCell<()>; 2] = [
+            tokio::sync::OnceCell::const_new(),
+            tokio::sync::OnceCell::const_new(),
+        ];
+        if self.is_loaded() {
+            return;
+        }
+        BUILDS[self as usize]
+            .get_or_init(|| async move {
+                let _ = tokio::task::spawn_blocking(move || self.bpe()).await;
+            })
+            .await;
+    }
 }
 
 /// The tokenizer a model uses: o200k for the GPT-4o/4.1/5 and o-series families, cl100k otherwise.

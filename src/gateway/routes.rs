@@ -301,10 +301,10 @@ async fn handle(
     let value = Value::Object(object);
     let id = format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed));
     let default_max_tokens = app.config.default_max_tokens;
-    // A large body, or the first request of a model family (its tokenizer is built on first
-    // use, ~100 ms), is estimated on a blocking thread.
-    let large = bytes.len() > BLOCKING_ESTIMATE_BYTES
-        || !crate::tokens::Encoding::for_model(&log.model).is_loaded();
+    // The model family's tokenizer is built on its first request (~100 ms, off the async
+    // threads); a large body is estimated on a blocking thread.
+    crate::tokens::Encoding::for_model(&log.model).load().await;
+    let large = bytes.len() > BLOCKING_ESTIMATE_BYTES;
     let build = move || {
         if strip_usage {
             // The body was changed (usage asked for): send the new one.
