@@ -201,7 +201,7 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
         let over = std::error::Error::source(&err)
             .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
             || err.to_string().contains("length limit");
@@ -210,7 +210,11 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
         } else {
             ApiError::bad_request(format!("could not read the request body: {err}"), None)
         }
-    })
+    })?;
+    // A body that came in one read is a slice of the connection's read buffer: keeping it for
+    // the request's life (it goes upstream, maybe twice) would pin the whole buffer while the
+    // connection allocates another. A copy of its own size frees the buffer now.
+    Ok(Bytes::copy_from_slice(&bytes))
 }
 
 fn parse_json(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
