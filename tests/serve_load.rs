@@ -331,14 +331,16 @@ async fn a_thousand_streams_with_slow_readers_and_hang_ups() {
     let answer: Value = resp.json().await.expect("a chat completion");
     assert_eq!(answer["object"], "chat.completion");
 
-    // Each hang-up reached the mock as a cancelled stream: it never finished them. Their
-    // streams would have ended with the others' by now.
-    // (Beside them: the warm-up request and this last one.)
+    // The hang-ups reached the mock as cancelled streams: it did not finish them, though
+    // their streams would have ended with the others' by now. (Beside the 800: the warm-up
+    // request and this last one.) On a loaded machine a few hang-ups can be noticed only
+    // after their 2-second stream has ended; nearly all must have been cut.
     let (requests, ok) = mock_totals(&mock).await;
     assert_eq!(requests, 1002);
-    assert_eq!(
-        ok, 802,
-        "the mock finished streams whose client had hung up"
+    assert!(
+        (802..=812).contains(&ok),
+        "the mock finished {} streams whose client had hung up",
+        ok.saturating_sub(802)
     );
     let gone = serve
         .log()
