@@ -559,6 +559,7 @@ impl Engine {
         Stats::incr(&self.stats.attempts);
         let in_flight = self.pool.start(pick.key_index);
         let started = Instant::now();
+        let sent_at = SystemTime::now();
         job.sent_at = Some(started);
         let (path, body) = (job.endpoint.path(), job.body.clone());
         let result = if job.stream && job.responder.is_some() {
@@ -566,7 +567,11 @@ impl Engine {
                 Ok(opened) if opened.is_success() => {
                     drop(in_flight);
                     let latency = started.elapsed();
-                    self.hand_over(job, pick, waits, permit, opened, latency, sink)
+                    let sent = Sent {
+                        at: sent_at,
+                        latency,
+                    };
+                    self.hand_over(job, pick, waits, permit, opened, sent, sink)
                         .await;
                     return;
                 }
@@ -606,6 +611,8 @@ impl Engine {
             custom_id: job.custom_id.clone(),
             attempt: job.attempts,
             key: pick.key.label().to_string(),
+            sent_at,
+            tokens: job.estimate.total(),
             status,
             latency,
             waited_quota: waits.quota,
@@ -622,6 +629,7 @@ impl Engine {
                     let charged = charged_tokens(&job, &usage);
                     pick.quota
                         .settle(&pick.reservation, Cost::request(charged), now);
+                    record.tokens = charged;
                     self.stats
                         .prompt_tokens
                         .fetch_add(usage.prompt, Ordering::Relaxed);
@@ -644,6 +652,7 @@ impl Engine {
                     Stats::incr(&self.stats.rate_limited);
                     // A refused request was not charged.
                     pick.quota.cancel(&pick.reservation, now);
+                    record.tokens = 0;
                 }
                 let body_hint = answer
                     .as_ref()
@@ -767,9 +776,10 @@ impl Engine {
         waits: Waits,
         permit: Permit,
         opened: Opened,
-        latency: Duration,
+        sent: Sent,
         sink: mpsc::Sender<Event>,
     ) {
+        let latency = sent.latency;
         let now = Instant::now();
         let snapshot = parse_limit_headers(
             opened.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
@@ -783,6 +793,8 @@ impl Engine {
             custom_id: job.custom_id.clone(),
             attempt: job.attempts,
             key: pick.key.label().to_string(),
+            sent_at: sent.at,
+            tokens: job.estimate.total(),
             status: Some(opened.status),
             latency,
             waited_quota: waits.quota,
@@ -810,6 +822,12 @@ impl Engine {
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.wake.notify_one();
     }
+}
+
+/// When a streaming attempt was sent and how long its headers took.
+struct Sent {
+    at: SystemTime,
+    latency: Duration,
 }
 
 /// What happens to a job after an attempt.

@@ -54,6 +54,7 @@
 
 pub mod attempts;
 pub mod job;
+pub mod keys;
 pub mod lock;
 pub mod output;
 pub mod report;

@@ -66,6 +66,27 @@ const MIGRATIONS: &[&str] = &[
         line       TEXT    NOT NULL
     );
     ",
+    // 2: what `paceline report` needs: each attempt's token charge (NULL in older states),
+    // and each run's limits per key (configured or learned) and the keys it removed.
+    "
+    ALTER TABLE attempts ADD COLUMN tokens INTEGER;
+    CREATE TABLE key_limits (
+        run        INTEGER NOT NULL,
+        key        TEXT    NOT NULL,
+        model      TEXT    NOT NULL,
+        dimension  TEXT    NOT NULL,
+        per_minute INTEGER NOT NULL,
+        burst      INTEGER NOT NULL,
+        configured INTEGER NOT NULL,
+        PRIMARY KEY (run, key, model, dimension)
+    ) WITHOUT ROWID;
+    CREATE TABLE key_removals (
+        run    INTEGER NOT NULL,
+        key    TEXT    NOT NULL,
+        reason TEXT    NOT NULL,
+        PRIMARY KEY (run, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 fn version(store: &Store) -> Result<(i32, i32), StoreError> {
