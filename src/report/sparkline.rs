@@ -37,7 +37,7 @@ mod tests {
 
     #[test]
     fn scales_to_the_peak() {
-        assert_eq!(sparkline(&[0.0, 1.0, 2.0, 4.0], 10), "▁▃▄█");
+        assert_eq!(sparkline(&[0.0, 1.0, 2.0, 4.0], 10), "▁▃▅█");
         assert_eq!(sparkline(&[0.0, 0.0], 10), "▁▁");
         assert_eq!(sparkline(&[], 10), "");
     }
