@@ -638,6 +638,21 @@ fn slowest_table(out: &mut String, d: &ReportData) {
     out.push_str("</tbody></table>");
 }
 
+/// First script of a page: any uncaught error or console error is recorded on the root
+/// element (`data-js-errors`), so a headless browser's DOM dump shows it.
+pub const ERROR_CATCHER: &str = r#"
+(function () {
+  var root = document.documentElement;
+  function note(text) {
+    root.setAttribute("data-js-errors", (root.getAttribute("data-js-errors") || "") + String(text) + "\n");
+  }
+  window.addEventListener("error", function (e) { note(e.message || e); });
+  window.addEventListener("unhandledrejection", function (e) { note(e.reason); });
+  var original = console.error;
+  console.error = function () { note(Array.prototype.join.call(arguments, " ")); original.apply(console, arguments); };
+})();
+"#;
+
 /// The small script: click a table header to sort by that column.
 pub const SORT_SCRIPT: &str = r#"
 (function () {
@@ -674,7 +689,7 @@ pub fn render(d: &ReportData) -> String {
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>paceline report: {}</title><style>{STYLE}</style></head><body><main>\
+         <title>paceline report: {}</title><style>{STYLE}</style><script>{ERROR_CATCHER}</script></head><body><main>\
          <h1>paceline report</h1><div class=\"meta\">input <code>{}</code> · output <code>{}</code> · state <code>{}</code></div>",
         esc(&j.output),
         esc(&j.input),

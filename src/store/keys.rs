@@ -23,7 +23,7 @@ pub struct KeyLimit {
     pub per_minute: u64,
     /// Most units at once.
     pub burst: u64,
-    /// Whether it was configured (else learned from the headers).
+    /// Whether it is the configured limit (else the provider's headers taught another).
     pub configured: bool,
 }
 
@@ -69,7 +69,9 @@ pub fn snapshot(
                 dimension: dimension_name(*dimension).to_string(),
                 per_minute,
                 burst,
-                configured: config.is_some_and(|c| c.get(*dimension).is_some()),
+                configured: config
+                    .and_then(|c| c.get(*dimension))
+                    .is_some_and(|spec| spec.per_minute == per_minute),
             });
         }
     }
