@@ -282,7 +282,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
             _ = sleep_until(deadline) => break None,
         }
     };
-    progress.stop().await;
+    let rates = progress.stop().await;
     // Ending the engine's future closes the event channel once its attempts are done; a feeder
     // waiting for a place in the window gives up.
     drop(engine_run);
@@ -322,6 +322,9 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     let counts = counts?;
 
     let mut summary = progress::summary(&stats, &pool, wall, &plan.output.display().to_string());
+    if let Some(line) = progress::rate_line(&rates) {
+        summary.push_str(&line);
+    }
     let earlier = start_counts.done + start_counts.failed;
     if earlier > 0 {
         summary.push_str(&format!(
