@@ -7,7 +7,8 @@ use crate::store::state::RequestState;
 use crate::store::{Store, StoreError};
 use rusqlite::params;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Version of the embedded data's shape.
 pub const DATA_VERSION: u32 = 1;
@@ -201,9 +202,38 @@ struct Row {
     status: Option<u16>,
     latency: u64,
     paused: bool,
-    cause: Option<String>,
-    decision: String,
+    cause: Option<Arc<str>>,
+    decision: Decided,
     tokens: Option<u64>,
+}
+
+/// An attempt's stored decision, as the report counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    Succeeded,
+    /// `retry` or `retry_other_key`.
+    Retry,
+    /// Ended the request in failure (`failed`).
+    Failed,
+    /// Attempts ran out (`give_up`).
+    GaveUp,
+    Other,
+}
+
+impl Decided {
+    fn of(stored: &str) -> Self {
+        match stored {
+            "succeeded" => Decided::Succeeded,
+            "retry" | "retry_other_key" => Decided::Retry,
+            "failed" => Decided::Failed,
+            "give_up" => Decided::GaveUp,
+            _ => Decided::Other,
+        }
+    }
+
+    fn is_final_failure(self) -> bool {
+        matches!(self, Decided::Failed | Decided::GaveUp)
+    }
 }
 
 /// Whether the attempts table has the `tokens` column (states before schema 2 do not).
@@ -230,14 +260,19 @@ fn attempts(store: &Store, keys: &mut Vec<String>) -> Result<Vec<Row>, StoreErro
     let mut stmt = store.conn().prepare(&sql).map_err(read)?;
     let mut rows = stmt.query([]).map_err(read)?;
     let mut out = Vec::new();
+    let mut causes: HashMap<String, Arc<str>> = HashMap::new();
     while let Some(row) = rows.next().map_err(read)? {
         let ended: i64 = row.get(0).map_err(read)?;
         let latency: i64 = row.get(1).map_err(read)?;
-        let key: String = row.get(2).map_err(read)?;
-        let key = match keys.iter().position(|k| *k == key) {
+        let key = row
+            .get_ref(2)
+            .map_err(read)?
+            .as_str()
+            .map_err(|e| read(e.into()))?;
+        let key = match keys.iter().position(|k| k == key) {
             Some(i) => i,
             None => {
-                keys.push(key);
+                keys.push(key.to_string());
                 keys.len() - 1
             }
         };
@@ -251,8 +286,18 @@ fn attempts(store: &Store, keys: &mut Vec<String>) -> Result<Vec<Row>, StoreErro
                 .map(|s| s as u16),
             latency: latency.max(0) as u64,
             paused: row.get(4).map_err(read)?,
-            cause: row.get(5).map_err(read)?,
-            decision: row.get(6).map_err(read)?,
+            cause: row
+                .get_ref(5)
+                .map_err(read)?
+                .as_str_or_null()
+                .map_err(|e| read(e.into()))?
+                .map(|c| intern(&mut causes, c)),
+            decision: Decided::of(
+                row.get_ref(6)
+                    .map_err(read)?
+                    .as_str()
+                    .map_err(|e| read(e.into()))?,
+            ),
             tokens: row
                 .get::<_, Option<i64>>(7)
                 .map_err(read)?
@@ -260,6 +305,16 @@ fn attempts(store: &Store, keys: &mut Vec<String>) -> Result<Vec<Row>, StoreErro
         });
     }
     Ok(out)
+}
+
+/// The shared copy of a cause label.
+fn intern(causes: &mut HashMap<String, Arc<str>>, cause: &str) -> Arc<str> {
+    if let Some(shared) = causes.get(cause) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = cause.into();
+    causes.insert(cause.to_string(), Arc::clone(&shared));
+    shared
 }
 
 /// The `p`-th percentile (0–100) of sorted values.
@@ -278,16 +333,6 @@ fn bin_width(span_ms: i64) -> i64 {
         .copied()
         .find(|w| span_ms / w < MAX_BINS)
         .unwrap_or_else(|| span_ms / MAX_BINS + 1)
-}
-
-/// Whether a decision retries the request.
-fn is_retry(decision: &str) -> bool {
-    matches!(decision, "retry" | "retry_other_key")
-}
-
-/// Whether a decision ends the request in failure.
-fn is_final_failure(decision: &str) -> bool {
-    matches!(decision, "failed" | "give_up")
 }
 
 /// Read the report's figures from the state in `store`.
@@ -326,9 +371,9 @@ pub fn load(store: &Store) -> Result<ReportData, StoreError> {
         histogram.counts[bucket] += 1;
         totals.attempts += 1;
         totals.rate_limited += u64::from(r.status == Some(429));
-        totals.retries += u64::from(is_retry(&r.decision));
-        totals.final_failures += u64::from(is_final_failure(&r.decision));
-        totals.succeeded += u64::from(r.decision == "succeeded");
+        totals.retries += u64::from(r.decision == Decided::Retry);
+        totals.final_failures += u64::from(r.decision.is_final_failure());
+        totals.succeeded += u64::from(r.decision == Decided::Succeeded);
         if let Some(t) = r.tokens {
             *totals.tokens.get_or_insert(0) += t;
         }
@@ -372,11 +417,11 @@ fn series(rows: &[Row], keys: &[String], start: i64, end: i64, token_data: bool)
         tokens[s] += r.tokens.unwrap_or(0);
         let e = index(r.ended);
         rate_limited[e] += u64::from(r.status == Some(429));
-        let cause = || r.cause.clone().unwrap_or_else(|| "unknown".to_string());
-        if is_retry(&r.decision) {
+        let cause = || r.cause.as_deref().unwrap_or("unknown").to_string();
+        if r.decision == Decided::Retry {
             retries.entry(cause()).or_insert_with(|| vec![0; n])[e] += 1;
-        } else if is_final_failure(&r.decision) {
-            let code = if r.decision == "give_up" {
+        } else if r.decision.is_final_failure() {
+            let code = if r.decision == Decided::GaveUp {
                 "max_attempts_exceeded".to_string()
             } else {
                 cause()
@@ -667,7 +712,7 @@ mod tests {
             latency: (ended - sent) as u64,
             paused: false,
             cause: None,
-            decision: "succeeded".into(),
+            decision: Decided::Succeeded,
             tokens: None,
         };
         assert_eq!(
