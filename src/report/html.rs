@@ -152,7 +152,8 @@ fn legend(items: &[(String, &str, bool)]) -> String {
 /// Returns the y scale's maximum.
 fn frame(out: &mut String, bins: usize, bin_secs: f64, max: f64, counts: bool) -> f64 {
     let top = if counts {
-        nice_max(max).max(4.0)
+        // Whole numbers on the four grid lines.
+        (nice_max(max).max(4.0) / 4.0).ceil() * 4.0
     } else {
         nice_max(max)
     };
