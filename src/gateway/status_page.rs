@@ -161,7 +161,8 @@ pub struct StatusJson {
     pub t: Vec<u64>,
     /// Requests waiting in the fair queue, sampled each second.
     pub queue_depth: Vec<Option<u64>>,
-    /// Requests in flight upstream, sampled each second.
+    /// In-flight slots in use, sampled each second: requests sent or booked and waiting for
+    /// their time (the dispatcher holds one while it waits for work).
     pub in_flight: Vec<Option<u64>>,
     /// Mean time waited before the last attempt, of the requests answered in each second (ms).
     pub wait_ms: Vec<Option<f64>>,
@@ -171,7 +172,7 @@ pub struct StatusJson {
     pub clients: Vec<RateSeries>,
     /// Requests waiting now.
     pub queue_now: u64,
-    /// In flight now, and the current bound.
+    /// In-flight slots in use now.
     pub in_flight_now: u64,
     /// The in-flight bound now.
     pub in_flight_limit: u64,
@@ -444,7 +445,7 @@ const LIVE_SCRIPT: &str = r##"
     var tiles = document.getElementById("tiles");
     tiles.textContent = "";
     tiles.appendChild(tile(fmt(d.queue_now), "queued now"));
-    tiles.appendChild(tile(fmt(d.in_flight_now) + " / " + fmt(d.in_flight_limit), "in flight / bound"));
+    tiles.appendChild(tile(fmt(d.in_flight_now) + " / " + fmt(d.in_flight_limit), "in-flight slots in use / bound"));
     var waits = d.wait_ms.slice(Math.max(0, last - 59)).filter(function (v) { return v !== null; });
     tiles.appendChild(tile(waits.length ? fmt(sum(waits) / waits.length) + " ms" : "–", "mean wait, last minute"));
     tiles.appendChild(tile(fmt(d.keys.reduce(function (s, k) { return s + recent(k.rate); }, 0) / 60), "req/s upstream, last minute"));
@@ -454,9 +455,9 @@ const LIVE_SCRIPT: &str = r##"
     charts.textContent = "";
     charts.appendChild(el("h2", {}, "Queue"));
     var two = el("div", {"class": "charts2"});
-    two.appendChild(chart("Queue depth and in flight", [
+    two.appendChild(chart("Queue depth and in-flight slots in use", [
       {name: "queued", color: COLORS[0], values: d.queue_depth},
-      {name: "in flight", color: COLORS[3], values: d.in_flight}
+      {name: "in-flight slots", color: COLORS[3], values: d.in_flight}
     ], []));
     two.appendChild(chart("Wait before the last attempt (ms, mean per second)", [
       {name: "wait", color: COLORS[2], values: d.wait_ms}
