@@ -264,3 +264,23 @@ fn a_report_needs_a_state() {
     );
     assert!(!Path::new(&w.path("r.html")).exists());
 }
+
+#[test]
+fn the_browser_check_catches_a_throwing_page() {
+    let w = Workdir::new();
+    let page = w.write(
+        "bad.html",
+        &format!(
+            "<!DOCTYPE html><html><head><script>{}</script></head><body>\
+             <script>undefinedFunction();</script></body></html>",
+            paceline::report::html::ERROR_CATCHER
+        ),
+    );
+    let shot = w.path("bad.png");
+    let visit = browser::visit(&format!("file://{}", s(&page)), 500, &shot, 400);
+    let errors = visit.js_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("undefinedFunction")),
+        "{errors:?}"
+    );
+}
