@@ -16,7 +16,7 @@
 //! One concept per module: [`config`] (TOML and flags, validated), [`routes`] (the HTTP
 //! surface), [`clients`] (virtual keys and their quotas), [`fair`] (weighted fair share),
 //! [`relay`] (streaming pass-through), [`answer`] (engine result → response, status headers),
-//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log) and
+//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log),
 //! [`shutdown`] (SIGTERM: stop accepting, drain, exit) and [`status_page`] (the live page).
 
 pub mod access;
