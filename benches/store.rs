@@ -163,6 +163,8 @@ fn attempt_record(custom_id: &str) -> AttemptRecord {
         custom_id: custom_id.to_string(),
         attempt: 1,
         key: "OPENAI_API_KEY#1a2b3c4d".to_string(),
+        sent_at: std::time::SystemTime::now(),
+        tokens: 13,
         status: Some(200),
         latency: Duration::from_millis(3),
         waited_quota: Duration::ZERO,

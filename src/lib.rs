@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod mock;
 pub mod progress;
 pub mod quota;
+pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod store;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => paceline::cli::serve::run(args).await,
             Command::Status(args) => paceline::cli::status::run(args),
             Command::Inspect(args) => paceline::cli::inspect::run(args),
+            Command::Report(args) => paceline::cli::report::run(args),
         }
     });
     // Requests abandoned after a stop timeout must not hold the process open.

@@ -109,6 +109,45 @@ fn status_line(
 pub struct Progress {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    rates: tokio::task::JoinHandle<Vec<f64>>,
+}
+
+/// Attempts sent in each second until `stopped` changes.
+async fn sample_rates(
+    stats: Arc<Stats>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Vec<f64> {
+    let mut rates = Vec::new();
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.tick().await;
+    let mut last = Stats::get(&stats.attempts);
+    loop {
+        let closing = tokio::select! {
+            _ = interval.tick() => false,
+            _ = stopped.changed() => true,
+        };
+        let now = Stats::get(&stats.attempts);
+        if !closing || now > last {
+            rates.push((now - last) as f64);
+        }
+        last = now;
+        if closing {
+            return rates;
+        }
+    }
+}
+
+/// The summary line with the rate's shape over the run: a sparkline of attempts per second.
+pub fn rate_line(rates: &[f64]) -> Option<String> {
+    if rates.len() < 2 {
+        return None;
+    }
+    let peak = rates.iter().copied().fold(0.0, f64::max);
+    Some(format!(
+        "  rate            {} (req/s over {}s, peak {peak:.0})\n",
+        crate::report::sparkline::sparkline(rates, 48),
+        rates.len()
+    ))
 }
 
 impl Progress {
@@ -121,6 +160,7 @@ impl Progress {
         concurrency: Arc<crate::engine::concurrency::Concurrency>,
     ) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let rates = tokio::spawn(sample_rates(Arc::clone(&stats), stop.subscribe()));
         let task = tokio::spawn(async move {
             if display == Display::Quiet {
                 return;
@@ -185,13 +225,14 @@ impl Progress {
                 bar.finish_and_clear();
             }
         });
-        Progress { stop, task }
+        Progress { stop, task, rates }
     }
 
-    /// Stop showing progress and clear the bar.
-    pub async fn stop(self) {
+    /// Stop showing progress and clear the bar; returns the attempts sent in each second.
+    pub async fn stop(self) -> Vec<f64> {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        self.rates.await.unwrap_or_default()
     }
 }
 
@@ -267,6 +308,13 @@ mod tests {
         let (rps, tpm) = w.update(t0 + Duration::from_secs(2), 20, 1000);
         assert!((rps - 10.0).abs() < 1e-9);
         assert!((tpm - 30_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rate_line_draws_the_shape() {
+        assert_eq!(rate_line(&[3.0]), None);
+        let line = rate_line(&[0.0, 10.0, 20.0, 20.0]).unwrap_or_default();
+        assert!(line.contains("▁▅██") && line.contains("peak 20"), "{line}");
     }
 
     #[test]

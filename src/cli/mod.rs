@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod inspect;
 pub mod mock;
+pub mod report;
 pub mod run;
 pub mod serve;
 pub mod status;
@@ -35,6 +36,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show the whole attempt history of one request of a job.
     Inspect(inspect::InspectArgs),
+    /// Write a job's report: one self-contained HTML page of rates, limits, 429s, retries,
+    /// latency, keys and failures.
+    Report(report::ReportArgs),
 }
 
 /// Print `listening on http://ADDR` as the first line on stdout, flushed (tests and scripts

@@ -2,7 +2,7 @@
 
 use super::job::Finished;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// What was decided after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,11 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// Fingerprint of the key used (`ENV#1a2b3c4d`).
     pub key: String,
+    /// When it was sent (wall clock).
+    pub sent_at: SystemTime,
+    /// Tokens the quota was charged for it: the settled usage of a success, nothing for a 429
+    /// (the provider refused it), the admission estimate otherwise.
+    pub tokens: u64,
     /// HTTP status, if an answer arrived.
     pub status: Option<u16>,
     /// Time from sending to the whole answer (or the failure).

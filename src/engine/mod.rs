@@ -600,6 +600,7 @@ impl Engine {
         Stats::incr(&self.stats.attempts);
         let in_flight = self.pool.start(pick.key_index);
         let started = Instant::now();
+        let sent_at = SystemTime::now();
         job.sent_at = Some(started);
         let (path, body) = (job.endpoint.path(), job.body.clone());
         let result = if job.stream && job.responder.is_some() {
@@ -607,7 +608,11 @@ impl Engine {
                 Ok(opened) if opened.is_success() => {
                     drop(in_flight);
                     let latency = started.elapsed();
-                    self.hand_over(job, pick, waits, permit, opened, latency, sink)
+                    let sent = Sent {
+                        at: sent_at,
+                        latency,
+                    };
+                    self.hand_over(job, pick, waits, permit, opened, sent, sink)
                         .await;
                     return;
                 }
@@ -647,6 +652,8 @@ impl Engine {
             custom_id: job.custom_id.clone(),
             attempt: job.attempts,
             key: pick.key.label().to_string(),
+            sent_at,
+            tokens: job.estimate.total(),
             status,
             latency,
             waited_quota: waits.quota,
@@ -663,6 +670,7 @@ impl Engine {
                     let charged = charged_tokens(&job, &usage);
                     pick.quota
                         .settle(&pick.reservation, Cost::request(charged), now);
+                    record.tokens = charged;
                     self.stats
                         .prompt_tokens
                         .fetch_add(usage.prompt, Ordering::Relaxed);
@@ -685,6 +693,7 @@ impl Engine {
                     Stats::incr(&self.stats.rate_limited);
                     // A refused request was not charged.
                     pick.quota.cancel(&pick.reservation, now);
+                    record.tokens = 0;
                 }
                 let body_hint = answer
                     .as_ref()
@@ -808,9 +817,10 @@ impl Engine {
         waits: Waits,
         permit: Permit,
         opened: Opened,
-        latency: Duration,
+        sent: Sent,
         sink: mpsc::Sender<Event>,
     ) {
+        let latency = sent.latency;
         let now = Instant::now();
         let snapshot = parse_limit_headers(
             opened.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
@@ -824,6 +834,8 @@ impl Engine {
             custom_id: job.custom_id.clone(),
             attempt: job.attempts,
             key: pick.key.label().to_string(),
+            sent_at: sent.at,
+            tokens: job.estimate.total(),
             status: Some(opened.status),
             latency,
             waited_quota: waits.quota,
@@ -861,6 +873,12 @@ fn log_attempt(job: &Job, record: &AttemptRecord) {
     if !told_by_access_log {
         record.log();
     }
+}
+
+/// When a streaming attempt was sent and how long its headers took.
+struct Sent {
+    at: SystemTime,
+    latency: Duration,
 }
 
 /// What happens to a job after an attempt.

@@ -16,8 +16,8 @@
 //! One concept per module: [`config`] (TOML and flags, validated), [`routes`] (the HTTP
 //! surface), [`clients`] (virtual keys and their quotas), [`fair`] (weighted fair share),
 //! [`relay`] (streaming pass-through), [`answer`] (engine result → response, status headers),
-//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log) and
-//! [`shutdown`] (SIGTERM: stop accepting, drain, exit).
+//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log),
+//! [`shutdown`] (SIGTERM: stop accepting, drain, exit) and [`status_page`] (the live page).
 
 pub mod access;
 pub mod answer;
@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod relay;
 pub mod routes;
 pub mod shutdown;
+pub mod status_page;
 
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
 use crate::retry::BackoffPolicy;
@@ -58,6 +59,7 @@ pub struct App {
     engine_running: Arc<AtomicBool>,
     /// The engine's event sink, for jobs sent without queueing ([`Engine::send_now`]).
     events: mpsc::Sender<Event>,
+    live: Arc<status_page::LiveStatus>,
 }
 
 /// A gateway that cannot start.
@@ -135,10 +137,12 @@ impl Gateway {
         );
         let queue = Arc::new(FairQueue::new(clients.flows()));
         let engine_running = Arc::new(AtomicBool::new(true));
+        let live = Arc::new(status_page::LiveStatus::default());
         let (engine_task, events) = spawn_engine(
             Arc::clone(&engine),
             Arc::clone(&queue),
             Arc::clone(&engine_running),
+            Arc::clone(&live),
         );
 
         let app = Arc::new(App {
@@ -151,7 +155,9 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             engine_running,
             events,
+            live,
         });
+        status_page::spawn_sampler(Arc::downgrade(&app));
         let (stop, stopped) = watch::channel(false);
         let router = routes::router(Arc::clone(&app));
         // Relayed events are small writes: without TCP_NODELAY, Nagle's algorithm would hold
@@ -202,6 +208,7 @@ fn spawn_engine(
     engine: Arc<Engine>,
     queue: Arc<FairQueue>,
     running: Arc<AtomicBool>,
+    live: Arc<status_page::LiveStatus>,
 ) -> (JoinHandle<EngineExit>, mpsc::Sender<Event>) {
     let (interactive_tx, interactive_rx) = mpsc::channel::<Job>(1);
     let (batch_tx, batch_rx) = mpsc::channel::<Job>(1);
@@ -216,6 +223,7 @@ fn spawn_engine(
         while let Some(event) = events.recv().await {
             if let Event::Attempt(record) = event {
                 metrics::attempt(&record);
+                live.attempt(&record);
             }
         }
     });

@@ -1,4 +1,5 @@
-//! The HTTP surface: the OpenAI routes, `/v1/models`, `/metrics`, `/healthz`, and OpenAI-style
+//! The HTTP surface: the OpenAI routes, `/v1/models`, `/metrics`, `/healthz`, the live status
+//! page (`/`, `/status`, `/status.json`), and OpenAI-style
 //! answers for unknown paths and methods.
 //!
 //! A proxied request goes: authenticate the client → read the body (size limit) and parse it
@@ -11,7 +12,7 @@ use super::answer::{self, PASSED_HEADERS, status_headers};
 use super::clients::{Client, ClientTicket, Refusal};
 use super::errors::ApiError;
 use super::relay::Relay;
-use super::{App, metrics};
+use super::{App, metrics, status_page};
 use crate::batch::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
 use crate::engine::usage::parse_usage;
@@ -50,6 +51,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
+        .route("/", get(status_page::page))
+        .route("/status", get(status_page::page))
+        .route("/status.json", get(status_page::json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
@@ -346,6 +350,7 @@ async fn handle(
             ));
         }
         Err(Refusal::TooLate(wait)) => {
+            app.live.refused(&client.name);
             return Err(ApiError::rate_limited(
                 format!(
                     "Rate limit reached for client {} (its own limit in the gateway). Please try again in {:.3}s.",
@@ -386,6 +391,7 @@ async fn handle(
         Delivery::Stream(stream) => {
             log.attempts = stream.attempts;
             log.queued = stream.waited;
+            app.live.request(&client.name, stream.waited);
             metrics::queue_wait(log.priority, stream.waited);
             Ok(Outcome::Live(Box::new(Live {
                 stream,
@@ -397,6 +403,7 @@ async fn handle(
         Delivery::Finished(finished) => {
             log.attempts = finished.attempts;
             log.queued = finished.waited;
+            app.live.request(&client.name, finished.waited);
             metrics::queue_wait(log.priority, finished.waited);
             match &finished.verdict {
                 crate::engine::Verdict::Succeeded(answer) => {

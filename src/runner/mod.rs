@@ -15,6 +15,7 @@ use crate::batch::{InputError, InputSpec, OutputError};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
+use crate::store::keys::{self, KeyLimit, KeyRemoval};
 use crate::store::runs::{self, RunMode};
 use crate::store::state::{self, StateCounts};
 use crate::store::writer::{self, Dispatched, WriterError, WriterInputs};
@@ -177,9 +178,11 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     } = prepared;
 
     if start_counts.unfinished() == 0 {
-        let counts = tokio::task::spawn_blocking(move || close(&store, run_id, "completed"))
-            .await
-            .map_err(internal)??;
+        let counts = tokio::task::spawn_blocking(move || {
+            close(&store, run_id, "completed", &Default::default())
+        })
+        .await
+        .map_err(internal)??;
         drop(lock);
         let summary = format!(
             "paceline: nothing to send: all {} requests of this job have a result ({} succeeded, \
@@ -193,6 +196,11 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         return Ok(report(counts, skipped, None, None, summary));
     }
 
+    let configs: Vec<(String, QuotaConfig)> = plan
+        .keys
+        .iter()
+        .map(|(key, config)| (key.label().to_string(), *config))
+        .collect();
     let pool = Arc::new(KeyPool::new(plan.keys));
     let window = Arc::new(Semaphore::new(window_size(&plan.engine)));
     let engine = Engine::new(plan.engine, Arc::clone(&pool), plan.upstream);
@@ -274,7 +282,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
             _ = sleep_until(deadline) => break None,
         }
     };
-    progress.stop().await;
+    let rates = progress.stop().await;
     // Ending the engine's future closes the event channel once its attempts are done; a feeder
     // waiting for a place in the window gives up.
     drop(engine_run);
@@ -301,9 +309,11 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         _ => (None, "completed"),
     };
     let writer_store = outcome.store;
-    let counts = tokio::task::spawn_blocking(move || close(&writer_store, run_id, outcome_name))
-        .await
-        .map_err(internal)?;
+    let known = keys::snapshot(&pool, &configs, run_id);
+    let counts =
+        tokio::task::spawn_blocking(move || close(&writer_store, run_id, outcome_name, &known))
+            .await
+            .map_err(internal)?;
     drop(lock);
     if let Some(e) = outcome.error {
         return Err(e.into());
@@ -312,6 +322,9 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     let counts = counts?;
 
     let mut summary = progress::summary(&stats, &pool, wall, &plan.output.display().to_string());
+    if let Some(line) = progress::rate_line(&rates) {
+        summary.push_str(&line);
+    }
     let earlier = start_counts.done + start_counts.failed;
     if earlier > 0 {
         summary.push_str(&format!(
@@ -405,11 +418,18 @@ fn note_start(prepared: &setup::Prepared, plan: &RunPlan, out: &mut String) {
     }
 }
 
-/// Record the end of a run and count the job's requests (requests without a result go back to
-/// pending); a finished job's WAL is folded back into the database.
-fn close(store: &Store, run: i64, outcome: &str) -> Result<StateCounts, RunError> {
+/// Record the end of a run (with what it knew of its keys) and count the job's requests
+/// (requests without a result go back to pending); a finished job's WAL is folded back into
+/// the database.
+fn close(
+    store: &Store,
+    run: i64,
+    outcome: &str,
+    known: &(Vec<KeyLimit>, Vec<KeyRemoval>),
+) -> Result<StateCounts, RunError> {
     // Every attempt has ended (or was abandoned): what has no result is pending again.
     state::reset_in_flight(store)?;
+    keys::record(store, &known.0, &known.1)?;
     runs::end(store, run, outcome)?;
     let counts = state::counts(store)?;
     if counts.unfinished() == 0 {

@@ -8,19 +8,24 @@ use serde::Serialize;
 /// SQL that records one attempt (prepared once per transaction, cached by the connection).
 const INSERT: &str = "INSERT OR REPLACE INTO attempts
     (request_id, run, attempt, ended_at, key, status, latency_ms, waited_quota_ms, paused,
-     waited_backoff_ms, cause, decision, retry_in_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+     waited_backoff_ms, cause, decision, retry_in_ms, tokens)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
-/// Record `attempt` of request row `request_id` in run `run`; `ended_at` is when the writer
-/// received it (ms since the epoch).
+/// Record `attempt` of request row `request_id` in run `run`; it ended when it was sent plus
+/// its latency (ms since the epoch).
 pub fn insert(
     tx: &Transaction<'_>,
     request_id: i64,
     run: i64,
-    ended_at: i64,
     attempt: &AttemptRecord,
 ) -> rusqlite::Result<()> {
     let ms = |d: std::time::Duration| d.as_millis() as i64;
+    let sent_at = attempt
+        .sent_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(ms)
+        .unwrap_or(0);
+    let ended_at = sent_at + ms(attempt.latency);
     tx.prepare_cached(INSERT)?.execute(params![
         request_id,
         run,
@@ -35,6 +40,7 @@ pub fn insert(
         attempt.cause,
         attempt.decision.as_str(),
         ms(attempt.retry_in),
+        attempt.tokens as i64,
     ])?;
     Ok(())
 }

@@ -10,7 +10,8 @@
 //! the requests), one row per request ([`state`]: `custom_id`, input line, state pending /
 //! in_flight / done / failed, attempts so far), one row per attempt ([`attempts`]: when it
 //! ended, key fingerprint, status, latency, what it waited for, the retry decision), one row per
-//! result ([`results`]: the exact output line), and one row per run of the command (`runs`).
+//! result ([`results`]: the exact output line), one row per run of the command (`runs`), and
+//! what each run knew of its keys when it ended ([`keys`]: limits in force, removals).
 //! The schema is versioned with `PRAGMA user_version` ([`schema`]).
 //!
 //! **How it is written.** Only one thread writes: the writer ([`writer`]), a blocking thread off
@@ -54,6 +55,7 @@
 
 pub mod attempts;
 pub mod job;
+pub mod keys;
 pub mod lock;
 pub mod output;
 pub mod report;

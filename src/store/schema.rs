@@ -66,6 +66,27 @@ const MIGRATIONS: &[&str] = &[
         line       TEXT    NOT NULL
     );
     ",
+    // 2: what `paceline report` needs: each attempt's token charge (NULL in older states),
+    // and each run's limits per key (configured or learned) and the keys it removed.
+    "
+    ALTER TABLE attempts ADD COLUMN tokens INTEGER;
+    CREATE TABLE key_limits (
+        run        INTEGER NOT NULL,
+        key        TEXT    NOT NULL,
+        model      TEXT    NOT NULL,
+        dimension  TEXT    NOT NULL,
+        per_minute INTEGER NOT NULL,
+        burst      INTEGER NOT NULL,
+        configured INTEGER NOT NULL,
+        PRIMARY KEY (run, key, model, dimension)
+    ) WITHOUT ROWID;
+    CREATE TABLE key_removals (
+        run    INTEGER NOT NULL,
+        key    TEXT    NOT NULL,
+        reason TEXT    NOT NULL,
+        PRIMARY KEY (run, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 fn version(store: &Store) -> Result<(i32, i32), StoreError> {
@@ -141,4 +162,55 @@ pub fn migrate(store: &mut Store) -> Result<(), StoreError> {
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i32)
         .map_err(err)?;
     tx.commit().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// A state as paceline wrote it before schema 2: one request with one attempt.
+    fn schema_1_state(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO requests (id, custom_id, line, state, attempts) VALUES (1, 'r0', 1, 2, 1);
+             INSERT INTO attempts VALUES (1, 1, 1, 1000000, 'K#1a2b3c4d', 200, 250, 0, 0, 0,
+                                          NULL, 'succeeded', 0);",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_state_is_reported_as_is_and_migrated_by_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.paceline.db");
+        schema_1_state(&path);
+
+        let reader = Store::open_existing(&path).unwrap();
+        let data = crate::report::data::load(&reader).unwrap();
+        assert_eq!(data.totals.attempts, 1);
+        assert_eq!(data.totals.tokens, None);
+        assert_eq!(data.series.tokens_per_min, None);
+        assert_eq!(data.totals.latency_p50_ms, Some(250));
+        assert!(data.limits.requests_per_min.is_none());
+        drop(reader);
+
+        let mut writer = Store::open(&path).unwrap();
+        assert_eq!(version(&writer).unwrap(), (APPLICATION_ID, 2));
+        let tokens: Option<i64> = writer
+            .conn()
+            .query_row("SELECT tokens FROM attempts", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tokens, None);
+        assert_eq!(
+            crate::store::keys::load(&writer).unwrap(),
+            (Vec::new(), Vec::new())
+        );
+        migrate(&mut writer).unwrap();
+        assert_eq!(version(&writer).unwrap().1, MIGRATIONS.len() as i32);
+    }
 }

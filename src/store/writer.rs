@@ -239,7 +239,7 @@ fn commit(
                 let Some(id) = row_id(&tx, ids, &record.custom_id, false).map_err(sql)? else {
                     continue;
                 };
-                attempts::insert(&tx, id, run, now, &record).map_err(sql)?;
+                attempts::insert(&tx, id, run, &record).map_err(sql)?;
                 tx.prepare_cached("UPDATE requests SET attempts = ?2 WHERE id = ?1")
                     .and_then(|mut s| s.execute(params![id, record.attempt]))
                     .map_err(sql)?;

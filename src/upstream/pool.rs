@@ -220,6 +220,17 @@ impl KeyPool {
         totals
     }
 
+    /// Every removed key's fingerprint with the reason it was removed.
+    pub fn removed(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let reason = lock(&s.removed).clone()?;
+                Some((s.key.label().to_string(), reason))
+            })
+            .collect()
+    }
+
     /// "KEY#abcd: reason; ..." for every removed key.
     pub fn removal_summary(&self) -> String {
         let parts: Vec<String> = self

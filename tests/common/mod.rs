@@ -2,6 +2,7 @@
 //! `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod job;
 pub mod listening;
 pub mod mock;

@@ -1,0 +1,162 @@
+//! `paceline serve`'s live status page: `/status.json` counts what went through per key and
+//! per client, names keys by fingerprint only, and `/status` renders and refreshes itself in a
+//! real headless browser with no JavaScript error.
+
+mod common;
+
+use common::browser;
+use common::mock::{MockProcess, chat_body};
+use common::serve::ServeProcess;
+use serde_json::Value;
+
+const KEY_A: &str = "sk-upstream-secret-a";
+const KEY_B: &str = "sk-upstream-secret-b";
+const CLIENT_WEB: &str = "client-secret-web";
+const CLIENT_EVALS: &str = "client-secret-evals";
+
+fn sum(v: &Value) -> u64 {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().unwrap_or(0))
+        .sum()
+}
+
+async fn send(url: &str, key: &str, n: usize, max_wait: &str) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let body = chat_body("gpt-4o-mini", "hello", 8);
+    let sends = (0..n).map(|_| {
+        client
+            .post(url)
+            .bearer_auth(key)
+            .header("x-paceline-max-wait", max_wait)
+            .json(&body)
+            .send()
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("request to the gateway").status().as_u16())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_page_counts_per_key_and_client_and_renders_cleanly() {
+    let mock = MockProcess::start(&[
+        "--key",
+        &format!("{KEY_A}:600"),
+        "--key",
+        &format!("{KEY_B}:600"),
+        "--latency-ms",
+        "20",
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("paceline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"{}\"\n[[keys]]\nenv = \"KEY_A\"\n[[keys]]\nenv = \"KEY_B\"\n\
+             [[clients]]\nname = \"web <ui>\"\nkey_env = \"CLIENT_WEB\"\nrpm = 60\n\
+             [[clients]]\nname = \"evals\"\nkey_env = \"CLIENT_EVALS\"\n",
+            mock.base_url()
+        ),
+    )
+    .expect("write config");
+    let serve = ServeProcess::start(
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[
+            ("KEY_A", KEY_A),
+            ("KEY_B", KEY_B),
+            ("CLIENT_WEB", CLIENT_WEB),
+            ("CLIENT_EVALS", CLIENT_EVALS),
+        ],
+    );
+    let url = serve.url("/v1/chat/completions");
+    let evals = send(&url, CLIENT_EVALS, 30, "30s").await;
+    let web = send(&url, CLIENT_WEB, 10, "20ms").await;
+    assert!(evals.iter().all(|s| *s == 200), "{evals:?}");
+    let web_ok = web.iter().filter(|s| **s == 200).count() as u64;
+    let web_refused = web.iter().filter(|s| **s == 429).count() as u64;
+    assert_eq!(web_ok + web_refused, 10, "{web:?}");
+    assert!(
+        web_refused > 0,
+        "the web client's own 60 rpm refuses some: {web:?}"
+    );
+
+    let text = reqwest::get(serve.url("/status.json"))
+        .await
+        .expect("status.json")
+        .text()
+        .await
+        .expect("body");
+    for secret in [KEY_A, KEY_B, CLIENT_WEB, CLIENT_EVALS] {
+        assert!(!text.contains(secret), "a secret on the status: {text}");
+    }
+    let status: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(status["version"], 1);
+    let seconds = status["t"].as_array().expect("t").len();
+    assert!((1..=300).contains(&seconds));
+    let keys = status["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let mock_stats = mock.stats().await;
+    let attempts: u64 = keys.iter().map(|k| sum(&k["rate"])).sum();
+    assert_eq!(
+        attempts,
+        mock_stats["totals"]["requests"].as_u64().expect("requests")
+    );
+    for k in keys {
+        let name = k["name"].as_str().expect("name");
+        assert!(
+            name.starts_with("KEY_A#") || name.starts_with("KEY_B#"),
+            "{name}"
+        );
+        assert_eq!(k["rate"].as_array().expect("rate").len(), seconds);
+        assert_eq!(k["requests_per_min"], 600, "learned from the mock: {k}");
+    }
+    let client = |name: &str| {
+        status["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no client {name}: {status}"))
+    };
+    let (web_c, evals_c) = (client("web <ui>"), client("evals"));
+    assert_eq!(sum(&evals_c["rate"]), 30);
+    assert_eq!(sum(&web_c["rate"]), web_ok);
+    assert_eq!(sum(&web_c["rate_limited"]), web_refused);
+    assert_eq!(web_c["requests_per_min"], 60);
+    assert!(evals_c["requests_per_min"].is_null());
+
+    // `/` is the same page as `/status`.
+    let root = reqwest::get(serve.url("/")).await.expect("GET /");
+    assert_eq!(root.status(), 200);
+    let page = root.text().await.expect("page");
+    assert!(page.contains("live status") && page.contains("/status.json"));
+
+    // A real browser: it fetches the JSON, draws, refreshes, and throws nothing.
+    let shot = browser::artifacts().join("status.png");
+    let visit = browser::visit(&serve.url("/status"), 5_000, &shot, 1600);
+    assert_eq!(visit.js_errors(), Vec::<String>::new(), "{}", visit.log);
+    let refreshes = visit
+        .dom
+        .split("data-refreshes=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        refreshes >= 2,
+        "the page did not refresh itself: {}",
+        visit.dom
+    );
+    assert!(
+        visit.dom.contains("web &lt;ui&gt;"),
+        "client names drawn as text"
+    );
+    assert!(
+        !visit.dom.contains("<span id=\"updated\" class=\"error\""),
+        "a refresh failed"
+    );
+}
