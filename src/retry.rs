@@ -17,7 +17,7 @@
 //!     pause the whole quota (DESIGN.md, "The pacing core", point 3: that is what ends the 429
 //!     waves). Anthropic's `rate_limit_error` and a 429 without a readable body are the same.
 //!     The dimension comes from `type`, else from the message ("tokens per min (TPM)",
-//!     "requests per minute").
+//!     "requests per minute"; Azure's "token rate limit", "call rate limit").
 //!   - "Request too large for gpt-4o … Limit 30000, Requested 30601" arrives as a 429
 //!     `rate_limit_exceeded` of type `tokens`, but the request can never fit the limit: final,
 //!     `request_too_large`.
@@ -498,9 +498,21 @@ fn rate_limit_cause(error: &ErrorBody) -> RetryCause {
     }
     let message = error.message_lower();
     let says = |phrases: &[&str]| phrases.iter().any(|phrase| message.contains(phrase));
-    if says(&["tokens per min", "tokens per day", "(tpm)", "(tpd)"]) {
+    if says(&[
+        "tokens per min",
+        "tokens per day",
+        "(tpm)",
+        "(tpd)",
+        "token rate limit",
+    ]) {
         RetryCause::RateLimitTokens
-    } else if says(&["requests per min", "requests per day", "(rpm)", "(rpd)"]) {
+    } else if says(&[
+        "requests per min",
+        "requests per day",
+        "(rpm)",
+        "(rpd)",
+        "call rate limit",
+    ]) {
         RetryCause::RateLimitRequests
     } else {
         RetryCause::RateLimit

@@ -1,8 +1,9 @@
 //! A request as the engine handles it, and what comes out when it is finished.
 
 use super::respond::Responder;
+use super::usage::Charge;
 use crate::batch::Endpoint;
-use crate::quota::Cost;
+use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
 use crate::tokens::{self, Estimate};
 use bytes::Bytes;
@@ -146,9 +147,20 @@ impl Job {
             .saturating_duration_since(self.created)
     }
 
-    /// What the quota is asked for.
+    /// What the quota is asked for: one request, the whole estimate on tokens/min, and its
+    /// input and output parts on the input and output token dimensions.
     pub fn cost(&self) -> Cost {
         Cost::request(self.estimate.total())
+            .with(Dimension::InputTokens, self.estimate.prompt_tokens)
+            .with(Dimension::OutputTokens, self.estimate.max_output_tokens)
+    }
+
+    /// How the cost is settled when the usage is known.
+    pub fn charge(&self) -> Charge {
+        Charge {
+            max_output_tokens: self.estimate.max_output_tokens,
+            output_at_completion: self.endpoint == Endpoint::Messages,
+        }
     }
 }
 

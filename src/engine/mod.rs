@@ -35,7 +35,7 @@ pub mod respond;
 pub mod stats;
 pub mod usage;
 
-use crate::quota::{Cost, Dimension, LimitSnapshot, headers::parse_limit_headers};
+use crate::quota::{Dimension, LimitSnapshot, headers::parse_limit_headers};
 use crate::retry::{self, AttemptResult, BackoffPolicy, Outcome, RetryCause};
 use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream};
 use concurrency::{Concurrency, Permit, Signal};
@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use usage::{Usage, charged_tokens, parse_usage};
+use usage::{Usage, parse_usage};
 
 /// How often the concurrency bound's target rate is recomputed from the quotas.
 const TARGET_REFRESH: Duration = Duration::from_millis(100);
@@ -562,7 +562,7 @@ impl Engine {
         job.sent_at = Some(started);
         let (path, body) = (job.endpoint.path(), job.body.clone());
         let result = if job.stream && job.responder.is_some() {
-            match self.upstream.open(&pick.key, path, body).await {
+            match self.upstream.open(&pick.key, path, &job.model, body).await {
                 Ok(opened) if opened.is_success() => {
                     drop(in_flight);
                     let latency = started.elapsed();
@@ -574,7 +574,7 @@ impl Engine {
                 Err(err) => Err(err),
             }
         } else {
-            self.upstream.post(&pick.key, path, body).await
+            self.upstream.post(&pick.key, path, &job.model, body).await
         };
         let latency = started.elapsed();
         drop(in_flight);
@@ -619,9 +619,9 @@ impl Engine {
             Outcome::Success => {
                 self.concurrency.record(Signal::Answered, latency, now);
                 if let Some(usage) = usage {
-                    let charged = charged_tokens(&job, &usage);
-                    pick.quota
-                        .settle(&pick.reservation, Cost::request(charged), now);
+                    let cost = job.charge().cost(&usage);
+                    let charged = cost.get(Dimension::Tokens);
+                    pick.quota.settle(&pick.reservation, cost, now);
                     self.stats
                         .prompt_tokens
                         .fetch_add(usage.prompt, Ordering::Relaxed);
@@ -801,7 +801,7 @@ impl Engine {
             job.waited(now),
             Arc::clone(&pick.quota),
             pick.reservation,
-            job.estimate.max_output_tokens,
+            job.charge(),
             Arc::clone(&self.stats),
         );
         if let Some(responder) = job.responder.take() {

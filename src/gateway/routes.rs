@@ -14,7 +14,7 @@ use super::relay::Relay;
 use super::{App, metrics};
 use crate::batch::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
-use crate::engine::usage::parse_usage;
+use crate::engine::usage::{Charge, parse_usage};
 use crate::engine::{Job, Priority};
 use crate::upstream::TransportError;
 use axum::Router;
@@ -149,7 +149,7 @@ struct Live {
     stream: LiveStream,
     strip_usage: bool,
     ticket: ClientTicket,
-    max_output_tokens: u64,
+    charge: Charge,
 }
 
 async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
@@ -170,7 +170,7 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                 stream,
                 strip_usage,
                 ticket,
-                max_output_tokens,
+                charge,
             } = *live;
             let status = StatusCode::from_u16(stream.status).unwrap_or(StatusCode::OK);
             let passed: Vec<(HeaderName, HeaderValue)> = PASSED_HEADERS
@@ -181,7 +181,7 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                 })
                 .collect();
             let (waited, attempts) = (stream.waited, stream.attempts);
-            let relay = Relay::new(stream, strip_usage, ticket, max_output_tokens, log);
+            let relay = Relay::new(stream, strip_usage, ticket, charge, log);
             let mut response = Response::new(Body::from_stream(relay));
             *response.status_mut() = status;
             response.headers_mut().extend(passed);
@@ -321,7 +321,7 @@ async fn handle(
     job.priority = log.priority;
     job.deadline = Some(deadline);
     job.stream = stream;
-    let max_output_tokens = job.estimate.max_output_tokens;
+    let charge = job.charge();
 
     let now = Instant::now();
     let (ticket, go_at) = match client.admit(job.cost(), deadline, now) {
@@ -376,7 +376,7 @@ async fn handle(
                 stream,
                 strip_usage,
                 ticket,
-                max_output_tokens,
+                charge,
             })))
         }
         Delivery::Finished(finished) => {
@@ -389,7 +389,7 @@ async fn handle(
                         .ok()
                         .and_then(|b| parse_usage(&b));
                     log.usage = usage;
-                    ticket.settle(usage, max_output_tokens);
+                    ticket.settle(usage, charge);
                 }
                 crate::engine::Verdict::Failed { answer: None, .. } => ticket.cancel(),
                 crate::engine::Verdict::Failed { .. } => {}
