@@ -76,6 +76,8 @@ pub struct Job {
     pub(crate) sent_at: Option<Instant>,
     /// Where its result goes, when not to the engine's sink.
     pub(crate) responder: Option<Responder>,
+    /// The key whose attempt failed last (5xx, overload, timeout): the retry prefers another.
+    pub(crate) avoid: Option<usize>,
 }
 
 /// The code of a job finished because it could not be sent before its deadline.
@@ -125,6 +127,7 @@ impl Job {
             created: Instant::now(),
             sent_at: None,
             responder: None,
+            avoid: None,
         }
     }
 

@@ -37,7 +37,8 @@ pub mod usage;
 
 use crate::quota::{Dimension, LimitSnapshot, headers::parse_limit_headers};
 use crate::retry::{self, AttemptResult, BackoffPolicy, Outcome, RetryCause};
-use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream};
+use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream, Want};
+use bytes::Bytes;
 use concurrency::{Concurrency, Permit, Signal};
 pub use event::{AttemptRecord, Decision, Event};
 pub use job::{DEADLINE_EXCEEDED, Finished, Job, Priority, ProviderAnswer, Verdict};
@@ -116,12 +117,14 @@ enum Unbookable {
     NeverFits(crate::quota::QuotaError),
     /// No key is left.
     NoKeys(String),
+    /// No key in rotation serves its model and endpoint.
+    NoRoute(String),
     /// It could not go before its deadline; capacity is expected after this long.
     PastDeadline(Duration),
     /// Its caller has gone.
     Abandoned,
     /// An interactive job arrived while this batch job waited for its reservation.
-    Preempted(Job),
+    Preempted(Box<Job>),
 }
 
 /// The input lanes; `None` once closed.
@@ -268,7 +271,7 @@ impl Engine {
                     }
                     Err(Unbookable::Preempted(urgent)) => {
                         self.retry_later(job, Instant::now());
-                        job = urgent;
+                        job = *urgent;
                         continue;
                     }
                     Err(Unbookable::Abandoned) => {
@@ -293,6 +296,15 @@ impl Engine {
                             answer: None,
                             code: "request_too_large".into(),
                             message: err.to_string(),
+                        };
+                        self.finish(job, verdict, None, &sink).await;
+                    }
+                    Err(Unbookable::NoRoute(message)) => {
+                        drop(permit);
+                        let verdict = Verdict::Failed {
+                            answer: None,
+                            code: NO_ROUTE.into(),
+                            message,
                         };
                         self.finish(job, verdict, None, &sink).await;
                     }
@@ -324,7 +336,12 @@ impl Engine {
                 return Err(Unbookable::Abandoned);
             }
             let now = Instant::now();
-            let pick = match self.pool.pick(&job.model, job.cost(), now) {
+            let want = Want {
+                model: &job.model,
+                endpoint: job.endpoint,
+                avoid: job.avoid,
+            };
+            let pick = match self.pool.pick_for(want, job.cost(), now) {
                 Err(PickError::Busy) => {
                     if job.deadline.is_some_and(|d| d <= now) {
                         return Err(Unbookable::PastDeadline(Duration::from_secs(1)));
@@ -339,6 +356,9 @@ impl Engine {
                 }
                 Err(PickError::NoKeys(reason)) => return Err(Unbookable::NoKeys(reason)),
                 Err(PickError::NeverFits(err)) => return Err(Unbookable::NeverFits(err)),
+                Err(err @ PickError::NoRoute { .. }) => {
+                    return Err(Unbookable::NoRoute(err.to_string()));
+                }
                 Ok(pick) => pick,
             };
             let go_at = pick.reservation.go_at;
@@ -369,7 +389,7 @@ impl Engine {
                 if let Some(urgent) = urgent {
                     self.outstanding.fetch_add(1, Ordering::SeqCst);
                     pick.quota.cancel(&pick.reservation, Instant::now());
-                    return Err(Unbookable::Preempted(urgent));
+                    return Err(Unbookable::Preempted(Box::new(urgent)));
                 }
             }
             let now = Instant::now();
@@ -560,9 +580,17 @@ impl Engine {
         let in_flight = self.pool.start(pick.key_index);
         let started = Instant::now();
         job.sent_at = Some(started);
-        let (path, body) = (job.endpoint.path(), job.body.clone());
+        let path = job.endpoint.path();
+        let (upstream, model, body) = match &pick.route {
+            Some(route) => (
+                &route.upstream,
+                route.model.as_str(),
+                with_model(&job.body, &job.model, &route.model),
+            ),
+            None => (&self.upstream, job.model.as_str(), job.body.clone()),
+        };
         let result = if job.stream && job.responder.is_some() {
-            match self.upstream.open(&pick.key, path, &job.model, body).await {
+            match upstream.open(&pick.key, path, model, body).await {
                 Ok(opened) if opened.is_success() => {
                     drop(in_flight);
                     let latency = started.elapsed();
@@ -574,7 +602,7 @@ impl Engine {
                 Err(err) => Err(err),
             }
         } else {
-            self.upstream.post(&pick.key, path, &job.model, body).await
+            upstream.post(&pick.key, path, model, body).await
         };
         let latency = started.elapsed();
         drop(in_flight);
@@ -671,6 +699,7 @@ impl Engine {
                 self.update_target_rate(&job, now);
                 let label = cause.label();
                 job.last_retry = Some(cause);
+                job.avoid = (!pause_quota).then_some(pick.key_index);
                 record.cause = Some(label.to_string());
                 job.last_cause = Some(match status {
                     Some(code) => format!("{label} (HTTP {code})"),
@@ -809,6 +838,24 @@ impl Engine {
         }
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+}
+
+/// The code of a job whose model no key in rotation serves.
+pub const NO_ROUTE: &str = "model_not_routed";
+
+/// `body` with its `model` renamed to the deployment's `model` (the bytes as they are when the
+/// name is the same or the body is not a JSON object).
+fn with_model(body: &Bytes, public: &str, model: &str) -> Bytes {
+    if public == model {
+        return body.clone();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut map)) => {
+            map.insert("model".into(), Value::String(model.to_string()));
+            Bytes::from(Value::Object(map).to_string())
+        }
+        _ => body.clone(),
     }
 }
 

@@ -32,7 +32,7 @@ pub mod shutdown;
 
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
 use crate::retry::BackoffPolicy;
-use crate::upstream::{ApiKey, KeyError, KeyPool, Upstream, UpstreamError};
+use crate::upstream::{ApiKey, KeyError, KeyPool, Route, Upstream, UpstreamError};
 use axum::serve::ListenerExt;
 use clients::Clients;
 pub use config::{GatewayConfig, GatewayConfigError, RawConfig};
@@ -91,19 +91,34 @@ impl Gateway {
     /// listener accepts connections.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         metrics::install();
-        let upstream = Upstream::new(&config.upstream, config.timeout)?;
-        let keys = if config.keys.is_empty() {
+        let upstream = Upstream::new(&config.upstream, config.timeout)?
+            .with_provider(config.provider, config.api_version.as_deref());
+        let mut keys = if config.keys.is_empty() && config.deployments.is_empty() {
             vec![(
                 ApiKey::from_env("OPENAI_API_KEY")?,
                 crate::quota::QuotaConfig::default(),
+                None,
             )]
         } else {
             config
                 .keys
                 .iter()
-                .map(|k| Ok((ApiKey::from_env(&k.env)?, k.limits)))
+                .map(|k| Ok((ApiKey::from_env(&k.env)?, k.limits, None)))
                 .collect::<Result<Vec<_>, KeyError>>()?
         };
+        for deployment in &config.deployments {
+            let route = Route {
+                serves: deployment.serves.clone(),
+                model: deployment.model.clone(),
+                upstream: upstream.sibling(
+                    &deployment.base_url,
+                    deployment.provider,
+                    deployment.api_version.as_deref(),
+                )?,
+            };
+            let key = ApiKey::from_env(&deployment.key.env)?;
+            keys.push((key, deployment.key.limits, Some(route)));
+        }
         let clients = Clients::load(&config.clients)?;
         // Building a tokenizer takes ~100 ms: before the first request, off the async threads.
         let _ = tokio::task::spawn_blocking(|| {
@@ -122,7 +137,7 @@ impl Gateway {
             source,
         })?;
 
-        let pool = Arc::new(KeyPool::new(keys));
+        let pool = Arc::new(KeyPool::with_routes(keys));
         let engine = Engine::new(
             EngineConfig {
                 concurrency: config.concurrency,

@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", route(Endpoint::Completions))
         .route("/v1/embeddings", route(Endpoint::Embeddings))
         .route("/v1/responses", route(Endpoint::Responses))
+        .route("/v1/messages", route(Endpoint::Messages))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))

@@ -30,6 +30,7 @@ pub mod azure;
 pub mod compatible;
 pub mod openai;
 
+use crate::batch::Endpoint;
 use std::fmt;
 use std::str::FromStr;
 
@@ -69,6 +70,12 @@ impl Provider {
             Provider::Azure => "azure",
             Provider::Compatible => "openai-compatible",
         }
+    }
+
+    /// Whether this provider's API has `endpoint`: Anthropic has the Messages API only, the
+    /// others every OpenAI endpoint but it.
+    pub fn speaks(self, endpoint: Endpoint) -> bool {
+        (self == Provider::Anthropic) == (endpoint == Endpoint::Messages)
     }
 
     /// The public API's base URL, for providers that have one (Azure and compatible servers
