@@ -301,19 +301,28 @@ impl TryFrom<RawConfig> for GatewayConfig {
                 format!("{listen_text:?} is not an address such as 127.0.0.1:8080"),
             )
         })?;
-        let upstream = raw.upstream.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let chosen = match &raw.provider {
+            Some(name) => Some(
+                name.parse::<Provider>()
+                    .map_err(|e| invalid("provider", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let upstream = match (raw.upstream, chosen) {
+            (Some(url), _) => url,
+            (None, Some(p)) => p
+                .default_base_url()
+                .ok_or_else(|| invalid("upstream", format!("is required for provider {p}")))?
+                .to_string(),
+            (None, None) => DEFAULT_BASE_URL.to_string(),
+        };
         if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
             return Err(invalid(
                 "upstream",
                 format!("{upstream:?} is not an http:// or https:// URL"),
             ));
         }
-        let provider = match &raw.provider {
-            Some(name) => name
-                .parse::<Provider>()
-                .map_err(|e| invalid("provider", e.to_string()))?,
-            None => Provider::infer(&upstream),
-        };
+        let provider = chosen.unwrap_or_else(|| Provider::infer(&upstream));
         let deployments = deployments(raw.models)?;
         let mut keys = Vec::with_capacity(raw.keys.len());
         for (i, key) in raw.keys.into_iter().enumerate() {
@@ -456,6 +465,26 @@ fn deployments(models: Vec<RawModel>) -> Result<Vec<Deployment>, GatewayConfigEr
 mod tests {
     use super::*;
     use crate::quota::Dimension;
+
+    #[test]
+    fn providers_and_model_deployments() {
+        let c = parse(
+            "provider = \"anthropic\"\n[[models]]\nname = \"fast\"\n[[models.deployments]]\nprovider = \"azure\"\nbase_url = \"https://r.openai.azure.com\"\nmodel = \"gpt-4o-mini\"\nenv = \"AZ\"\n[[models.deployments]]\nprovider = \"openai\"\nenv = \"OA\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.provider, Provider::Anthropic);
+        assert_eq!(c.upstream, "https://api.anthropic.com/v1");
+        assert_eq!(c.deployments.len(), 2);
+        assert_eq!(c.deployments[0].provider, Provider::Azure);
+        assert_eq!(c.deployments[1].base_url, "https://api.openai.com/v1");
+        assert_eq!(c.deployments[1].model, "fast");
+        let err = parse("[[models]]\nname = \"x\"\n[[models.deployments]]\nprovider = \"azure\"\nenv = \"AZ\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models[0].deployments[0].base_url"), "{err}");
+        let err = parse("provider = \"bedrock\"\n").unwrap_err().to_string();
+        assert!(err.contains("provider") && err.contains("bedrock"), "{err}");
+    }
 
     fn parse(text: &str) -> Result<GatewayConfig, GatewayConfigError> {
         GatewayConfig::try_from(toml::from_str::<RawConfig>(text).map_err(|e| {
