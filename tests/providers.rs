@@ -328,13 +328,14 @@ async fn openai_compatible_server_without_limit_headers_runs_on_configured_limit
     assert_eq!(mock.stats().await["totals"]["ok"], 8);
 }
 
-/// The access log line of the request to `route`, once written.
+/// The access log line of the first successful request to `route`, once written.
 async fn access_line(gateway: &ServeProcess, route: &str) -> Value {
     for _ in 0..200 {
         let found = gateway.log().iter().find_map(|line| {
             let v: Value = serde_json::from_str(line).ok()?;
             let text = v.to_string();
-            (text.contains(route) && text.contains("completion_tokens")).then_some(v)
+            let ok = v.get("status").and_then(Value::as_u64) == Some(200);
+            (ok && text.contains(route) && text.contains("completion_tokens")).then_some(v)
         });
         if let Some(v) = found {
             return v;
@@ -358,12 +359,38 @@ async fn serve_relays_anthropic_messages_and_meters_the_stream() {
     let config = dir.write(
         "serve.toml",
         &format!(
-            "upstream = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\n",
+            "upstream = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\n\
+             [[clients]]\nname = \"app\"\nkey_env = \"CLIENT_KEY\"\n",
             mock.base_url()
         ),
     );
-    let gateway = ServeProcess::start(&["--config", s(&config)], &[("ANTHROPIC_KEY", KEY)]);
-    let client = reqwest::Client::new();
+    let gateway = ServeProcess::start(
+        &["--config", s(&config)],
+        &[("ANTHROPIC_KEY", KEY), ("CLIENT_KEY", "client-key-1")],
+    );
+    // The Anthropic SDKs authenticate with x-api-key, and read Anthropic's error shape.
+    let client = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::HeaderName::from_static("x-api-key"),
+                reqwest::header::HeaderValue::from_static("client-key-1"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let refused = reqwest::Client::new()
+        .post(gateway.url("/v1/messages"))
+        .header("x-api-key", "wrong")
+        .json(&json!({"model": CLAUDE, "max_tokens": 8, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["type"], "authentication_error");
     let body = json!({"model": CLAUDE, "max_tokens": 32, "stream": true,
         "messages": [{"role": "user", "content": "Hello there"}]});
     let resp = client

@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -85,10 +86,17 @@ async fn metrics_page(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The client's credentials as an `Authorization` value: the header itself, else Anthropic's
+/// `x-api-key` (what the Anthropic SDKs send) as a bearer token.
+fn authorization(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+    {
+        return Some(Cow::Borrowed(value));
+    }
+    let key = headers.get("x-api-key")?.to_str().ok()?;
+    Some(Cow::Owned(format!("Bearer {key}")))
 }
 
 fn transport_error(err: &TransportError) -> ApiError {
@@ -103,7 +111,7 @@ fn transport_error(err: &TransportError) -> ApiError {
 /// `GET /v1/models`: not paced (it costs no quota), sent with a key in rotation.
 async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let route = "/v1/models";
-    let client = match app.clients.authenticate(authorization(&headers)) {
+    let client = match app.clients.authenticate(authorization(&headers).as_deref()) {
         Ok(client) => client,
         Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
     };
@@ -138,6 +146,16 @@ fn finish_error(log: RequestLog, err: ApiError) -> Response {
     err.into_response()
 }
 
+/// [`finish_error`] in the error shape of `endpoint`'s API (Anthropic's for `/v1/messages`).
+fn finish_endpoint_error(log: RequestLog, err: ApiError, endpoint: Endpoint) -> Response {
+    if endpoint == Endpoint::Messages {
+        log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
+        err.into_anthropic_response()
+    } else {
+        finish_error(log, err)
+    }
+}
+
 /// What a proxied request ends in before the access log is written.
 enum Outcome {
     /// A complete response.
@@ -155,13 +173,16 @@ struct Live {
 
 async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let route = endpoint.path();
-    let client = match app.clients.authenticate(authorization(&headers)) {
+    let client = match app.clients.authenticate(authorization(&headers).as_deref()) {
         Ok(client) => client,
-        Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
+        Err(err) => {
+            let log = RequestLog::new(route, "unauthenticated".into());
+            return finish_endpoint_error(log, err, endpoint);
+        }
     };
     let mut log = RequestLog::new(route, Arc::clone(&client.name));
     match handle(&app, endpoint, &client, &headers, body, &mut log).await {
-        Err(err) => finish_error(log, err),
+        Err(err) => finish_endpoint_error(log, err, endpoint),
         Ok(Outcome::Whole(response, outcome)) => {
             log.finish(response.status().as_u16(), &outcome);
             response
