@@ -144,10 +144,21 @@ impl KeyPool {
         )
     }
 
-    /// Quotas for `model` of the keys still in rotation.
+    /// Quotas for `model` of the keys still in rotation that serve it.
     pub fn active_quotas(&self, model: &str, now: Instant) -> Vec<Arc<Quota>> {
+        let routed = self
+            .slots
+            .iter()
+            .any(|s| s.route.as_ref().is_some_and(|r| r.serves == model));
         (0..self.slots.len())
-            .filter(|i| lock(&self.slots[*i].removed).is_none())
+            .filter(|i| {
+                let slot = &self.slots[*i];
+                let serves = match &slot.route {
+                    Some(route) => route.serves == model,
+                    None => !routed,
+                };
+                serves && lock(&slot.removed).is_none()
+            })
             .filter_map(|i| self.quota(i, model, now))
             .collect()
     }
@@ -384,6 +395,58 @@ mod tests {
             picks,
             vec![(0, secs(0)), (1, secs(0)), (0, secs(1)), (1, secs(1))]
         );
+    }
+
+    #[test]
+    fn routes_by_model_and_endpoint_and_avoids_the_key_that_failed() {
+        use crate::provider::Provider;
+        let t0 = Instant::now();
+        let upstream = |provider| {
+            Upstream::new("http://127.0.0.1:9/v1", Duration::from_secs(1))
+                .unwrap()
+                .with_provider(provider, None)
+        };
+        let route = |serves: &str, provider| {
+            Some(Route {
+                serves: serves.to_string(),
+                model: "m".to_string(),
+                upstream: upstream(provider),
+            })
+        };
+        let key = |i: usize| ApiKey::new(format!("secret-{i}"), &format!("K{i}"));
+        let config = QuotaConfig::default();
+        let pool = KeyPool::with_routes(vec![
+            (key(0), config, None),
+            (key(1), config, route("fast", Provider::Azure)),
+            (key(2), config, route("fast", Provider::OpenAi)),
+            (key(3), config, route("claude", Provider::Anthropic)),
+        ]);
+        let want = |model, endpoint, avoid| Want {
+            model,
+            endpoint,
+            avoid,
+        };
+        let pick = |w| pool.pick_for(w, Cost::request(1), t0);
+        let chat = Endpoint::ChatCompletions;
+        assert_eq!(pick(want("fast", chat, None)).unwrap().key_index, 1);
+        assert_eq!(pick(want("fast", chat, Some(1))).unwrap().key_index, 2);
+        assert_eq!(pick(want("other", chat, None)).unwrap().key_index, 0);
+        let claude = pick(want("claude", Endpoint::Messages, Some(3))).unwrap();
+        assert_eq!(
+            claude.key_index, 3,
+            "the only deployment is used even when avoided"
+        );
+        assert_eq!(claude.route.map(|r| r.model).as_deref(), Some("m"));
+        assert!(matches!(
+            pick(want("claude", chat, None)),
+            Err(PickError::NoRoute { .. })
+        ));
+        pool.remove(1, "401");
+        pool.remove(2, "401");
+        assert!(matches!(
+            pick(want("fast", chat, None)),
+            Err(PickError::NoRoute { .. })
+        ));
     }
 
     #[test]
