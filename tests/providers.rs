@@ -517,6 +517,22 @@ env = "ANTHROPIC_KEY"
     let message: Value = resp.json().await.unwrap();
     assert_eq!(message["model"], CLAUDE);
 
+    let listed: Value = client
+        .get(gateway.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fast", "claude"]);
+
     let unknown = client
         .post(gateway.url("/v1/chat/completions"))
         .json(&chat_body("nope", "hi", 4))

@@ -108,7 +108,8 @@ fn transport_error(err: &TransportError) -> ApiError {
     }
 }
 
-/// `GET /v1/models`: not paced (it costs no quota), sent with a key in rotation.
+/// `GET /v1/models`: not paced (it costs no quota), sent with a key in rotation; with
+/// `[[models]]`, the list of their public names.
 async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let route = "/v1/models";
     let client = match app.clients.authenticate(authorization(&headers).as_deref()) {
@@ -116,6 +117,28 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
     };
     let log = RequestLog::new(route, Arc::clone(&client.name));
+    if !app.config.deployments.is_empty() {
+        // The public names of `[[models]]` are the gateway's own list.
+        let mut names: Vec<&str> = app
+            .config
+            .deployments
+            .iter()
+            .map(|d| d.serves.as_str())
+            .collect();
+        names.dedup();
+        let data: Vec<Value> = names
+            .into_iter()
+            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "paceline"}))
+            .collect();
+        log.finish(200, "ok");
+        let body = json!({"object": "list", "data": data}).to_string();
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+    }
     let Some(key) = app.pool.any_key() else {
         return finish_error(
             log,
