@@ -281,12 +281,7 @@ fn keys(
             .collect();
     }
     let names = if args.api_key_env.is_empty() {
-        let default = match provider {
-            Provider::Anthropic => "ANTHROPIC_API_KEY",
-            Provider::Azure => "AZURE_OPENAI_API_KEY",
-            Provider::OpenAi | Provider::Compatible => "OPENAI_API_KEY",
-        };
-        vec![default.to_string()]
+        vec![provider.default_key_env().to_string()]
     } else {
         args.api_key_env.clone()
     };

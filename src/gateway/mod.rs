@@ -95,7 +95,7 @@ impl Gateway {
             .with_provider(config.provider, config.api_version.as_deref());
         let mut keys = if config.keys.is_empty() && config.deployments.is_empty() {
             vec![(
-                ApiKey::from_env("OPENAI_API_KEY")?,
+                ApiKey::from_env(config.provider.default_key_env())?,
                 crate::quota::QuotaConfig::default(),
                 None,
             )]

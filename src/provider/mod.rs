@@ -78,6 +78,16 @@ impl Provider {
         (self == Provider::Anthropic) == (endpoint == Endpoint::Messages)
     }
 
+    /// The environment variable holding the key when none is named: `OPENAI_API_KEY`,
+    /// `ANTHROPIC_API_KEY` or `AZURE_OPENAI_API_KEY` (the SDKs' own defaults).
+    pub fn default_key_env(self) -> &'static str {
+        match self {
+            Provider::Anthropic => "ANTHROPIC_API_KEY",
+            Provider::Azure => "AZURE_OPENAI_API_KEY",
+            Provider::OpenAi | Provider::Compatible => "OPENAI_API_KEY",
+        }
+    }
+
     /// The public API's base URL, for providers that have one (Azure and compatible servers
     /// are wherever they were deployed).
     pub fn default_base_url(self) -> Option<&'static str> {
