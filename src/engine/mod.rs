@@ -626,7 +626,11 @@ impl Engine {
         let status = result.as_ref().map(|r| r.status).ok();
         let answer = result.as_ref().ok().map(|reply| ProviderAnswer {
             status: reply.status,
-            request_id: reply.header("x-request-id").map(str::to_string),
+            // OpenAI and Azure send `x-request-id`, Anthropic `request-id`.
+            request_id: reply
+                .header("x-request-id")
+                .or_else(|| reply.header("request-id"))
+                .map(str::to_string),
             body: reply.body.clone(),
         });
         let last_answer = answer.clone();
