@@ -132,6 +132,28 @@ async fn anthropic_message_batch_round_trips_to_its_result_format() {
     let stats = mock.stats().await;
     assert_eq!(stats["totals"]["ok"], 4);
     assert_eq!(stats["totals"]["unauthorized"], 0);
+
+    // One output, one format: resuming the job with the other format is refused.
+    let other = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &mock.base_url(),
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--retry-failed",
+        "-q",
+    ]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        stderr(&other).contains("--output-format"),
+        "{}",
+        stderr(&other)
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,16 @@ pub enum OutputFormat {
     Anthropic,
 }
 
+impl OutputFormat {
+    /// The command-line name: `openai` or `anthropic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::OpenAi => "openai",
+            OutputFormat::Anthropic => "anthropic",
+        }
+    }
+}
+
 /// The provider's answer to a request, as recorded in the output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderResponse {

@@ -161,6 +161,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         retry_failed: plan.retry_failed,
         skip_invalid: plan.skip_invalid,
         errors_file: plan.errors_file.clone(),
+        output_format: plan.output_format,
     };
     let prepared = tokio::task::spawn_blocking(move || setup::prepare(&setup_plan))
         .await
