@@ -193,30 +193,24 @@ impl KeyPool {
             .slots
             .iter()
             .any(|s| s.route.as_ref().is_some_and(|r| r.serves == want.model));
-        let eligible: Vec<usize> = (0..self.slots.len())
-            .filter(|i| self.eligible(&self.slots[*i], &want, routed))
-            .collect();
-        let in_rotation: Vec<usize> = eligible
-            .iter()
-            .copied()
-            .filter(|i| lock(&self.slots[*i].removed).is_none())
-            .collect();
-        if in_rotation.is_empty() && self.active() > 0 {
+        let usable = |i: usize| {
+            let slot = &self.slots[i];
+            self.eligible(slot, &want, routed) && lock(&slot.removed).is_none()
+        };
+        let count = (0..self.slots.len()).filter(|i| usable(*i)).count();
+        if count == 0 && self.active() > 0 {
             return Err(PickError::NoRoute {
                 model: want.model.to_string(),
                 endpoint: want.endpoint,
             });
         }
-        let preferred: Vec<usize> = match want.avoid {
-            Some(avoid) if in_rotation.iter().any(|i| *i != avoid) => {
-                in_rotation.into_iter().filter(|i| *i != avoid).collect()
-            }
-            _ => in_rotation,
-        };
+        let skip = want
+            .avoid
+            .filter(|a| count > 1 && *a < self.slots.len() && usable(*a));
         let mut best: Option<(Instant, usize, usize, Arc<Quota>)> = None;
         let mut never_fits = None;
         let mut busy = false;
-        for index in preferred {
+        for index in (0..self.slots.len()).filter(|i| usable(*i) && Some(*i) != skip) {
             let slot = &self.slots[index];
             let Some(quota) = self.quota(index, want.model, now) else {
                 continue;
