@@ -179,7 +179,9 @@ async fn anthropic_529_is_retried_and_429_pauses_until_the_reset() {
     // second of its rate: a few 429s remain, never one per request.)
     let limited = MockProcess::start(&["--rpm", "120", "--burst", "3"]);
     let output = dir.path("out2.jsonl");
-    run_anthropic(&limited, &input, &output, &[]);
+    let summary = run_anthropic(&limited, &input, &output, &[]);
+    // Calibrated from anthropic-ratelimit-requests-limit: 120/min.
+    assert!(summary.contains("limit 2.0 req/s"), "{summary}");
     assert!(
         lines(&output)
             .iter()
@@ -309,7 +311,10 @@ async fn azure_run_uses_deployment_urls_and_its_retry_hints() {
         "OPENAI_API_KEY",
         "-q",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(out.status.success(), "{summary}");
+    // Remaining-only headers (and -1 for the unlimited tokens) teach no limit.
+    assert!(!summary.contains("(limit"), "{summary}");
     let results = lines(&output);
     assert_eq!(results.len(), 6);
     assert!(
