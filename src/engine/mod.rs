@@ -685,10 +685,14 @@ impl Engine {
                     let refused = match cause {
                         RetryCause::RateLimitRequests => Some(Dimension::Requests),
                         RetryCause::RateLimitTokens => Some(Dimension::Tokens),
+                        RetryCause::RateLimitInputTokens => Some(Dimension::InputTokens),
+                        RetryCause::RateLimitOutputTokens => Some(Dimension::OutputTokens),
                         _ => None,
                     };
                     let reset = match refused {
                         Some(Dimension::Tokens) => snapshot.tokens.reset,
+                        Some(Dimension::InputTokens) => snapshot.input_tokens.reset,
+                        Some(Dimension::OutputTokens) => snapshot.output_tokens.reset,
                         _ => snapshot.requests.reset,
                     };
                     let pause = hint.or(reset).unwrap_or(DEFAULT_PAUSE);

@@ -52,6 +52,27 @@ mod tests {
                 true,
             ),
             (
+                429,
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of 40,000 input tokens per minute.",
+                RetryCause::RateLimitInputTokens,
+                true,
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of 8,000 output tokens per minute.",
+                RetryCause::RateLimitOutputTokens,
+                true,
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of 50 requests per minute.",
+                RetryCause::RateLimitRequests,
+                true,
+            ),
+            (
                 529,
                 "overloaded_error",
                 "Overloaded",
