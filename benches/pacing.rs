@@ -595,6 +595,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture) -> Measured {
             ..InputSpec::new(&input)
         },
         output: dir.path().join("results.jsonl"),
+        output_format: paceline::batch::OutputFormat::OpenAi,
         state: None,
         skip_invalid: false,
         errors_file: dir.path().join("errors.jsonl"),

@@ -13,7 +13,7 @@
 //! the writer's return (every result committed and appended to the output), so it includes
 //! building the output lines, the transactions and the output file.
 
-use paceline::batch::InputSpec;
+use paceline::batch::{InputSpec, OutputFormat};
 use paceline::engine::{AttemptRecord, Decision, Event, Finished, ProviderAnswer, Verdict};
 use paceline::store::runs::{self, RunMode};
 use paceline::store::state::{Insert, RequestInserter};
@@ -63,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             stop: stop_rx,
             failed: Arc::new(Notify::new()),
             window: Arc::new(Semaphore::new(0)),
+            format: OutputFormat::OpenAi,
         };
         let handle = tokio::runtime::Handle::current();
         let started = Instant::now();

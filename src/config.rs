@@ -3,6 +3,9 @@
 //!
 //! ```toml
 //! base_url = "https://api.openai.com/v1"   # optional
+//! provider = "openai"       # optional: openai | anthropic | azure | openai-compatible
+//!                           # (default: inferred from base_url)
+//! api_version = "2024-10-21"  # optional, Azure's api-version
 //!
 //! [[keys]]
 //! env = "OPENAI_KEY_A"      # the environment variable holding the key (never the key itself)
@@ -13,6 +16,7 @@
 //! env = "OPENAI_KEY_B"
 //! ```
 
+use crate::provider::Provider;
 use crate::quota::{Dimension, LimitSpec, QuotaConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,8 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     base_url: Option<String>,
+    provider: Option<String>,
+    api_version: Option<String>,
     #[serde(default)]
     keys: Vec<RawKey>,
 }
@@ -48,6 +54,10 @@ pub struct KeySource {
 pub struct Config {
     /// Provider base URL, if set.
     pub base_url: Option<String>,
+    /// The provider, if set (else inferred from the base URL).
+    pub provider: Option<Provider>,
+    /// Azure's `api-version`, if set.
+    pub api_version: Option<String>,
     /// Upstream keys.
     pub keys: Vec<KeySource>,
 }
@@ -69,6 +79,16 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A top-level value is wrong.
+    #[error("config {path}: {field}: {message}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
         message: String,
     },
     /// A value is out of range.
@@ -140,8 +160,29 @@ impl Config {
                 limits: limits(key.rpm, key.tpm),
             });
         }
+        let provider = match raw.provider {
+            Some(name) => Some(name.parse::<Provider>().map_err(|e| ConfigError::Field {
+                path: path.to_path_buf(),
+                field: "provider",
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        if raw
+            .api_version
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return Err(ConfigError::Field {
+                path: path.to_path_buf(),
+                field: "api_version",
+                message: "must not be empty".to_string(),
+            });
+        }
         Ok(Config {
             base_url: raw.base_url,
+            provider,
+            api_version: raw.api_version,
             keys,
         })
     }
@@ -178,5 +219,19 @@ mod tests {
         assert!(!text.contains("sk-abc"));
         let err = Config::parse("[[keys]]\nenvv = \"A\"\n", Path::new("p.toml")).unwrap_err();
         assert!(err.to_string().contains("p.toml"));
+        let err = Config::parse("provider = \"bedrock\"\n", Path::new("p.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("p.toml: provider") && text.contains("bedrock"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reads_the_provider_and_api_version() {
+        let text = "provider = \"azure\"\napi_version = \"2024-06-01\"\n";
+        let config = Config::parse(text, Path::new("p.toml")).unwrap();
+        assert_eq!(config.provider, Some(Provider::Azure));
+        assert_eq!(config.api_version.as_deref(), Some("2024-06-01"));
     }
 }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gateway;
 pub mod mock;
 pub mod progress;
+pub mod provider;
 pub mod quota;
 pub mod report;
 pub mod retry;

@@ -17,7 +17,8 @@
 //!     pause the whole quota (DESIGN.md, "The pacing core", point 3: that is what ends the 429
 //!     waves). Anthropic's `rate_limit_error` and a 429 without a readable body are the same.
 //!     The dimension comes from `type`, else from the message ("tokens per min (TPM)",
-//!     "requests per minute").
+//!     "requests per minute"; Anthropic's "input tokens per minute" and "output tokens per
+//!     minute", which pause those dimensions; Azure's "token rate limit", "call rate limit").
 //!   - "Request too large for gpt-4o … Limit 30000, Requested 30601" arrives as a 429
 //!     `rate_limit_exceeded` of type `tokens`, but the request can never fit the limit: final,
 //!     `request_too_large`.
@@ -112,6 +113,10 @@ pub enum RetryCause {
     RateLimitRequests,
     /// 429 on the tokens dimension.
     RateLimitTokens,
+    /// 429 on the input tokens dimension (Anthropic: "… input tokens per minute").
+    RateLimitInputTokens,
+    /// 429 on the output tokens dimension (Anthropic: "… output tokens per minute").
+    RateLimitOutputTokens,
     /// 429 whose dimension is unknown.
     RateLimit,
     /// 529, or a 5xx that says the service is overloaded: load, not quota.
@@ -139,6 +144,8 @@ impl RetryCause {
         match self {
             Self::RateLimitRequests => "rate_limit_requests",
             Self::RateLimitTokens => "rate_limit_tokens",
+            Self::RateLimitInputTokens => "rate_limit_input_tokens",
+            Self::RateLimitOutputTokens => "rate_limit_output_tokens",
             Self::RateLimit => "rate_limit",
             Self::Overloaded => "overloaded",
             Self::ServerError(status) => server_error_label(*status),
@@ -498,9 +505,27 @@ fn rate_limit_cause(error: &ErrorBody) -> RetryCause {
     }
     let message = error.message_lower();
     let says = |phrases: &[&str]| phrases.iter().any(|phrase| message.contains(phrase));
-    if says(&["tokens per min", "tokens per day", "(tpm)", "(tpd)"]) {
+    if says(&["input tokens per min"]) {
+        return RetryCause::RateLimitInputTokens;
+    }
+    if says(&["output tokens per min"]) {
+        return RetryCause::RateLimitOutputTokens;
+    }
+    if says(&[
+        "tokens per min",
+        "tokens per day",
+        "(tpm)",
+        "(tpd)",
+        "token rate limit",
+    ]) {
         RetryCause::RateLimitTokens
-    } else if says(&["requests per min", "requests per day", "(rpm)", "(rpd)"]) {
+    } else if says(&[
+        "requests per min",
+        "requests per day",
+        "(rpm)",
+        "(rpd)",
+        "call rate limit",
+    ]) {
         RetryCause::RateLimitRequests
     } else {
         RetryCause::RateLimit
@@ -711,7 +736,7 @@ mod tests {
                 429,
                 ANTHROPIC_RATE,
                 None,
-                retrying(RateLimitTokens, true),
+                retrying(RateLimitInputTokens, true),
             ),
             (
                 "anthropic plain",
@@ -1312,6 +1337,8 @@ mod tests {
         let cases = [
             (RateLimitRequests, "rate_limit_requests"),
             (RateLimitTokens, "rate_limit_tokens"),
+            (RateLimitInputTokens, "rate_limit_input_tokens"),
+            (RateLimitOutputTokens, "rate_limit_output_tokens"),
             (RateLimit, "rate_limit"),
             (Overloaded, "overloaded"),
             (ServerError(500), "server_error_500"),

@@ -7,6 +7,9 @@
 //! `max_tokens`/`max_completion_tokens`/`max_output_tokens` × `n`. When a request sets no output
 //! cap, [`DEFAULT_MAX_TOKENS`] is assumed (the caller can choose another default).
 //!
+//! Anthropic Messages are counted the same way (plus the top-level `system`), with cl100k: no
+//! Claude tokenizer is public, and the estimate is settled from `usage` anyway.
+//!
 //! Chat messages are counted the way OpenAI documents it: 3 tokens per message for the framing,
 //! the role, the content, 1 more (plus the name) when a message has a `name`, and 3 to prime the
 //! reply. Parts that are not text (images, audio) are not counted.
@@ -192,6 +195,20 @@ pub fn estimate(endpoint: Endpoint, body: &Value, default_max_tokens: u64) -> Es
             prompt_tokens: body.get("input").map_or(0, |i| input_tokens(model, i)),
             max_output_tokens: 0,
         },
+        Endpoint::Messages => {
+            let messages = body
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let system = body
+                .get("system")
+                .map_or(0, |s| count(model, &content_text(s)));
+            Estimate {
+                prompt_tokens: chat_prompt_tokens(model, messages) + system,
+                max_output_tokens: u64_field(body, &["max_tokens"]).unwrap_or(default_max_tokens),
+            }
+        }
         Endpoint::Responses => {
             let prompt_tokens = match body.get("input") {
                 Some(Value::Array(items)) => chat_prompt_tokens(model, items),
@@ -263,6 +280,19 @@ mod tests {
         );
         let ids = json!({"model": "text-embedding-3-small", "input": [[1, 2, 3], [4]]});
         assert_eq!(estimate(Endpoint::Embeddings, &ids, 0).prompt_tokens, 4);
+    }
+
+    #[test]
+    fn messages_count_system_and_reserve_max_tokens() {
+        let body = json!({
+            "model": "claude-3-5-haiku-latest",
+            "system": "hello world",
+            "messages": [{"role": "user", "content": "hello world"}],
+            "max_tokens": 64
+        });
+        let e = estimate(Endpoint::Messages, &body, DEFAULT_MAX_TOKENS);
+        assert_eq!(e.prompt_tokens, 11);
+        assert_eq!(e.max_output_tokens, 64);
     }
 
     #[test]

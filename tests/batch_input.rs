@@ -120,7 +120,7 @@ fn every_batch_error_kind_names_its_line() {
         (r#"{"custom_id": "a", "url": "/v1/embeddings"}"#.to_owned(), "missing field `method`"),
         (r#"{"custom_id": "a", "method": "GET"}"#.to_owned(), "`method` must be \"POST\", found \"GET\""),
         (r#"{"custom_id": "a", "method": "POST", "url": "/v1/images", "body": {}}"#.to_owned(),
-         "unsupported `url` \"/v1/images\" (supported: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses)"),
+         "unsupported `url` \"/v1/images\" (supported: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages)"),
         (r#"{"custom_id": "a", "method": "POST"}"#.to_owned(), "missing field `url`"),
         (r#"{"custom_id": "a", "method": "POST", "url": "/v1/embeddings"}"#.to_owned(), "missing field `body`"),
         (r#"{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": "x"}"#.to_owned(),

@@ -289,6 +289,7 @@ async fn anthropic_message_shape_headers_and_stream() {
     let text = client
         .post(&url)
         .header("x-api-key", "sk-ant-test")
+        .header("anthropic-version", "2023-06-01")
         .json(&streamed)
         .send()
         .await
@@ -334,6 +335,7 @@ async fn anthropic_message_shape_headers_and_stream() {
     let resp = client
         .post(&url)
         .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
         .json(&json!({"model": "claude-3-5-haiku-latest", "messages": []}))
         .send()
         .await
@@ -354,6 +356,7 @@ async fn anthropic_429_and_529() {
         client
             .post(&url)
             .header("x-api-key", "a")
+            .header("anthropic-version", "2023-06-01")
             .json(&body)
             .send()
             .await
@@ -364,6 +367,7 @@ async fn anthropic_429_and_529() {
     let resp = client
         .post(&url)
         .header("x-api-key", "a")
+        .header("anthropic-version", "2023-06-01")
         .json(&body)
         .send()
         .await
@@ -380,6 +384,7 @@ async fn anthropic_429_and_529() {
     let resp = client
         .post(&url)
         .header("x-api-key", "a")
+        .header("anthropic-version", "2023-06-01")
         .json(&body)
         .send()
         .await

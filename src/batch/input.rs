@@ -424,6 +424,17 @@ impl TemplateMode {
             Endpoint::Embeddings => {
                 body.insert("input".to_owned(), Value::String(prompt));
             }
+            Endpoint::Messages => {
+                if let Some(system) = &self.system {
+                    body.insert("system".to_owned(), Value::String(system.clone()));
+                }
+                body.insert(
+                    "messages".to_owned(),
+                    json!([{"role": "user", "content": prompt}]),
+                );
+                let max_tokens = self.max_tokens.unwrap_or(crate::tokens::DEFAULT_MAX_TOKENS);
+                body.insert("max_tokens".to_owned(), max_tokens.into());
+            }
             Endpoint::Responses => {
                 if let Some(system) = &self.system {
                     body.insert("instructions".to_owned(), Value::String(system.clone()));

@@ -5,9 +5,12 @@
 //! - [`input`]: format detection and the streaming [`InputReader`].
 //! - [`template`]: `{field}` prompt templates for the lines/records/CSV input modes.
 //! - [`validate()`]: the whole-file validation pass and its [`ValidationReport`].
-//! - [`output`]: Batch API output records (written by the job store's output appender).
+//! - [`output`]: Batch API output records (written by the job store's output appender), and
+//!   the [`OutputFormat`] choice.
+//! - [`anthropic`]: Anthropic's Message Batches result lines (`--output-format anthropic`).
 //! - [`error`]: the error types shared by the above.
 
+pub mod anthropic;
 pub mod error;
 pub mod input;
 pub mod output;
@@ -15,9 +18,10 @@ pub mod request;
 pub mod template;
 pub mod validate;
 
+pub use anthropic::{BatchResult, MessageBatchResult};
 pub use error::{InputError, LineError, OutputError};
 pub use input::{InputFormat, InputReader, InputSpec};
-pub use output::{OutputRecord, ProviderResponse, RecordError};
+pub use output::{OutputFormat, OutputRecord, ProviderResponse, RecordError};
 pub use request::{BatchRequest, Endpoint};
 pub use template::{Template, TemplateError, UnknownPlaceholder};
 pub use validate::{ValidationReport, validate, write_errors_file};

@@ -8,6 +8,26 @@ use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Which results format the output is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// OpenAI's Batch API output ([`OutputRecord`]).
+    #[default]
+    OpenAi,
+    /// Anthropic's Message Batches results ([`crate::batch::MessageBatchResult`]).
+    Anthropic,
+}
+
+impl OutputFormat {
+    /// The command-line name: `openai` or `anthropic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::OpenAi => "openai",
+            OutputFormat::Anthropic => "anthropic",
+        }
+    }
+}
+
 /// The provider's answer to a request, as recorded in the output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderResponse {

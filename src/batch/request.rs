@@ -25,15 +25,19 @@ pub enum Endpoint {
     /// `/v1/responses`.
     #[serde(rename = "/v1/responses")]
     Responses,
+    /// `/v1/messages` (Anthropic's Messages API).
+    #[serde(rename = "/v1/messages")]
+    Messages,
 }
 
 impl Endpoint {
     /// Every supported endpoint, in the order error messages list them.
-    pub const ALL: [Endpoint; 4] = [
+    pub const ALL: [Endpoint; 5] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Responses,
+        Endpoint::Messages,
     ];
 
     /// The URL path, e.g. `/v1/chat/completions`.
@@ -43,6 +47,7 @@ impl Endpoint {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Responses => "/v1/responses",
+            Endpoint::Messages => "/v1/messages",
         }
     }
 
@@ -59,14 +64,15 @@ impl Endpoint {
     /// The body field (besides `model`) this endpoint requires, and what kind it must be.
     fn required_field(&self) -> (&'static str, Required) {
         match self {
-            Endpoint::ChatCompletions => ("messages", Required::Array),
+            Endpoint::ChatCompletions | Endpoint::Messages => ("messages", Required::Array),
             Endpoint::Completions => ("prompt", Required::Present),
             Endpoint::Embeddings | Endpoint::Responses => ("input", Required::Present),
         }
     }
 
     /// Checks that a request body has what this endpoint needs: a non-empty string `model` and
-    /// the endpoint's own field (`messages` array, `prompt`, or `input`). Returns the problem.
+    /// the endpoint's own field (`messages` array, `prompt`, or `input`; Messages also a
+    /// positive integer `max_tokens`, which Anthropic requires). Returns the problem.
     pub fn check_body(&self, body: &Map<String, Value>) -> Result<(), String> {
         match body.get("model") {
             None => return Err("`body` is missing field `model`".to_owned()),
@@ -79,6 +85,22 @@ impl Endpoint {
                     "`body.model` must be a string, found {}",
                     json_kind(other)
                 ));
+            }
+        }
+        if *self == Endpoint::Messages {
+            match body.get("max_tokens") {
+                None => {
+                    return Err(format!(
+                        "`body` is missing field `max_tokens` (required by {})",
+                        self.path()
+                    ));
+                }
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {}
+                Some(other) => {
+                    return Err(format!(
+                        "`body.max_tokens` must be a positive integer, found {other}"
+                    ));
+                }
             }
         }
         let (field, required) = self.required_field();
@@ -140,7 +162,8 @@ pub struct BatchRequest {
 
 impl BatchRequest {
     /// Parses and checks one line of OpenAI Batch API JSONL
-    /// (`{"custom_id", "method": "POST", "url", "body"}`); `line` is its 1-based number.
+    /// (`{"custom_id", "method": "POST", "url", "body"}`), or of Anthropic's Message Batches
+    /// (`{"custom_id", "params"}`, sent to `/v1/messages`); `line` is its 1-based number.
     pub fn parse_batch_line(text: &str, line: u64) -> Result<BatchRequest, LineError> {
         parse_batch_value(parse_json_object(text, line)?, line)
     }
@@ -183,6 +206,9 @@ fn parse_batch_value(mut map: Map<String, Value>, line: u64) -> Result<BatchRequ
             ));
         }
     };
+    if !map.contains_key("url") && !map.contains_key("method") && map.contains_key("params") {
+        return parse_params_value(custom_id, map, line);
+    }
     match map.get("method") {
         None => return fail("missing field `method` (must be \"POST\")".to_owned()),
         Some(Value::String(m)) if m == "POST" => {}
@@ -223,6 +249,38 @@ fn parse_batch_value(mut map: Map<String, Value>, line: u64) -> Result<BatchRequ
     };
     if let Err(message) = endpoint.check_body(&body) {
         return fail(message);
+    }
+    Ok(BatchRequest {
+        custom_id,
+        endpoint,
+        body: Value::Object(body),
+        line,
+    })
+}
+
+/// The rest of an Anthropic Message Batches line (`{"custom_id", "params"}`): `params` is a
+/// Messages API request body.
+fn parse_params_value(
+    custom_id: String,
+    mut map: Map<String, Value>,
+    line: u64,
+) -> Result<BatchRequest, LineError> {
+    let endpoint = Endpoint::Messages;
+    let body = match map.remove("params") {
+        Some(Value::Object(body)) => body,
+        Some(other) => {
+            return Err(LineError::new(
+                line,
+                format!(
+                    "`params` must be a JSON object, found {}",
+                    json_kind(&other)
+                ),
+            ));
+        }
+        None => return Err(LineError::new(line, "missing field `params`".to_owned())),
+    };
+    if let Err(message) = endpoint.check_body(&body) {
+        return Err(LineError::new(line, message.replace("`body", "`params")));
     }
     Ok(BatchRequest {
         custom_id,

@@ -2,7 +2,7 @@
 //! no network. It shows pacing to limits learned from headers, retries of injected faults, the
 //! progress bar and the summary.
 
-use crate::batch::InputSpec;
+use crate::batch::{InputSpec, OutputFormat};
 use crate::cli::run as run_cli;
 use crate::engine::EngineConfig;
 use crate::mock::{self, FaultRates, LatencyConfig, MockConfig};
@@ -87,6 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         errors_file: dir.path().join("errors.jsonl"),
         output: args.output.clone(),
+        output_format: OutputFormat::OpenAi,
         state: None,
         skip_invalid: false,
         restart: true,

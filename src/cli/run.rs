@@ -1,9 +1,10 @@
 //! `paceline run`: arguments and glue for the batch runner.
 
-use crate::batch::{Endpoint, InputFormat, InputSpec};
+use crate::batch::{Endpoint, InputFormat, InputSpec, OutputFormat};
 use crate::config::{self, Config};
 use crate::engine::EngineConfig;
 use crate::progress::Display;
+use crate::provider::Provider;
 use crate::quota::QuotaConfig;
 use crate::retry::BackoffPolicy;
 use crate::runner::{self, RunError, RunPlan};
@@ -41,6 +42,41 @@ pub enum EndpointArg {
     Embeddings,
     /// /v1/responses
     Responses,
+    /// /v1/messages (Anthropic)
+    Messages,
+}
+
+/// `--provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    /// OpenAI's API.
+    Openai,
+    /// Anthropic's Messages API (x-api-key, anthropic-ratelimit-* headers).
+    Anthropic,
+    /// Azure OpenAI (deployment URLs, api-version, api-key header).
+    Azure,
+    /// Any OpenAI-compatible server (vLLM, llama.cpp, Groq, Together, ...).
+    OpenaiCompatible,
+}
+
+impl From<ProviderArg> for Provider {
+    fn from(arg: ProviderArg) -> Provider {
+        match arg {
+            ProviderArg::Openai => Provider::OpenAi,
+            ProviderArg::Anthropic => Provider::Anthropic,
+            ProviderArg::Azure => Provider::Azure,
+            ProviderArg::OpenaiCompatible => Provider::Compatible,
+        }
+    }
+}
+
+/// `--output-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormatArg {
+    /// OpenAI Batch API output (`id`, `custom_id`, `response`, `error`).
+    Openai,
+    /// Anthropic Message Batches results (`custom_id`, `result`).
+    Anthropic,
 }
 
 /// Input and output options, shared with `demo`.
@@ -133,7 +169,17 @@ pub struct RunArgs {
     /// Provider base URL (default: OpenAI's API, or base_url from --config).
     #[arg(long)]
     pub base_url: Option<String>,
-    /// Environment variables holding API keys, comma-separated (default OPENAI_API_KEY).
+    /// The provider's API (default: provider from --config, else inferred from the base URL).
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+    /// Azure OpenAI's api-version (default: api_version from --config, else 2024-10-21).
+    #[arg(long)]
+    pub api_version: Option<String>,
+    /// Results format: OpenAI Batch API output, or Anthropic Message Batches results.
+    #[arg(long, value_enum, default_value_t = OutputFormatArg::Openai)]
+    pub output_format: OutputFormatArg,
+    /// Environment variables holding API keys, comma-separated (default OPENAI_API_KEY;
+    /// ANTHROPIC_API_KEY for Anthropic, AZURE_OPENAI_API_KEY for Azure).
     #[arg(long, value_delimiter = ',')]
     pub api_key_env: Vec<String>,
     /// TOML config with [[keys]] (env, rpm, tpm) and base_url.
@@ -181,6 +227,7 @@ impl InputArgs {
                 EndpointArg::Completions => Endpoint::Completions,
                 EndpointArg::Embeddings => Endpoint::Embeddings,
                 EndpointArg::Responses => Endpoint::Responses,
+                EndpointArg::Messages => Endpoint::Messages,
             },
         }
     }
@@ -213,7 +260,11 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Keys from --config, else --api-key-env, else OPENAI_API_KEY.
-fn keys(args: &RunArgs, config: &Config) -> anyhow::Result<Vec<(ApiKey, QuotaConfig)>> {
+fn keys(
+    args: &RunArgs,
+    config: &Config,
+    provider: Provider,
+) -> anyhow::Result<Vec<(ApiKey, QuotaConfig)>> {
     let flag_limits = args.pacing.limits();
     if !config.keys.is_empty() {
         return config
@@ -230,7 +281,7 @@ fn keys(args: &RunArgs, config: &Config) -> anyhow::Result<Vec<(ApiKey, QuotaCon
             .collect();
     }
     let names = if args.api_key_env.is_empty() {
-        vec!["OPENAI_API_KEY".to_string()]
+        vec![provider.default_key_env().to_string()]
     } else {
         args.api_key_env.clone()
     };
@@ -273,13 +324,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let base_url = args
-        .base_url
-        .clone()
-        .or(config.base_url.clone())
-        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let chosen = args.provider.map(Provider::from).or(config.provider);
+    let base_url = match (args.base_url.clone().or(config.base_url.clone()), chosen) {
+        (Some(url), _) => url,
+        (None, Some(provider)) => provider
+            .default_base_url()
+            .with_context(|| {
+                format!("provider {provider} has no public URL: give --base-url (or base_url in --config)")
+            })?
+            .to_string(),
+        (None, None) => DEFAULT_BASE_URL.to_string(),
+    };
     let upstream = Upstream::new(&base_url, args.pacing.timeout)?;
-    let keys = keys(&args, &config)?;
+    let provider = chosen.unwrap_or(upstream.provider());
+    let api_version = args
+        .api_version
+        .as_deref()
+        .or(config.api_version.as_deref());
+    let upstream = upstream.with_provider(provider, api_version);
+    let keys = keys(&args, &config, provider)?;
     let output = args
         .output
         .clone()
@@ -291,6 +354,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| with_suffix(&output, ".errors.jsonl")),
         output,
+        output_format: match args.output_format {
+            OutputFormatArg::Openai => OutputFormat::OpenAi,
+            OutputFormatArg::Anthropic => OutputFormat::Anthropic,
+        },
         state: args.state.clone(),
         skip_invalid: args.skip_invalid,
         restart: args.restart,

@@ -16,10 +16,17 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<String>,
-    /// Provider base URL (default OpenAI's API).
+    /// Provider base URL (default OpenAI's API, or the --provider's public API).
     #[arg(long)]
     pub upstream: Option<String>,
-    /// Environment variables holding upstream keys, comma-separated (default OPENAI_API_KEY).
+    /// The upstream's API: openai, anthropic, azure, openai-compatible (default: from the URL).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Azure OpenAI's api-version (default 2024-10-21).
+    #[arg(long)]
+    pub api_version: Option<String>,
+    /// Environment variables holding upstream keys, comma-separated (default OPENAI_API_KEY;
+    /// ANTHROPIC_API_KEY for Anthropic, AZURE_OPENAI_API_KEY for Azure).
     #[arg(long, value_delimiter = ',')]
     pub api_key_env: Vec<String>,
     /// Requests per minute per upstream key given with --api-key-env (default: learned).
@@ -56,6 +63,8 @@ impl ServeArgs {
         };
         set(&mut raw.listen, &self.listen);
         set(&mut raw.upstream, &self.upstream);
+        set(&mut raw.provider, &self.provider);
+        set(&mut raw.api_version, &self.api_version);
         set(&mut raw.max_wait, &self.max_wait);
         set(&mut raw.timeout, &self.timeout);
         set(&mut raw.drain_timeout, &self.drain_timeout);

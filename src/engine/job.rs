@@ -1,8 +1,9 @@
 //! A request as the engine handles it, and what comes out when it is finished.
 
 use super::respond::Responder;
+use super::usage::Charge;
 use crate::batch::Endpoint;
-use crate::quota::Cost;
+use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
 use crate::tokens::{self, Estimate};
 use bytes::Bytes;
@@ -75,6 +76,8 @@ pub struct Job {
     pub(crate) sent_at: Option<Instant>,
     /// Where its result goes, when not to the engine's sink.
     pub(crate) responder: Option<Responder>,
+    /// The key whose attempt failed last (5xx, overload, timeout): the retry prefers another.
+    pub(crate) avoid: Option<usize>,
 }
 
 /// The code of a job finished because it could not be sent before its deadline.
@@ -124,6 +127,7 @@ impl Job {
             created: Instant::now(),
             sent_at: None,
             responder: None,
+            avoid: None,
         }
     }
 
@@ -146,9 +150,20 @@ impl Job {
             .saturating_duration_since(self.created)
     }
 
-    /// What the quota is asked for.
+    /// What the quota is asked for: one request, the whole estimate on tokens/min, and its
+    /// input and output parts on the input and output token dimensions.
     pub fn cost(&self) -> Cost {
         Cost::request(self.estimate.total())
+            .with(Dimension::InputTokens, self.estimate.prompt_tokens)
+            .with(Dimension::OutputTokens, self.estimate.max_output_tokens)
+    }
+
+    /// How the cost is settled when the usage is known.
+    pub fn charge(&self) -> Charge {
+        Charge {
+            max_output_tokens: self.estimate.max_output_tokens,
+            output_at_completion: self.endpoint == Endpoint::Messages,
+        }
     }
 }
 

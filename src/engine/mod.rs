@@ -35,9 +35,10 @@ pub mod respond;
 pub mod stats;
 pub mod usage;
 
-use crate::quota::{Cost, Dimension, LimitSnapshot, headers::parse_limit_headers};
+use crate::quota::{Dimension, LimitSnapshot, headers::parse_limit_headers};
 use crate::retry::{self, AttemptResult, BackoffPolicy, Outcome, RetryCause};
-use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream};
+use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream, Want};
+use bytes::Bytes;
 use concurrency::{Concurrency, Permit, Signal};
 pub use event::{AttemptRecord, Decision, Event};
 pub use job::{DEADLINE_EXCEEDED, Finished, Job, Priority, ProviderAnswer, Verdict};
@@ -52,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use usage::{Usage, charged_tokens, parse_usage};
+use usage::{Usage, parse_usage};
 
 /// How often the concurrency bound's target rate is recomputed from the quotas.
 const TARGET_REFRESH: Duration = Duration::from_millis(100);
@@ -116,12 +117,14 @@ enum Unbookable {
     NeverFits(crate::quota::QuotaError),
     /// No key is left.
     NoKeys(String),
+    /// No key in rotation serves its model and endpoint.
+    NoRoute(String),
     /// It could not go before its deadline; capacity is expected after this long.
     PastDeadline(Duration),
     /// Its caller has gone.
     Abandoned,
     /// An interactive job arrived while this batch job waited for its reservation.
-    Preempted(Job),
+    Preempted(Box<Job>),
 }
 
 /// The input lanes; `None` once closed.
@@ -268,7 +271,7 @@ impl Engine {
                     }
                     Err(Unbookable::Preempted(urgent)) => {
                         self.retry_later(job, Instant::now());
-                        job = urgent;
+                        job = *urgent;
                         continue;
                     }
                     Err(Unbookable::Abandoned) => {
@@ -293,6 +296,15 @@ impl Engine {
                             answer: None,
                             code: "request_too_large".into(),
                             message: err.to_string(),
+                        };
+                        self.finish(job, verdict, None, &sink).await;
+                    }
+                    Err(Unbookable::NoRoute(message)) => {
+                        drop(permit);
+                        let verdict = Verdict::Failed {
+                            answer: None,
+                            code: NO_ROUTE.into(),
+                            message,
                         };
                         self.finish(job, verdict, None, &sink).await;
                     }
@@ -326,7 +338,12 @@ impl Engine {
         let Some(permit) = self.concurrency.try_acquire() else {
             return Some(job);
         };
-        let Ok(pick) = self.pool.pick(&job.model, job.cost(), now) else {
+        let want = Want {
+            model: &job.model,
+            endpoint: job.endpoint,
+            avoid: job.avoid,
+        };
+        let Ok(pick) = self.pool.pick_for(want, job.cost(), now) else {
             return Some(job);
         };
         if pick.reservation.go_at > now {
@@ -365,7 +382,12 @@ impl Engine {
                 return Err(Unbookable::Abandoned);
             }
             let now = Instant::now();
-            let pick = match self.pool.pick(&job.model, job.cost(), now) {
+            let want = Want {
+                model: &job.model,
+                endpoint: job.endpoint,
+                avoid: job.avoid,
+            };
+            let pick = match self.pool.pick_for(want, job.cost(), now) {
                 Err(PickError::Busy) => {
                     if job.deadline.is_some_and(|d| d <= now) {
                         return Err(Unbookable::PastDeadline(Duration::from_secs(1)));
@@ -380,6 +402,9 @@ impl Engine {
                 }
                 Err(PickError::NoKeys(reason)) => return Err(Unbookable::NoKeys(reason)),
                 Err(PickError::NeverFits(err)) => return Err(Unbookable::NeverFits(err)),
+                Err(err @ PickError::NoRoute { .. }) => {
+                    return Err(Unbookable::NoRoute(err.to_string()));
+                }
                 Ok(pick) => pick,
             };
             let go_at = pick.reservation.go_at;
@@ -410,7 +435,7 @@ impl Engine {
                 if let Some(urgent) = urgent {
                     self.outstanding.fetch_add(1, Ordering::SeqCst);
                     pick.quota.cancel(&pick.reservation, Instant::now());
-                    return Err(Unbookable::Preempted(urgent));
+                    return Err(Unbookable::Preempted(Box::new(urgent)));
                 }
             }
             let now = Instant::now();
@@ -602,9 +627,17 @@ impl Engine {
         let started = Instant::now();
         let sent_at = SystemTime::now();
         job.sent_at = Some(started);
-        let (path, body) = (job.endpoint.path(), job.body.clone());
+        let path = job.endpoint.path();
+        let (upstream, model, body) = match &pick.route {
+            Some(route) => (
+                &route.upstream,
+                route.model.as_str(),
+                with_model(&job.body, &job.model, &route.model),
+            ),
+            None => (&self.upstream, job.model.as_str(), job.body.clone()),
+        };
         let result = if job.stream && job.responder.is_some() {
-            match self.upstream.open(&pick.key, path, body).await {
+            match upstream.open(&pick.key, path, model, body).await {
                 Ok(opened) if opened.is_success() => {
                     drop(in_flight);
                     let latency = started.elapsed();
@@ -620,7 +653,7 @@ impl Engine {
                 Err(err) => Err(err),
             }
         } else {
-            self.upstream.post(&pick.key, path, body).await
+            upstream.post(&pick.key, path, model, body).await
         };
         let latency = started.elapsed();
         drop(in_flight);
@@ -644,7 +677,11 @@ impl Engine {
         let status = result.as_ref().map(|r| r.status).ok();
         let answer = result.as_ref().ok().map(|reply| ProviderAnswer {
             status: reply.status,
-            request_id: reply.header("x-request-id").map(str::to_string),
+            // OpenAI and Azure send `x-request-id`, Anthropic `request-id`.
+            request_id: reply
+                .header("x-request-id")
+                .or_else(|| reply.header("request-id"))
+                .map(str::to_string),
             body: reply.body.clone(),
         });
         let last_answer = answer.clone();
@@ -667,9 +704,9 @@ impl Engine {
             Outcome::Success => {
                 self.concurrency.record(Signal::Answered, latency, now);
                 if let Some(usage) = usage {
-                    let charged = charged_tokens(&job, &usage);
-                    pick.quota
-                        .settle(&pick.reservation, Cost::request(charged), now);
+                    let cost = job.charge().cost(&usage);
+                    let charged = cost.get(Dimension::Tokens);
+                    pick.quota.settle(&pick.reservation, cost, now);
                     record.tokens = charged;
                     self.stats
                         .prompt_tokens
@@ -703,10 +740,14 @@ impl Engine {
                     let refused = match cause {
                         RetryCause::RateLimitRequests => Some(Dimension::Requests),
                         RetryCause::RateLimitTokens => Some(Dimension::Tokens),
+                        RetryCause::RateLimitInputTokens => Some(Dimension::InputTokens),
+                        RetryCause::RateLimitOutputTokens => Some(Dimension::OutputTokens),
                         _ => None,
                     };
                     let reset = match refused {
                         Some(Dimension::Tokens) => snapshot.tokens.reset,
+                        Some(Dimension::InputTokens) => snapshot.input_tokens.reset,
+                        Some(Dimension::OutputTokens) => snapshot.output_tokens.reset,
                         _ => snapshot.requests.reset,
                     };
                     let pause = hint.or(reset).unwrap_or(DEFAULT_PAUSE);
@@ -721,6 +762,7 @@ impl Engine {
                 self.update_target_rate(&job, now);
                 let label = cause.label();
                 job.last_retry = Some(cause);
+                job.avoid = (!pause_quota).then_some(pick.key_index);
                 record.cause = Some(label.to_string());
                 job.last_cause = Some(match status {
                     Some(code) => format!("{label} (HTTP {code})"),
@@ -854,7 +896,7 @@ impl Engine {
             job.waited(now),
             Arc::clone(&pick.quota),
             pick.reservation,
-            job.estimate.max_output_tokens,
+            job.charge(),
             Arc::clone(&self.stats),
         );
         if let Some(responder) = job.responder.take() {
@@ -879,6 +921,24 @@ fn log_attempt(job: &Job, record: &AttemptRecord) {
 struct Sent {
     at: SystemTime,
     latency: Duration,
+}
+
+/// The code of a job whose model no key in rotation serves.
+pub const NO_ROUTE: &str = "model_not_routed";
+
+/// `body` with its `model` renamed to the deployment's `model` (the bytes as they are when the
+/// name is the same or the body is not a JSON object).
+fn with_model(body: &Bytes, public: &str, model: &str) -> Bytes {
+    if public == model {
+        return body.clone();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut map)) => {
+            map.insert("model".into(), Value::String(model.to_string()));
+            Bytes::from(Value::Object(map).to_string())
+        }
+        _ => body.clone(),
+    }
 }
 
 /// What happens to a job after an attempt.

@@ -16,8 +16,8 @@
 
 use super::job::Finished;
 use super::stats::Stats;
-use super::usage::{Usage, charged_tokens_for};
-use crate::quota::{Cost, Quota, Reservation};
+use super::usage::{Charge, Usage};
+use crate::quota::{Dimension, Quota, Reservation};
 use crate::upstream::{ByteStream, Opened};
 use std::fmt;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ impl fmt::Debug for LiveStream {
 struct Settlement {
     quota: Arc<Quota>,
     reservation: Reservation,
-    max_output_tokens: u64,
+    charge: Charge,
     stats: Arc<Stats>,
 }
 
@@ -100,7 +100,7 @@ impl LiveStream {
         waited: Duration,
         quota: Arc<Quota>,
         reservation: Reservation,
-        max_output_tokens: u64,
+        charge: Charge,
         stats: Arc<Stats>,
     ) -> Self {
         let (status, headers) = (opened.status, opened.headers.clone());
@@ -113,7 +113,7 @@ impl LiveStream {
             settlement: Settlement {
                 quota,
                 reservation,
-                max_output_tokens,
+                charge,
                 stats,
             },
         }
@@ -139,9 +139,9 @@ impl LiveStream {
     pub fn settle(self, usage: Option<Usage>) {
         let Some(usage) = usage else { return };
         let s = &self.settlement;
-        let charged = charged_tokens_for(s.max_output_tokens, &usage);
-        s.quota
-            .settle(&s.reservation, Cost::request(charged), Instant::now());
+        let cost = s.charge.cost(&usage);
+        let charged = cost.get(Dimension::Tokens);
+        s.quota.settle(&s.reservation, cost, Instant::now());
         s.stats
             .prompt_tokens
             .fetch_add(usage.prompt, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! Token usage as the provider reports it, and what it means for the quota.
 
-use super::job::Job;
+use crate::quota::{Cost, Dimension};
 use serde_json::Value;
 
 /// Token usage reported by the provider.
@@ -31,15 +31,62 @@ pub fn parse_usage(body: &Value) -> Option<Usage> {
     })
 }
 
-/// What the provider charged the request's tokens/min: its own prompt count plus the output it
-/// admitted (`max_tokens × n`: OpenAI keeps the admission charge for the output).
-pub fn charged_tokens(job: &Job, usage: &Usage) -> u64 {
-    charged_tokens_for(job.estimate.max_output_tokens, usage)
+/// How a request's cost is settled once its usage is known: the output it was admitted with,
+/// and whether the provider corrects that admission to the output actually produced.
+///
+/// OpenAI (and Azure, and the servers copying it) keeps the admission charge for the output
+/// (`max_tokens × n`) on tokens/min; Anthropic admits output tokens from `max_tokens` and
+/// corrects them on completion (rate limits guide), so its tokens and output tokens settle to
+/// what the answer's `usage` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Charge {
+    /// Output tokens admitted: the cap × the number of choices.
+    pub max_output_tokens: u64,
+    /// True when the provider charges the output actually produced (Anthropic Messages).
+    pub output_at_completion: bool,
 }
 
-/// [`charged_tokens`] given the admitted output cap.
-pub fn charged_tokens_for(max_output_tokens: u64, usage: &Usage) -> u64 {
-    usage.prompt + max_output_tokens
+impl Charge {
+    /// What the provider charged, in every dimension, for a request that reported `usage`.
+    pub fn cost(&self, usage: &Usage) -> Cost {
+        let output = if self.output_at_completion {
+            usage.completion
+        } else {
+            self.max_output_tokens
+        };
+        Cost::request(usage.prompt + output)
+            .with(Dimension::InputTokens, usage.prompt)
+            .with(Dimension::OutputTokens, output)
+    }
+}
+
+/// Merge what one stream event says into the usage seen so far: Anthropic's `message_start`
+/// carries the input tokens (`message.usage`) and each `message_delta` the cumulative output
+/// tokens; the other providers send one complete `usage` ([`parse_usage`]).
+pub fn merge_stream_usage(seen: Option<Usage>, event: &Value) -> Option<Usage> {
+    match event.get("type").and_then(Value::as_str) {
+        Some("message_start") => {
+            let usage = event.get("message").and_then(|m| m.get("usage"))?;
+            let field = |name: &str| usage.get(name).and_then(Value::as_u64);
+            Some(Usage {
+                prompt: field("input_tokens")?,
+                completion: field("output_tokens").unwrap_or(0),
+            })
+        }
+        Some("message_delta") => {
+            let output = event.get("usage")?.get("output_tokens")?.as_u64()?;
+            let input = event
+                .get("usage")
+                .and_then(|u| u.get("input_tokens"))
+                .and_then(Value::as_u64);
+            let prompt = input.or(seen.map(|s| s.prompt)).unwrap_or(0);
+            Some(Usage {
+                prompt,
+                completion: output,
+            })
+        }
+        _ => parse_usage(event).or(seen),
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +114,56 @@ mod tests {
             })
         );
         assert_eq!(parse_usage(&json!({"usage": null})), None);
+    }
+
+    #[test]
+    fn merges_anthropic_stream_usage() {
+        let start = json!({"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}});
+        let seen = merge_stream_usage(None, &start);
+        assert_eq!(
+            seen,
+            Some(Usage {
+                prompt: 12,
+                completion: 1
+            })
+        );
+        let ping = json!({"type": "ping"});
+        assert_eq!(merge_stream_usage(seen, &ping), seen);
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 30}});
+        assert_eq!(
+            merge_stream_usage(seen, &delta),
+            Some(Usage {
+                prompt: 12,
+                completion: 30
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_output_settles_to_what_was_produced() {
+        let usage = Usage {
+            prompt: 10,
+            completion: 3,
+        };
+        let openai = Charge {
+            max_output_tokens: 100,
+            output_at_completion: false,
+        };
+        assert_eq!(openai.cost(&usage).get(Dimension::Tokens), 110);
+        let anthropic = Charge {
+            max_output_tokens: 100,
+            output_at_completion: true,
+        };
+        let cost = anthropic.cost(&usage);
+        assert_eq!(
+            [
+                Dimension::Requests,
+                Dimension::Tokens,
+                Dimension::InputTokens,
+                Dimension::OutputTokens
+            ]
+            .map(|d| cost.get(d)),
+            [1, 13, 10, 3]
+        );
     }
 }

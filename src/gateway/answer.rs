@@ -9,7 +9,7 @@
 //! without the provider's message, which may quote part of that key.
 
 use super::errors::{ApiError, retry_after_headers};
-use crate::engine::{DEADLINE_EXCEEDED, Finished, ProviderAnswer, Verdict};
+use crate::engine::{DEADLINE_EXCEEDED, Finished, NO_ROUTE, ProviderAnswer, Verdict};
 use crate::retry::RetryCause;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -84,6 +84,9 @@ pub fn respond(finished: &Finished) -> (Response, String) {
                 }
             }
             response
+        }
+        None if code == NO_ROUTE => {
+            ApiError::bad_request(message.clone(), Some("model_not_found")).into_response()
         }
         None if code == "request_too_large" => {
             ApiError::bad_request(message.clone(), Some("request_too_large")).into_response()

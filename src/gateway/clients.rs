@@ -12,7 +12,7 @@
 
 use super::config::ClientSpec;
 use super::errors::ApiError;
-use crate::engine::usage::{Usage, charged_tokens_for};
+use crate::engine::usage::{Charge, Usage};
 use crate::quota::{Cost, Quota, QuotaError, Reservation};
 use crate::upstream::KeyError;
 use sha2::{Digest, Sha256};
@@ -178,14 +178,13 @@ impl Client {
 }
 
 impl ClientTicket {
-    /// The provider answered: charge what it charged (prompt tokens + the output cap), or
-    /// keep the estimate when no usage was reported.
-    pub fn settle(self, usage: Option<Usage>, max_output_tokens: u64) {
+    /// The provider answered: charge what it charged (see [`Charge`]), or keep the estimate
+    /// when no usage was reported.
+    pub fn settle(self, usage: Option<Usage>, charge: Charge) {
         if let (Some(quota), Some(reservation), Some(usage)) =
             (&self.client.quota, &self.reservation, usage)
         {
-            let charged = charged_tokens_for(max_output_tokens, &usage);
-            quota.settle(reservation, Cost::request(charged), Instant::now());
+            quota.settle(reservation, charge.cost(&usage), Instant::now());
         }
     }
 

@@ -21,9 +21,28 @@
 //! rpm = 60                  # optional: the client's own limits
 //! tpm = 100000
 //! weight = 3                # share of upstream capacity when clients compete (default 1)
+//!
+//! [[models]]                # optional: a public model name served by deployments, in order
+//! name = "fast"
+//! [[models.deployments]]
+//! provider = "azure"        # openai | anthropic | azure | openai-compatible
+//! base_url = "https://my-resource.openai.azure.com"
+//! model = "gpt-4o-mini"     # the name sent upstream (Azure: the deployment); default `name`
+//! api_version = "2024-10-21"
+//! env = "AZURE_OPENAI_KEY"
+//! rpm = 300                 # optional
+//! tpm = 50000               # optional
+//! [[models.deployments]]    # the fallback when the first is paused or failing
+//! provider = "openai"
+//! model = "gpt-4o-mini"
+//! env = "OPENAI_API_KEY"
 //! ```
+//!
+//! `provider` and `api_version` at the top level say how to speak to `upstream` (default:
+//! inferred from its URL).
 
 use crate::config::{KeySource, limits};
+use crate::provider::Provider;
 use crate::quota::QuotaConfig;
 use crate::upstream::DEFAULT_BASE_URL;
 use serde::Deserialize;
@@ -46,6 +65,10 @@ pub struct RawConfig {
     pub listen: Option<String>,
     /// `upstream`: the provider's base URL.
     pub upstream: Option<String>,
+    /// `provider` of `upstream` (default: inferred from its URL).
+    pub provider: Option<String>,
+    /// `api_version` (Azure) of `upstream`.
+    pub api_version: Option<String>,
     /// `max_wait`, a duration such as `30s`.
     pub max_wait: Option<String>,
     /// `timeout`, per upstream attempt.
@@ -66,6 +89,57 @@ pub struct RawConfig {
     /// `[[clients]]`.
     #[serde(default)]
     pub clients: Vec<RawClient>,
+    /// `[[models]]`.
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+/// A `[[models]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The public model name.
+    pub name: String,
+    /// `[[models.deployments]]`, in order of preference.
+    #[serde(default)]
+    pub deployments: Vec<RawDeployment>,
+}
+
+/// A `[[models.deployments]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    /// `provider` (default: inferred from `base_url`).
+    pub provider: Option<String>,
+    /// `base_url` (default: the provider's public API).
+    pub base_url: Option<String>,
+    /// `model` sent upstream (default: the public name).
+    pub model: Option<String>,
+    /// `api_version` (Azure).
+    pub api_version: Option<String>,
+    /// `env`: the variable holding the key.
+    pub env: String,
+    /// `rpm`.
+    pub rpm: Option<u64>,
+    /// `tpm`.
+    pub tpm: Option<u64>,
+}
+
+/// One validated upstream deployment of a public model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// The public model name it serves.
+    pub serves: String,
+    /// Its provider.
+    pub provider: Provider,
+    /// Its base URL.
+    pub base_url: String,
+    /// The model name sent upstream.
+    pub model: String,
+    /// Azure's `api-version`, if set.
+    pub api_version: Option<String>,
+    /// Its key and limits.
+    pub key: KeySource,
 }
 
 /// One `[[keys]]` entry as written.
@@ -116,8 +190,14 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The provider's base URL.
     pub upstream: String,
+    /// How to speak to it.
+    pub provider: Provider,
+    /// Its `api-version` (Azure), if set.
+    pub api_version: Option<String>,
     /// Upstream keys.
     pub keys: Vec<KeySource>,
+    /// `[[models]]` deployments, every model's in order of preference.
+    pub deployments: Vec<Deployment>,
     /// Client virtual keys (empty: open gateway).
     pub clients: Vec<ClientSpec>,
     /// Longest a request waits for capacity (the `x-paceline-max-wait` header may change it).
@@ -221,13 +301,29 @@ impl TryFrom<RawConfig> for GatewayConfig {
                 format!("{listen_text:?} is not an address such as 127.0.0.1:8080"),
             )
         })?;
-        let upstream = raw.upstream.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let chosen = match &raw.provider {
+            Some(name) => Some(
+                name.parse::<Provider>()
+                    .map_err(|e| invalid("provider", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let upstream = match (raw.upstream, chosen) {
+            (Some(url), _) => url,
+            (None, Some(p)) => p
+                .default_base_url()
+                .ok_or_else(|| invalid("upstream", format!("is required for provider {p}")))?
+                .to_string(),
+            (None, None) => DEFAULT_BASE_URL.to_string(),
+        };
         if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
             return Err(invalid(
                 "upstream",
                 format!("{upstream:?} is not an http:// or https:// URL"),
             ));
         }
+        let provider = chosen.unwrap_or_else(|| Provider::infer(&upstream));
+        let deployments = deployments(raw.models)?;
         let mut keys = Vec::with_capacity(raw.keys.len());
         for (i, key) in raw.keys.into_iter().enumerate() {
             env_name(format!("keys[{i}].env"), &key.env)?;
@@ -276,7 +372,10 @@ impl TryFrom<RawConfig> for GatewayConfig {
         Ok(GatewayConfig {
             listen,
             upstream,
+            provider,
+            api_version: raw.api_version,
             keys,
+            deployments,
             clients,
             max_wait: duration("max_wait", raw.max_wait.as_deref(), DEFAULT_MAX_WAIT)?,
             timeout: duration("timeout", raw.timeout.as_deref(), Duration::from_secs(600))?,
@@ -296,10 +395,96 @@ impl TryFrom<RawConfig> for GatewayConfig {
     }
 }
 
+/// Validate `[[models]]` into deployments.
+fn deployments(models: Vec<RawModel>) -> Result<Vec<Deployment>, GatewayConfigError> {
+    let mut all: Vec<Deployment> = Vec::new();
+    for (m, model) in models.into_iter().enumerate() {
+        if model.name.trim().is_empty() {
+            return Err(invalid(format!("models[{m}].name"), "must not be empty"));
+        }
+        if all.iter().any(|d| d.serves == model.name) {
+            return Err(invalid(
+                format!("models[{m}].name"),
+                format!("{:?} is used twice", model.name),
+            ));
+        }
+        if model.deployments.is_empty() {
+            return Err(invalid(
+                format!("models[{m}].deployments"),
+                "needs at least one [[models.deployments]]",
+            ));
+        }
+        for (d, deployment) in model.deployments.into_iter().enumerate() {
+            let field = |name: &str| format!("models[{m}].deployments[{d}].{name}");
+            env_name(field("env"), &deployment.env)?;
+            let provider = match &deployment.provider {
+                Some(name) => Some(
+                    name.parse::<Provider>()
+                        .map_err(|e| invalid(field("provider"), e.to_string()))?,
+                ),
+                None => None,
+            };
+            let base_url = match (deployment.base_url, provider) {
+                (Some(url), _) => url,
+                (None, Some(p)) => match p.default_base_url() {
+                    Some(url) => url.to_string(),
+                    None => {
+                        return Err(invalid(
+                            field("base_url"),
+                            format!("is required for provider {p}"),
+                        ));
+                    }
+                },
+                (None, None) => {
+                    return Err(invalid(field("base_url"), "give base_url or provider"));
+                }
+            };
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                return Err(invalid(
+                    field("base_url"),
+                    format!("{base_url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            all.push(Deployment {
+                serves: model.name.clone(),
+                provider: provider.unwrap_or_else(|| Provider::infer(&base_url)),
+                base_url,
+                model: deployment.model.unwrap_or_else(|| model.name.clone()),
+                api_version: deployment.api_version,
+                key: KeySource {
+                    env: deployment.env,
+                    limits: limits(deployment.rpm, deployment.tpm),
+                },
+            });
+        }
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quota::Dimension;
+
+    #[test]
+    fn providers_and_model_deployments() {
+        let c = parse(
+            "provider = \"anthropic\"\n[[models]]\nname = \"fast\"\n[[models.deployments]]\nprovider = \"azure\"\nbase_url = \"https://r.openai.azure.com\"\nmodel = \"gpt-4o-mini\"\nenv = \"AZ\"\n[[models.deployments]]\nprovider = \"openai\"\nenv = \"OA\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.provider, Provider::Anthropic);
+        assert_eq!(c.upstream, "https://api.anthropic.com/v1");
+        assert_eq!(c.deployments.len(), 2);
+        assert_eq!(c.deployments[0].provider, Provider::Azure);
+        assert_eq!(c.deployments[1].base_url, "https://api.openai.com/v1");
+        assert_eq!(c.deployments[1].model, "fast");
+        let err = parse("[[models]]\nname = \"x\"\n[[models.deployments]]\nprovider = \"azure\"\nenv = \"AZ\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models[0].deployments[0].base_url"), "{err}");
+        let err = parse("provider = \"bedrock\"\n").unwrap_err().to_string();
+        assert!(err.contains("provider") && err.contains("bedrock"), "{err}");
+    }
 
     fn parse(text: &str) -> Result<GatewayConfig, GatewayConfigError> {
         GatewayConfig::try_from(toml::from_str::<RawConfig>(text).map_err(|e| {

@@ -1,6 +1,9 @@
 //! Errors the gateway itself answers, in OpenAI's shape
 //! (`{"error": {"message", "type", "param", "code"}}`) so that every SDK raises its own exception
 //! type for them (401 → `AuthenticationError`, 400 → `BadRequestError`, 429 → `RateLimitError`).
+//! On `/v1/messages` the rejections of a request (authentication, body, limits) use Anthropic's
+//! shape (`{"type": "error", "error": {"type", "message"}}`, types by status as in Anthropic's
+//! error guide) for the Anthropic SDKs.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -152,6 +155,34 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Anthropic's `error.type` for this status.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The error as Anthropic's API answers it.
+    pub fn into_anthropic_response(self) -> Response {
+        let body = json!({
+            "type": "error",
+            "error": {"type": self.anthropic_type(), "message": self.message}
+        })
+        .to_string();
+        let mut response = self.into_response();
+        *response.body_mut() = axum::body::Body::from(body);
+        response
+    }
+}
+
 /// `retry-after-ms` (exact) and `retry-after` (whole seconds, rounded up) for a wait.
 pub fn retry_after_headers(wait: Duration) -> [(&'static str, HeaderValue); 2] {
     let ms = wait.as_millis().max(1);
@@ -199,5 +230,15 @@ mod tests {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after-ms"], "1500");
         assert_eq!(response.headers()["retry-after"], "2");
+    }
+
+    #[test]
+    fn anthropic_shape_keeps_status_and_retry_headers() {
+        let err = ApiError::rate_limited("wait".into(), Duration::from_millis(1500));
+        let response = err.into_anthropic_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "2");
+        let err = ApiError::unauthorized(true);
+        assert_eq!(err.anthropic_type(), "authentication_error");
     }
 }

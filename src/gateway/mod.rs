@@ -33,7 +33,7 @@ pub mod status_page;
 
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
 use crate::retry::BackoffPolicy;
-use crate::upstream::{ApiKey, KeyError, KeyPool, Upstream, UpstreamError};
+use crate::upstream::{ApiKey, KeyError, KeyPool, Route, Upstream, UpstreamError};
 use axum::serve::ListenerExt;
 use clients::Clients;
 pub use config::{GatewayConfig, GatewayConfigError, RawConfig};
@@ -96,19 +96,34 @@ impl Gateway {
     /// listener accepts connections.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         metrics::install();
-        let upstream = Upstream::new(&config.upstream, config.timeout)?;
-        let keys = if config.keys.is_empty() {
+        let upstream = Upstream::new(&config.upstream, config.timeout)?
+            .with_provider(config.provider, config.api_version.as_deref());
+        let mut keys = if config.keys.is_empty() && config.deployments.is_empty() {
             vec![(
-                ApiKey::from_env("OPENAI_API_KEY")?,
+                ApiKey::from_env(config.provider.default_key_env())?,
                 crate::quota::QuotaConfig::default(),
+                None,
             )]
         } else {
             config
                 .keys
                 .iter()
-                .map(|k| Ok((ApiKey::from_env(&k.env)?, k.limits)))
+                .map(|k| Ok((ApiKey::from_env(&k.env)?, k.limits, None)))
                 .collect::<Result<Vec<_>, KeyError>>()?
         };
+        for deployment in &config.deployments {
+            let route = Route {
+                serves: deployment.serves.clone(),
+                model: deployment.model.clone(),
+                upstream: upstream.sibling(
+                    &deployment.base_url,
+                    deployment.provider,
+                    deployment.api_version.as_deref(),
+                )?,
+            };
+            let key = ApiKey::from_env(&deployment.key.env)?;
+            keys.push((key, deployment.key.limits, Some(route)));
+        }
         let clients = Clients::load(&config.clients)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -121,7 +136,7 @@ impl Gateway {
             source,
         })?;
 
-        let pool = Arc::new(KeyPool::new(keys));
+        let pool = Arc::new(KeyPool::with_routes(keys));
         let engine = Engine::new(
             EngineConfig {
                 concurrency: config.concurrency,

@@ -7,7 +7,8 @@
 //! takes the provider to finish the event. Events are inspected, not re-encoded:
 //!
 //! * an event carrying a `usage` object is parsed to settle the quotas (the Chat Completions
-//!   usage chunk, or the Responses API's `response.completed` event);
+//!   usage chunk, the Responses API's `response.completed` event, or Anthropic's
+//!   `message_start` (input tokens) and `message_delta` (output tokens), merged);
 //! * when the gateway added `stream_options.include_usage` itself, the usage-only chunk
 //!   (`"choices":[]`) is dropped and the `"usage":null` field that this option adds to every
 //!   other chunk is removed, so the client sees exactly the stream it asked for. The provider
@@ -21,7 +22,7 @@
 use super::access::RequestLog;
 use super::clients::ClientTicket;
 use crate::engine::respond::LiveStream;
-use crate::engine::usage::{Usage, parse_usage};
+use crate::engine::usage::{Charge, Usage, merge_stream_usage};
 use crate::upstream::ByteStream;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -47,7 +48,7 @@ pub struct Relay {
     strip_usage: bool,
     usage: Option<Usage>,
     ticket: Option<ClientTicket>,
-    max_output_tokens: u64,
+    charge: Charge,
     log: Option<RequestLog>,
     end: Option<End>,
 }
@@ -60,7 +61,7 @@ impl Relay {
         mut live: LiveStream,
         strip_usage: bool,
         ticket: ClientTicket,
-        max_output_tokens: u64,
+        charge: Charge,
         log: RequestLog,
     ) -> Self {
         Relay {
@@ -70,7 +71,7 @@ impl Relay {
             strip_usage,
             usage: None,
             ticket: Some(ticket),
-            max_output_tokens,
+            charge,
             log: Some(log),
             end: None,
         }
@@ -93,9 +94,7 @@ impl Relay {
                 let Ok(value) = serde_json::from_slice::<Value>(data) else {
                     continue;
                 };
-                if let Some(usage) = parse_usage(&value) {
-                    self.usage = Some(usage);
-                }
+                self.usage = merge_stream_usage(self.usage, &value);
                 let usage_only = value
                     .get("choices")
                     .and_then(Value::as_array)
@@ -209,7 +208,7 @@ impl Drop for Relay {
             live.settle(self.usage);
         }
         if let Some(ticket) = self.ticket.take() {
-            ticket.settle(self.usage, self.max_output_tokens);
+            ticket.settle(self.usage, self.charge);
         }
         if let Some(mut log) = self.log.take() {
             log.usage = self.usage;

@@ -15,7 +15,7 @@ use super::relay::Relay;
 use super::{App, metrics, status_page};
 use crate::batch::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
-use crate::engine::usage::parse_usage;
+use crate::engine::usage::{Charge, parse_usage};
 use crate::engine::{Job, Priority};
 use crate::upstream::TransportError;
 use axum::Router;
@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", route(Endpoint::Completions))
         .route("/v1/embeddings", route(Endpoint::Embeddings))
         .route("/v1/responses", route(Endpoint::Responses))
+        .route("/v1/messages", route(Endpoint::Messages))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
@@ -88,10 +90,17 @@ async fn metrics_page(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The client's credentials as an `Authorization` value: the header itself, else Anthropic's
+/// `x-api-key` (what the Anthropic SDKs send) as a bearer token.
+fn authorization(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+    {
+        return Some(Cow::Borrowed(value));
+    }
+    let key = headers.get("x-api-key")?.to_str().ok()?;
+    Some(Cow::Owned(format!("Bearer {key}")))
 }
 
 fn transport_error(err: &TransportError) -> ApiError {
@@ -103,14 +112,37 @@ fn transport_error(err: &TransportError) -> ApiError {
     }
 }
 
-/// `GET /v1/models`: not paced (it costs no quota), sent with a key in rotation.
+/// `GET /v1/models`: not paced (it costs no quota), sent with a key in rotation; with
+/// `[[models]]`, the list of their public names.
 async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let route = "/v1/models";
-    let client = match app.clients.authenticate(authorization(&headers)) {
+    let client = match app.clients.authenticate(authorization(&headers).as_deref()) {
         Ok(client) => client,
         Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
     };
     let log = RequestLog::new(route, Arc::clone(&client.name));
+    if !app.config.deployments.is_empty() {
+        // The public names of `[[models]]` are the gateway's own list.
+        let mut names: Vec<&str> = app
+            .config
+            .deployments
+            .iter()
+            .map(|d| d.serves.as_str())
+            .collect();
+        names.dedup();
+        let data: Vec<Value> = names
+            .into_iter()
+            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "paceline"}))
+            .collect();
+        log.finish(200, "ok");
+        let body = json!({"object": "list", "data": data}).to_string();
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+    }
     let Some(key) = app.pool.any_key() else {
         return finish_error(
             log,
@@ -141,6 +173,16 @@ fn finish_error(log: RequestLog, err: ApiError) -> Response {
     err.into_response()
 }
 
+/// [`finish_error`] in the error shape of `endpoint`'s API (Anthropic's for `/v1/messages`).
+fn finish_endpoint_error(log: RequestLog, err: ApiError, endpoint: Endpoint) -> Response {
+    if endpoint == Endpoint::Messages {
+        log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
+        err.into_anthropic_response()
+    } else {
+        finish_error(log, err)
+    }
+}
+
 /// What a proxied request ends in before the access log is written.
 enum Outcome {
     /// A complete response.
@@ -153,18 +195,21 @@ struct Live {
     stream: LiveStream,
     strip_usage: bool,
     ticket: ClientTicket,
-    max_output_tokens: u64,
+    charge: Charge,
 }
 
 async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let route = endpoint.path();
-    let client = match app.clients.authenticate(authorization(&headers)) {
+    let client = match app.clients.authenticate(authorization(&headers).as_deref()) {
         Ok(client) => client,
-        Err(err) => return finish_error(RequestLog::new(route, "unauthenticated".into()), err),
+        Err(err) => {
+            let log = RequestLog::new(route, "unauthenticated".into());
+            return finish_endpoint_error(log, err, endpoint);
+        }
     };
     let mut log = RequestLog::new(route, Arc::clone(&client.name));
     match handle(&app, endpoint, &client, &headers, body, &mut log).await {
-        Err(err) => finish_error(log, err),
+        Err(err) => finish_endpoint_error(log, err, endpoint),
         Ok(Outcome::Whole(response, outcome)) => {
             log.finish(response.status().as_u16(), &outcome);
             response
@@ -174,7 +219,7 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                 stream,
                 strip_usage,
                 ticket,
-                max_output_tokens,
+                charge,
             } = *live;
             let status = StatusCode::from_u16(stream.status).unwrap_or(StatusCode::OK);
             let passed: Vec<(HeaderName, HeaderValue)> = PASSED_HEADERS
@@ -185,7 +230,7 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                 })
                 .collect();
             let (waited, attempts) = (stream.waited, stream.attempts);
-            let relay = Relay::new(stream, strip_usage, ticket, max_output_tokens, log);
+            let relay = Relay::new(stream, strip_usage, ticket, charge, log);
             let mut response = Response::new(Body::from_stream(relay));
             *response.status_mut() = status;
             response.headers_mut().extend(passed);
@@ -335,7 +380,7 @@ async fn handle(
     let deadline = Instant::now() + max_wait;
     job.deadline = Some(deadline);
     job.stream = stream;
-    let max_output_tokens = job.estimate.max_output_tokens;
+    let charge = job.charge();
 
     let now = Instant::now();
     let (ticket, go_at) = match client.admit(job.cost(), deadline, now) {
@@ -397,7 +442,7 @@ async fn handle(
                 stream,
                 strip_usage,
                 ticket,
-                max_output_tokens,
+                charge,
             })))
         }
         Delivery::Finished(finished) => {
@@ -411,7 +456,7 @@ async fn handle(
                         .ok()
                         .and_then(|b| parse_usage(&b));
                     log.usage = usage;
-                    ticket.settle(usage, max_output_tokens);
+                    ticket.settle(usage, charge);
                 }
                 crate::engine::Verdict::Failed { answer: None, .. } => ticket.cancel(),
                 crate::engine::Verdict::Failed { .. } => {}

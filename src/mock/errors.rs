@@ -178,6 +178,15 @@ impl ApiError {
         }
     }
 
+    /// Anthropic's refusal of a request without the `anthropic-version` header.
+    pub fn missing_version() -> Self {
+        Self::invalid_request(
+            Flavor::Anthropic,
+            StatusCode::BAD_REQUEST,
+            "anthropic-version: header is required".to_owned(),
+        )
+    }
+
     /// The mock already tracks as many undeclared keys as it will.
     pub fn key_table_full(flavor: Flavor, max: usize) -> Self {
         let mut e = Self::unauthorized(flavor, None);

@@ -38,11 +38,17 @@
 //!   carry only the request id.
 //!   Anthropic's `input-tokens` and `output-tokens` headers report the same single token bucket
 //!   as `tokens`.
+//! - **Azure OpenAI** ([`azure`]): `/openai/deployments/{d}/chat/completions`, `/completions`
+//!   and `/embeddings` with `?api-version=`, the `api-key` header, remaining-only limit headers
+//!   (`-1` when a dimension is not limited) and Azure's 429 body and retry headers.
+//! - **Anthropic version**: `/v1/messages` without an `anthropic-version` header is refused
+//!   with 400, as the API does.
 //! - **Bounded memory**: per-second counts keep 600 seconds; at most 10,000 undeclared keys are
 //!   tracked, further new keys get 401 until `POST /_mock/reset`.
 
 pub mod anthropic;
 pub mod api;
+pub mod azure;
 pub mod bucket;
 pub mod chat;
 pub mod completions;

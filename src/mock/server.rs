@@ -3,6 +3,7 @@
 
 use crate::mock::anthropic::MessagesRequest;
 use crate::mock::api::{AnswerCtx, Endpoint, Payload};
+use crate::mock::azure;
 use crate::mock::chat::ChatRequest;
 use crate::mock::completions::CompletionRequest;
 use crate::mock::config::MockConfig;
@@ -89,6 +90,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(handle::<EmbeddingRequest>))
         .route("/v1/messages", post(handle::<MessagesRequest>))
         .route("/v1/responses", post(handle::<ResponsesRequest>))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure::deployment::<ChatRequest>),
+        )
+        .route(
+            "/openai/deployments/{deployment}/completions",
+            post(azure::deployment::<CompletionRequest>),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(azure::deployment::<EmbeddingRequest>),
+        )
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats))
         .route("/_mock/reset", post(reset))
@@ -220,7 +233,8 @@ impl Req {
     }
 }
 
-async fn handle<E: Endpoint>(
+/// The pipeline of one API request to endpoint `E` (an axum handler).
+pub async fn handle<E: Endpoint>(
     State(app): State<Arc<App>>,
     request_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -234,6 +248,9 @@ async fn handle<E: Endpoint>(
         id: format!("req_{:016x}{:016x}", mixed, splitmix(mixed)),
         started,
     };
+    if flavor == Flavor::Anthropic && !request_headers.contains_key("anthropic-version") {
+        return req.error(&ApiError::missing_version(), None);
+    }
     let presented = presented_key(&request_headers, flavor);
     let key = match app.keys.lookup(presented, started) {
         Lookup::Key(key) => key,

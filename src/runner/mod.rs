@@ -11,7 +11,7 @@ mod feed;
 mod setup;
 mod signals;
 
-use crate::batch::{InputError, InputSpec, OutputError};
+use crate::batch::{InputError, InputSpec, OutputError, OutputFormat};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
@@ -38,6 +38,8 @@ pub struct RunPlan {
     pub input: InputSpec,
     /// Where results go.
     pub output: PathBuf,
+    /// The results format.
+    pub output_format: OutputFormat,
     /// The state database; `None` for `OUTPUT.paceline.db`.
     pub state: Option<PathBuf>,
     /// Proceed with the valid lines when some are invalid.
@@ -160,6 +162,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         retry_failed: plan.retry_failed,
         skip_invalid: plan.skip_invalid,
         errors_file: plan.errors_file.clone(),
+        output_format: plan.output_format,
     };
     let prepared = tokio::task::spawn_blocking(move || setup::prepare(&setup_plan))
         .await
@@ -218,6 +221,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         stop: stop_rx,
         failed: Arc::clone(&failed),
         window: Arc::clone(&window),
+        format: plan.output_format,
     };
     let handle = tokio::runtime::Handle::current();
     let writer_task =

@@ -2,7 +2,9 @@
 //! is the one the job began with, and bring the output up to date with the store.
 
 use super::RunError;
-use crate::batch::{InputReader, InputSpec, LineError, ValidationReport, write_errors_file};
+use crate::batch::{
+    InputReader, InputSpec, LineError, OutputFormat, ValidationReport, write_errors_file,
+};
 use crate::store::output::{self, ReconcileError};
 use crate::store::runs::{self, RunMode};
 use crate::store::state::{self, Insert, RequestInserter, StateCounts};
@@ -21,6 +23,7 @@ pub(super) struct SetupPlan {
     pub retry_failed: bool,
     pub skip_invalid: bool,
     pub errors_file: PathBuf,
+    pub output_format: OutputFormat,
 }
 
 /// A job ready to run.
@@ -75,7 +78,7 @@ pub(super) fn prepare(plan: &SetupPlan) -> Result<Prepared, RunError> {
         return Err(RunError::OutputExists(plan.output.clone()));
     }
     let mut store = Store::open(&plan.state)?;
-    let settings = JobSettings::of(&plan.input);
+    let settings = JobSettings::of(&plan.input).with_output_format(plan.output_format);
     let identity = match InputIdentity::of_file(&plan.input.path) {
         Ok(identity) => identity,
         Err(e) => {

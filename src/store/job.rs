@@ -2,7 +2,7 @@
 //! requests, where its output goes, and how many requests it holds.
 
 use super::{Store, StoreError, now_ms};
-use crate::batch::InputSpec;
+use crate::batch::{InputSpec, OutputFormat};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -72,6 +72,14 @@ pub struct JobSettings {
     pub id_field: Option<String>,
     /// `--endpoint` (a URL path).
     pub endpoint: String,
+    /// `--output-format` (`openai`, `anthropic`): the output's lines must all have one format.
+    /// Jobs begun before the option existed wrote OpenAI's.
+    #[serde(default = "openai_output")]
+    pub output_format: String,
+}
+
+fn openai_output() -> String {
+    OutputFormat::OpenAi.name().to_string()
 }
 
 impl JobSettings {
@@ -90,7 +98,14 @@ impl JobSettings {
             } else {
                 String::new()
             },
+            output_format: openai_output(),
         }
+    }
+
+    /// These settings with the output written in `format`.
+    pub fn with_output_format(mut self, format: OutputFormat) -> JobSettings {
+        self.output_format = format.name().to_string();
+        self
     }
 
     /// The first setting that differs from `other`, as (flag, was, now).
@@ -118,6 +133,11 @@ impl JobSettings {
                 "--endpoint",
                 format!("{:?}", self.endpoint),
                 format!("{:?}", now.endpoint),
+            ),
+            (
+                "--output-format",
+                self.output_format.clone(),
+                now.output_format.clone(),
             ),
         ];
         pairs

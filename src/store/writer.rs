@@ -13,8 +13,8 @@ use super::output::OutputAppender;
 use super::results;
 use super::state::RequestState;
 use super::{Store, StoreError, now_ms};
-use crate::batch::{OutputError, OutputRecord, ProviderResponse};
-use crate::engine::{Event, Finished, ProviderAnswer, Verdict};
+use crate::batch::{MessageBatchResult, OutputError, OutputFormat, OutputRecord, ProviderResponse};
+use crate::engine::{DEADLINE_EXCEEDED, Event, Finished, ProviderAnswer, Verdict};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -57,6 +57,8 @@ pub struct WriterInputs {
     /// and waiting for the writer) never exceed the window's size, however far the writer
     /// falls behind.
     pub window: Arc<Semaphore>,
+    /// The results format of the output lines.
+    pub format: OutputFormat,
 }
 
 /// Why the writer could not keep up its work.
@@ -132,7 +134,14 @@ pub fn run(
             || window.is_some_and(|t| t.elapsed() >= BATCH_WINDOW);
         if due && !batch.is_empty() {
             if error.is_none() {
-                if let Err(e) = commit(&mut store, &mut output, run, &mut batch, &mut ids) {
+                if let Err(e) = commit(
+                    &mut store,
+                    &mut output,
+                    run,
+                    &mut batch,
+                    &mut ids,
+                    inputs.format,
+                ) {
                     tracing::error!(error = %e, "the job store stopped recording results");
                     error = Some(e);
                     inputs.failed.notify_one();
@@ -207,6 +216,7 @@ fn commit(
     run: i64,
     batch: &mut Vec<Item>,
     ids: &mut HashMap<String, i64>,
+    format: OutputFormat,
 ) -> Result<(), WriterError> {
     let path = store.path().to_path_buf();
     let sql = |source| StoreError::Sql {
@@ -249,7 +259,7 @@ fn commit(
                 let Some(id) = row_id(&tx, ids, &finished.custom_id, true).map_err(sql)? else {
                     continue;
                 };
-                let result = ResultLine::of(finished).map_err(sql)?;
+                let result = ResultLine::of(finished, format).map_err(sql)?;
                 let seq = results::insert(&tx, id, &result.line).map_err(sql)?;
                 tx.prepare_cached(
                     "UPDATE requests SET state = ?2, attempts = ?3, error_code = ?4,
@@ -327,45 +337,19 @@ struct ResultLine {
 }
 
 impl ResultLine {
-    fn of(finished: Finished) -> rusqlite::Result<ResultLine> {
-        let response = |a: &ProviderAnswer| {
-            ProviderResponse::new(
-                a.status,
-                a.request_id.clone().unwrap_or_default(),
-                ProviderResponse::body_from_bytes(&a.body),
-            )
+    fn of(finished: Finished, format: OutputFormat) -> rusqlite::Result<ResultLine> {
+        let body = |a: &ProviderAnswer| ProviderResponse::body_from_bytes(&a.body);
+        let answer_body = match &finished.verdict {
+            Verdict::Succeeded(answer) => Some(body(answer)),
+            Verdict::Failed { answer, .. } => answer.as_ref().map(body),
         };
-        let (record, state, error_code) = match finished.verdict {
-            Verdict::Succeeded(answer) => {
-                let r = response(&answer);
-                (
-                    OutputRecord::success(finished.custom_id, r.status_code, r.request_id, r.body),
-                    RequestState::Done,
-                    None,
-                )
-            }
-            Verdict::Failed {
-                answer,
-                code,
-                message,
-            } => (
-                OutputRecord::failure(
-                    finished.custom_id,
-                    answer.as_ref().map(response),
-                    code.clone(),
-                    message,
-                ),
-                RequestState::Failed,
-                Some(code),
-            ),
+        let (prompt_tokens, completion_tokens) =
+            answer_body.as_ref().map(usage).unwrap_or_default();
+        let (line, state, error_code) = match format {
+            OutputFormat::OpenAi => openai_line(finished.custom_id, finished.verdict),
+            OutputFormat::Anthropic => anthropic_line(finished.custom_id, finished.verdict),
         };
-        let (prompt_tokens, completion_tokens) = record
-            .response
-            .as_ref()
-            .map(|r| usage(&r.body))
-            .unwrap_or_default();
-        let line = serde_json::to_string(&record)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let line = line.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(ResultLine {
             line,
             state,
@@ -375,6 +359,77 @@ impl ResultLine {
             completion_tokens,
         })
     }
+}
+
+/// A result line's text, the request's state and its error code.
+type LineParts = (serde_json::Result<String>, RequestState, Option<String>);
+
+/// An OpenAI Batch API output line.
+fn openai_line(custom_id: String, verdict: Verdict) -> LineParts {
+    let response = |a: &ProviderAnswer| {
+        ProviderResponse::new(
+            a.status,
+            a.request_id.clone().unwrap_or_default(),
+            ProviderResponse::body_from_bytes(&a.body),
+        )
+    };
+    let (record, state, error_code) = match verdict {
+        Verdict::Succeeded(answer) => {
+            let r = response(&answer);
+            (
+                OutputRecord::success(custom_id, r.status_code, r.request_id, r.body),
+                RequestState::Done,
+                None,
+            )
+        }
+        Verdict::Failed {
+            answer,
+            code,
+            message,
+        } => (
+            OutputRecord::failure(
+                custom_id,
+                answer.as_ref().map(response),
+                code.clone(),
+                message,
+            ),
+            RequestState::Failed,
+            Some(code),
+        ),
+    };
+    (serde_json::to_string(&record), state, error_code)
+}
+
+/// An Anthropic Message Batches result line.
+fn anthropic_line(custom_id: String, verdict: Verdict) -> LineParts {
+    let (record, state, error_code) = match verdict {
+        Verdict::Succeeded(answer) => (
+            MessageBatchResult::succeeded(
+                custom_id,
+                ProviderResponse::body_from_bytes(&answer.body),
+            ),
+            RequestState::Done,
+            None,
+        ),
+        Verdict::Failed { code, .. } if code == DEADLINE_EXCEEDED => (
+            MessageBatchResult::expired(custom_id),
+            RequestState::Failed,
+            Some(code),
+        ),
+        Verdict::Failed {
+            answer,
+            code,
+            message,
+        } => {
+            let body = answer.map(|a| ProviderResponse::body_from_bytes(&a.body));
+            (
+                MessageBatchResult::errored(custom_id, body, &code, &message),
+                RequestState::Failed,
+                Some(code),
+            )
+        }
+    };
+    (serde_json::to_string(&record), state, error_code)
 }
 
 /// Prompt and completion tokens from a body's `usage` (OpenAI or Anthropic names).

@@ -6,6 +6,7 @@
 //! arrives ([`Opened`]), which is how the gateway relays a stream chunk by chunk.
 
 use super::key::ApiKey;
+use crate::provider::{Provider, azure};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
@@ -123,6 +124,8 @@ pub struct Upstream {
     http: reqwest::Client,
     base_url: String,
     timeout: Duration,
+    provider: Provider,
+    api_version: String,
 }
 
 /// The full error chain of a reqwest error (the URL in it is the base URL, never a secret).
@@ -138,7 +141,9 @@ fn describe(err: &reqwest::Error) -> String {
 }
 
 impl Upstream {
-    /// A client for `base_url` (e.g. `https://api.openai.com/v1`) with a per-attempt timeout.
+    /// A client for `base_url` (e.g. `https://api.openai.com/v1`) with a per-attempt timeout;
+    /// the provider is inferred from the URL ([`Provider::infer`]) until
+    /// [`Upstream::with_provider`] sets it.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, UpstreamError> {
         let base_url = base_url.trim_end_matches('/').to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -152,9 +157,48 @@ impl Upstream {
             .map_err(|e| UpstreamError::Client(describe(&e)))?;
         Ok(Upstream {
             http,
+            provider: Provider::infer(&base_url),
             base_url,
             timeout,
+            api_version: azure::DEFAULT_API_VERSION.to_string(),
         })
+    }
+
+    /// The same upstream spoken to as `provider`, with `api_version` (Azure's `api-version`;
+    /// `None` keeps the default).
+    pub fn with_provider(mut self, provider: Provider, api_version: Option<&str>) -> Self {
+        self.provider = provider;
+        if let Some(version) = api_version {
+            self.api_version = version.to_string();
+        }
+        self
+    }
+
+    /// The same connection pool and timeout toward another endpoint (one deployment of a
+    /// gateway's model list).
+    pub fn sibling(
+        &self,
+        base_url: &str,
+        provider: Provider,
+        api_version: Option<&str>,
+    ) -> Result<Self, UpstreamError> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(UpstreamError::BadBaseUrl(base_url));
+        }
+        Ok(Upstream {
+            http: self.http.clone(),
+            base_url,
+            timeout: self.timeout,
+            provider,
+            api_version: self.api_version.clone(),
+        }
+        .with_provider(provider, api_version))
+    }
+
+    /// The provider this upstream speaks to.
+    pub fn provider(&self) -> Provider {
+        self.provider
     }
 
     /// The base URL requests go to.
@@ -162,10 +206,25 @@ impl Upstream {
         &self.base_url
     }
 
-    /// Where an API path such as `/v1/chat/completions` goes: the base URL carries the `/v1`.
-    pub fn url_for(&self, path: &str) -> String {
-        let tail = path.strip_prefix("/v1").unwrap_or(path);
-        format!("{}{}", self.base_url, tail)
+    /// Where an API path such as `/v1/chat/completions` for `model` goes (OpenAI: the base URL
+    /// carries the `/v1`; Azure: the model's deployment URL with the `api-version`).
+    pub fn url_for(&self, path: &str, model: &str) -> String {
+        self.provider
+            .url(&self.base_url, path, model, &self.api_version)
+    }
+
+    /// `request` authenticated with `key` the provider's way.
+    fn authenticated(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: &ApiKey,
+    ) -> reqwest::RequestBuilder {
+        self.provider
+            .auth_headers(key.secret())
+            .into_iter()
+            .fold(request, |request, (name, value)| {
+                request.header(name, value)
+            })
     }
 
     /// The per-attempt timeout.
@@ -173,11 +232,16 @@ impl Upstream {
         self.timeout
     }
 
-    /// A JSON POST of `body` to `path`, authenticated with `key`.
-    fn json_post(&self, key: &ApiKey, path: &str, body: Bytes) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.url_for(path))
-            .bearer_auth(key.secret())
+    /// A JSON POST of `body` for `model` to `path`, authenticated with `key`.
+    fn json_post(
+        &self,
+        key: &ApiKey,
+        path: &str,
+        model: &str,
+        body: Bytes,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.post(self.url_for(path, model));
+        self.authenticated(request, key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
     }
@@ -202,14 +266,16 @@ impl Upstream {
         })
     }
 
-    /// Send one attempt: POST `body` (JSON) to `path` with `key`, and read the whole answer.
+    /// Send one attempt: POST `body` (JSON, for `model`) to `path` with `key`, and read the
+    /// whole answer.
     pub async fn post(
         &self,
         key: &ApiKey,
         path: &str,
+        model: &str,
         body: Bytes,
     ) -> Result<Reply, TransportError> {
-        self.whole(self.json_post(key, path, body)).await
+        self.whole(self.json_post(key, path, model, body)).await
     }
 
     /// Send one attempt and return as soon as the status and headers arrive (within the
@@ -218,9 +284,10 @@ impl Upstream {
         &self,
         key: &ApiKey,
         path: &str,
+        model: &str,
         body: Bytes,
     ) -> Result<Opened, TransportError> {
-        let send = self.json_post(key, path, body).send();
+        let send = self.json_post(key, path, model, body).send();
         let response = match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(transport_error(&err, false, self.timeout)),
@@ -236,8 +303,8 @@ impl Upstream {
 
     /// GET `path` with `key` (unpaced calls such as `/v1/models`) and read the whole answer.
     pub async fn get(&self, key: &ApiKey, path: &str) -> Result<Reply, TransportError> {
-        let request = self.http.get(self.url_for(path)).bearer_auth(key.secret());
-        self.whole(request).await
+        let request = self.http.get(self.url_for(path, ""));
+        self.whole(self.authenticated(request, key)).await
     }
 }
 
@@ -270,7 +337,7 @@ mod tests {
     fn joins_api_paths_onto_the_base_url() {
         let up = Upstream::new("http://127.0.0.1:9/v1/", Duration::from_secs(1)).unwrap();
         assert_eq!(
-            up.url_for("/v1/chat/completions"),
+            up.url_for("/v1/chat/completions", "m"),
             "http://127.0.0.1:9/v1/chat/completions"
         );
         assert!(Upstream::new("ftp://x", Duration::from_secs(1)).is_err());

@@ -8,4 +8,4 @@ pub use client::{
     ByteStream, DEFAULT_BASE_URL, Opened, Reply, TransportError, Upstream, UpstreamError,
 };
 pub use key::{ApiKey, KeyError};
-pub use pool::{KeyPool, Pick, PickError};
+pub use pool::{KeyPool, Pick, PickError, Route, Want};

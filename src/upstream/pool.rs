@@ -1,18 +1,40 @@
 //! The key pool: every upstream key with its own quota per model; a request goes to the key
 //! that can send it soonest, and a key the provider refuses for good leaves rotation.
+//!
+//! A key may carry a [`Route`] (a gateway's `[[models]]` deployment): its own upstream (base
+//! URL and provider), the public model name it serves and the model name it sends instead. A
+//! request for a public model goes only to the deployments serving it whose provider speaks its
+//! endpoint; other requests go to the keys without a route. Among the eligible keys the one
+//! that can send soonest wins (ties: fewest in flight, then the order of the configuration), so
+//! a paused deployment is passed over for the next; and a retry after a failure (5xx, overload,
+//! timeout) avoids the key that failed when another one is eligible.
 
+use super::client::Upstream;
 use super::key::ApiKey;
+use crate::batch::Endpoint;
 use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 
+/// Where a routed key's requests go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The public model name clients ask for.
+    pub serves: String,
+    /// The model (Azure: deployment) name sent upstream.
+    pub model: String,
+    /// The deployment's endpoint and provider.
+    pub upstream: Upstream,
+}
+
 /// One key and its state.
 #[derive(Debug)]
 struct Slot {
     key: ApiKey,
     config: QuotaConfig,
+    route: Option<Route>,
     quotas: Mutex<HashMap<String, Arc<Quota>>>,
     removed: Mutex<Option<String>>,
     in_flight: AtomicUsize,
@@ -33,6 +55,8 @@ pub struct Pick {
     pub quota: Arc<Quota>,
     /// The reservation.
     pub reservation: Reservation,
+    /// The key's route, when it is a `[[models]]` deployment.
+    pub route: Option<Route>,
 }
 
 /// Why no key can take a request.
@@ -47,6 +71,25 @@ pub enum PickError {
     /// The request can never fit the limits of any key.
     #[error(transparent)]
     NeverFits(#[from] QuotaError),
+    /// No key in rotation serves the model at this endpoint (other keys remain).
+    #[error("no upstream deployment in rotation serves model {model:?} at {endpoint}")]
+    NoRoute {
+        /// The model asked for.
+        model: String,
+        /// The endpoint asked for.
+        endpoint: Endpoint,
+    },
+}
+
+/// What a request asks the pool for.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// The model named in the request.
+    pub model: &'a str,
+    /// Its endpoint.
+    pub endpoint: Endpoint,
+    /// A key to pass over when another one is eligible (the one that just failed).
+    pub avoid: Option<usize>,
 }
 
 /// Every upstream key with its quotas.
@@ -58,12 +101,19 @@ pub struct KeyPool {
 impl KeyPool {
     /// A pool of `keys`, each with the limits it was configured with.
     pub fn new(keys: Vec<(ApiKey, QuotaConfig)>) -> Self {
+        Self::with_routes(keys.into_iter().map(|(k, c)| (k, c, None)).collect())
+    }
+
+    /// A pool of keys of which some are `[[models]]` deployments (see the module
+    /// documentation).
+    pub fn with_routes(keys: Vec<(ApiKey, QuotaConfig, Option<Route>)>) -> Self {
         KeyPool {
             slots: keys
                 .into_iter()
-                .map(|(key, config)| Slot {
+                .map(|(key, config, route)| Slot {
                     key,
                     config,
+                    route,
                     quotas: Mutex::new(HashMap::new()),
                     removed: Mutex::new(None),
                     in_flight: AtomicUsize::new(0),
@@ -94,24 +144,75 @@ impl KeyPool {
         )
     }
 
-    /// Quotas for `model` of the keys still in rotation.
+    /// Quotas for `model` of the keys still in rotation that serve it.
     pub fn active_quotas(&self, model: &str, now: Instant) -> Vec<Arc<Quota>> {
+        let routed = self
+            .slots
+            .iter()
+            .any(|s| s.route.as_ref().is_some_and(|r| r.serves == model));
         (0..self.slots.len())
-            .filter(|i| lock(&self.slots[*i].removed).is_none())
+            .filter(|i| {
+                let slot = &self.slots[*i];
+                let serves = match &slot.route {
+                    Some(route) => route.serves == model,
+                    None => !routed,
+                };
+                serves && lock(&slot.removed).is_none()
+            })
             .filter_map(|i| self.quota(i, model, now))
             .collect()
     }
 
-    /// Reserve `cost` on the key that can send it soonest (ties: fewest in flight).
+    /// Reserve `cost` for `model` on the key that can send it soonest (ties: fewest in
+    /// flight), among the keys without a route.
     pub fn pick(&self, model: &str, cost: Cost, now: Instant) -> Result<Pick, PickError> {
+        let want = Want {
+            model,
+            endpoint: Endpoint::ChatCompletions,
+            avoid: None,
+        };
+        self.pick_for(want, cost, now)
+    }
+
+    /// Whether key `slot` may take `want` (ignoring `avoid`).
+    fn eligible(&self, slot: &Slot, want: &Want<'_>, routed: bool) -> bool {
+        match &slot.route {
+            Some(route) => {
+                routed
+                    && route.serves == want.model
+                    && route.upstream.provider().speaks(want.endpoint)
+            }
+            None => !routed,
+        }
+    }
+
+    /// Reserve `cost` for `want` on the eligible key that can send it soonest (see the module
+    /// documentation).
+    pub fn pick_for(&self, want: Want<'_>, cost: Cost, now: Instant) -> Result<Pick, PickError> {
+        let routed = self
+            .slots
+            .iter()
+            .any(|s| s.route.as_ref().is_some_and(|r| r.serves == want.model));
+        let usable = |i: usize| {
+            let slot = &self.slots[i];
+            self.eligible(slot, &want, routed) && lock(&slot.removed).is_none()
+        };
+        let count = (0..self.slots.len()).filter(|i| usable(*i)).count();
+        if count == 0 && self.active() > 0 {
+            return Err(PickError::NoRoute {
+                model: want.model.to_string(),
+                endpoint: want.endpoint,
+            });
+        }
+        let skip = want
+            .avoid
+            .filter(|a| count > 1 && *a < self.slots.len() && usable(*a));
         let mut best: Option<(Instant, usize, usize, Arc<Quota>)> = None;
         let mut never_fits = None;
         let mut busy = false;
-        for (index, slot) in self.slots.iter().enumerate() {
-            if lock(&slot.removed).is_some() {
-                continue;
-            }
-            let Some(quota) = self.quota(index, model, now) else {
+        for index in (0..self.slots.len()).filter(|i| usable(*i) && Some(*i) != skip) {
+            let slot = &self.slots[index];
+            let Some(quota) = self.quota(index, want.model, now) else {
                 continue;
             };
             match quota.earliest(&cost, now) {
@@ -136,6 +237,7 @@ impl KeyPool {
                     key: self.slots[index].key.clone(),
                     quota,
                     reservation,
+                    route: self.slots[index].route.clone(),
                 })
             }
             None if busy => Err(PickError::Busy),
@@ -161,11 +263,12 @@ impl KeyPool {
         all
     }
 
-    /// A key still in rotation (the first), for calls that are not paced (`GET /v1/models`).
+    /// A key without a route still in rotation (the first), for calls that are not paced
+    /// (`GET /v1/models`).
     pub fn any_key(&self) -> Option<ApiKey> {
         self.slots
             .iter()
-            .find(|s| lock(&s.removed).is_none())
+            .find(|s| s.route.is_none() && lock(&s.removed).is_none())
             .map(|s| s.key.clone())
     }
 
@@ -297,6 +400,58 @@ mod tests {
             picks,
             vec![(0, secs(0)), (1, secs(0)), (0, secs(1)), (1, secs(1))]
         );
+    }
+
+    #[test]
+    fn routes_by_model_and_endpoint_and_avoids_the_key_that_failed() {
+        use crate::provider::Provider;
+        let t0 = Instant::now();
+        let upstream = |provider| {
+            Upstream::new("http://127.0.0.1:9/v1", Duration::from_secs(1))
+                .unwrap()
+                .with_provider(provider, None)
+        };
+        let route = |serves: &str, provider| {
+            Some(Route {
+                serves: serves.to_string(),
+                model: "m".to_string(),
+                upstream: upstream(provider),
+            })
+        };
+        let key = |i: usize| ApiKey::new(format!("secret-{i}"), &format!("K{i}"));
+        let config = QuotaConfig::default();
+        let pool = KeyPool::with_routes(vec![
+            (key(0), config, None),
+            (key(1), config, route("fast", Provider::Azure)),
+            (key(2), config, route("fast", Provider::OpenAi)),
+            (key(3), config, route("claude", Provider::Anthropic)),
+        ]);
+        let want = |model, endpoint, avoid| Want {
+            model,
+            endpoint,
+            avoid,
+        };
+        let pick = |w| pool.pick_for(w, Cost::request(1), t0);
+        let chat = Endpoint::ChatCompletions;
+        assert_eq!(pick(want("fast", chat, None)).unwrap().key_index, 1);
+        assert_eq!(pick(want("fast", chat, Some(1))).unwrap().key_index, 2);
+        assert_eq!(pick(want("other", chat, None)).unwrap().key_index, 0);
+        let claude = pick(want("claude", Endpoint::Messages, Some(3))).unwrap();
+        assert_eq!(
+            claude.key_index, 3,
+            "the only deployment is used even when avoided"
+        );
+        assert_eq!(claude.route.map(|r| r.model).as_deref(), Some("m"));
+        assert!(matches!(
+            pick(want("claude", chat, None)),
+            Err(PickError::NoRoute { .. })
+        ));
+        pool.remove(1, "401");
+        pool.remove(2, "401");
+        assert!(matches!(
+            pick(want("fast", chat, None)),
+            Err(PickError::NoRoute { .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,49 @@
+//! OpenAI-compatible servers (vLLM, llama.cpp, Groq, Together, …): OpenAI's paths and bearer
+//! authentication (see [`super::openai`]). They send whatever subset of OpenAI's rate-limit
+//! headers they implement — Groq all of them, vLLM and llama.cpp none — and the quota uses what
+//! arrives: with none, pacing runs on the configured limits, a 429's `retry-after` pauses the
+//! quota, and the engine's AIMD concurrency bound limits the load.
+
+#[cfg(test)]
+mod tests {
+    use crate::quota::headers::parse_limit_headers;
+    use crate::retry::{self, AttemptResult, Outcome, RetryCause};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_bare_429_pauses_and_its_retry_after_is_the_hint() {
+        for body in ["", "Too Many Requests", r#"{"detail":"rate limited"}"#] {
+            let outcome = retry::classify(&AttemptResult::Response {
+                status: 429,
+                body: body.as_bytes(),
+                headers_say_retry: None,
+            });
+            assert_eq!(
+                outcome,
+                Outcome::Retry {
+                    cause: RetryCause::RateLimit,
+                    pause_quota: true
+                },
+                "{body:?}"
+            );
+        }
+        let snapshot = parse_limit_headers([("retry-after", "3")], SystemTime::now());
+        assert_eq!(snapshot.retry_after, Some(Duration::from_secs(3)));
+        assert!(snapshot.requests.limit.is_none() && snapshot.tokens.limit.is_none());
+    }
+
+    #[test]
+    fn a_partial_header_set_is_used_as_far_as_it_goes() {
+        let snapshot = parse_limit_headers(
+            [
+                ("x-ratelimit-limit-requests", "30"),
+                ("x-ratelimit-remaining-requests", "29"),
+                ("x-ratelimit-reset-requests", "2s"),
+            ],
+            SystemTime::now(),
+        );
+        assert_eq!(snapshot.requests.limit, Some(30));
+        assert_eq!(snapshot.requests.remaining, Some(29));
+        assert!(snapshot.tokens.limit.is_none());
+    }
+}

@@ -1,0 +1,572 @@
+//! Providers beyond OpenAI, end to end: `paceline run` and `paceline serve` against `paceline
+//! mock` serving Anthropic's Messages API, Azure OpenAI's deployment URLs and an
+//! OpenAI-compatible server without limit headers, over loopback HTTP.
+
+mod common;
+
+use common::job::{KEY, Workdir, paceline, s, spawn, stderr, wait_for};
+use common::mock::{MockProcess, chat_body, header};
+use common::serve::ServeProcess;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+const CLAUDE: &str = "claude-3-5-haiku-latest";
+
+/// Anthropic Message Batches input: `n` requests `m0..` with `max_tokens`.
+fn message_batch(n: usize, max_tokens: u64) -> String {
+    (0..n)
+        .map(|i| {
+            json!({
+                "custom_id": format!("m{i}"),
+                "params": {
+                    "model": CLAUDE,
+                    "max_tokens": max_tokens,
+                    "system": "Be brief.",
+                    "messages": [{"role": "user", "content": format!("Say hello number {i}")}]
+                }
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// Batch API JSONL of `n` chat requests `r0..`.
+fn chat_batch(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            json!({
+                "custom_id": format!("r{i}"),
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": chat_body("gpt-4o-mini", &format!("Say hello number {i}"), 8)
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// Every line of a JSONL file.
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("read output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn run_anthropic(mock: &MockProcess, input: &Path, output: &Path, extra: &[&str]) -> String {
+    let base = mock.base_url();
+    let mut args = vec![
+        "run",
+        s(input),
+        "-o",
+        s(output),
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &base,
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--output-format",
+        "anthropic",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let out = paceline(&args);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(KEY), "the key leaked: {err}");
+    err
+}
+
+#[tokio::test]
+async fn anthropic_message_batch_round_trips_to_its_result_format() {
+    let mock = MockProcess::start(&["--rpm", "6000", "--tpm", "1000000", "--seed", "1"]);
+    let dir = Workdir::new();
+    let mut text = message_batch(4, 16);
+    // Refused by the API (an empty conversation): recorded as `errored` with its error body.
+    text.push_str(
+        &json!({"custom_id": "bad", "params": {"model": CLAUDE, "max_tokens": 4, "messages": []}})
+            .to_string(),
+    );
+    text.push('\n');
+    let input = dir.write("in.jsonl", &text);
+    let output = dir.path("out.jsonl");
+    let out = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &mock.base_url(),
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--output-format",
+        "anthropic",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results = lines(&output);
+    assert_eq!(results.len(), 5);
+    for result in &results {
+        let id = result["custom_id"].as_str().unwrap();
+        let r = &result["result"];
+        if id == "bad" {
+            assert_eq!(r["type"], "errored", "{result}");
+            assert_eq!(r["error"]["type"], "error");
+            assert_eq!(r["error"]["error"]["type"], "invalid_request_error");
+        } else {
+            assert_eq!(r["type"], "succeeded", "{result}");
+            assert_eq!(r["message"]["type"], "message");
+            assert!(r["message"]["usage"]["input_tokens"].as_u64().unwrap() > 0);
+            assert!(result.get("id").is_none(), "not the OpenAI shape: {result}");
+        }
+    }
+    // x-api-key and anthropic-version were sent: the mock answered every request.
+    let stats = mock.stats().await;
+    assert_eq!(stats["totals"]["ok"], 4);
+    assert_eq!(stats["totals"]["unauthorized"], 0);
+
+    // One output, one format: resuming the job with the other format is refused.
+    let other = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &mock.base_url(),
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--retry-failed",
+        "-q",
+    ]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        stderr(&other).contains("--output-format"),
+        "{}",
+        stderr(&other)
+    );
+}
+
+#[tokio::test]
+async fn anthropic_529_is_retried_and_429_pauses_until_the_reset() {
+    let overloaded = MockProcess::start(&["--fail-529", "0.4", "--seed", "11", "--rpm", "6000"]);
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &message_batch(10, 8));
+    let output = dir.path("out.jsonl");
+    run_anthropic(&overloaded, &input, &output, &[]);
+    let results = lines(&output);
+    assert_eq!(results.len(), 10);
+    assert!(results.iter().all(|r| r["result"]["type"] == "succeeded"));
+    let stats = overloaded.stats().await;
+    assert!(
+        stats["totals"]["faults"]["fail_529"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert_eq!(stats["totals"]["ok"], 10);
+
+    // A burst of 3, then two per second: a 429 pauses the quota until its retry-after, and the
+    // limit is learned from the anthropic-ratelimit-* headers, so the rest are paced. (Their
+    // resets have whole-second precision, so a bucket this small is overestimated by up to a
+    // second of its rate: a few 429s remain, never one per request.)
+    let limited = MockProcess::start(&["--rpm", "120", "--burst", "3"]);
+    let output = dir.path("out2.jsonl");
+    let summary = run_anthropic(&limited, &input, &output, &[]);
+    // Calibrated from anthropic-ratelimit-requests-limit: 120/min.
+    assert!(summary.contains("limit 2.0 req/s"), "{summary}");
+    assert!(
+        lines(&output)
+            .iter()
+            .all(|r| r["result"]["type"] == "succeeded")
+    );
+    let stats = limited.stats().await;
+    assert_eq!(stats["totals"]["ok"], 10);
+    let refused = stats["totals"]["rate_limited"].as_u64().unwrap();
+    assert!(refused <= 4, "the 429s came in waves: {stats}");
+}
+
+#[tokio::test]
+async fn anthropic_output_tokens_settle_to_what_was_generated() {
+    // 3,000 tokens/min and max_tokens 1,000: admitted at 1,000 output tokens each, only two
+    // fit at once. Answers are ~4 tokens: settling the output dimension from usage gives the
+    // rest back, so twelve requests finish at once; without it they would take minutes.
+    let mock = MockProcess::start(&[
+        "--tpm",
+        "3000",
+        "--refund-unused",
+        "--completion-tokens",
+        "2",
+    ]);
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &message_batch(12, 1000));
+    let output = dir.path("out.jsonl");
+    let base = mock.base_url();
+    let mut child = spawn(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &base,
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--output-format",
+        "anthropic",
+        "-q",
+    ]);
+    let status = wait_for(&mut child, Duration::from_secs(40));
+    if status.is_none() {
+        let _ = child.kill();
+        panic!("the run did not finish: output tokens were not settled");
+    }
+    assert!(status.is_some_and(|s| s.success()));
+    assert_eq!(lines(&output).len(), 12);
+}
+
+#[tokio::test]
+async fn azure_mock_speaks_the_azure_shape() {
+    let mock = MockProcess::start(&["--rpm", "60", "--burst", "1"]);
+    let client = reqwest::Client::new();
+    let url = mock.url("/openai/deployments/gpt-4o-mini/chat/completions");
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let no_version = client
+        .post(&url)
+        .header("api-key", "k")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_version.status(), 404);
+    let bearer = client
+        .post(format!("{url}?api-version=2024-10-21"))
+        .bearer_auth("k")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 401);
+    let err: Value = bearer.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "401");
+    let ok = client
+        .post(format!("{url}?api-version=2024-10-21"))
+        .header("api-key", "k")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(header(&ok, "x-ratelimit-remaining-requests"), "0");
+    assert_eq!(header(&ok, "x-ratelimit-remaining-tokens"), "-1");
+    assert_eq!(header(&ok, "x-ratelimit-limit-requests"), "");
+    let answer: Value = ok.json().await.unwrap();
+    assert_eq!(answer["model"], "gpt-4o-mini");
+    let limited = client
+        .post(format!("{url}?api-version=2024-10-21"))
+        .header("api-key", "k")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(!header(&limited, "retry-after").is_empty());
+    assert!(!header(&limited, "retry-after-ms").is_empty());
+    assert!(!header(&limited, "x-ms-retry-after-ms").is_empty());
+    let err: Value = limited.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "429");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("call rate limit"), "{message}");
+}
+
+#[tokio::test]
+async fn azure_run_uses_deployment_urls_and_its_retry_hints() {
+    // Azure sends no limits: the quota runs on what the 429s say (retry-after-ms) and the
+    // remaining counts.
+    let mock = MockProcess::start(&["--rpm", "120", "--burst", "1"]);
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &chat_batch(6));
+    let output = dir.path("out.jsonl");
+    let base = mock.url("");
+    let out = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--provider",
+        "azure",
+        "--base-url",
+        &base,
+        "--api-version",
+        "2024-10-21",
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "-q",
+    ]);
+    let summary = stderr(&out);
+    assert!(out.status.success(), "{summary}");
+    // Remaining-only headers (and -1 for the unlimited tokens) teach no limit.
+    assert!(!summary.contains("(limit"), "{summary}");
+    let results = lines(&output);
+    assert_eq!(results.len(), 6);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["response"]["status_code"] == 200 && r["error"].is_null())
+    );
+    let stats = mock.stats().await;
+    assert_eq!(stats["totals"]["ok"], 6);
+    assert_eq!(stats["totals"]["unauthorized"], 0);
+}
+
+#[tokio::test]
+async fn openai_compatible_server_without_limit_headers_runs_on_configured_limits() {
+    // No limits at the mock: no rate-limit headers at all, like vLLM or llama.cpp.
+    let mock = MockProcess::start(&[]);
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &chat_batch(8));
+    let output = dir.path("out.jsonl");
+    let config = dir.write(
+        "paceline.toml",
+        &format!(
+            "base_url = \"{}\"\nprovider = \"openai-compatible\"\n[[keys]]\nenv = \"OPENAI_API_KEY\"\nrpm = 6000\n",
+            mock.base_url()
+        ),
+    );
+    let out = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--config",
+        s(&config),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&output).len(), 8);
+    assert_eq!(mock.stats().await["totals"]["ok"], 8);
+}
+
+/// The access log line of the first successful request to `route`, once written.
+async fn access_line(gateway: &ServeProcess, route: &str) -> Value {
+    for _ in 0..200 {
+        let found = gateway.log().iter().find_map(|line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            let text = v.to_string();
+            let ok = v.get("status").and_then(Value::as_u64) == Some(200);
+            (ok && text.contains(route) && text.contains("completion_tokens")).then_some(v)
+        });
+        if let Some(v) = found {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no access log line for {route}: {:?}", gateway.log());
+}
+
+fn field(line: &Value, name: &str) -> u64 {
+    line.get(name)
+        .or_else(|| line.get("fields").and_then(|f| f.get(name)))
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+}
+
+#[tokio::test]
+async fn serve_relays_anthropic_messages_and_meters_the_stream() {
+    let mock = MockProcess::start(&["--rpm", "6000", "--tpm", "1000000", "--seed", "5"]);
+    let dir = Workdir::new();
+    let config = dir.write(
+        "serve.toml",
+        &format!(
+            "upstream = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\n\
+             [[clients]]\nname = \"app\"\nkey_env = \"CLIENT_KEY\"\n",
+            mock.base_url()
+        ),
+    );
+    let gateway = ServeProcess::start(
+        &["--config", s(&config)],
+        &[("ANTHROPIC_KEY", KEY), ("CLIENT_KEY", "client-key-1")],
+    );
+    // The Anthropic SDKs authenticate with x-api-key, and read Anthropic's error shape.
+    let client = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::HeaderName::from_static("x-api-key"),
+                reqwest::header::HeaderValue::from_static("client-key-1"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let refused = reqwest::Client::new()
+        .post(gateway.url("/v1/messages"))
+        .header("x-api-key", "wrong")
+        .json(&json!({"model": CLAUDE, "max_tokens": 8, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["type"], "authentication_error");
+    let body = json!({"model": CLAUDE, "max_tokens": 32, "stream": true,
+        "messages": [{"role": "user", "content": "Hello there"}]});
+    let resp = client
+        .post(gateway.url("/v1/messages"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = String::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let events: Vec<Value> = text
+        .split_terminator("\n\n")
+        .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+    let input = events[0]["message"]["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    let output = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .and_then(|e| e["usage"]["output_tokens"].as_u64())
+        .unwrap();
+    let line = access_line(&gateway, "/v1/messages").await;
+    assert_eq!(field(&line, "prompt_tokens"), input, "{line}");
+    assert_eq!(field(&line, "completion_tokens"), output, "{line}");
+
+    let whole = client
+        .post(gateway.url("/v1/messages"))
+        .json(&json!({"model": CLAUDE, "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    let message: Value = whole.json().await.unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(mock.stats().await["totals"]["ok"], 2);
+}
+
+#[tokio::test]
+async fn serve_routes_models_across_providers_and_falls_back() {
+    // Azure fails every request; the OpenAI deployment behind it takes over. "claude" goes to
+    // the Anthropic endpoint.
+    let azure = MockProcess::start(&["--fail-500", "1", "--seed", "2"]);
+    let openai = MockProcess::start(&["--rpm", "6000"]);
+    let dir = Workdir::new();
+    let config = dir.write(
+        "serve.toml",
+        &format!(
+            r#"max_attempts = 4
+
+[[models]]
+name = "fast"
+[[models.deployments]]
+provider = "azure"
+base_url = "{azure}"
+model = "gpt-4o-mini"
+api_version = "2024-10-21"
+env = "AZURE_KEY"
+[[models.deployments]]
+provider = "openai"
+base_url = "{openai}"
+model = "gpt-4o-mini"
+env = "OPENAI_KEY"
+
+[[models]]
+name = "claude"
+[[models.deployments]]
+provider = "anthropic"
+base_url = "{openai}"
+model = "{CLAUDE}"
+env = "ANTHROPIC_KEY"
+"#,
+            azure = azure.url(""),
+            openai = openai.base_url(),
+        ),
+    );
+    let gateway = ServeProcess::start(
+        &["--config", s(&config)],
+        &[
+            ("AZURE_KEY", "az-key"),
+            ("OPENAI_KEY", KEY),
+            ("ANTHROPIC_KEY", KEY),
+        ],
+    );
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let resp = client
+            .post(gateway.url("/v1/chat/completions"))
+            .json(&chat_body("fast", "hi", 4))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["model"], "gpt-4o-mini");
+    }
+    let azure_stats = azure.stats().await;
+    assert!(
+        azure_stats["totals"]["faults"]["fail_500"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(azure_stats["totals"]["unauthorized"], 0);
+    assert_eq!(openai.stats().await["totals"]["ok"], 3);
+
+    let resp = client
+        .post(gateway.url("/v1/messages"))
+        .json(&json!({"model": "claude", "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let message: Value = resp.json().await.unwrap();
+    assert_eq!(message["model"], CLAUDE);
+
+    let listed: Value = client
+        .get(gateway.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fast", "claude"]);
+
+    let unknown = client
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&chat_body("nope", "hi", 4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let err: Value = unknown.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "model_not_found");
+}
