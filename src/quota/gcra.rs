@@ -22,8 +22,11 @@ pub type Nanos = u64;
 pub struct Gcra {
     /// Emission interval: nanoseconds per unit at the sustained rate.
     interval: u64,
-    /// Burst tolerance in nanoseconds (`burst × interval`).
+    /// Burst tolerance in nanoseconds (`burst × interval`, less the jitter margin).
     tolerance: u64,
+    /// The provider's whole burst in nanoseconds (`burst × interval`): what its counts
+    /// (`remaining`, a 429) are measured against.
+    capacity: u64,
     /// Theoretical arrival time.
     tat: Nanos,
     /// Lowest tat a refund may leave: what the provider last said was left (see
@@ -44,6 +47,7 @@ impl Gcra {
         let mut cell = Gcra {
             interval: 1,
             tolerance: 0,
+            capacity: 0,
             tat: 0,
             floor: 0,
         };
@@ -57,13 +61,12 @@ impl Gcra {
         let per_minute = per_minute.max(1);
         let burst = burst.clamp(1, per_minute);
         let interval = 60_000_000_000u64.div_ceil(per_minute);
-        let tolerance = interval
-            .saturating_mul(burst)
-            .saturating_sub(margin_ns)
-            .max(interval);
+        let capacity = interval.saturating_mul(burst);
+        let tolerance = capacity.saturating_sub(margin_ns).max(interval);
         let changed = interval != self.interval;
         self.interval = interval;
         self.tolerance = tolerance;
+        self.capacity = capacity;
         changed
     }
 
@@ -126,11 +129,13 @@ impl Gcra {
         self.tat = self.tat.max(now).saturating_add(ns);
     }
 
-    /// Make the bucket hold at most `units` at time `at`, as the provider reported (a 429:
-    /// empty until `at`; a `remaining` header). Later refunds do not undo it.
+    /// Make the provider's bucket hold at most `units` at time `at`, as it reported (a 429:
+    /// empty until `at`; a `remaining` header). The count is the provider's, against its whole
+    /// burst: the jitter margin stays off it, so the next request still goes `margin` later
+    /// than the provider's bucket would allow. Later refunds do not undo it.
     pub fn drain_to(&mut self, units: u64, at: Nanos) {
         let target = at
-            .saturating_add(self.tolerance)
+            .saturating_add(self.capacity)
             .saturating_sub(self.cost_ns(units));
         self.tat = self.tat.max(target);
         self.floor = self.floor.max(target);

@@ -476,7 +476,8 @@ impl Quota {
 
     /// Pause the whole quota until `until` (a rate-limit answer from the provider). The
     /// dimension that refused (all known ones when `None`) is taken as empty then, except for
-    /// the `retry` cost that the refused request will need when it goes again.
+    /// the `retry` cost that the refused request will need when it goes again, and its jitter
+    /// margin widens.
     pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
         let until_ns = self.ns(until);
         let mut state = self.lock();
@@ -485,7 +486,15 @@ impl Quota {
             if refused.is_some_and(|r| r != d) {
                 continue;
             }
-            if let Some(cell) = &mut state.dims[d.index()].cell {
+            let dim = &mut state.dims[d.index()];
+            if let Some(interval) = dim.cell.as_ref().map(Gcra::interval) {
+                // A refusal means requests reached the provider closer together than our
+                // model allowed for: widen the jitter margin (half a unit, then doubling; the
+                // cell keeps at least one unit of burst), which costs burst, never rate.
+                dim.margin_ns = dim.margin_ns.max(interval / 4).saturating_mul(2);
+                dim.refresh_cell(until_ns, None);
+            }
+            if let Some(cell) = &mut dim.cell {
                 cell.drain_to(retry.get(d), until_ns);
             }
         }

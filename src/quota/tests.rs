@@ -301,11 +301,12 @@ fn pause_holds_every_request_then_paces() {
     let until = t0 + ms(1500);
     quota.pause(until, Some(Dimension::Requests), &Cost::request(1));
     assert_eq!(quota.paused_until(t0), Some(until));
-    // the retried request goes at the end of the pause, the next ones at the sustained rate.
+    // the retried request goes once the pause is over and the jitter margin (widened by the
+    // refusal from 25 to 50 ms) has passed; the next ones at the sustained rate.
     let go: Vec<_> = (0..3)
         .map(|_| quota.reserve(Cost::request(1), t0).unwrap().go_at - t0)
         .collect();
-    assert_eq!(go, vec![ms(1500), ms(1600), ms(1700)]);
+    assert_eq!(go, vec![ms(1550), ms(1650), ms(1750)]);
     assert_eq!(quota.paused_until(until), None);
 }
 
