@@ -11,6 +11,10 @@
 //!
 //! [[keys]]
 //! env = "OPENAI_KEY_B"
+//!
+//! [redis]                   # optional: distributed mode (flags --redis, --processes override)
+//! url = "redis://cache:6379"
+//! processes = 4             # processes sharing the keys: 1/4 of each limit while Redis is down
 //! ```
 
 use crate::quota::{Dimension, LimitSpec, QuotaConfig};
@@ -24,6 +28,19 @@ struct RawConfig {
     base_url: Option<String>,
     #[serde(default)]
     keys: Vec<RawKey>,
+    redis: Option<RedisSection>,
+}
+
+/// The `[redis]` section (distributed mode), shared by `run` and `serve` configs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `url`: redis://[user:password@]host[:port][/db].
+    pub url: Option<String>,
+    /// `processes`: how many paceline processes share the keys.
+    pub processes: Option<u32>,
+    /// `share`: the part of each limit used while Redis is unreachable.
+    pub share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,12 +61,14 @@ pub struct KeySource {
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     /// Provider base URL, if set.
     pub base_url: Option<String>,
     /// Upstream keys.
     pub keys: Vec<KeySource>,
+    /// Distributed mode, if configured.
+    pub redis: Option<RedisSection>,
 }
 
 /// A configuration file that cannot be used.
@@ -143,6 +162,7 @@ impl Config {
         Ok(Config {
             base_url: raw.base_url,
             keys,
+            redis: raw.redis,
         })
     }
 }

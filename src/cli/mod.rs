@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod inspect;
 pub mod mock;
+pub mod redis;
 pub mod run;
 pub mod serve;
 pub mod status;

@@ -145,6 +145,9 @@ pub struct RunArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub pacing: PacingArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: super::redis::RedisArgs,
 }
 
 /// Parse `600s`, `2m`, `1500ms`, `1h`, or bare seconds.
@@ -301,6 +304,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine: args.pacing.engine(),
         default_max_tokens: args.pacing.default_max_tokens,
         display: Display::detect(args.pacing.quiet),
+        shared: args.redis.connect(config.redis.as_ref()).await?,
     };
     finish(runner::run(plan).await)
 }

@@ -324,7 +324,7 @@ impl Engine {
                 return Err(Unbookable::Abandoned);
             }
             let now = Instant::now();
-            let pick = match self.pool.pick(&job.model, job.cost(), now) {
+            let mut pick = match self.pool.pick(&job.model, job.cost(), now) {
                 Err(PickError::Busy) => {
                     if job.deadline.is_some_and(|d| d <= now) {
                         return Err(Unbookable::PastDeadline(Duration::from_secs(1)));
@@ -382,6 +382,18 @@ impl Engine {
                 pick.quota.cancel(&pick.reservation, now);
                 return Err(Unbookable::Abandoned);
             }
+            // A shared quota has the last word: Redis says when, across every process.
+            let wait = pick.quota.admit_shared(&mut pick.reservation, now).await;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                let now = Instant::now();
+                if pick.quota.paused_until(now).is_some() {
+                    pick.quota.cancel(&pick.reservation, now);
+                    paused = true;
+                    continue;
+                }
+            }
+            let now = Instant::now();
             let waits = Waits {
                 quota: now.saturating_duration_since(booked_at),
                 paused,

@@ -66,6 +66,8 @@ pub struct RawConfig {
     /// `[[clients]]`.
     #[serde(default)]
     pub clients: Vec<RawClient>,
+    /// `[redis]`: distributed mode (see [`crate::config::RedisSection`]).
+    pub redis: Option<crate::config::RedisSection>,
 }
 
 /// One `[[keys]]` entry as written.

@@ -90,6 +90,15 @@ impl Gateway {
     /// Read the keys, start the engine, bind and serve in the background. Returns once the
     /// listener accepts connections.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        Self::start_shared(config, None).await
+    }
+
+    /// [`Gateway::start`], with the upstream quotas shared with other paceline processes
+    /// through Redis when `shared` is given.
+    pub async fn start_shared(
+        config: GatewayConfig,
+        shared: Option<crate::quota::SharedQuotas>,
+    ) -> Result<Gateway, GatewayError> {
         metrics::install();
         let upstream = Upstream::new(&config.upstream, config.timeout)?;
         let keys = if config.keys.is_empty() {
@@ -122,7 +131,11 @@ impl Gateway {
             source,
         })?;
 
-        let pool = Arc::new(KeyPool::new(keys));
+        let pool = KeyPool::new(keys);
+        let pool = Arc::new(match shared {
+            Some(shared) => pool.with_shared(shared),
+            None => pool,
+        });
         let engine = Engine::new(
             EngineConfig {
                 concurrency: config.concurrency,

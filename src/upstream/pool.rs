@@ -2,7 +2,7 @@
 //! that can send it soonest, and a key the provider refuses for good leaves rotation.
 
 use super::key::ApiKey;
-use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation};
+use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation, SharedQuotas};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +53,7 @@ pub enum PickError {
 #[derive(Debug)]
 pub struct KeyPool {
     slots: Vec<Slot>,
+    shared: Option<SharedQuotas>,
 }
 
 impl KeyPool {
@@ -69,7 +70,19 @@ impl KeyPool {
                     in_flight: AtomicUsize::new(0),
                 })
                 .collect(),
+            shared: None,
         }
+    }
+
+    /// Share every quota of the pool with other processes through Redis.
+    pub fn with_shared(mut self, shared: SharedQuotas) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis connection the quotas are shared through, if any.
+    pub fn shared(&self) -> Option<&SharedQuotas> {
+        self.shared.as_ref()
     }
 
     /// Number of keys, removed ones included.
@@ -89,7 +102,13 @@ impl KeyPool {
         Some(
             quotas
                 .entry(model.to_string())
-                .or_insert_with(|| Arc::new(Quota::new(slot.config, now)))
+                .or_insert_with(|| {
+                    let quota = Quota::new(slot.config, now);
+                    Arc::new(match &self.shared {
+                        Some(shared) => quota.with_shared(shared.cell(slot.key.secret(), model)),
+                        None => quota,
+                    })
+                })
                 .clone(),
         )
     }

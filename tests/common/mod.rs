@@ -5,4 +5,5 @@
 pub mod job;
 pub mod listening;
 pub mod mock;
+pub mod redis;
 pub mod serve;
