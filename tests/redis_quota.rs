@@ -174,3 +174,63 @@ fn four_processes_share_one_limit() {
     let calls = redis.command_calls("evalsha");
     assert!(calls <= 2 * 600, "{calls} EVALSHA for 600 requests");
 }
+
+#[test]
+fn runs_outlive_a_redis_restart() {
+    const RPM: u64 = 3000;
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    // The mock enforces its limits: a request beyond them gets a real 429.
+    let mock = MockProcess::start(&["--rpm", &RPM.to_string(), "--burst", "10"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let requests = || {
+        runtime.block_on(mock.stats())["totals"]["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let wait_for = |n: u64| {
+        while requests() < n {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let w = Workdir::new();
+    let mut children: Vec<_> = (0..2)
+        .map(|i| {
+            let input = w.batch(&format!("in{i}.jsonl"), 150);
+            let out = w.path(&format!("out{i}.jsonl"));
+            let child = Command::new(env!("CARGO_BIN_EXE_paceline"))
+                .args(["run", s(&input), "-o", s(&out), "-q"])
+                .args(["--base-url", &mock.base_url(), "--redis", &redis.url()])
+                .args(["--processes", "2"])
+                .env("OPENAI_API_KEY", KEY)
+                .env_remove("PACELINE_LOG")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    wait_for(80);
+    redis.kill();
+    // The runs go on without Redis, on half of the limit each.
+    let during = requests();
+    wait_for(during + 40);
+    // Back, empty.
+    let _redis = RedisServer::on_port(port);
+    for (child, out) in children.drain(..) {
+        let run = child.wait_with_output().unwrap();
+        let err = stderr(&run);
+        assert!(run.status.success(), "{err}");
+        assert!(err.contains("Redis unreachable"), "{err}");
+        assert!(err.contains("Redis reachable again"), "{err}");
+        let lines = std::fs::read_to_string(out).unwrap().lines().count();
+        assert_eq!(lines, 150);
+    }
+    let stats = runtime.block_on(mock.stats());
+    let totals = &stats["totals"];
+    let limited = totals["rate_limited"].as_u64().unwrap();
+    assert!(
+        limited * 100 <= 300,
+        "{limited} 429s for 300 requests: {stats}"
+    );
+}

@@ -272,25 +272,39 @@ impl Quota {
         {
             Ok(answer) => {
                 reservation.shared = true;
-                Duration::from_nanos(answer.wait_ns)
+                let local = if shared.cell.quotas().recovering() {
+                    self.local_share(shared, limits, reservation, now)
+                } else {
+                    0
+                };
+                Duration::from_nanos(answer.wait_ns.max(local))
             }
             Err(_) => {
-                let quotas = shared.cell.quotas();
-                quotas.count_fallback();
-                let wait = shared
-                    .local
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .admit(
-                        quotas.share(),
-                        self.margin_ns,
-                        limits,
-                        &reservation.cost,
-                        self.ns(now),
-                    );
-                Duration::from_nanos(wait)
+                shared.cell.quotas().count_fallback();
+                Duration::from_nanos(self.local_share(shared, limits, reservation, now))
             }
         }
+    }
+
+    /// Reserve on this process's share of the limits (Redis unreachable, or just back).
+    fn local_share(
+        &self,
+        shared: &Shared,
+        limits: [Option<(u64, u64)>; 4],
+        reservation: &Reservation,
+        now: Instant,
+    ) -> u64 {
+        shared
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(
+                shared.cell.quotas().share(),
+                self.margin_ns,
+                limits,
+                &reservation.cost,
+                self.ns(now),
+            )
     }
 
     /// Send one operation to the shared state without waiting for it (off the hot path).

@@ -12,6 +12,8 @@
 --          pause: the cost the refused request needs when it goes again
 -- ARGV[16] pause: nanoseconds from now until the pause ends
 -- ARGV[17] pause: bit mask of the refused dimensions
+-- ARGV[18] "1": a quota this hash does not hold yet starts empty, not full (the caller paced
+--          on its own while Redis was unreachable, so the provider's bucket is not full)
 --
 -- Hash fields: e epoch (server microseconds), p paused until, t<i> tat, f<i> floor,
 -- l<i> / b<i> the limit and burst last given by a caller (shared learned limits).
@@ -31,6 +33,7 @@ local function num(v) return tonumber(v or 0) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
 local epoch = state[1]
+local fresh = not epoch
 local now
 if ARGV[2] ~= '' then
   now = tonumber(ARGV[2])
@@ -76,6 +79,9 @@ for i = 0, 3 do
     local units = math.min(math.max(burst[i], 1), pm)
     interval[i] = math.ceil(60000000000 / pm)
     tolerance[i] = math.max(interval[i] * units - margin, interval[i])
+    if fresh and ARGV[18] == '1' then
+      tat[i] = now + tolerance[i]
+    end
   end
 end
 

@@ -38,17 +38,19 @@
 //! **Redis unreachable**: an admission that fails (connection lost, no answer within
 //! [`RESPONSE_TIMEOUT`]) falls back to a local GCRA holding a conservative share of each limit
 //! ([`SharedQuotas::share`], by default 1 / expected processes), says so once in the log and in
-//! the progress line, and the connection manager reconnects with backoff. The next admission
-//! that succeeds resumes the shared state; a Redis that came back empty simply starts full
-//! again from the limits every caller sends.
+//! the progress line, and Redis is tried again with backoff (100 ms doubling to
+//! [`MAX_BACKOFF`]); meanwhile settles and pauses stay local. The first admission that succeeds
+//! resumes the shared state. A Redis that came back empty starts each quota empty (the
+//! provider's bucket was used meanwhile), and for [`RECOVERY_GRACE`] admissions keep to the
+//! local share as well, since other processes may still be pacing on theirs, unseen by Redis.
 
 use super::dimension::{Cost, Dimension};
 use super::gcra::Gcra;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The script's version, part of every key name.
 pub const SCRIPT_VERSION: u32 = 1;
@@ -58,6 +60,25 @@ pub const SCRIPT: &str = include_str!("quota.lua");
 
 /// How long one Redis command may take before the admission falls back to the local share.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// First wait before Redis is tried again after a failure; it doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Longest wait between two tries while Redis is unreachable.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// After Redis is back, how long admissions also keep to the local share: the other processes
+/// may still be on theirs (each tries again within [`MAX_BACKOFF`]) and their use is not in
+/// Redis.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(4);
+
+/// When Redis may be tried again.
+#[derive(Debug, Default)]
+struct Backoff {
+    next_try: Option<Instant>,
+    delay: Duration,
+    recovered_at: Option<Instant>,
+}
 
 /// Why a Redis call failed.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +136,7 @@ pub struct SharedQuotas {
     share: f64,
     down: Arc<AtomicBool>,
     fallbacks: Arc<AtomicU64>,
+    backoff: Arc<Mutex<Backoff>>,
 }
 
 impl std::fmt::Debug for SharedQuotas {
@@ -156,6 +178,7 @@ impl SharedQuotas {
             share,
             down: Arc::new(AtomicBool::new(false)),
             fallbacks: Arc::new(AtomicU64::new(0)),
+            backoff: Arc::new(Mutex::new(Backoff::default())),
         };
         let mut conn = quotas.conn.clone();
         quotas
@@ -207,8 +230,41 @@ impl SharedQuotas {
         }
     }
 
-    /// Record whether Redis answered; log the transitions.
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether Redis came back from an outage less than [`RECOVERY_GRACE`] ago: admissions
+    /// keep to the local share too.
+    pub fn recovering(&self) -> bool {
+        self.backoff()
+            .recovered_at
+            .is_some_and(|at| at.elapsed() < RECOVERY_GRACE)
+    }
+
+    /// Whether Redis may be tried now: always while it answers; after a failure, once the
+    /// backoff has passed.
+    fn may_try(&self) -> bool {
+        self.backoff()
+            .next_try
+            .is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Record whether Redis answered; back off after failures; log the transitions.
     fn mark(&self, reachable: bool, err: Option<&RedisError>) {
+        {
+            let mut backoff = self.backoff();
+            if reachable {
+                if backoff.next_try.is_some() {
+                    backoff.recovered_at = Some(Instant::now());
+                }
+                backoff.next_try = None;
+                backoff.delay = Duration::ZERO;
+            } else {
+                backoff.delay = (backoff.delay * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                backoff.next_try = Some(Instant::now() + backoff.delay);
+            }
+        }
         let was_down = self.down.swap(!reachable, Ordering::Relaxed);
         match (was_down, reachable) {
             (false, false) => tracing::warn!(
@@ -290,7 +346,24 @@ impl SharedCell {
         limits: [Option<(u64, u64)>; 4],
         amounts: [i64; 4],
     ) -> Result<Answer, RedisError> {
-        let result = self.call_once(op, clock, margin_ns, limits, amounts).await;
+        if !self.quotas.may_try() {
+            return Err(RedisError::Unavailable {
+                url: self.quotas.url.to_string(),
+                message: "unreachable; reconnecting".into(),
+            });
+        }
+        let result = match tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            self.call_once(op, clock, margin_ns, limits, amounts),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::Unavailable {
+                url: self.quotas.url.to_string(),
+                message: format!("no answer within {RESPONSE_TIMEOUT:?}"),
+            }),
+        };
         self.quotas.mark(result.is_ok(), result.as_ref().err());
         result
     }
@@ -320,7 +393,10 @@ impl SharedCell {
                 .arg(burst)
                 .arg(amounts[d.index()]);
         }
-        invocation.arg(for_ns).arg(refused);
+        // After an outage a quota Redis no longer holds starts empty: the provider's bucket was
+        // used meanwhile.
+        let fresh_empty = u8::from(self.quotas.fallbacks() > 0);
+        invocation.arg(for_ns).arg(refused).arg(fresh_empty);
         let mut conn = self.quotas.conn.clone();
         let reply: Vec<i64> = invocation
             .invoke_async(&mut conn)
