@@ -2,6 +2,7 @@
 //! turns arguments into library calls. No business logic lives here.
 
 pub mod demo;
+pub mod export;
 pub mod inspect;
 pub mod mock;
 pub mod redis;
@@ -36,6 +37,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show the whole attempt history of one request of a job.
     Inspect(inspect::InspectArgs),
+    /// Write the results of a job shared through Redis (`run --redis URL --job NAME`).
+    Export(export::ExportArgs),
 }
 
 /// Print `listening on http://ADDR` as the first line on stdout, flushed (tests and scripts
