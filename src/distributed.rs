@@ -41,6 +41,12 @@ use tokio::sync::{Semaphore, mpsc};
 /// The consumer group every process reads through.
 const GROUP: &str = "workers";
 
+/// Wait before Redis is tried again by a shared job.
+const REDIS_RETRY: Duration = Duration::from_millis(500);
+
+/// Tries to store one result before the process gives up (about two minutes).
+const STORE_TRIES: u32 = 240;
+
 /// Requests offered to Redis per pipeline while loading.
 const LOAD_BATCH: usize = 256;
 
@@ -322,8 +328,31 @@ impl JobQueue {
             .map_err(|e| self.fail(e))
     }
 
-    /// Store a result (the first one wins) and acknowledge its entry.
+    /// [`JobQueue::store_once`], tried again while Redis is unreachable: a result is never
+    /// dropped for a passing outage.
     async fn store(
+        &self,
+        entry: &str,
+        custom_id: &str,
+        line: &str,
+        failed: bool,
+    ) -> Result<(), QueueError> {
+        let mut tries = 0;
+        loop {
+            match self.store_once(entry, custom_id, line, failed).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < STORE_TRIES => {
+                    tries += 1;
+                    tracing::warn!(error = %e, custom_id, "Redis unreachable: storing the result again shortly");
+                    tokio::time::sleep(REDIS_RETRY).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Store a result (the first one wins) and acknowledge its entry.
+    async fn store_once(
         &self,
         entry: &str,
         custom_id: &str,
@@ -543,8 +572,11 @@ pub async fn work(
         let entries = match queue.take(&consumer, room, plan.claim_idle, block).await {
             Ok(entries) => entries,
             Err(e) => {
-                error = Some(e);
-                break;
+                // The queue lives in Redis: wait for it to come back (the connection manager
+                // reconnects); the requests held meanwhile finish and are stored afterwards.
+                tracing::warn!(error = %e, "Redis unreachable: the shared job waits for it");
+                tokio::time::sleep(REDIS_RETRY).await;
+                continue;
             }
         };
         if entries.is_empty() {
@@ -553,8 +585,8 @@ pub async fn work(
                     Ok(true) => break,
                     Ok(false) => {}
                     Err(e) => {
-                        error = Some(e);
-                        break;
+                        tracing::warn!(error = %e, "Redis unreachable: the shared job waits for it");
+                        tokio::time::sleep(REDIS_RETRY).await;
                     }
                 }
             }
