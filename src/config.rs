@@ -188,6 +188,17 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_redis_section() {
+        let text = "[redis]\nurl = \"redis://cache:6379\"\nprocesses = 4\n";
+        let config = Config::parse(text, Path::new("p.toml")).unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.url.as_deref(), Some("redis://cache:6379"));
+        assert_eq!(redis.processes, Some(4));
+        let err = Config::parse("[redis]\nurll = \"x\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("p.toml"));
+    }
+
+    #[test]
     fn errors_name_file_and_field() {
         let err = Config::parse("[[keys]]\nenv = \"sk-abc\"\n", Path::new("p.toml")).unwrap_err();
         let text = err.to_string();

@@ -68,3 +68,39 @@ impl RedisArgs {
         Ok(Some(shared))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_share_defaults_to_one_over_the_processes() {
+        let section = RedisSection {
+            url: Some("redis://cache".into()),
+            processes: Some(4),
+            share: None,
+        };
+        let flags = RedisArgs::default();
+        assert_eq!(
+            flags.settings(Some(&section)).unwrap(),
+            Some(("redis://cache".to_string(), 0.25))
+        );
+        let flags = RedisArgs {
+            redis_share: Some(0.5),
+            ..RedisArgs::default()
+        };
+        assert_eq!(flags.settings(Some(&section)).unwrap().unwrap().1, 0.5);
+        assert_eq!(RedisArgs::default().settings(None).unwrap(), None);
+        let bad = RedisArgs {
+            redis: Some("redis://cache".into()),
+            redis_share: Some(1.5),
+            ..RedisArgs::default()
+        };
+        assert!(
+            bad.settings(None)
+                .unwrap_err()
+                .to_string()
+                .contains("--redis-share")
+        );
+    }
+}

@@ -251,11 +251,6 @@ impl Quota {
         self
     }
 
-    /// Whether the quota is shared through Redis.
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// The shared admission, right before sending a request reserved locally: how long to wait
     /// before it may go (zero for a quota that is not shared). When Redis cannot be reached the
     /// request is paced on this process's share of each limit instead.

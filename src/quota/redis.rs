@@ -326,11 +326,6 @@ pub struct SharedCell {
 }
 
 impl SharedCell {
-    /// The Redis key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// The connection it uses.
     pub fn quotas(&self) -> &SharedQuotas {
         &self.quotas
