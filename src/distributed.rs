@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -516,6 +517,26 @@ pub async fn work(
         loaded: queue.load(&plan.input).await?,
         ..WorkerReport::default()
     };
+    // The progress display: what this process finished, against that plus what the whole job
+    // still lacks (read from Redis every second), so it ends full when the job is complete.
+    let stats = engine.stats();
+    let watcher = {
+        let (queue, stats, job) = (queue.clone(), Arc::clone(&stats), plan.job.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(status) = queue.status(&job).await {
+                    let left = status
+                        .total
+                        .unwrap_or(status.loaded)
+                        .saturating_sub(status.finished);
+                    stats
+                        .total
+                        .store(stats.finished() + left, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let consumer = format!(
         "{}-{}-{:08x}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
@@ -662,6 +683,7 @@ pub async fn work(
             }
         }
     }
+    watcher.abort();
     drop(jobs_tx);
     engine.stop_admitting();
     let _ = running.await;

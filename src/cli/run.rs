@@ -341,7 +341,13 @@ async fn shared_job(
     });
     let engine_config = args.pacing.engine();
     let window = engine_config.concurrency.unwrap_or(32).clamp(1, 256);
-    let engine = crate::engine::Engine::new(engine_config, pool, upstream);
+    let engine = crate::engine::Engine::new(engine_config, std::sync::Arc::clone(&pool), upstream);
+    let progress = crate::progress::Progress::start(
+        Display::detect(args.pacing.quiet),
+        engine.stats(),
+        pool,
+        std::sync::Arc::clone(engine.concurrency()),
+    );
     let queue = crate::distributed::JobQueue::connect(&url, job).await?;
     let plan = crate::distributed::WorkerPlan {
         input: args.input_args.spec(&args.input),
@@ -352,7 +358,9 @@ async fn shared_job(
         default_max_tokens: args.pacing.default_max_tokens,
         output: args.output.clone(),
     };
-    let report = crate::distributed::work(queue, engine, plan).await?;
+    let report = crate::distributed::work(queue, engine, plan).await;
+    progress.stop().await;
+    let report = report?;
     eprintln!(
         "paceline: job {job} complete; this process loaded {} and finished {} requests ({} failed){}",
         report.loaded,
