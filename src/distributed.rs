@@ -20,7 +20,9 @@
 //!   `custom_id`; past `--max-deliveries` the request becomes a final failure
 //!   (`max_deliveries_exceeded`) instead of being sent again.
 //! * **The end**: a process stops when `total` is known and there are as many results; with
-//!   `-o` it then exports, so the last process to finish leaves the complete file.
+//!   `-o` it then exports, so the last process to finish leaves the complete file. Ctrl-C or
+//!   SIGTERM stops one process: it takes no more entries and stores what finishes within the
+//!   stop timeout; what it still held is reclaimed by the others.
 //!
 //! Keys share the hash tag `{paceline:job:NAME}` (valid on Redis Cluster) and carry the layout's
 //! version (`…:v1:…`).
@@ -28,6 +30,7 @@
 use crate::batch::{InputReader, InputSpec, OutputRecord, ProviderResponse};
 use crate::engine::{Engine, Event, Finished, Job, Verdict};
 use crate::quota::redis::redact;
+use crate::runner::signals::{Interrupt, Signals};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -444,6 +447,8 @@ pub struct WorkerPlan {
     pub default_max_tokens: u64,
     /// Export here once the job is complete.
     pub output: Option<PathBuf>,
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish.
+    pub stop_timeout: Duration,
 }
 
 /// What one process did.
@@ -457,6 +462,8 @@ pub struct WorkerReport {
     pub failed: u64,
     /// Lines exported, if it exported.
     pub exported: Option<u64>,
+    /// The signal that stopped this process before the job was complete, if one did.
+    pub interrupted: Option<Interrupt>,
 }
 
 /// The output line of a finished request.
@@ -543,6 +550,18 @@ pub async fn work(
         std::process::id(),
         rand::random::<u32>()
     );
+    // Ctrl-C / SIGTERM: take no more entries, let those held finish (up to the stop timeout)
+    // and store their results; entries still unfinished are reclaimed by the other processes.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let listener = match Signals::listen() {
+        Ok(mut signals) => Some(tokio::spawn(async move {
+            let _ = stop_tx.send(Some(signals.recv().await));
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C / SIGTERM");
+            None
+        }
+    };
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(plan.window.max(1));
     let (sink_tx, mut sink_rx) = mpsc::channel::<Event>(1024);
     let running = tokio::spawn(Arc::clone(&engine).run(jobs_rx, sink_tx));
@@ -550,6 +569,27 @@ pub async fn work(
     let mut held: HashMap<String, String> = HashMap::new();
     let mut error = None;
     'outer: loop {
+        let signal = *stop_rx.borrow();
+        if let Some(signal) = signal {
+            report.interrupted = Some(signal);
+            engine.stop_admitting();
+            let deadline = tokio::time::Instant::now() + plan.stop_timeout;
+            while !held.is_empty() {
+                match tokio::time::timeout_at(deadline, sink_rx.recv()).await {
+                    Ok(Some(Event::Finished(finished))) => {
+                        let (custom_id, line, failed) = output_line(finished);
+                        if let Some(entry) = held.remove(&custom_id) {
+                            queue.store(&entry, &custom_id, &line, failed).await?;
+                            report.finished += 1;
+                            report.failed += u64::from(failed);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            break;
+        }
         // Store what finished.
         while let Ok(event) = sink_rx.try_recv() {
             if let Event::Finished(finished) = event {
@@ -684,8 +724,15 @@ pub async fn work(
         }
     }
     watcher.abort();
+    if let Some(listener) = listener {
+        listener.abort();
+    }
     drop(jobs_tx);
     engine.stop_admitting();
+    if report.interrupted.is_some() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
+        return Ok(report);
+    }
     let _ = running.await;
     if let Some(e) = error {
         return Err(e);

@@ -44,7 +44,7 @@ fn by_id(text: &str) -> HashMap<String, Value> {
 }
 
 #[test]
-fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
+fn killed_and_stopped_workers_lose_nothing_and_duplicate_nothing() {
     const N: usize = 90;
     let redis = RedisServer::start();
     let mock = MockProcess::start(&["--rpm", "1200", "--burst", "5", "--latency-ms", "50"]);
@@ -79,10 +79,25 @@ fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
     let status: Value = serde_json::from_str(&stdout(&status)).unwrap();
     assert_eq!(status["total"], N as u64, "{status}");
 
-    for worker in workers.drain(1..) {
-        let run = worker.wait_with_output().unwrap();
-        assert!(run.status.success(), "{}", stderr(&run));
+    // SIGTERM: the worker stops taking requests, stores what it finishes, and exits 143.
+    while runtime.block_on(mock.stats())["totals"]["requests"]
+        .as_u64()
+        .unwrap()
+        < 40
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
+    signal(&workers[1], libc::SIGTERM);
+    let stopped = workers.remove(1).wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(143), "{}", stderr(&stopped));
+    assert!(
+        stderr(&stopped).contains("stopped by SIGTERM"),
+        "{}",
+        stderr(&stopped)
+    );
+
+    let last = workers.remove(1).wait_with_output().unwrap();
+    assert!(last.status.success(), "{}", stderr(&last));
     let export = w.path("export.jsonl");
     let run = paceline(&[
         "export",
@@ -101,10 +116,8 @@ fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
         assert_eq!(r["response"]["status_code"], 200, "{r}");
         assert!(r["error"].is_null(), "{r}");
     }
-    // The last workers exported the complete job too.
-    for out in &outs[1..] {
-        assert_eq!(by_id(&std::fs::read_to_string(out).unwrap()).len(), N);
-    }
+    // The last worker exported the complete job too.
+    assert_eq!(by_id(&std::fs::read_to_string(&outs[2]).unwrap()).len(), N);
     let status = paceline(&["status", "--redis", &redis.url(), "--job", "articles"]);
     assert!(stdout(&status).contains("finished"), "{}", stdout(&status));
 }

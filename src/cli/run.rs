@@ -357,10 +357,21 @@ async fn shared_job(
         window,
         default_max_tokens: args.pacing.default_max_tokens,
         output: args.output.clone(),
+        stop_timeout: args.stop_timeout,
     };
     let report = crate::distributed::work(queue, engine, plan).await;
     progress.stop().await;
     let report = report?;
+    if let Some(signal) = report.interrupted {
+        eprintln!(
+            "paceline: stopped by {}; this process finished {} requests of job {job} ({} failed); \
+             the others go on, and the same command joins again",
+            signal.name(),
+            report.finished,
+            report.failed
+        );
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
     eprintln!(
         "paceline: job {job} complete; this process loaded {} and finished {} requests ({} failed){}",
         report.loaded,

@@ -9,7 +9,7 @@
 
 mod feed;
 mod setup;
-mod signals;
+pub(crate) mod signals;
 
 use crate::batch::{InputError, InputSpec, OutputError};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
