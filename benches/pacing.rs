@@ -618,6 +618,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture) -> Measured {
         },
         default_max_tokens: DEFAULT_MAX_TOKENS,
         display: Display::Quiet,
+        shared: None,
     };
     capture.start();
     let start_unix = unix_now();

@@ -14,6 +14,10 @@
 //!
 //! [[keys]]
 //! env = "OPENAI_KEY_B"
+//!
+//! [redis]                   # optional: distributed mode (flags --redis, --processes override)
+//! url = "redis://cache:6379"
+//! processes = 4             # processes sharing the keys: 1/4 of each limit while Redis is down
 //! ```
 
 use crate::provider::Provider;
@@ -30,6 +34,19 @@ struct RawConfig {
     api_version: Option<String>,
     #[serde(default)]
     keys: Vec<RawKey>,
+    redis: Option<RedisSection>,
+}
+
+/// The `[redis]` section (distributed mode), shared by `run` and `serve` configs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `url`: redis://[user:password@]host[:port][/db].
+    pub url: Option<String>,
+    /// `processes`: how many paceline processes share the keys.
+    pub processes: Option<u32>,
+    /// `share`: the part of each limit used while Redis is unreachable.
+    pub share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +67,7 @@ pub struct KeySource {
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     /// Provider base URL, if set.
     pub base_url: Option<String>,
@@ -60,6 +77,8 @@ pub struct Config {
     pub api_version: Option<String>,
     /// Upstream keys.
     pub keys: Vec<KeySource>,
+    /// Distributed mode, if configured.
+    pub redis: Option<RedisSection>,
 }
 
 /// A configuration file that cannot be used.
@@ -184,6 +203,7 @@ impl Config {
             provider,
             api_version: raw.api_version,
             keys,
+            redis: raw.redis,
         })
     }
 }
@@ -206,6 +226,17 @@ mod tests {
             Some(10)
         );
         assert_eq!(config.keys[1].limits, QuotaConfig::default());
+    }
+
+    #[test]
+    fn parses_the_redis_section() {
+        let text = "[redis]\nurl = \"redis://cache:6379\"\nprocesses = 4\n";
+        let config = Config::parse(text, Path::new("p.toml")).unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.url.as_deref(), Some("redis://cache:6379"));
+        assert_eq!(redis.processes, Some(4));
+        let err = Config::parse("[redis]\nurll = \"x\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("p.toml"));
     }
 
     #[test]

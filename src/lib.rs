@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod distributed;
 pub mod engine;
 pub mod gateway;
 pub mod mock;

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
             Command::Mock(args) => paceline::cli::mock::run(args).await,
             Command::Run(args) => paceline::cli::run::run(*args).await,
             Command::Serve(args) => paceline::cli::serve::run(args).await,
-            Command::Status(args) => paceline::cli::status::run(args),
+            Command::Status(args) => match (&args.redis, &args.job) {
+                (Some(url), Some(job)) => paceline::cli::export::status(url, job, args.json).await,
+                _ => paceline::cli::status::run(args),
+            },
+            Command::Export(args) => paceline::cli::export::run(args).await,
             Command::Inspect(args) => paceline::cli::inspect::run(args),
             Command::Report(args) => paceline::cli::report::run(args),
         }

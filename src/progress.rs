@@ -95,8 +95,15 @@ fn status_line(
     let tpm_limit = limits[Dimension::Tokens.index()]
         .map(|l| format!(" of {}", compact(l as f64)))
         .unwrap_or_default();
+    let redis = match pool.shared() {
+        Some(shared) if shared.is_down() => format!(
+            " · Redis unreachable: local share {:.0}% of limits",
+            shared.share() * 100.0
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{} req/s{rpm_limit} · {} tok/min{tpm_limit} · in flight {in_flight}/{limit} · retries {} · 429s {} · failed {}",
+        "{} req/s{rpm_limit} · {} tok/min{tpm_limit} · in flight {in_flight}/{limit} · retries {} · 429s {} · failed {}{redis}",
         compact(rates.0),
         compact(rates.1),
         Stats::get(&stats.retries),

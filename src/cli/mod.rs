@@ -2,9 +2,11 @@
 //! turns arguments into library calls. No business logic lives here.
 
 pub mod demo;
+pub mod export;
 pub mod inspect;
 pub mod mock;
 pub mod report;
+pub mod redis;
 pub mod run;
 pub mod serve;
 pub mod status;
@@ -39,6 +41,8 @@ pub enum Command {
     /// Write a job's report: one self-contained HTML page of rates, limits, 429s, retries,
     /// latency, keys and failures.
     Report(report::ReportArgs),
+    /// Write the results of a job shared through Redis (`run --redis URL --job NAME`).
+    Export(export::ExportArgs),
 }
 
 /// Print `listening on http://ADDR` as the first line on stdout, flushed (tests and scripts

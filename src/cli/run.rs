@@ -191,6 +191,19 @@ pub struct RunArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub pacing: PacingArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: super::redis::RedisArgs,
+    /// Run the input as a job shared by every process given the same --redis and --job NAME
+    /// (results stay in Redis; `paceline export` writes them; -o exports at the end).
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// With --job: reclaim a request another process took but did not finish for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub claim_idle: Duration,
+    /// With --job: deliveries of one request before it fails with max_deliveries_exceeded.
+    #[arg(long, default_value_t = 5)]
+    pub max_deliveries: u64,
 }
 
 /// Parse `600s`, `2m`, `1500ms`, `1h`, or bare seconds.
@@ -343,6 +356,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .or(config.api_version.as_deref());
     let upstream = upstream.with_provider(provider, api_version);
     let keys = keys(&args, &config, provider)?;
+    if let Some(job) = &args.job {
+        return shared_job(&args, &config, job, upstream, keys).await;
+    }
     let output = args
         .output
         .clone()
@@ -368,8 +384,72 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine: args.pacing.engine(),
         default_max_tokens: args.pacing.default_max_tokens,
         display: Display::detect(args.pacing.quiet),
+        shared: args.redis.connect(config.redis.as_ref()).await?,
     };
     finish(runner::run(plan).await)
+}
+
+/// `run --redis URL --job NAME`: work on a job shared through Redis.
+async fn shared_job(
+    args: &RunArgs,
+    config: &Config,
+    job: &str,
+    upstream: Upstream,
+    keys: Vec<(ApiKey, QuotaConfig)>,
+) -> anyhow::Result<ExitCode> {
+    let Some((url, _)) = args.redis.settings(config.redis.as_ref())? else {
+        anyhow::bail!("--job needs --redis URL (or [redis] url in --config)");
+    };
+    let shared = args.redis.connect(config.redis.as_ref()).await?;
+    let pool = crate::upstream::KeyPool::new(keys);
+    let pool = std::sync::Arc::new(match shared {
+        Some(shared) => pool.with_shared(shared),
+        None => pool,
+    });
+    let engine_config = args.pacing.engine();
+    let window = engine_config.concurrency.unwrap_or(32).clamp(1, 256);
+    let engine = crate::engine::Engine::new(engine_config, std::sync::Arc::clone(&pool), upstream);
+    let progress = crate::progress::Progress::start(
+        Display::detect(args.pacing.quiet),
+        engine.stats(),
+        pool,
+        std::sync::Arc::clone(engine.concurrency()),
+    );
+    let queue = crate::distributed::JobQueue::connect(&url, job).await?;
+    let plan = crate::distributed::WorkerPlan {
+        input: args.input_args.spec(&args.input),
+        job: job.to_string(),
+        claim_idle: args.claim_idle,
+        max_deliveries: args.max_deliveries.max(1),
+        window,
+        default_max_tokens: args.pacing.default_max_tokens,
+        output: args.output.clone(),
+        stop_timeout: args.stop_timeout,
+    };
+    let report = crate::distributed::work(queue, engine, plan).await;
+    progress.stop().await;
+    let report = report?;
+    if let Some(signal) = report.interrupted {
+        eprintln!(
+            "paceline: stopped by {}; this process finished {} requests of job {job} ({} failed); \
+             the others go on, and the same command joins again",
+            signal.name(),
+            report.finished,
+            report.failed
+        );
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
+    eprintln!(
+        "paceline: job {job} complete; this process loaded {} and finished {} requests ({} failed){}",
+        report.loaded,
+        report.finished,
+        report.failed,
+        match (report.exported, &args.output) {
+            (Some(n), Some(path)) => format!("; exported {n} results to {}", path.display()),
+            _ => String::new(),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Write JSON events (access log; attempts that were retried or failed) to this file instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: super::redis::RedisArgs,
 }
 
 impl ServeArgs {
@@ -92,8 +95,10 @@ impl ServeArgs {
 /// Start the gateway, print `listening on http://ADDR`, serve until SIGTERM, then drain.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init_json(args.log_file.as_deref())?;
-    let config = GatewayConfig::try_from(args.raw_config()?)?;
-    let gateway = Gateway::start(config).await?;
+    let raw = args.raw_config()?;
+    let shared = args.redis.connect(raw.redis.as_ref()).await?;
+    let config = GatewayConfig::try_from(raw)?;
+    let gateway = Gateway::start_shared(config, shared).await?;
     super::announce(gateway.addr())?;
     super::terminated().await;
     gateway.shutdown().await;

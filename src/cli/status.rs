@@ -12,10 +12,17 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The state database, or the output file it sits beside.
-    pub path: PathBuf,
+    #[arg(required_unless_present = "job")]
+    pub path: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A job shared through Redis: its Redis (with --job).
+    #[arg(long, value_name = "URL", env = "PACELINE_REDIS", requires = "job")]
+    pub redis: Option<String>,
+    /// A job shared through Redis: its name (with --redis).
+    #[arg(long, requires = "redis")]
+    pub job: Option<String>,
 }
 
 /// A timestamp (ms since the epoch) in local time.
@@ -118,7 +125,10 @@ pub fn render(s: &JobStatus) -> String {
 
 /// Show a job's status.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let path = store::locate(&args.path)?;
+    let Some(path) = &args.path else {
+        anyhow::bail!("give the job's state (PATH), or --redis URL --job NAME");
+    };
+    let path = store::locate(path)?;
     let store = Store::open_existing(&path)?;
     let status = report::job_status(&store)?;
     if args.json {

@@ -319,8 +319,8 @@ impl Engine {
     }
 
     /// Send an interactive job at once from the caller's task, when nothing can be ahead of
-    /// it: no interactive retry is due, an in-flight slot is free and a key's quota admits it
-    /// now. The attempt then runs exactly as the dispatcher would run it, minus the hand-offs
+    /// it: no interactive retry is due, an in-flight slot is free and a key's (unshared) quota
+    /// admits it now. The attempt then runs exactly as the dispatcher would run it, minus the hand-offs
     /// through the input lane and the dispatcher (the gateway's latency on an idle path).
     /// Otherwise the job comes back untouched (`Some`), to be queued. The caller makes sure no
     /// interactive job waits in its own queue.
@@ -346,7 +346,8 @@ impl Engine {
         let Ok(pick) = self.pool.pick_for(want, job.cost(), now) else {
             return Some(job);
         };
-        if pick.reservation.go_at > now {
+        // A shared quota's admission asks Redis first: that is the dispatcher's way.
+        if pick.reservation.go_at > now || pick.quota.is_shared() {
             pick.quota.cancel(&pick.reservation, now);
             return Some(job);
         }
@@ -387,7 +388,7 @@ impl Engine {
                 endpoint: job.endpoint,
                 avoid: job.avoid,
             };
-            let pick = match self.pool.pick_for(want, job.cost(), now) {
+            let mut pick = match self.pool.pick_for(want, job.cost(), now) {
                 Err(PickError::Busy) => {
                     if job.deadline.is_some_and(|d| d <= now) {
                         return Err(Unbookable::PastDeadline(Duration::from_secs(1)));
@@ -448,6 +449,18 @@ impl Engine {
                 pick.quota.cancel(&pick.reservation, now);
                 return Err(Unbookable::Abandoned);
             }
+            // A shared quota has the last word: Redis says when, across every process.
+            let wait = pick.quota.admit_shared(&mut pick.reservation, now).await;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                let now = Instant::now();
+                if pick.quota.paused_until(now).is_some() {
+                    pick.quota.cancel(&pick.reservation, now);
+                    paused = true;
+                    continue;
+                }
+            }
+            let now = Instant::now();
             let waits = Waits {
                 quota: now.saturating_duration_since(booked_at),
                 paused,

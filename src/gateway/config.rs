@@ -92,6 +92,8 @@ pub struct RawConfig {
     /// `[[models]]`.
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// `[redis]`: distributed mode (see [`crate::config::RedisSection`]).
+    pub redis: Option<crate::config::RedisSection>,
 }
 
 /// A `[[models]]` entry as written.

@@ -95,6 +95,15 @@ impl Gateway {
     /// Read the keys, start the engine, bind and serve in the background. Returns once the
     /// listener accepts connections.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        Self::start_shared(config, None).await
+    }
+
+    /// [`Gateway::start`], with the upstream quotas shared with other paceline processes
+    /// through Redis when `shared` is given.
+    pub async fn start_shared(
+        config: GatewayConfig,
+        shared: Option<crate::quota::SharedQuotas>,
+    ) -> Result<Gateway, GatewayError> {
         metrics::install();
         let upstream = Upstream::new(&config.upstream, config.timeout)?
             .with_provider(config.provider, config.api_version.as_deref());
@@ -136,7 +145,11 @@ impl Gateway {
             source,
         })?;
 
-        let pool = Arc::new(KeyPool::with_routes(keys));
+        let pool = KeyPool::with_routes(keys);
+        let pool = Arc::new(match shared {
+            Some(shared) => pool.with_shared(shared),
+            None => pool,
+        });
         let engine = Engine::new(
             EngineConfig {
                 concurrency: config.concurrency,

@@ -221,4 +221,43 @@ mod tests {
         // empty at 10 s: one unit available 1 s later.
         assert_eq!(g.earliest(1, 0), 11 * SEC);
     }
+
+    /// The table `quota.lua` is checked against too (`tests/redis_quota.rs`): the same
+    /// operations on the in-process cell give the same times.
+    #[test]
+    fn conformance_table() {
+        let cases: serde_json::Value =
+            serde_json::from_str(include_str!("gcra_cases.json")).expect("valid table");
+        for case in cases.as_array().expect("a list of cases") {
+            let name = &case["name"];
+            let n = |v: &serde_json::Value| v.as_u64().expect("a number");
+            let mut cell = Gcra::with_margin(
+                n(&case["per_minute"]),
+                n(&case["burst"]),
+                n(&case["margin_ns"]),
+            );
+            let mut paused = 0;
+            for (i, op) in case["ops"].as_array().expect("ops").iter().enumerate() {
+                let now = n(&op["now"]);
+                let amount = op["amount"].as_i64().expect("amount");
+                match op["op"].as_str().expect("op") {
+                    "admit" => {
+                        let cost = amount.unsigned_abs();
+                        let go = cell.earliest(cost, now).max(paused);
+                        cell.commit(cost, go);
+                        assert_eq!(go, n(&op["go"]), "{name} op {i}: go");
+                    }
+                    "settle" if amount < 0 => cell.refund(amount.unsigned_abs(), now),
+                    "settle" => cell.charge(amount.unsigned_abs(), now),
+                    "pause" => {
+                        let until = n(&op["until"]);
+                        paused = paused.max(until);
+                        cell.drain_to(amount.unsigned_abs(), until);
+                    }
+                    other => panic!("unknown op {other}"),
+                }
+                assert_eq!(cell.tat(), n(&op["tat"]), "{name} op {i}: tat");
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use super::dimension::{Cost, Dimension};
 use super::gcra::{Gcra, Nanos};
 use super::headers::{DimensionReading, LimitSnapshot};
+use super::redis::{LocalShare, Op, SharedCell};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -85,6 +86,8 @@ pub struct Reservation {
     go: Nanos,
     tat_after: [Option<Nanos>; 4],
     corrections_at: [u64; 4],
+    /// Also reserved in the shared quota (so settling and cancelling go there too).
+    shared: bool,
 }
 
 #[derive(Debug, Default)]
@@ -192,7 +195,16 @@ impl State {
 #[derive(Debug)]
 pub struct Quota {
     epoch: Instant,
+    margin_ns: u64,
     state: Mutex<State>,
+    shared: Option<Shared>,
+}
+
+/// The quota's state in Redis, and the local share used while Redis is unreachable.
+#[derive(Debug)]
+struct Shared {
+    cell: SharedCell,
+    local: Mutex<LocalShare>,
 }
 
 /// How far below a whole unit a burst estimate may fall and still round up to it: the provider
@@ -218,12 +230,97 @@ impl Quota {
         }
         Quota {
             epoch: now,
+            margin_ns: config.margin_ns,
             state: Mutex::new(State {
                 probe: Probe::Ready,
                 dims,
                 paused_until: 0,
             }),
+            shared: None,
         }
+    }
+
+    /// Share this quota with other processes through `cell` (see [`crate::quota::redis`]):
+    /// [`Quota::admit_shared`] becomes the last word on when a request goes, and settling,
+    /// cancelling and pausing reach the shared state too.
+    pub fn with_shared(mut self, cell: SharedCell) -> Self {
+        self.shared = Some(Shared {
+            cell,
+            local: Mutex::new(LocalShare::default()),
+        });
+        self
+    }
+
+    /// Whether this quota is shared with other processes (an admission then also asks Redis).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The shared admission, right before sending a request reserved locally: how long to wait
+    /// before it may go (zero for a quota that is not shared). When Redis cannot be reached the
+    /// request is paced on this process's share of each limit instead.
+    pub async fn admit_shared(&self, reservation: &mut Reservation, now: Instant) -> Duration {
+        let Some(shared) = &self.shared else {
+            return Duration::ZERO;
+        };
+        let limits = self.limits();
+        let amounts = Dimension::ALL.map(|d| signed(reservation.cost.get(d)));
+        match shared
+            .cell
+            .call(Op::Admit, None, self.margin_ns, limits, amounts)
+            .await
+        {
+            Ok(answer) => {
+                reservation.shared = true;
+                let local = if shared.cell.quotas().recovering() {
+                    self.local_share(shared, limits, reservation, now)
+                } else {
+                    0
+                };
+                Duration::from_nanos(answer.wait_ns.max(local))
+            }
+            Err(_) => {
+                shared.cell.quotas().count_fallback();
+                Duration::from_nanos(self.local_share(shared, limits, reservation, now))
+            }
+        }
+    }
+
+    /// Reserve on this process's share of the limits (Redis unreachable, or just back).
+    fn local_share(
+        &self,
+        shared: &Shared,
+        limits: [Option<(u64, u64)>; 4],
+        reservation: &Reservation,
+        now: Instant,
+    ) -> u64 {
+        shared
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(
+                shared.cell.quotas().share(),
+                self.margin_ns,
+                limits,
+                &reservation.cost,
+                self.ns(now),
+            )
+    }
+
+    /// Send one operation to the shared state without waiting for it (off the hot path).
+    fn tell_shared(&self, op: Op, amounts: [i64; 4]) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (cell, margin, limits) = (shared.cell.clone(), self.margin_ns, self.limits());
+        runtime.spawn(async move {
+            // A failure is logged by the connection's health tracking; the shared state then
+            // misses this correction, which only errs on one side for a moment.
+            let _ = cell.call(op, None, margin, limits, amounts).await;
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -351,6 +448,7 @@ impl Quota {
             go,
             tat_after,
             corrections_at,
+            shared: false,
         })
     }
 
@@ -387,6 +485,13 @@ impl Quota {
     /// Replace the reserved cost with what the provider actually charged: refund or charge
     /// the difference in every dimension.
     pub fn settle(&self, reservation: &Reservation, actual: Cost, now: Instant) {
+        if reservation.shared {
+            let delta = Dimension::ALL
+                .map(|d| signed(actual.get(d)).saturating_sub(signed(reservation.cost.get(d))));
+            if delta.iter().any(|x| *x != 0) {
+                self.tell_shared(Op::Settle, delta);
+            }
+        }
         let now = self.ns(now);
         let mut state = self.lock();
         for d in Dimension::ALL {
@@ -459,6 +564,10 @@ impl Quota {
             let Some(tat_after) = r.tat_after[d.index()] else {
                 continue;
             };
+            if self.shared.is_some() {
+                // Other paceline processes' use is in the shared state already.
+                continue;
+            }
             // Our level right after this request was admitted, against the provider's.
             let ours = cell.level_at(tat_after, r.go);
             let unseen = ours - remaining as f64 - drift_slack(cell.burst());
@@ -479,6 +588,15 @@ impl Quota {
     /// the `retry` cost that the refused request will need when it goes again, and its jitter
     /// margin widens.
     pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
+        if self.shared.is_some() {
+            let for_ns = until.saturating_duration_since(Instant::now()).as_nanos();
+            let mask = refused.map_or(0b1111, |d| 1 << d.index());
+            let op = Op::Pause {
+                for_ns: u64::try_from(for_ns).unwrap_or(u64::MAX),
+                refused: mask,
+            };
+            self.tell_shared(op, Dimension::ALL.map(|d| signed(retry.get(d))));
+        }
         let until_ns = self.ns(until);
         let mut state = self.lock();
         state.paused_until = state.paused_until.max(until_ns);
@@ -499,4 +617,9 @@ impl Quota {
             }
         }
     }
+}
+
+/// An amount as the script's signed argument.
+fn signed(amount: u64) -> i64 {
+    i64::try_from(amount).unwrap_or(i64::MAX)
 }

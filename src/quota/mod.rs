@@ -37,10 +37,12 @@ pub mod dimension;
 pub mod gcra;
 pub mod headers;
 pub mod limiter;
+pub mod redis;
 
 pub use dimension::{Cost, Dimension};
 pub use headers::{DimensionReading, LimitSnapshot};
 pub use limiter::{LimitSpec, Quota, QuotaConfig, QuotaError, Reservation};
+pub use redis::{RedisError, SharedQuotas};
 
 #[cfg(test)]
 mod tests;

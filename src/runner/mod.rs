@@ -9,7 +9,7 @@
 
 mod feed;
 mod setup;
-mod signals;
+pub(crate) mod signals;
 
 use crate::batch::{InputError, InputSpec, OutputError, OutputFormat};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
@@ -62,6 +62,8 @@ pub struct RunPlan {
     pub default_max_tokens: u64,
     /// How progress is shown.
     pub display: Display,
+    /// Quotas shared with other processes through Redis, if distributed.
+    pub shared: Option<crate::quota::SharedQuotas>,
 }
 
 /// How a run ended.
@@ -204,7 +206,11 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         .iter()
         .map(|(key, config)| (key.label().to_string(), *config))
         .collect();
-    let pool = Arc::new(KeyPool::new(plan.keys));
+    let pool = KeyPool::new(plan.keys);
+    let pool = Arc::new(match plan.shared {
+        Some(shared) => pool.with_shared(shared),
+        None => pool,
+    });
     let window = Arc::new(Semaphore::new(window_size(&plan.engine)));
     let engine = Engine::new(plan.engine, Arc::clone(&pool), plan.upstream);
     let stats = engine.stats();

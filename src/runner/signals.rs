@@ -30,7 +30,7 @@ impl Interrupt {
 }
 
 /// Listens for SIGINT and SIGTERM once created (until then they end the process as usual).
-pub(super) struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -39,7 +39,7 @@ pub(super) struct Signals {
 
 impl Signals {
     /// Start listening.
-    pub(super) fn listen() -> io::Result<Signals> {
+    pub(crate) fn listen() -> io::Result<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -55,7 +55,7 @@ impl Signals {
     }
 
     /// The next signal.
-    pub(super) async fn recv(&mut self) -> Interrupt {
+    pub(crate) async fn recv(&mut self) -> Interrupt {
         #[cfg(unix)]
         {
             tokio::select! {

@@ -12,7 +12,7 @@
 use super::client::Upstream;
 use super::key::ApiKey;
 use crate::batch::Endpoint;
-use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation};
+use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation, SharedQuotas};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -96,6 +96,7 @@ pub struct Want<'a> {
 #[derive(Debug)]
 pub struct KeyPool {
     slots: Vec<Slot>,
+    shared: Option<SharedQuotas>,
 }
 
 impl KeyPool {
@@ -119,7 +120,19 @@ impl KeyPool {
                     in_flight: AtomicUsize::new(0),
                 })
                 .collect(),
+            shared: None,
         }
+    }
+
+    /// Share every quota of the pool with other processes through Redis.
+    pub fn with_shared(mut self, shared: SharedQuotas) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis connection the quotas are shared through, if any.
+    pub fn shared(&self) -> Option<&SharedQuotas> {
+        self.shared.as_ref()
     }
 
     /// Number of keys, removed ones included.
@@ -139,7 +152,13 @@ impl KeyPool {
         Some(
             quotas
                 .entry(model.to_string())
-                .or_insert_with(|| Arc::new(Quota::new(slot.config, now)))
+                .or_insert_with(|| {
+                    let quota = Quota::new(slot.config, now);
+                    Arc::new(match &self.shared {
+                        Some(shared) => quota.with_shared(shared.cell(slot.key.secret(), model)),
+                        None => quota,
+                    })
+                })
                 .clone(),
         )
     }

@@ -6,4 +6,5 @@ pub mod browser;
 pub mod job;
 pub mod listening;
 pub mod mock;
+pub mod redis;
 pub mod serve;

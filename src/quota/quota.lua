@@ -1,0 +1,152 @@
+-- paceline shared quota, script version 1: the GCRA of src/quota/gcra.rs over every dimension
+-- of one quota, in Redis, on the server's clock. See the design note in src/quota/redis.rs.
+--
+-- KEYS[1]  the quota's hash: {paceline:quota:<key fingerprint>:<model>}:v1
+-- ARGV[1]  operation: admit | settle | pause
+-- ARGV[2]  clock: "" for the server's TIME, else nanoseconds since the quota's epoch (the
+--          conformance table in src/quota/gcra_cases.json runs on a fixed clock)
+-- ARGV[3]  jitter margin, nanoseconds
+-- ARGV[4 + 3i .. 6 + 3i] for dimension i = 0..3 (requests, tokens, input, output tokens):
+--          per_minute (0: not known by the caller), burst, amount
+--          admit: the cost; settle: the signed difference (+ charge, - refund);
+--          pause: the cost the refused request needs when it goes again
+-- ARGV[16] pause: nanoseconds from now until the pause ends
+-- ARGV[17] pause: bit mask of the refused dimensions
+-- ARGV[18] "1": a quota this hash does not hold yet starts empty, not full (the caller paced
+--          on its own while Redis was unreachable, so the provider's bucket is not full)
+--
+-- Hash fields: e epoch (server microseconds), p paused until, t<i> tat, f<i> floor,
+-- l<i> / b<i> the limit and burst last given by a caller (shared learned limits).
+-- Times are integer nanoseconds since the epoch, exact in Lua's doubles below 2^53; the epoch
+-- moves forward when they pass 2^50 (13 days).
+--
+-- Returns {wait, t0, t1, t2, t3}: admit's wait in nanoseconds until the request may go (0
+-- otherwise) and every dimension's tat afterwards (-1 where no limit is known).
+
+local key = KEYS[1]
+local op = ARGV[1]
+local margin = tonumber(ARGV[3])
+local state = redis.call('HMGET', key, 'e', 'p',
+  't0', 't1', 't2', 't3', 'f0', 'f1', 'f2', 'f3',
+  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3')
+local function num(v) return tonumber(v or 0) or 0 end
+local function fmt(x) return string.format('%.0f', x) end
+
+local epoch = state[1]
+local fresh = not epoch
+local now
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+  epoch = epoch or '0'
+else
+  local time = redis.call('TIME')
+  local micros = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  if not epoch then epoch = fmt(micros) end
+  now = (micros - tonumber(epoch)) * 1000
+end
+
+local paused = num(state[2])
+local tat, floor, limit, burst = {}, {}, {}, {}
+for i = 0, 3 do
+  tat[i] = num(state[3 + i])
+  floor[i] = num(state[7 + i])
+  limit[i] = num(state[11 + i])
+  burst[i] = num(state[15 + i])
+end
+
+if now > 1125899906842624 then
+  -- 2^50 ns: start a new epoch at now; times before it are all "now" to the arithmetic.
+  epoch = fmt(tonumber(epoch) + now / 1000)
+  paused = math.max(paused - now, 0)
+  for i = 0, 3 do
+    tat[i] = math.max(tat[i] - now, 0)
+    floor[i] = math.max(floor[i] - now, 0)
+  end
+  now = 0
+end
+
+-- The cell of each dimension (as Gcra::set_rate), from the caller's limits or the shared ones.
+local interval, tolerance, amount = {}, {}, {}
+for i = 0, 3 do
+  local per_minute = tonumber(ARGV[4 + 3 * i])
+  local b = tonumber(ARGV[5 + 3 * i])
+  amount[i] = tonumber(ARGV[6 + 3 * i])
+  if per_minute > 0 then
+    limit[i], burst[i] = per_minute, b
+  end
+  if limit[i] > 0 then
+    local pm = math.max(limit[i], 1)
+    local units = math.min(math.max(burst[i], 1), pm)
+    interval[i] = math.ceil(60000000000 / pm)
+    tolerance[i] = math.max(interval[i] * units - margin, interval[i])
+    if fresh and ARGV[18] == '1' then
+      tat[i] = now + tolerance[i]
+    end
+  end
+end
+
+local wait = 0
+if op == 'admit' then
+  -- Gcra::earliest over every dimension, then Gcra::commit in all of them at that time.
+  local go = math.max(now, paused)
+  for i = 0, 3 do
+    if interval[i] then
+      local slack = math.max(tolerance[i] - amount[i] * interval[i], 0)
+      go = math.max(go, tat[i] - slack)
+    end
+  end
+  for i = 0, 3 do
+    if interval[i] then
+      tat[i] = math.max(tat[i], go) + amount[i] * interval[i]
+    end
+  end
+  wait = go - now
+elseif op == 'settle' then
+  for i = 0, 3 do
+    if interval[i] then
+      local delta = amount[i] * interval[i]
+      if delta < 0 then
+        -- Gcra::refund: never below now nor below what the provider reported.
+        local lowest = math.min(math.max(now, floor[i]), tat[i])
+        tat[i] = math.max(tat[i] + delta, lowest)
+      elseif delta > 0 then
+        -- Gcra::charge
+        tat[i] = math.max(tat[i], now) + delta
+      end
+    end
+  end
+elseif op == 'pause' then
+  local untill = now + tonumber(ARGV[16])
+  local refused = tonumber(ARGV[17])
+  paused = math.max(paused, untill)
+  for i = 0, 3 do
+    if interval[i] and math.floor(refused / 2 ^ i) % 2 == 1 then
+      -- Gcra::drain_to(retry cost, until)
+      local target = math.max(untill + tolerance[i] - amount[i] * interval[i], 0)
+      tat[i] = math.max(tat[i], target)
+      floor[i] = math.max(floor[i], target)
+    end
+  end
+else
+  return redis.error_reply('paceline quota: unknown operation ' .. tostring(op))
+end
+
+local fields = {'e', epoch, 'p', fmt(paused)}
+local latest = paused
+local reply = {fmt(wait)}
+for i = 0, 3 do
+  if interval[i] then
+    table.insert(fields, 't' .. i); table.insert(fields, fmt(tat[i]))
+    table.insert(fields, 'f' .. i); table.insert(fields, fmt(floor[i]))
+    table.insert(fields, 'l' .. i); table.insert(fields, fmt(limit[i]))
+    table.insert(fields, 'b' .. i); table.insert(fields, fmt(burst[i]))
+    latest = math.max(latest, tat[i])
+    table.insert(reply, fmt(tat[i]))
+  else
+    table.insert(reply, '-1')
+  end
+end
+redis.call('HSET', key, unpack(fields))
+-- Kept a minute past the last moment it still holds back a request.
+redis.call('PEXPIRE', key, math.floor(math.max(latest - now, 0) / 1000000) + 60000)
+return reply

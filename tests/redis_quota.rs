@@ -1,0 +1,243 @@
+//! The shared quota in Redis: the Lua script against the in-process arithmetic, and several
+//! `paceline run` processes sharing one key against the mock. A real `redis-server` on a free
+//! port, the real binary, the mock over loopback HTTP.
+
+mod common;
+
+use common::job::{KEY, Workdir, s, stderr};
+use common::mock::MockProcess;
+use common::redis::RedisServer;
+use paceline::quota::redis::{Op, SharedQuotas};
+use serde_json::Value;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The tests that run several paceline processes measure rates: one at a time, so they do not
+/// compete for the machine's cores.
+static PROCESSES: Mutex<()> = Mutex::new(());
+
+/// The table `src/quota/gcra.rs`'s unit test runs on the in-process cell, run by the script on
+/// a fixed clock: the same operations give the same times.
+#[tokio::test]
+async fn the_script_matches_the_in_process_cell() {
+    let redis = RedisServer::start();
+    let shared = SharedQuotas::connect(&redis.url(), 1.0).await.unwrap();
+    let cases: Value = serde_json::from_str(include_str!("../src/quota/gcra_cases.json")).unwrap();
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let n = |v: &Value| v.as_u64().unwrap();
+        let cell = shared.cell(name, "model");
+        let limits = [
+            Some((n(&case["per_minute"]), n(&case["burst"]))),
+            None,
+            None,
+            None,
+        ];
+        for (i, op) in case["ops"].as_array().unwrap().iter().enumerate() {
+            let now = n(&op["now"]);
+            let amount = op["amount"].as_i64().unwrap();
+            let kind = match op["op"].as_str().unwrap() {
+                "admit" => Op::Admit,
+                "settle" => Op::Settle,
+                "pause" => Op::Pause {
+                    for_ns: n(&op["until"]) - now,
+                    refused: 1,
+                },
+                other => panic!("unknown op {other}"),
+            };
+            let margin = n(&case["margin_ns"]);
+            let answer = cell
+                .call(kind, Some(now), margin, limits, [amount, 0, 0, 0])
+                .await
+                .unwrap();
+            if kind == Op::Admit {
+                assert_eq!(now + answer.wait_ns, n(&op["go"]), "{name} op {i}: go");
+            }
+            assert_eq!(answer.tat[0], Some(n(&op["tat"])), "{name} op {i}: tat");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_dimension_is_reserved_at_once() {
+    let redis = RedisServer::start();
+    let shared = SharedQuotas::connect(&redis.url(), 1.0).await.unwrap();
+    let cell = shared.cell("sk-any", "gpt-4o-mini");
+    // 60 requests/min (burst 10) and 600 tokens/min (burst 100): 100 tokens at once, then
+    // 10 tokens per second.
+    let limits = [Some((60, 10)), Some((600, 100)), None, None];
+    let first = cell
+        .call(Op::Admit, Some(0), 0, limits, [1, 100, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(first.wait_ns, 0);
+    // The tokens are short: the request waits for them, and its request unit is committed at
+    // that same time.
+    let second = cell
+        .call(Op::Admit, Some(0), 0, limits, [1, 50, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(second.wait_ns, 5_000_000_000);
+    assert_eq!(
+        second.tat,
+        [Some(6_000_000_000), Some(15_000_000_000), None, None]
+    );
+    // A limit stored by one caller meters a caller that knows none (still probing).
+    let third = cell
+        .call(Op::Admit, Some(0), 0, [None; 4], [1, 10, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(third.wait_ns, 15_000_000_000 - 9_000_000_000);
+}
+
+#[test]
+fn a_bad_url_is_a_usage_error_without_the_password() {
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_paceline"))
+        .args([
+            "run",
+            s(&input),
+            "-q",
+            "--redis",
+            "redis://user:hunter2@127.0.0.1:1",
+        ])
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--redis"), "{err}");
+    assert!(err.contains("redis://user:***@127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Admissions per second over the whole seconds strictly inside the run (the first and last
+/// are partial).
+fn mean_rate(per_second: &Value) -> (f64, usize) {
+    let counts: Vec<u64> = per_second
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[1].as_u64().unwrap())
+        .collect();
+    assert!(counts.len() >= 4, "run too short to measure: {counts:?}");
+    let inner = &counts[1..counts.len() - 1];
+    (
+        inner.iter().sum::<u64>() as f64 / inner.len() as f64,
+        inner.len(),
+    )
+}
+
+#[test]
+fn four_processes_share_one_limit() {
+    let _one_at_a_time = PROCESSES.lock().unwrap_or_else(|p| p.into_inner());
+    const RPM: u64 = 6000;
+    const BURST: u64 = 20;
+    let redis = RedisServer::start();
+    let mock = MockProcess::start(&[
+        "--rpm",
+        &RPM.to_string(),
+        "--burst",
+        &BURST.to_string(),
+        "--soft-limits",
+    ]);
+    let w = Workdir::new();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let input = w.batch(&format!("in{i}.jsonl"), 150);
+            let out = w.path(&format!("out{i}.jsonl"));
+            Command::new(env!("CARGO_BIN_EXE_paceline"))
+                .args(["run", s(&input), "-o", s(&out), "-q"])
+                .args(["--base-url", &mock.base_url(), "--redis", &redis.url()])
+                .args(["--processes", "4"])
+                .env("OPENAI_API_KEY", KEY)
+                .env_remove("PACELINE_LOG")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let stats = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(mock.stats());
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 600, "{stats}");
+    assert_eq!(totals["admitted_beyond_limit"], 0, "{stats}");
+    assert_eq!(totals["rate_limited"], 0, "{stats}");
+    // The processes together use the whole limit: 97-100 % of it (a second's count can hold a
+    // little of the burst on top).
+    let limit = RPM as f64 / 60.0;
+    let (rate, seconds) = mean_rate(&totals["per_second"]);
+    assert!(rate >= 0.97 * limit, "{rate}/s of {limit}/s: {stats}");
+    assert!(
+        rate <= limit + BURST as f64 / seconds as f64,
+        "{rate}/s of {limit}/s: {stats}"
+    );
+    // One round trip per admission and one per settlement.
+    let calls = redis.command_calls("evalsha");
+    assert!(calls <= 2 * 600, "{calls} EVALSHA for 600 requests");
+}
+
+#[test]
+fn runs_outlive_a_redis_restart() {
+    let _one_at_a_time = PROCESSES.lock().unwrap_or_else(|p| p.into_inner());
+    const RPM: u64 = 3000;
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    // The mock enforces its limits: a request beyond them gets a real 429.
+    let mock = MockProcess::start(&["--rpm", &RPM.to_string(), "--burst", "10"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let requests = || {
+        runtime.block_on(mock.stats())["totals"]["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let wait_for = |n: u64| {
+        while requests() < n {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let w = Workdir::new();
+    let mut children: Vec<_> = (0..2)
+        .map(|i| {
+            let input = w.batch(&format!("in{i}.jsonl"), 150);
+            let out = w.path(&format!("out{i}.jsonl"));
+            let child = Command::new(env!("CARGO_BIN_EXE_paceline"))
+                .args(["run", s(&input), "-o", s(&out), "-q"])
+                .args(["--base-url", &mock.base_url(), "--redis", &redis.url()])
+                .args(["--processes", "2"])
+                .env("OPENAI_API_KEY", KEY)
+                .env_remove("PACELINE_LOG")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    wait_for(80);
+    redis.kill();
+    // The runs go on without Redis, on half of the limit each.
+    let during = requests();
+    wait_for(during + 40);
+    // Back, empty.
+    let _redis = RedisServer::on_port(port);
+    for (child, out) in children.drain(..) {
+        let run = child.wait_with_output().unwrap();
+        let err = stderr(&run);
+        assert!(run.status.success(), "{err}");
+        assert!(err.contains("Redis unreachable"), "{err}");
+        assert!(err.contains("Redis reachable again"), "{err}");
+        let lines = std::fs::read_to_string(out).unwrap().lines().count();
+        assert_eq!(lines, 150);
+    }
+    let stats = runtime.block_on(mock.stats());
+    let totals = &stats["totals"];
+    let limited = totals["rate_limited"].as_u64().unwrap();
+    assert!(
+        limited * 100 <= 300,
+        "{limited} 429s for 300 requests: {stats}"
+    );
+}
