@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct Completion {
     /// The key to record it on.
     pub key: Arc<KeyState>,
+    /// The model asked for (its buckets get a refund).
+    pub model: String,
     /// Prompt tokens.
     pub prompt: u64,
     /// Completion tokens.
@@ -27,8 +29,13 @@ pub struct Completion {
 impl Completion {
     /// Record the answer as complete.
     pub fn record(self) {
-        self.key
-            .record_ok(self.prompt, self.completion, self.refund, Instant::now());
+        self.key.record_ok(
+            &self.model,
+            self.prompt,
+            self.completion,
+            self.refund,
+            Instant::now(),
+        );
     }
 }
 

@@ -87,15 +87,41 @@ pub enum Admission {
     OutOfQuota,
 }
 
+/// The buckets of one model on one key.
 #[derive(Debug)]
-struct KeyInner {
+struct ModelBuckets {
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
+}
+
+/// Most models a key keeps buckets for; the models after them share one more (model names come
+/// from requests, so the table must stay bounded).
+const MAX_MODELS: usize = 256;
+
+#[derive(Debug)]
+struct KeyInner {
+    /// Limits apply per model, as OpenAI's and Anthropic's do: each model has its own buckets.
+    models: HashMap<String, ModelBuckets>,
     stats: KeyStats,
     quota_used: u64,
 }
 
-/// One key: its buckets, its credit and its counters, behind one short lock.
+impl KeyInner {
+    /// The buckets of `model`, full when first used.
+    fn buckets(&mut self, limits: &Limits, model: &str, now: Instant) -> &mut ModelBuckets {
+        let name = if self.models.len() < MAX_MODELS || self.models.contains_key(model) {
+            model
+        } else {
+            ""
+        };
+        self.models.entry(name.to_string()).or_insert_with(|| {
+            let (requests, tokens) = buckets(limits, now);
+            ModelBuckets { requests, tokens }
+        })
+    }
+}
+
+/// One key: its buckets (per model), its credit and its counters, behind one short lock.
 #[derive(Debug)]
 pub struct KeyState {
     name: String,
@@ -125,14 +151,12 @@ fn view(bucket: &mut Option<Bucket>, now: Instant) -> Option<DimView> {
 
 impl KeyState {
     /// A key with full buckets.
-    pub fn new(name: String, limits: Limits, now: Instant) -> Self {
-        let (requests, tokens) = buckets(&limits, now);
+    pub fn new(name: String, limits: Limits) -> Self {
         Self {
             name,
             limits,
             inner: Mutex::new(KeyInner {
-                requests,
-                tokens,
+                models: HashMap::new(),
                 stats: KeyStats::default(),
                 quota_used: 0,
             }),
@@ -160,6 +184,7 @@ impl KeyState {
     /// would not have charged it either).
     pub fn admit(
         &self,
+        model: &str,
         token_cost: u64,
         quota: Option<u64>,
         soft: bool,
@@ -170,9 +195,10 @@ impl KeyState {
         inner.stats.requests += 1;
         if quota.is_some_and(|q| inner.quota_used >= q) {
             inner.stats.insufficient_quota += 1;
-            return (Admission::OutOfQuota, Self::view_of(inner, now));
+            let view = Self::view_of(inner.buckets(&self.limits, model, now), now);
+            return (Admission::OutOfQuota, view);
         }
-        let refusal = Self::refusal(inner, token_cost, now);
+        let refusal = Self::refusal(inner.buckets(&self.limits, model, now), token_cost, now);
         let admission = match refusal {
             Some(refused) if !soft => {
                 inner.stats.rate_limited += 1;
@@ -184,10 +210,11 @@ impl KeyState {
                 Admission::Admitted { tokens_charged: 0 }
             }
             None => {
-                if let Some(b) = inner.requests.as_mut() {
+                let buckets = inner.buckets(&self.limits, model, now);
+                if let Some(b) = buckets.requests.as_mut() {
                     b.charge(1, now);
                 }
-                let tokens_charged = match inner.tokens.as_mut() {
+                let tokens_charged = match buckets.tokens.as_mut() {
                     Some(b) => {
                         b.charge(token_cost, now);
                         token_cost
@@ -199,14 +226,15 @@ impl KeyState {
                 Admission::Admitted { tokens_charged }
             }
         };
-        (admission, Self::view_of(inner, now))
+        let view = Self::view_of(inner.buckets(&self.limits, model, now), now);
+        (admission, view)
     }
 
-    fn refusal(inner: &mut KeyInner, token_cost: u64, now: Instant) -> Option<Admission> {
+    fn refusal(buckets: &mut ModelBuckets, token_cost: u64, now: Instant) -> Option<Admission> {
         let mut worst: Option<Admission> = None;
         let dims = [
-            (Dimension::Requests, inner.requests.as_mut(), 1),
-            (Dimension::Tokens, inner.tokens.as_mut(), token_cost),
+            (Dimension::Requests, buckets.requests.as_mut(), 1),
+            (Dimension::Tokens, buckets.tokens.as_mut(), token_cost),
         ];
         for (dimension, bucket, cost) in dims {
             let Some(bucket) = bucket else { continue };
@@ -240,16 +268,17 @@ impl KeyState {
         worst
     }
 
-    fn view_of(inner: &mut KeyInner, now: Instant) -> LimitView {
+    fn view_of(buckets: &mut ModelBuckets, now: Instant) -> LimitView {
         LimitView {
-            requests: view(&mut inner.requests, now),
-            tokens: view(&mut inner.tokens, now),
+            requests: view(&mut buckets.requests, now),
+            tokens: view(&mut buckets.tokens, now),
         }
     }
 
-    /// The key's limits as headers report them at `now`.
-    pub fn limit_view(&self, now: Instant) -> LimitView {
-        Self::view_of(&mut self.inner.lock(), now)
+    /// The key's limits for `model` as headers report them at `now`.
+    pub fn limit_view(&self, model: &str, now: Instant) -> LimitView {
+        let mut inner = self.inner.lock();
+        Self::view_of(inner.buckets(&self.limits, model, now), now)
     }
 
     /// Count an injected fault.
@@ -258,7 +287,7 @@ impl KeyState {
     }
 
     /// Record a complete answer: usage, credit, and (with `refund`) give back `unused` tokens.
-    pub fn record_ok(&self, prompt: u64, completion: u64, refund: u64, now: Instant) {
+    pub fn record_ok(&self, model: &str, prompt: u64, completion: u64, refund: u64, now: Instant) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         inner.stats.ok += 1;
@@ -266,7 +295,7 @@ impl KeyState {
         inner.stats.completion_tokens += completion;
         inner.quota_used = inner.quota_used.saturating_add(prompt + completion);
         if refund > 0
-            && let Some(b) = inner.tokens.as_mut()
+            && let Some(b) = inner.buckets(&self.limits, model, now).tokens.as_mut()
         {
             b.refund(refund, now);
             inner.stats.tokens_charged = inner.stats.tokens_charged.saturating_sub(refund);
@@ -279,11 +308,9 @@ impl KeyState {
     }
 
     /// Clear counters and credit, refill the buckets.
-    pub fn reset(&self, now: Instant) {
+    pub fn reset(&self) {
         let mut inner = self.inner.lock();
-        let (requests, tokens) = buckets(&self.limits, now);
-        inner.requests = requests;
-        inner.tokens = tokens;
+        inner.models.clear();
         inner.stats = KeyStats::default();
         inner.quota_used = 0;
     }
@@ -317,7 +344,7 @@ pub fn fingerprint(key: &str) -> String {
 
 impl KeyTable {
     /// Build the table from the configuration.
-    pub fn new(config: &MockConfig, now: Instant) -> Self {
+    pub fn new(config: &MockConfig) -> Self {
         let limits = Limits {
             rpm: config.rpm,
             tpm: config.tpm,
@@ -333,20 +360,20 @@ impl KeyTable {
                     tpm: k.tpm.unwrap_or(config.tpm),
                     ..limits
                 };
-                let state = KeyState::new(k.name.clone(), key_limits, now);
+                let state = KeyState::new(k.name.clone(), key_limits);
                 (k.name.clone(), Arc::new(state))
             })
             .collect();
         Self {
             declared,
             undeclared: RwLock::new(HashMap::new()),
-            unknown: Arc::new(KeyState::new("unknown".into(), limits, now)),
+            unknown: Arc::new(KeyState::new("unknown".into(), limits)),
             limits,
         }
     }
 
     /// Find the state of `key` (`None` = no key sent).
-    pub fn lookup(&self, key: Option<&str>, now: Instant) -> Lookup {
+    pub fn lookup(&self, key: Option<&str>) -> Lookup {
         if !self.declared.is_empty() {
             return match key.and_then(|k| self.declared.get(k)) {
                 Some(state) => Lookup::Key(Arc::clone(state)),
@@ -369,7 +396,7 @@ impl KeyTable {
         } else {
             fingerprint(key)
         };
-        let state = Arc::new(KeyState::new(name, self.limits, now));
+        let state = Arc::new(KeyState::new(name, self.limits));
         map.insert(key.to_owned(), Arc::clone(&state));
         Lookup::Key(state)
     }
@@ -398,11 +425,11 @@ impl KeyTable {
     }
 
     /// Clear every counter, forget undeclared keys, refill declared keys' buckets.
-    pub fn reset(&self, now: Instant) {
+    pub fn reset(&self) {
         for state in self.declared.values() {
-            state.reset(now);
+            state.reset();
         }
-        self.unknown.reset(now);
+        self.unknown.reset();
         self.undeclared.write().clear();
     }
 }
@@ -418,7 +445,31 @@ mod tests {
             burst: None,
             token_burst: None,
         };
-        KeyState::new("k".into(), limits, Instant::now())
+        KeyState::new("k".into(), limits)
+    }
+
+    #[test]
+    fn each_model_has_its_own_limits() {
+        let limits = Limits {
+            rpm: 60,
+            tpm: 0,
+            burst: Some(1),
+            token_burst: None,
+        };
+        let k = KeyState::new("k".into(), limits);
+        let t0 = Instant::now();
+        assert!(matches!(
+            k.admit("gpt-4o-mini", 1, None, false, t0).0,
+            Admission::Admitted { .. }
+        ));
+        assert!(matches!(
+            k.admit("gpt-4o-mini", 1, None, false, t0).0,
+            Admission::RateLimited { .. }
+        ));
+        assert!(matches!(
+            k.admit("text-embedding-3-small", 1, None, false, t0).0,
+            Admission::Admitted { .. }
+        ));
     }
 
     #[test]
@@ -426,11 +477,11 @@ mod tests {
         let t0 = Instant::now();
         let k = key(10, 100);
         assert!(matches!(
-            k.admit(60, None, false, t0).0,
+            k.admit("m", 60, None, false, t0).0,
             Admission::Admitted { tokens_charged: 60 }
         ));
         // 40 tokens left: a 50-token request is refused and charges no request either.
-        let (adm, view) = k.admit(50, None, false, t0);
+        let (adm, view) = k.admit("m", 50, None, false, t0);
         assert!(matches!(
             adm,
             Admission::RateLimited {
@@ -451,8 +502,8 @@ mod tests {
     fn longest_wait_is_reported() {
         let t0 = Instant::now();
         let k = key(1, 600);
-        k.admit(10, None, false, t0);
-        match k.admit(10, None, false, t0).0 {
+        k.admit("m", 10, None, false, t0);
+        match k.admit("m", 10, None, false, t0).0 {
             Admission::RateLimited {
                 dimension,
                 wait,
@@ -474,7 +525,7 @@ mod tests {
         let k = key(1, 0);
         for _ in 0..3 {
             assert!(matches!(
-                k.admit(5, None, true, t0).0,
+                k.admit("m", 5, None, true, t0).0,
                 Admission::Admitted { .. }
             ));
         }
@@ -490,20 +541,23 @@ mod tests {
         let t0 = Instant::now();
         let k = key(0, 1000);
         assert!(matches!(
-            k.admit(500, Some(30), false, t0).0,
+            k.admit("m", 500, Some(30), false, t0).0,
             Admission::Admitted { .. }
         ));
-        k.record_ok(10, 20, 470, t0);
-        assert_eq!(k.limit_view(t0).tokens.map(|v| v.remaining), Some(970));
+        k.record_ok("m", 10, 20, 470, t0);
+        assert_eq!(k.limit_view("m", t0).tokens.map(|v| v.remaining), Some(970));
         assert_eq!(k.stats().tokens_charged, 30);
-        assert_eq!(k.admit(1, Some(30), false, t0).0, Admission::OutOfQuota);
+        assert_eq!(
+            k.admit("m", 1, Some(30), false, t0).0,
+            Admission::OutOfQuota
+        );
     }
 
     #[test]
     fn too_large() {
         let k = key(0, 100);
         assert_eq!(
-            k.admit(101, None, false, Instant::now()).0,
+            k.admit("m", 101, None, false, Instant::now()).0,
             Admission::TooLarge {
                 limit: 100,
                 requested: 101
@@ -513,14 +567,13 @@ mod tests {
 
     #[test]
     fn undeclared_keys_get_fingerprints_and_declared_keys_are_exclusive() {
-        let t0 = Instant::now();
-        let table = KeyTable::new(&MockConfig::default(), t0);
-        let Lookup::Key(a) = table.lookup(Some("sk-secret"), t0) else {
+        let table = KeyTable::new(&MockConfig::default());
+        let Lookup::Key(a) = table.lookup(Some("sk-secret")) else {
             panic!()
         };
         assert_eq!(a.name(), fingerprint("sk-secret"));
         assert_eq!(a.name().len(), 8);
-        let Lookup::Key(anon) = table.lookup(None, t0) else {
+        let Lookup::Key(anon) = table.lookup(None) else {
             panic!()
         };
         assert_eq!(anon.name(), "anonymous");
@@ -528,9 +581,9 @@ mod tests {
             keys: vec!["a:5".parse().unwrap()],
             ..MockConfig::default()
         };
-        let table = KeyTable::new(&config, t0);
-        assert!(matches!(table.lookup(Some("a"), t0), Lookup::Key(_)));
-        assert!(matches!(table.lookup(Some("b"), t0), Lookup::Unknown));
-        assert!(matches!(table.lookup(None, t0), Lookup::Unknown));
+        let table = KeyTable::new(&config);
+        assert!(matches!(table.lookup(Some("a")), Lookup::Key(_)));
+        assert!(matches!(table.lookup(Some("b")), Lookup::Unknown));
+        assert!(matches!(table.lookup(None), Lookup::Unknown));
     }
 }

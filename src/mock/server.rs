@@ -54,7 +54,7 @@ impl App {
     /// State for `config`; `shutdown` turns true when the server stops.
     pub fn new(config: MockConfig, shutdown: watch::Receiver<bool>) -> Self {
         let seed = config.seed.unwrap_or_else(rand::random);
-        let keys = KeyTable::new(&config, Instant::now());
+        let keys = KeyTable::new(&config);
         Self {
             config,
             keys,
@@ -71,7 +71,7 @@ impl App {
 
     /// Clear counters, refill buckets, restart the request sequence (so seeded runs repeat).
     pub fn reset(&self) {
-        self.keys.reset(Instant::now());
+        self.keys.reset();
         self.seq.store(0, Ordering::SeqCst);
     }
 
@@ -252,7 +252,7 @@ pub async fn handle<E: Endpoint>(
         return req.error(&ApiError::missing_version(), None);
     }
     let presented = presented_key(&request_headers, flavor);
-    let key = match app.keys.lookup(presented, started) {
+    let key = match app.keys.lookup(presented) {
         Lookup::Key(key) => key,
         Lookup::Unknown => {
             app.keys.unknown().count_request(true);
@@ -265,7 +265,7 @@ pub async fn handle<E: Endpoint>(
     };
     let bad = |err: ApiError| {
         key.count_request(false);
-        req.error(&err, Some(&key.limit_view(Instant::now())))
+        req.error(&err, None)
     };
     let body = match body {
         Ok(body) => body,
@@ -282,6 +282,7 @@ pub async fn handle<E: Endpoint>(
         .prompt_tokens()
         .saturating_add(request.reserved_output());
     let (admission, view) = key.admit(
+        request.model(),
         cost,
         app.config.quota_tokens,
         app.config.soft_limits,
@@ -380,6 +381,7 @@ pub async fn handle<E: Endpoint>(
     };
     let done = Completion {
         key: Arc::clone(&key),
+        model: request.model().to_string(),
         prompt: request.prompt_tokens(),
         completion: answer.completion_tokens,
         refund,
