@@ -2,8 +2,9 @@
 //!
 //! It enforces RPM/TPM buckets ([`bucket`]) per key and model, as OpenAI and Anthropic limit
 //! each model separately, the way OpenAI charges admission (prompt tokens + `max_tokens × n`),
-//! answers with OpenAI's and Anthropic's real shapes, rate-limit headers and error bodies, models latency, injects faults from one seeded random source, and
-//! counts everything at `GET /_mock/stats`. It shares no code with paceline's client side, which
+//! answers with OpenAI's and Anthropic's real shapes, rate-limit headers and error bodies,
+//! models latency, injects faults from one seeded random source, and counts everything at
+//! `GET /_mock/stats`. It shares no code with paceline's client side, which
 //! it exists to test.
 //!
 //! Start it in-process with [`start`], or from the command line with `paceline mock`.
