@@ -513,6 +513,22 @@ fn record_line(record: &OutputRecord) -> String {
     })
 }
 
+/// Store a finished request's result, if this process holds its entry, and count it.
+async fn store_finished(
+    queue: &JobQueue,
+    held: &mut HashMap<String, String>,
+    report: &mut WorkerReport,
+    finished: Finished,
+) -> Result<(), QueueError> {
+    let (custom_id, line, failed) = output_line(finished);
+    if let Some(entry) = held.remove(&custom_id) {
+        queue.store(&entry, &custom_id, &line, failed).await?;
+        report.finished += 1;
+        report.failed += u64::from(failed);
+    }
+    Ok(())
+}
+
 /// Work on the job until every request has a result: load the input, take entries, run them
 /// through `engine`, store results; export at the end if asked.
 pub async fn work(
@@ -577,12 +593,7 @@ pub async fn work(
             while !held.is_empty() {
                 match tokio::time::timeout_at(deadline, sink_rx.recv()).await {
                     Ok(Some(Event::Finished(finished))) => {
-                        let (custom_id, line, failed) = output_line(finished);
-                        if let Some(entry) = held.remove(&custom_id) {
-                            queue.store(&entry, &custom_id, &line, failed).await?;
-                            report.finished += 1;
-                            report.failed += u64::from(failed);
-                        }
+                        store_finished(&queue, &mut held, &mut report, finished).await?;
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
@@ -593,14 +604,9 @@ pub async fn work(
         // Store what finished.
         while let Ok(event) = sink_rx.try_recv() {
             if let Event::Finished(finished) = event {
-                let (custom_id, line, failed) = output_line(finished);
-                if let Some(entry) = held.remove(&custom_id) {
-                    if let Err(e) = queue.store(&entry, &custom_id, &line, failed).await {
-                        error = Some(e);
-                        break 'outer;
-                    }
-                    report.finished += 1;
-                    report.failed += u64::from(failed);
+                if let Err(e) = store_finished(&queue, &mut held, &mut report, finished).await {
+                    error = Some(e);
+                    break 'outer;
                 }
                 window.add_permits(1);
             }
@@ -609,14 +615,9 @@ pub async fn work(
         if room == 0 {
             match sink_rx.recv().await {
                 Some(Event::Finished(finished)) => {
-                    let (custom_id, line, failed) = output_line(finished);
-                    if let Some(entry) = held.remove(&custom_id) {
-                        if let Err(e) = queue.store(&entry, &custom_id, &line, failed).await {
-                            error = Some(e);
-                            break 'outer;
-                        }
-                        report.finished += 1;
-                        report.failed += u64::from(failed);
+                    if let Err(e) = store_finished(&queue, &mut held, &mut report, finished).await {
+                        error = Some(e);
+                        break 'outer;
                     }
                     window.add_permits(1);
                 }
