@@ -6,6 +6,7 @@ use crate::batch::Endpoint;
 use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
 use crate::tokens::{self, Estimate};
+use crate::upstream::Want;
 use bytes::Bytes;
 use serde_json::Value;
 use std::time::Duration;
@@ -148,6 +149,16 @@ impl Job {
         self.sent_at
             .unwrap_or(now)
             .saturating_duration_since(self.created)
+    }
+
+    /// What the key pool is asked for on this job's behalf: its model, its endpoint, and the
+    /// key to pass over after a failure.
+    pub fn want(&self) -> Want<'_> {
+        Want {
+            model: &self.model,
+            endpoint: self.endpoint,
+            avoid: self.avoid,
+        }
     }
 
     /// What the quota is asked for: one request, the whole estimate on tokens/min, and its

@@ -37,7 +37,7 @@ pub mod usage;
 
 use crate::quota::{Dimension, LimitSnapshot, headers::parse_limit_headers};
 use crate::retry::{self, AttemptResult, BackoffPolicy, Outcome, RetryCause};
-use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream, Want};
+use crate::upstream::{KeyPool, Opened, Pick, PickError, Reply, TransportError, Upstream};
 use bytes::Bytes;
 use concurrency::{Concurrency, Permit, Signal};
 pub use event::{AttemptRecord, Decision, Event};
@@ -338,12 +338,7 @@ impl Engine {
         let Some(permit) = self.concurrency.try_acquire() else {
             return Some(job);
         };
-        let want = Want {
-            model: &job.model,
-            endpoint: job.endpoint,
-            avoid: job.avoid,
-        };
-        let Ok(pick) = self.pool.pick_for(want, job.cost(), now) else {
+        let Ok(pick) = self.pool.pick_for(job.want(), job.cost(), now) else {
             return Some(job);
         };
         // A shared quota's admission asks Redis first: that is the dispatcher's way.
@@ -383,12 +378,7 @@ impl Engine {
                 return Err(Unbookable::Abandoned);
             }
             let now = Instant::now();
-            let want = Want {
-                model: &job.model,
-                endpoint: job.endpoint,
-                avoid: job.avoid,
-            };
-            let mut pick = match self.pool.pick_for(want, job.cost(), now) {
+            let mut pick = match self.pool.pick_for(job.want(), job.cost(), now) {
                 Err(PickError::Busy) => {
                     if job.deadline.is_some_and(|d| d <= now) {
                         return Err(Unbookable::PastDeadline(Duration::from_secs(1)));

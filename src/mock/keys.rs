@@ -276,7 +276,8 @@ impl KeyState {
     }
 
     /// The key's limits for `model` as headers report them at `now`.
-    pub fn limit_view(&self, model: &str, now: Instant) -> LimitView {
+    #[cfg(test)]
+    fn limit_view(&self, model: &str, now: Instant) -> LimitView {
         let mut inner = self.inner.lock();
         Self::view_of(inner.buckets(&self.limits, model, now), now)
     }
