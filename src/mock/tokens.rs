@@ -1,4 +1,5 @@
-//! Prompt token counting with real tokenizers (tiktoken-rs), independent of the client side.
+//! Prompt token counting with real tokenizers (tiktoken-rs), independent of the client side
+//! (which counts with the `tiktoken` crate: two implementations held to the same counts).
 //!
 //! The formulas are the contract the client's estimator follows, so that admission charges match:
 //! - chat: Σ over messages (3 + tokens(role) + tokens(content as text) + (if `name`: 1 + tokens(name))) + 3,
@@ -6,18 +7,23 @@
 //! - completions: tokens(prompt), an array of strings summed;
 //! - embeddings: tokens(input), an array of strings summed, arrays of token ids by their length.
 
+use crate::tokens::Encoding;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
 /// The tokenizer for a model: o200k_base for the gpt-4o / gpt-4.1 / gpt-5 / o1 / o3 / o4
-/// families, cl100k_base otherwise.
+/// families, cl100k_base otherwise (the same choice as the client side's).
 pub fn encoding_for(model: &str) -> &'static CoreBPE {
-    crate::tokens::encoder_for(model)
+    match Encoding::for_model(model) {
+        Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
+        Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+    }
 }
 
 /// Build both encoders now (each takes ~100 ms the first time) so no request pays for it.
 pub fn warm_up() {
-    crate::tokens::warm_up();
+    tiktoken_rs::o200k_base_singleton();
+    tiktoken_rs::cl100k_base_singleton();
 }
 
 /// Tokens in `text` (ordinary encoding: special tokens count as text).

@@ -3,15 +3,17 @@
 //! `PACELINE_LOG` (an `EnvFilter` directive such as `info` or `paceline::attempt=info`) filters
 //! the file; stderr shows warnings unless `PACELINE_LOG` is set and no file is given.
 
+mod writer;
+
 use std::path::Path;
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+use writer::{FlushGuard, LineWriter};
 
 /// Keeps the log file writer alive; drop it last so every event is flushed.
 pub struct LogGuard {
-    _file: Option<WorkerGuard>,
+    _file: Option<FlushGuard>,
 }
 
 /// Could not set up logging.
@@ -25,6 +27,9 @@ pub enum TelemetryError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The log writer's thread could not start.
+    #[error("could not start the log writer: {0}")]
+    Thread(std::io::Error),
     /// `PACELINE_LOG` is not a valid filter.
     #[error("PACELINE_LOG={value:?} is not a valid log filter: {message}")]
     Filter {
@@ -35,15 +40,11 @@ pub enum TelemetryError {
     },
 }
 
-/// Lines the background log writer may hold before it drops new ones: 16,384 lines is seconds
-/// of a busy gateway's access log. (The default, 128,000, preallocates 4 MB.)
-const BUFFERED_LINES: usize = 16_384;
-
 /// A writer that formats on the caller's thread and writes on a thread of its own.
-fn background_writer<W: std::io::Write + Send + 'static>(out: W) -> (NonBlocking, WorkerGuard) {
-    NonBlockingBuilder::default()
-        .buffered_lines_limit(BUFFERED_LINES)
-        .finish(out)
+fn background_writer<W: std::io::Write + Send + 'static>(
+    out: W,
+) -> Result<(LineWriter, FlushGuard), TelemetryError> {
+    writer::spawn(out).map_err(TelemetryError::Thread)
 }
 
 fn env_filter(default: &str) -> Result<EnvFilter, TelemetryError> {
@@ -77,7 +78,7 @@ pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
                     path: path.display().to_string(),
                     source,
                 })?;
-            let (writer, guard) = background_writer(file);
+            let (writer, guard) = background_writer(file)?;
             let layer = tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
@@ -110,9 +111,9 @@ pub fn init_json(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
                     path: path.display().to_string(),
                     source,
                 })?;
-            background_writer(file)
+            background_writer(file)?
         }
-        None => background_writer(std::io::stderr()),
+        None => background_writer(std::io::stderr())?,
     };
     let layer = tracing_subscriber::fmt::layer()
         .json()
