@@ -195,6 +195,7 @@ fn finished(custom_id: String, i: u64) -> Finished {
             status: 200,
             request_id: Some(format!("req_{i:08x}")),
             body: body.into(),
+            usage: None,
         }),
         waited: Duration::ZERO,
         retry_after: None,

@@ -1,7 +1,7 @@
 //! A request as the engine handles it, and what comes out when it is finished.
 
 use super::respond::Responder;
-use super::usage::Charge;
+use super::usage::{Charge, Usage};
 use crate::batch::Endpoint;
 use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
@@ -187,6 +187,8 @@ pub struct ProviderAnswer {
     pub request_id: Option<String>,
     /// The body as received.
     pub body: Bytes,
+    /// The usage a successful answer reported.
+    pub usage: Option<Usage>,
 }
 
 /// How a request ended.

@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use usage::{Usage, parse_usage};
+use usage::{Usage, usage_of_body};
 
 /// How often the concurrency bound's target rate is recomputed from the quotas.
 const TARGET_REFRESH: Duration = Duration::from_millis(100);
@@ -665,7 +665,7 @@ impl Engine {
             Ok(reply) => {
                 self.concurrency.end_probe();
                 let snapshot = parse_limit_headers(
-                    reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    crate::upstream::client::text_headers(&reply.headers),
                     SystemTime::now(),
                 );
                 pick.quota.observe(Some(&pick.reservation), &snapshot, now);
@@ -686,6 +686,7 @@ impl Engine {
                 .or_else(|| reply.header("request-id"))
                 .map(str::to_string),
             body: reply.body.clone(),
+            usage,
         });
         let last_answer = answer.clone();
         let mut record = AttemptRecord {
@@ -868,7 +869,7 @@ impl Engine {
         let latency = sent.latency;
         let now = Instant::now();
         let snapshot = parse_limit_headers(
-            opened.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            crate::upstream::client::text_headers(&opened.headers),
             SystemTime::now(),
         );
         pick.quota.observe(Some(&pick.reservation), &snapshot, now);
@@ -956,8 +957,8 @@ fn classify(result: &Result<Reply, TransportError>) -> (Outcome, Option<Usage>) 
     match result {
         Ok(reply) => {
             if (200..300).contains(&reply.status) {
-                match serde_json::from_slice::<Value>(&reply.body) {
-                    Ok(body) => return (Outcome::Success, parse_usage(&body)),
+                match usage_of_body(&reply.body) {
+                    Ok(usage) => return (Outcome::Success, usage),
                     Err(_) => return (retry::classify(&AttemptResult::TruncatedBody), None),
                 }
             }

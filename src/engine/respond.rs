@@ -66,8 +66,8 @@ impl Responder {
 pub struct LiveStream {
     /// HTTP status (2xx).
     pub status: u16,
-    /// Response headers, names lower-case.
-    pub headers: Vec<(String, String)>,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
     /// Attempts it took (earlier ones failed before any byte was relayed).
     pub attempts: u32,
     /// Time from the job's creation until this attempt was sent.
@@ -95,7 +95,7 @@ struct Settlement {
 
 impl LiveStream {
     pub(crate) fn new(
-        opened: Opened,
+        mut opened: Opened,
         attempts: u32,
         waited: Duration,
         quota: Arc<Quota>,
@@ -103,7 +103,7 @@ impl LiveStream {
         charge: Charge,
         stats: Arc<Stats>,
     ) -> Self {
-        let (status, headers) = (opened.status, opened.headers.clone());
+        let (status, headers) = (opened.status, std::mem::take(&mut opened.headers));
         LiveStream {
             status,
             headers,
@@ -126,12 +126,9 @@ impl LiveStream {
             .unwrap_or_else(|| Box::pin(futures::stream::empty()))
     }
 
-    /// The header named `name` (lower-case).
+    /// The header named `name` (lower-case), if its value is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        crate::upstream::client::header_text(&self.headers, name)
     }
 
     /// Settle the upstream quota with the usage the stream reported; without one (the client

@@ -16,9 +16,45 @@ pub struct Usage {
 /// Responses/Anthropic `input_tokens`…), also found under `response.usage` in the Responses
 /// API's `response.completed` stream event.
 pub fn parse_usage(body: &Value) -> Option<Usage> {
-    let usage = match body.get("usage") {
+    usage_from(body.get("usage"), body.get("response"))
+}
+
+/// The fields of a JSON object that can carry usage; the rest is checked for syntax and
+/// skipped without being built.
+#[derive(serde::Deserialize)]
+struct Carrier {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    response: Option<Value>,
+}
+
+/// The usage of a whole JSON answer, as [`parse_usage`] finds it, reading the body once
+/// without building the whole document. `Err` when the body is not complete JSON (an answer
+/// cut short); `Ok(None)` when it is JSON but reports no usage.
+pub fn usage_of_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !object {
+        // (A struct would also accept an array, field by field.)
+        return serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| None);
+    }
+    match serde_json::from_slice::<Carrier>(body) {
+        Ok(carrier) => Ok(usage_from(
+            carrier.usage.as_ref(),
+            carrier.response.as_ref(),
+        )),
+        // Complete JSON whose object repeats a key: read it whole.
+        Err(err) if err.is_data() => {
+            serde_json::from_slice::<Value>(body).map(|whole| parse_usage(&whole))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn usage_from(usage: Option<&Value>, response: Option<&Value>) -> Option<Usage> {
+    let usage = match usage {
         Some(usage) if usage.is_object() => usage,
-        _ => body.get("response")?.get("usage")?,
+        _ => response?.get("usage")?,
     };
     let field = |names: &[&str]| {
         names
@@ -57,6 +93,43 @@ impl Charge {
         Cost::request(usage.prompt + output)
             .with(Dimension::InputTokens, usage.prompt)
             .with(Dimension::OutputTokens, output)
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_a_body_matches_parsing_the_whole_document() {
+        let bodies: [&[u8]; 9] = [
+            br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#,
+            br#"{"usage":{"input_tokens":5,"output_tokens":2},"type":"message"}"#,
+            br#"{"type":"response.completed","response":{"usage":{"input_tokens":4,"output_tokens":9}}}"#,
+            br#"{"usage":null,"response":{"usage":{"input_tokens":1}}}"#,
+            br#"{"data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2,"total_tokens":2}}"#,
+            br#"{"id":"no usage"}"#,
+            br#"[1,2,3]"#,
+            br#"{"usage":"odd","usage2":{}}"#,
+            br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+        ];
+        for body in bodies {
+            let whole: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(
+                usage_of_body(body).unwrap(),
+                parse_usage(&whole),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_is_an_error() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tok"#;
+        assert!(usage_of_body(body).is_err());
+        assert!(usage_of_body(b"").is_err());
+        assert!(usage_of_body(br#"{"usage":{"prompt_tokens":1}} trailing"#).is_err());
     }
 }
 

@@ -15,7 +15,7 @@ use super::relay::Relay;
 use super::{App, metrics, status_page};
 use crate::batch::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
-use crate::engine::usage::{Charge, parse_usage};
+use crate::engine::usage::Charge;
 use crate::engine::{Job, Priority};
 use crate::upstream::TransportError;
 use axum::Router;
@@ -159,6 +159,7 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 status: reply.status,
                 request_id: reply.header("x-request-id").map(str::to_string),
                 body: reply.body,
+                usage: None,
             };
             let response = answer::relay(&answer);
             log.finish(reply.status, "ok");
@@ -452,11 +453,8 @@ async fn handle(
             metrics::queue_wait(log.priority, finished.waited);
             match &finished.verdict {
                 crate::engine::Verdict::Succeeded(answer) => {
-                    let usage = serde_json::from_slice::<Value>(&answer.body)
-                        .ok()
-                        .and_then(|b| parse_usage(&b));
-                    log.usage = usage;
-                    ticket.settle(usage, charge);
+                    log.usage = answer.usage;
+                    ticket.settle(answer.usage, charge);
                 }
                 crate::engine::Verdict::Failed { answer: None, .. } => ticket.cancel(),
                 crate::engine::Verdict::Failed { .. } => {}

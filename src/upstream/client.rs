@@ -9,6 +9,7 @@ use super::key::ApiKey;
 use crate::provider::{Provider, azure};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -20,20 +21,29 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub struct Reply {
     /// HTTP status code.
     pub status: u16,
-    /// Response headers, names lower-case.
-    pub headers: Vec<(String, String)>,
+    /// Response headers.
+    pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
 }
 
 impl Reply {
-    /// The first header named `name` (lower-case).
+    /// The first header named `name` (lower-case) whose value is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        header_text(&self.headers, name)
     }
+}
+
+/// The first header named `name` (lower-case) in `headers`, if its value is text.
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok()
+}
+
+/// Every header of `headers` whose value is text, as `(name, value)`.
+pub fn text_headers(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
 }
 
 /// The body of an [`Opened`] answer, chunk by chunk as the provider sends it.
@@ -45,8 +55,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> +
 pub struct Opened {
     /// HTTP status code.
     pub status: u16,
-    /// Response headers, names lower-case.
-    pub headers: Vec<(String, String)>,
+    /// Response headers.
+    pub headers: HeaderMap,
     response: reqwest::Response,
     timeout: Duration,
 }
@@ -248,13 +258,14 @@ impl Upstream {
 
     /// Send `request` with the per-attempt timeout and read the whole answer.
     async fn whole(&self, request: reqwest::RequestBuilder) -> Result<Reply, TransportError> {
-        let response = request
+        let mut response = request
             .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| transport_error(&e, false, self.timeout))?;
         let status = response.status().as_u16();
-        let headers = header_list(&response);
+        // Moved out, not copied: reading the body does not need them.
+        let headers = std::mem::take(response.headers_mut());
         let body = response
             .bytes()
             .await
@@ -288,14 +299,14 @@ impl Upstream {
         body: Bytes,
     ) -> Result<Opened, TransportError> {
         let send = self.json_post(key, path, model, body).send();
-        let response = match tokio::time::timeout(self.timeout, send).await {
+        let mut response = match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(transport_error(&err, false, self.timeout)),
             Err(_) => return Err(TransportError::Timeout(self.timeout)),
         };
         Ok(Opened {
             status: response.status().as_u16(),
-            headers: header_list(&response),
+            headers: std::mem::take(response.headers_mut()),
             response,
             timeout: self.timeout,
         })
@@ -306,15 +317,6 @@ impl Upstream {
         let request = self.http.get(self.url_for(path, ""));
         self.whole(self.authenticated(request, key)).await
     }
-}
-
-/// The response's headers whose values are text, names lower-case.
-fn header_list(response: &reqwest::Response) -> Vec<(String, String)> {
-    response
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect()
 }
 
 fn transport_error(err: &reqwest::Error, reading_body: bool, timeout: Duration) -> TransportError {
