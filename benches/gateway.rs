@@ -2,7 +2,7 @@
 //! real HTTP on loopback against `paceline mock` (zero latency, no limits to speak of).
 //!
 //! ```text
-//! cargo bench --bench gateway -- [latency|throughput|streams|all] [--rate N] [--secs S]
+//! cargo bench --bench gateway -- [latency|throughput|streams|all] [--rate N] [--secs S] [--rounds N]
 //! ```
 //!
 //! * **latency**: an open-loop load generator sends non-streaming chat requests at a fixed rate
@@ -11,7 +11,11 @@
 //!   each latency is measured from that scheduled time, not from when the request actually went
 //!   out, so a stall delays every request behind it in the figures too (no coordinated
 //!   omission). Reported: p50, p90, p99, p99.9 and max of each, and the gateway's added p50 and
-//!   p99 (the difference of the percentiles).
+//!   p99 (the difference of the percentiles). The pair runs `--rounds` times (default 3)
+//!   alternately, and the median of the rounds' differences is the figure: on a small shared
+//!   machine one round's p99 swings by milliseconds with whatever else is scheduled. The
+//!   gateway's CPU time and context switches per request (from `/proc`) are printed too: they
+//!   do not depend on what else runs.
 //! * **throughput**: a closed loop of 64 connections sends back to back for the same duration;
 //!   completed requests per second, direct and through the gateway.
 //! * **streams**: 1,000 concurrent streaming requests through the gateway (the mock spreads 20
@@ -72,6 +76,38 @@ impl Process {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// CPU time used so far (user + system) and context switches (voluntary + involuntary,
+    /// all threads): what each request costs the process, whatever else the machine runs.
+    fn cpu_and_switches(&self) -> (Duration, u64) {
+        let pid = self.child.id();
+        let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name, which is in parentheses.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: u64 = fields.get(11)?.parse().ok()?;
+                let stime: u64 = fields.get(12)?.parse().ok()?;
+                Some(utime + stime)
+            })
+            .unwrap_or(0);
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let mut switches = 0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let status =
+                    std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+                switches += status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        (Duration::from_micros(ticks * 1_000_000 / hz), switches)
     }
 
     fn rss_kib(&self) -> u64 {
@@ -290,40 +326,85 @@ fn closed_loop(rt: &tokio::runtime::Runtime, url: &str, workers: usize, secs: Du
     done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64()
 }
 
-fn latency(rt: &tokio::runtime::Runtime, rate: f64, secs: Duration, dir: &std::path::Path) {
+fn latency(
+    rt: &tokio::runtime::Runtime,
+    rate: f64,
+    secs: Duration,
+    rounds: usize,
+    dir: &std::path::Path,
+) {
     let mock = mock(&[]);
     let serve = gateway(&mock, &dir.join("latency.log"));
     let warmup = Duration::from_secs(2);
     let path = "/v1/chat/completions";
     println!(
-        "latency: open loop, {rate} req/s for {secs:?} (after {warmup:?} of warm-up), non-streaming chat"
+        "latency: open loop, {rate} req/s for {secs:?} (after {warmup:?} of warm-up), non-streaming chat, {rounds} rounds of direct then gateway"
     );
     println!(
-        "  {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  load avg",
+        "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  load avg",
         "", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "requests", "failed"
     );
-    let mut rows = Vec::new();
-    for (name, url) in [("direct", mock.url(path)), ("gateway", serve.url(path))] {
-        let s = open_loop(rt, &url, rate, warmup, secs);
-        println!(
-            "  {name:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}",
-            ms(s.p[0]),
-            ms(s.p[1]),
-            ms(s.p[2]),
-            ms(s.p[3]),
-            ms(s.p[4]),
-            s.sent,
-            s.failed,
-            load_average()
-        );
-        rows.push(s);
+    let mut added_p50 = Vec::new();
+    let mut added_p99 = Vec::new();
+    let mut cpu = Vec::new();
+    let mut switches = Vec::new();
+    for round in 1..=rounds {
+        let mut rows = Vec::new();
+        for (name, url) in [("direct", mock.url(path)), ("gateway", serve.url(path))] {
+            let before = serve.cpu_and_switches();
+            let s = open_loop(rt, &url, rate, warmup, secs);
+            if name == "gateway" {
+                let after = serve.cpu_and_switches();
+                let requests = ((warmup + secs).as_secs_f64() * rate).max(1.0);
+                cpu.push((after.0 - before.0).as_secs_f64() * 1e6 / requests);
+                switches.push((after.1 - before.1) as f64 / requests);
+            }
+            println!(
+                "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}",
+                format!("{name} {round}"),
+                ms(s.p[0]),
+                ms(s.p[1]),
+                ms(s.p[2]),
+                ms(s.p[3]),
+                ms(s.p[4]),
+                s.sent,
+                s.failed,
+                load_average()
+            );
+            rows.push(s);
+        }
+        let added = |i: usize| (rows[1].p[i] as f64 - rows[0].p[i] as f64) / 1000.0;
+        added_p50.push(added(0));
+        added_p99.push(added(2));
     }
-    let added = |i: usize| rows[1].p[i] as i64 - rows[0].p[i] as i64;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:+.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "  added by the gateway: p50 {:+.3} ms, p99 {:+.3} ms",
-        added(0) as f64 / 1000.0,
-        added(2) as f64 / 1000.0
+        "  added by the gateway (median of {rounds} rounds): p50 {:+.3} ms ({}), p99 {:+.3} ms ({})",
+        median(&added_p50),
+        list(&added_p50),
+        median(&added_p99),
+        list(&added_p99)
     );
+    println!(
+        "  gateway cost (median): {:.0} µs CPU and {:.2} context switches per request",
+        median(&cpu),
+        median(&switches)
+    );
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 fn throughput(rt: &tokio::runtime::Runtime, secs: Duration, dir: &std::path::Path) {
@@ -419,11 +500,19 @@ fn main() {
     let mut what = "all".to_string();
     let mut rate = 2000.0;
     let mut secs = 10.0;
+    let mut rounds = 3;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rate" => rate = args.next().and_then(|v| v.parse().ok()).expect("--rate N"),
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).expect("--secs S"),
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--rounds N")
+            }
             "--bench" => {}
             "latency" | "throughput" | "streams" | "all" => what = arg,
             other => panic!("unknown argument {other:?}"),
@@ -438,7 +527,7 @@ fn main() {
         .build()
         .expect("a runtime");
     if matches!(what.as_str(), "latency" | "all") {
-        latency(&rt, rate, secs, dir.path());
+        latency(&rt, rate, secs, rounds, dir.path());
     }
     if matches!(what.as_str(), "throughput" | "all") {
         throughput(&rt, secs, dir.path());
