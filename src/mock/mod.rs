@@ -114,7 +114,8 @@ pub async fn start(config: MockConfig) -> Result<MockHandle, MockError> {
         let shutdown = async move {
             let _ = signal.wait_for(|stop| *stop).await;
         };
-        if let Err(err) = axum::serve(listener, router)
+        // A make-service clones the router per connection instead of rebuilding its routes.
+        if let Err(err) = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await
         {
