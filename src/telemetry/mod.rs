@@ -57,6 +57,31 @@ fn env_filter(default: &str) -> Result<EnvFilter, TelemetryError> {
     }
 }
 
+/// Open `path` for appending log lines.
+fn open_log(path: &Path) -> Result<std::fs::File, TelemetryError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| TelemetryError::File {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// One JSON object per event to `writer`, filtered by `PACELINE_LOG` (default `info`).
+fn json_layer<S>(writer: LineWriter) -> Result<impl Layer<S>, TelemetryError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    Ok(tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(writer)
+        .with_filter(env_filter("info")?))
+}
+
 /// Install the global subscriber. Call once, early; keep the guard until exit.
 pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
     let stderr_filter = if log_file.is_some() {
@@ -70,22 +95,8 @@ pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
         .with_filter(stderr_filter);
     let (file_layer, guard) = match log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| TelemetryError::File {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            let (writer, guard) = background_writer(file)?;
-            let layer = tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_writer(writer)
-                .with_filter(env_filter("info")?);
-            (Some(layer), Some(guard))
+            let (writer, guard) = background_writer(open_log(path)?)?;
+            (Some(json_layer(writer)?), Some(guard))
         }
         None => (None, None),
     };
@@ -102,25 +113,11 @@ pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
 /// filters (default `info`).
 pub fn init_json(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
     let (writer, guard) = match log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| TelemetryError::File {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            background_writer(file)?
-        }
+        Some(path) => background_writer(open_log(path)?)?,
         None => background_writer(std::io::stderr())?,
     };
-    let layer = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_writer(writer)
-        .with_filter(env_filter("info")?);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(json_layer(writer)?)
+        .try_init();
     Ok(LogGuard { _file: Some(guard) })
 }
