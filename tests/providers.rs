@@ -466,6 +466,83 @@ async fn serve_relays_anthropic_messages_and_meters_the_stream() {
 }
 
 #[tokio::test]
+async fn serve_answers_its_own_errors_on_messages_in_anthropics_shape() {
+    let mock = MockProcess::start(&["--seed", "6"]);
+    let dir = Workdir::new();
+    // One request a minute, known from the start: a second one cannot go within its wait.
+    let limited = dir.write(
+        "limited.toml",
+        &format!(
+            "upstream = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\nrpm = 1\n",
+            mock.base_url()
+        ),
+    );
+    let gateway = ServeProcess::start(&["--config", s(&limited)], &[("ANTHROPIC_KEY", KEY)]);
+    let client = reqwest::Client::new();
+    let send = |url: String| {
+        client
+            .post(url)
+            .header("x-api-key", "any")
+            .header("x-paceline-max-wait", "200ms")
+            .json(&json!({"model": CLAUDE, "max_tokens": 8,
+                "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+    };
+    assert_eq!(
+        send(gateway.url("/v1/messages")).await.unwrap().status(),
+        200
+    );
+    let refused = send(gateway.url("/v1/messages")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["error"]["type"], "rate_limit_error", "{err}");
+
+    // A provider that cannot be reached: 502, in the same shape.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gone = ServeProcess::start(
+        &[
+            "--upstream",
+            &format!("http://127.0.0.1:{port}/v1"),
+            "--provider",
+            "anthropic",
+            "--api-key-env",
+            "ANTHROPIC_KEY",
+        ],
+        &[("ANTHROPIC_KEY", KEY)],
+    );
+    let failed = send(gone.url("/v1/messages")).await.unwrap();
+    assert_eq!(failed.status(), 502);
+    let err: Value = failed.json().await.unwrap();
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["error"]["type"], "api_error", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{err}"
+    );
+    // The OpenAI routes of the same gateway keep OpenAI's shape.
+    let openai = client
+        .post(gone.url("/v1/chat/completions"))
+        .header("x-paceline-max-wait", "200ms")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 502);
+    let err: Value = openai.json().await.unwrap();
+    assert!(
+        err["error"]["message"].is_string() && err.get("type").is_none(),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn serve_routes_models_across_providers_and_falls_back() {
     // Azure fails every request; the OpenAI deployment behind it takes over. "claude" goes to
     // the Anthropic endpoint.

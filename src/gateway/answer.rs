@@ -9,6 +9,7 @@
 //! without the provider's message, which may quote part of that key.
 
 use super::errors::{ApiError, retry_after_headers};
+use crate::batch::Endpoint;
 use crate::engine::{DEADLINE_EXCEEDED, Finished, NO_ROUTE, ProviderAnswer, Verdict};
 use crate::retry::RetryCause;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -56,9 +57,10 @@ pub fn relay(answer: &ProviderAnswer) -> Response {
     response
 }
 
-/// How a finished request is answered, and a short word for the access log.
-pub fn respond(finished: &Finished) -> (Response, String) {
-    let failure = match &finished.verdict {
+/// How a finished request to `endpoint` is answered, and a short word for the access log. The
+/// gateway's own errors take the shape of the endpoint's API (Anthropic's on `/v1/messages`).
+pub fn respond(finished: &Finished, endpoint: Endpoint) -> (Response, String) {
+    let (answer, code, message) = match &finished.verdict {
         Verdict::Succeeded(answer) => return (relay(answer), "ok".into()),
         Verdict::Failed {
             answer,
@@ -66,15 +68,12 @@ pub fn respond(finished: &Finished) -> (Response, String) {
             message,
         } => (answer, code, message),
     };
-    let (answer, code, message) = failure;
-    let response = match answer {
+    let error = match answer {
         Some(answer) if matches!(answer.status, 401 | 403) => ApiError::bad_gateway(
             "the provider refused the gateway's upstream key; it was taken out of rotation".into(),
-        )
-        .into_response(),
+        ),
         Some(answer) if code == DEADLINE_EXCEEDED && answer.status == 429 => {
             ApiError::rate_limited(message.clone(), finished.retry_after.unwrap_or_default())
-                .into_response()
         }
         Some(answer) => {
             let mut response = relay(answer);
@@ -83,33 +82,31 @@ pub fn respond(finished: &Finished) -> (Response, String) {
                     response.headers_mut().insert(name, value);
                 }
             }
-            response
+            return (response, code.clone());
         }
-        None if code == NO_ROUTE => {
-            ApiError::bad_request(message.clone(), Some("model_not_found")).into_response()
-        }
+        None if code == NO_ROUTE => ApiError::bad_request(message.clone(), Some("model_not_found")),
         None if code == "request_too_large" => {
-            ApiError::bad_request(message.clone(), Some("request_too_large")).into_response()
+            ApiError::bad_request(message.clone(), Some("request_too_large"))
         }
         None => match finished.last_retry {
             Some(RetryCause::Timeout | RetryCause::RequestTimeout) => {
                 ApiError::gateway_timeout(format!("the provider did not answer in time: {message}"))
-                    .into_response()
             }
             Some(RetryCause::Connection | RetryCause::Truncated) => {
                 ApiError::bad_gateway(format!("the provider could not be reached: {message}"))
-                    .into_response()
             }
             _ if code == DEADLINE_EXCEEDED => {
                 let wait = finished.retry_after.unwrap_or_default();
                 ApiError::rate_limited(
-                    format!("Rate limit reached: no capacity within the request's max wait. Please try again in {:.3}s.", wait.as_secs_f64()),
+                    format!(
+                        "Rate limit reached: no capacity within the request's max wait. Please try again in {:.3}s.",
+                        wait.as_secs_f64()
+                    ),
                     wait,
                 )
-                .into_response()
             }
-            _ => ApiError::bad_gateway(message.clone()).into_response(),
+            _ => ApiError::bad_gateway(message.clone()),
         },
     };
-    (response, code.clone())
+    (error.into_endpoint_response(endpoint), code.clone())
 }

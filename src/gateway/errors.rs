@@ -170,6 +170,16 @@ impl ApiError {
         }
     }
 
+    /// The error in the shape of `endpoint`'s API: Anthropic's for `/v1/messages`, else
+    /// OpenAI's.
+    pub fn into_endpoint_response(self, endpoint: crate::batch::Endpoint) -> Response {
+        if endpoint == crate::batch::Endpoint::Messages {
+            self.into_anthropic_response()
+        } else {
+            self.into_response()
+        }
+    }
+
     /// The error as Anthropic's API answers it.
     pub fn into_anthropic_response(self) -> Response {
         let body = json!({

@@ -176,12 +176,8 @@ fn finish_error(log: RequestLog, err: ApiError) -> Response {
 
 /// [`finish_error`] in the error shape of `endpoint`'s API (Anthropic's for `/v1/messages`).
 fn finish_endpoint_error(log: RequestLog, err: ApiError, endpoint: Endpoint) -> Response {
-    if endpoint == Endpoint::Messages {
-        log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
-        err.into_anthropic_response()
-    } else {
-        finish_error(log, err)
-    }
+    log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
+    err.into_endpoint_response(endpoint)
 }
 
 /// What a proxied request ends in before the access log is written.
@@ -459,7 +455,7 @@ async fn handle(
                 crate::engine::Verdict::Failed { answer: None, .. } => ticket.cancel(),
                 crate::engine::Verdict::Failed { .. } => {}
             }
-            let (mut response, outcome) = answer::respond(&finished);
+            let (mut response, outcome) = answer::respond(&finished, endpoint);
             status_headers(&mut response, finished.waited, finished.attempts);
             Ok(Outcome::Whole(response, outcome))
         }
