@@ -5,8 +5,9 @@
 mod common;
 
 use common::job::{KEY, Workdir, s, stderr};
-use common::mock::MockProcess;
+use common::mock::{MockProcess, chat_body};
 use common::redis::RedisServer;
+use common::serve::ServeProcess;
 use paceline::quota::redis::{Op, SharedQuotas};
 use serde_json::Value;
 use std::process::Command;
@@ -240,4 +241,91 @@ fn runs_outlive_a_redis_restart() {
         limited * 100 <= 300,
         "{limited} 429s for 300 requests: {stats}"
     );
+}
+
+#[test]
+fn two_gateways_share_one_limit() {
+    let _one_at_a_time = PROCESSES.lock().unwrap_or_else(|p| p.into_inner());
+    const RPM: u64 = 3000;
+    const BURST: u64 = 10;
+    const REQUESTS: usize = 200;
+    let redis = RedisServer::start();
+    // Soft limits: the mock admits everything and counts what its buckets would have refused,
+    // so a gateway's overshoot shows as a number instead of as retried 429s.
+    let mock = MockProcess::start(&[
+        "--rpm",
+        &RPM.to_string(),
+        "--burst",
+        &BURST.to_string(),
+        "--soft-limits",
+    ]);
+    let gateways: Vec<ServeProcess> = (0..2)
+        .map(|_| {
+            ServeProcess::start(
+                &[
+                    "--upstream",
+                    &mock.base_url(),
+                    "--api-key-env",
+                    "UPSTREAM_KEY",
+                    "--redis",
+                    &redis.url(),
+                    "--processes",
+                    "2",
+                ],
+                &[("UPSTREAM_KEY", KEY)],
+            )
+        })
+        .collect();
+    let urls: Vec<String> = gateways
+        .iter()
+        .map(|g| g.url("/v1/chat/completions"))
+        .collect();
+    let statuses = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = reqwest::Client::new();
+        // 40 clients, half on each gateway, each sending its share back to back.
+        let tasks: Vec<_> = (0..40)
+            .map(|c| {
+                let (client, url) = (client.clone(), urls[c % 2].clone());
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    for _ in 0..REQUESTS / 40 {
+                        let resp = client
+                            .post(&url)
+                            .header("x-paceline-max-wait", "60s")
+                            .json(&chat_body("gpt-4o-mini", "Hello", 4))
+                            .send()
+                            .await
+                            .unwrap();
+                        statuses.push(resp.status().as_u16());
+                        resp.bytes().await.unwrap();
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    });
+    assert_eq!(statuses.len(), REQUESTS);
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let stats = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(mock.stats());
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], REQUESTS, "{stats}");
+    // Together the two gateways never went beyond the one limit.
+    assert_eq!(totals["admitted_beyond_limit"], 0, "{stats}");
+    let limit = RPM as f64 / 60.0;
+    let (rate, seconds) = mean_rate(&totals["per_second"]);
+    assert!(
+        rate <= limit + BURST as f64 / seconds as f64,
+        "{rate}/s of {limit}/s: {stats}"
+    );
+    // And used it: 40 clients offer far more than the limit.
+    assert!(rate >= 0.9 * limit, "{rate}/s of {limit}/s: {stats}");
+    // Both carried traffic through the shared quota.
+    assert!(redis.command_calls("evalsha") >= REQUESTS as u64, "{stats}");
 }
