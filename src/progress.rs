@@ -286,8 +286,10 @@ pub fn summary(stats: &Stats, pool: &KeyPool, wall: Duration, output: &str) -> S
         .map(|l| format!(" (limit {:.1} req/s)", l as f64 / 60.0))
         .unwrap_or_default();
     out.push_str(&format!("  achieved rate   {achieved:.1} req/s{vs}"));
+    let mut above = limits[Dimension::Requests.index()].is_some_and(|l| achieved * 60.0 > l as f64);
     if let Some(tpm) = limits[Dimension::Tokens.index()] {
         let tokens = Stats::get(&stats.tokens_charged) as f64 / secs * 60.0;
+        above |= tokens > tpm as f64;
         out.push_str(&format!(
             ", {} tok/min (limit {})",
             compact(tokens),
@@ -295,6 +297,12 @@ pub fn summary(stats: &Stats, pool: &KeyPool, wall: Duration, output: &str) -> S
         ));
     }
     out.push('\n');
+    if above {
+        // Not an overshoot: a provider's bucket starts full, and a short run spends that too.
+        out.push_str(
+            "                  (above a per-minute limit: the provider's bucket starts full, and a run under a minute also spends that)\n",
+        );
+    }
     out.push_str(&format!("  output          {output}\n"));
     let removed = pool.removal_summary();
     if pool.active() < pool.len() {
@@ -322,6 +330,40 @@ mod tests {
         assert_eq!(rate_line(&[3.0]), None);
         let line = rate_line(&[0.0, 10.0, 20.0, 20.0]).unwrap_or_default();
         assert!(line.contains("▁▅██") && line.contains("peak 20"), "{line}");
+    }
+
+    #[test]
+    fn a_rate_above_the_per_minute_limit_is_explained() {
+        use crate::quota::{LimitSpec, QuotaConfig};
+        use crate::upstream::ApiKey;
+        use std::sync::atomic::Ordering;
+        let config = QuotaConfig::default().with(
+            Dimension::Requests,
+            LimitSpec {
+                per_minute: 60,
+                burst: None,
+            },
+        );
+        let pool = KeyPool::new(vec![(ApiKey::new("secret".into(), "K"), config)]);
+        // A (key, model) quota exists once a request for the model was booked.
+        let want = crate::upstream::Want {
+            model: "gpt-4o-mini",
+            endpoint: crate::batch::Endpoint::ChatCompletions,
+            avoid: None,
+        };
+        assert!(
+            pool.pick_for(want, crate::quota::Cost::request(1), Instant::now())
+                .is_ok()
+        );
+        let stats = Stats::default();
+        stats.attempts.store(10, Ordering::Relaxed);
+        stats.succeeded.store(10, Ordering::Relaxed);
+        // 10 requests in 10 s: 1/s, the limit itself.
+        let at_limit = summary(&stats, &pool, Duration::from_secs(10), "out.jsonl");
+        assert!(!at_limit.contains("bucket starts full"), "{at_limit}");
+        // 10 requests in 2 s: 5/s against 1/s, which only a full bucket allows.
+        let above = summary(&stats, &pool, Duration::from_secs(2), "out.jsonl");
+        assert!(above.contains("bucket starts full"), "{above}");
     }
 
     #[test]
