@@ -267,7 +267,7 @@ impl Quota {
         let amounts = Dimension::ALL.map(|d| signed(reservation.cost.get(d)));
         match shared
             .cell
-            .call(Op::Admit, None, self.margin_ns, limits, amounts)
+            .call(Op::Admit, None, self.admission_margin(), limits, amounts)
             .await
         {
             Ok(answer) => {
@@ -294,17 +294,31 @@ impl Quota {
         reservation: &Reservation,
         now: Instant,
     ) -> u64 {
+        let margin = self.admission_margin();
         shared
             .local
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(
                 shared.cell.quotas().share(),
-                self.margin_ns,
+                margin,
                 limits,
                 &reservation.cost,
                 self.ns(now),
             )
+    }
+
+    /// The jitter margin sent with each shared operation: the widest of the dimensions' own. The
+    /// script takes one margin for all dimensions; after a refusal widened one dimension's
+    /// margin here (see [`Quota::pause`]), the other processes' admissions through Redis must
+    /// leave that room too. On the dimensions that did not refuse it costs a few units of
+    /// burst, never rate.
+    pub(super) fn admission_margin(&self) -> u64 {
+        self.lock()
+            .dims
+            .iter()
+            .map(|dim| dim.margin_ns)
+            .fold(self.margin_ns, u64::max)
     }
 
     /// Send one operation to the shared state without waiting for it (off the hot path).
@@ -315,7 +329,11 @@ impl Quota {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (cell, margin, limits) = (shared.cell.clone(), self.margin_ns, self.limits());
+        let (cell, margin, limits) = (
+            shared.cell.clone(),
+            self.admission_margin(),
+            self.limits(),
+        );
         runtime.spawn(async move {
             // A failure is logged by the connection's health tracking; the shared state then
             // misses this correction, which only errs on one side for a moment.
@@ -588,7 +606,9 @@ impl Quota {
     /// the `retry` cost that the refused request will need when it goes again, and its jitter
     /// margin widens.
     pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
+        self.pause_locally(until, refused, retry);
         if self.shared.is_some() {
+            // After the local pause, so the widened margin goes to Redis with it.
             let for_ns = until.saturating_duration_since(Instant::now()).as_nanos();
             let mask = refused.map_or(0b1111, |d| 1 << d.index());
             let op = Op::Pause {
@@ -597,6 +617,9 @@ impl Quota {
             };
             self.tell_shared(op, Dimension::ALL.map(|d| signed(retry.get(d))));
         }
+    }
+
+    fn pause_locally(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
         let until_ns = self.ns(until);
         let mut state = self.lock();
         state.paused_until = state.paused_until.max(until_ns);

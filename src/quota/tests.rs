@@ -350,3 +350,15 @@ fn unknown_limits_probe_on_a_doubling_schedule_then_admit_immediately() {
         assert_eq!(quota.reserve(Cost::request(5000), t0).unwrap().go_at, t0);
     }
 }
+
+#[test]
+fn a_refusal_widens_the_margin_shared_admissions_use() {
+    let t0 = Instant::now();
+    let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s: 100 ms apart
+    assert_eq!(quota.admission_margin(), 0);
+    quota.pause(t0 + ms(1000), Some(Dimension::Requests), &Cost::request(1));
+    // Half a request interval, doubled: the same room the local cell now leaves.
+    assert_eq!(quota.admission_margin(), ms(50).as_nanos() as u64);
+    quota.pause(t0 + ms(2000), Some(Dimension::Requests), &Cost::request(1));
+    assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
+}
