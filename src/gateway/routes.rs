@@ -35,6 +35,11 @@ use tokio::time::Instant;
 /// Bodies larger than this are tokenized on a blocking thread.
 const BLOCKING_ESTIMATE_BYTES: usize = 64 * 1024;
 
+/// Large bodies tokenized at once. A megabyte of prompt takes some 10 ms to count, and each
+/// thread that counts keeps the tokenizer's 1.2 MB piece cache: a burst of large requests
+/// must not start a blocking thread (and a cache) each.
+static LARGE_ESTIMATES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The gateway's router.
 pub fn router(app: Arc<App>) -> Router {
     let route = |endpoint: Endpoint| {
@@ -365,6 +370,10 @@ async fn handle(
         }
     };
     let mut job = if large {
+        let _turn = LARGE_ESTIMATES
+            .acquire()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("internal error: {e}")))?;
         tokio::task::spawn_blocking(build)
             .await
             .map_err(|e| ApiError::unavailable(format!("internal error: {e}")))?

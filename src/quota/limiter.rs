@@ -329,11 +329,7 @@ impl Quota {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (cell, margin, limits) = (
-            shared.cell.clone(),
-            self.admission_margin(),
-            self.limits(),
-        );
+        let (cell, margin, limits) = (shared.cell.clone(), self.admission_margin(), self.limits());
         runtime.spawn(async move {
             // A failure is logged by the connection's health tracking; the shared state then
             // misses this correction, which only errs on one side for a moment.
