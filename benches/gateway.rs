@@ -11,7 +11,7 @@
 //!   each latency is measured from that scheduled time, not from when the request actually went
 //!   out, so a stall delays every request behind it in the figures too (no coordinated
 //!   omission). Reported: p50, p90, p99, p99.9 and max of each, and the gateway's added p50 and
-//!   p99 (the difference of the percentiles). The pair runs `--rounds` times (default 3)
+//!   p99 (the difference of the percentiles). The pair runs `--rounds` times (default 5)
 //!   alternately, and the median of the rounds' differences is the figure: on a small shared
 //!   machine one round's p99 swings by milliseconds with whatever else is scheduled. The
 //!   gateway's CPU time and context switches per request (from `/proc`) are printed too: they
@@ -500,7 +500,7 @@ fn main() {
     let mut what = "all".to_string();
     let mut rate = 2000.0;
     let mut secs = 10.0;
-    let mut rounds = 3;
+    let mut rounds = 5;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
