@@ -181,8 +181,13 @@ async fn the_output_is_repaired_from_the_state() {
     assert!(first.status.success(), "{}", stderr(&first));
     let good = std::fs::read(&out).expect("output");
 
-    // Lose the end of the file and leave a torn line.
-    std::fs::write(&out, &good[..good.len() / 2]).expect("truncate");
+    // Lose the end of the file and leave a torn line: a cut that fell on a line's end would
+    // leave none (the answers' lengths are random), so it moves back a byte then.
+    let mut cut = good.len() / 2;
+    if good[cut - 1] == b'\n' {
+        cut -= 1;
+    }
+    std::fs::write(&out, &good[..cut]).expect("truncate");
     let repaired = paceline(&run(s(&input), s(&out), &base, &[]));
     assert!(repaired.status.success(), "{}", stderr(&repaired));
     assert!(stderr(&repaired).contains("torn"), "{}", stderr(&repaired));
