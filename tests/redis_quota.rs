@@ -130,19 +130,38 @@ fn mean_rate(per_second: &Value) -> (f64, usize) {
     )
 }
 
+/// The mock's admissions per second (`stats` from [`MockProcess::stats`]) are at least
+/// `at_least` of the limit, and above it by no more than the burst spread over the run (a
+/// second's count can hold a little of the burst on top).
+fn assert_rate_within(stats: &Value, rpm: u64, burst: u64, at_least: f64) {
+    let limit = rpm as f64 / 60.0;
+    let (rate, seconds) = mean_rate(&stats["totals"]["per_second"]);
+    assert!(rate >= at_least * limit, "{rate}/s of {limit}/s: {stats}");
+    assert!(
+        rate <= limit + burst as f64 / seconds as f64,
+        "{rate}/s of {limit}/s: {stats}"
+    );
+}
+
+/// A mock with soft limits: it admits everything and counts what its buckets would have
+/// refused, so an overshoot shows as a number instead of as retried 429s.
+fn soft_mock(rpm: u64, burst: u64) -> MockProcess {
+    MockProcess::start(&[
+        "--rpm",
+        &rpm.to_string(),
+        "--burst",
+        &burst.to_string(),
+        "--soft-limits",
+    ])
+}
+
 #[test]
 fn four_processes_share_one_limit() {
     let _one_at_a_time = PROCESSES.lock().unwrap_or_else(|p| p.into_inner());
     const RPM: u64 = 6000;
     const BURST: u64 = 20;
     let redis = RedisServer::start();
-    let mock = MockProcess::start(&[
-        "--rpm",
-        &RPM.to_string(),
-        "--burst",
-        &BURST.to_string(),
-        "--soft-limits",
-    ]);
+    let mock = soft_mock(RPM, BURST);
     let w = Workdir::new();
     let children: Vec<_> = (0..4)
         .map(|i| {
@@ -168,15 +187,8 @@ fn four_processes_share_one_limit() {
     assert_eq!(totals["requests"], 600, "{stats}");
     assert_eq!(totals["admitted_beyond_limit"], 0, "{stats}");
     assert_eq!(totals["rate_limited"], 0, "{stats}");
-    // The processes together use the whole limit: 97-100 % of it (a second's count can hold a
-    // little of the burst on top).
-    let limit = RPM as f64 / 60.0;
-    let (rate, seconds) = mean_rate(&totals["per_second"]);
-    assert!(rate >= 0.97 * limit, "{rate}/s of {limit}/s: {stats}");
-    assert!(
-        rate <= limit + BURST as f64 / seconds as f64,
-        "{rate}/s of {limit}/s: {stats}"
-    );
+    // The processes together use the whole limit: 97-100 % of it.
+    assert_rate_within(&stats, RPM, BURST, 0.97);
     // One round trip per admission and one per settlement.
     let calls = redis.command_calls("evalsha");
     assert!(calls <= 2 * 600, "{calls} EVALSHA for 600 requests");
@@ -250,15 +262,7 @@ fn two_gateways_share_one_limit() {
     const BURST: u64 = 10;
     const REQUESTS: usize = 200;
     let redis = RedisServer::start();
-    // Soft limits: the mock admits everything and counts what its buckets would have refused,
-    // so a gateway's overshoot shows as a number instead of as retried 429s.
-    let mock = MockProcess::start(&[
-        "--rpm",
-        &RPM.to_string(),
-        "--burst",
-        &BURST.to_string(),
-        "--soft-limits",
-    ]);
+    let mock = soft_mock(RPM, BURST);
     let gateways: Vec<ServeProcess> = (0..2)
         .map(|_| {
             ServeProcess::start(
@@ -318,14 +322,8 @@ fn two_gateways_share_one_limit() {
     assert_eq!(totals["requests"], REQUESTS, "{stats}");
     // Together the two gateways never went beyond the one limit.
     assert_eq!(totals["admitted_beyond_limit"], 0, "{stats}");
-    let limit = RPM as f64 / 60.0;
-    let (rate, seconds) = mean_rate(&totals["per_second"]);
-    assert!(
-        rate <= limit + BURST as f64 / seconds as f64,
-        "{rate}/s of {limit}/s: {stats}"
-    );
     // And used it: 40 clients offer far more than the limit.
-    assert!(rate >= 0.9 * limit, "{rate}/s of {limit}/s: {stats}");
+    assert_rate_within(&stats, RPM, BURST, 0.9);
     // Both carried traffic through the shared quota.
     assert!(redis.command_calls("evalsha") >= REQUESTS as u64, "{stats}");
 }
