@@ -96,43 +96,6 @@ impl Charge {
     }
 }
 
-#[cfg(test)]
-mod body_tests {
-    use super::*;
-
-    #[test]
-    fn usage_of_a_body_matches_parsing_the_whole_document() {
-        let bodies: [&[u8]; 9] = [
-            br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#,
-            br#"{"usage":{"input_tokens":5,"output_tokens":2},"type":"message"}"#,
-            br#"{"type":"response.completed","response":{"usage":{"input_tokens":4,"output_tokens":9}}}"#,
-            br#"{"usage":null,"response":{"usage":{"input_tokens":1}}}"#,
-            br#"{"data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2,"total_tokens":2}}"#,
-            br#"{"id":"no usage"}"#,
-            br#"[1,2,3]"#,
-            br#"{"usage":"odd","usage2":{}}"#,
-            br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
-        ];
-        for body in bodies {
-            let whole: Value = serde_json::from_slice(body).unwrap();
-            assert_eq!(
-                usage_of_body(body).unwrap(),
-                parse_usage(&whole),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-    }
-
-    #[test]
-    fn a_body_cut_short_is_an_error() {
-        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tok"#;
-        assert!(usage_of_body(body).is_err());
-        assert!(usage_of_body(b"").is_err());
-        assert!(usage_of_body(br#"{"usage":{"prompt_tokens":1}} trailing"#).is_err());
-    }
-}
-
 /// Merge what one stream event says into the usage seen so far: Anthropic's `message_start`
 /// carries the input tokens (`message.usage`) and each `message_delta` the cumulative output
 /// tokens; the other providers send one complete `usage` ([`parse_usage`]).
@@ -166,6 +129,38 @@ pub fn merge_stream_usage(seen: Option<Usage>, event: &Value) -> Option<Usage> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn usage_of_a_body_matches_parsing_the_whole_document() {
+        let bodies: [&[u8]; 9] = [
+            br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#,
+            br#"{"usage":{"input_tokens":5,"output_tokens":2},"type":"message"}"#,
+            br#"{"type":"response.completed","response":{"usage":{"input_tokens":4,"output_tokens":9}}}"#,
+            br#"{"usage":null,"response":{"usage":{"input_tokens":1}}}"#,
+            br#"{"data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2,"total_tokens":2}}"#,
+            br#"{"id":"no usage"}"#,
+            br#"[1,2,3]"#,
+            br#"{"usage":"odd","usage2":{}}"#,
+            br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+        ];
+        for body in bodies {
+            let whole: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(
+                usage_of_body(body).unwrap(),
+                parse_usage(&whole),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_is_an_error() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tok"#;
+        assert!(usage_of_body(body).is_err());
+        assert!(usage_of_body(b"").is_err());
+        assert!(usage_of_body(br#"{"usage":{"prompt_tokens":1}} trailing"#).is_err());
+    }
 
     #[test]
     fn reads_chat_responses_and_stream_event_usage() {
