@@ -112,7 +112,8 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         if spare.capacity() > KEEP_CAPACITY {
             spare = Vec::new();
         }
-        if closed && shared.state.lock().lines.is_empty() {
+        // Once closed, no line is taken any more: the last swap took them all.
+        if closed {
             return;
         }
     }
