@@ -27,7 +27,7 @@
 //! Keys share the hash tag `{paceline:job:NAME}` (valid on Redis Cluster) and carry the layout's
 //! version (`…:v1:…`).
 
-use crate::batch::{InputReader, InputSpec, OutputRecord, ProviderResponse};
+use crate::batch::{InputReader, InputSpec, OutputRecord};
 use crate::engine::{Engine, Event, Finished, Job, Verdict};
 use crate::quota::redis::redact;
 use crate::runner::signals::{Interrupt, Signals};
@@ -468,36 +468,9 @@ pub struct WorkerReport {
 
 /// The output line of a finished request.
 fn output_line(finished: Finished) -> (String, String, bool) {
-    let response = |a: &crate::engine::ProviderAnswer| {
-        ProviderResponse::new(
-            a.status,
-            a.request_id.clone().unwrap_or_default(),
-            ProviderResponse::body_from_bytes(&a.body),
-        )
-    };
+    let failed = matches!(finished.verdict, Verdict::Failed { .. });
     let custom_id = finished.custom_id.clone();
-    let (record, failed) = match finished.verdict {
-        Verdict::Succeeded(answer) => {
-            let r = response(&answer);
-            (
-                OutputRecord::success(finished.custom_id, r.status_code, r.request_id, r.body),
-                false,
-            )
-        }
-        Verdict::Failed {
-            answer,
-            code,
-            message,
-        } => (
-            OutputRecord::failure(
-                finished.custom_id,
-                answer.as_ref().map(response),
-                code,
-                message,
-            ),
-            true,
-        ),
-    };
+    let record = OutputRecord::from_verdict(finished.custom_id, finished.verdict);
     (custom_id, record_line(&record), failed)
 }
 

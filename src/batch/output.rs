@@ -3,6 +3,7 @@
 //! `{"id": "batch_req_…", "custom_id": …, "response": {"status_code", "request_id", "body"} | null,
 //! "error": {"code", "message"} | null}`.
 
+use crate::engine::{ProviderAnswer, Verdict};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,29 @@ impl OutputRecord {
                 code: code.into(),
                 message: message.into(),
             }),
+        }
+    }
+
+    /// The line for a request that ended with `verdict`: the provider's answer as received
+    /// (its body parsed as JSON where it is), and for a failure the code and message.
+    pub fn from_verdict(custom_id: impl Into<String>, verdict: Verdict) -> Self {
+        let response = |answer: &ProviderAnswer| {
+            ProviderResponse::new(
+                answer.status,
+                answer.request_id.clone().unwrap_or_default(),
+                ProviderResponse::body_from_bytes(&answer.body),
+            )
+        };
+        match verdict {
+            Verdict::Succeeded(answer) => {
+                let r = response(&answer);
+                Self::success(custom_id, r.status_code, r.request_id, r.body)
+            }
+            Verdict::Failed {
+                answer,
+                code,
+                message,
+            } => Self::failure(custom_id, answer.as_ref().map(response), code, message),
         }
     }
 

@@ -366,37 +366,11 @@ type LineParts = (serde_json::Result<String>, RequestState, Option<String>);
 
 /// An OpenAI Batch API output line.
 fn openai_line(custom_id: String, verdict: Verdict) -> LineParts {
-    let response = |a: &ProviderAnswer| {
-        ProviderResponse::new(
-            a.status,
-            a.request_id.clone().unwrap_or_default(),
-            ProviderResponse::body_from_bytes(&a.body),
-        )
+    let (state, error_code) = match &verdict {
+        Verdict::Succeeded(_) => (RequestState::Done, None),
+        Verdict::Failed { code, .. } => (RequestState::Failed, Some(code.clone())),
     };
-    let (record, state, error_code) = match verdict {
-        Verdict::Succeeded(answer) => {
-            let r = response(&answer);
-            (
-                OutputRecord::success(custom_id, r.status_code, r.request_id, r.body),
-                RequestState::Done,
-                None,
-            )
-        }
-        Verdict::Failed {
-            answer,
-            code,
-            message,
-        } => (
-            OutputRecord::failure(
-                custom_id,
-                answer.as_ref().map(response),
-                code.clone(),
-                message,
-            ),
-            RequestState::Failed,
-            Some(code),
-        ),
-    };
+    let record = OutputRecord::from_verdict(custom_id, verdict);
     (serde_json::to_string(&record), state, error_code)
 }
 
