@@ -91,6 +91,47 @@ async fn every_dimension_is_reserved_at_once() {
     assert_eq!(third.wait_ns, 15_000_000_000 - 9_000_000_000);
 }
 
+/// Before anyone knows a limit, the callers' probes share one schedule: four processes
+/// starting at once send what one would before the first answer.
+#[tokio::test]
+async fn callers_probe_on_one_schedule_until_a_limit_is_known() {
+    let redis = RedisServer::start();
+    let shared = SharedQuotas::connect(&redis.url(), 1.0).await.unwrap();
+    let cells: Vec<_> = (0..4)
+        .map(|_| shared.cell("sk-new", "gpt-4o-mini"))
+        .collect();
+    let probe = Op::Probe {
+        step_ns: 50_000_000,
+    };
+    let mut goes = Vec::new();
+    for k in 0..8 {
+        let answer = cells[k % 4]
+            .call(probe, Some(0), 0, [None; 4], [1, 10, 0, 0])
+            .await
+            .unwrap();
+        goes.push(answer.wait_ns / 1_000_000);
+    }
+    // The k-th request at 50 ms × log2(k), whichever caller sends it.
+    assert_eq!(goes, [0, 50, 79, 100, 116, 129, 140, 150]);
+    // A caller that had its answer (no limit headers at all) is not held to the probe.
+    let after_answer = cells[0]
+        .call(Op::Admit, Some(0), 0, [None; 4], [1, 10, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(after_answer.wait_ns, 0);
+    // Once one caller has learned a limit, the others are metered by it, not the probe.
+    let limits = [Some((6000, 20)), None, None, None];
+    cells[1]
+        .call(Op::Admit, Some(200_000_000), 0, limits, [1, 0, 0, 0])
+        .await
+        .unwrap();
+    let metered = cells[2]
+        .call(probe, Some(200_000_000), 0, [None; 4], [1, 10, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(metered.wait_ns, 0, "within the burst of the learned limit");
+}
+
 #[test]
 fn a_bad_url_is_a_usage_error_without_the_password() {
     let w = Workdir::new();

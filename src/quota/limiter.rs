@@ -265,9 +265,16 @@ impl Quota {
         };
         let limits = self.limits();
         let amounts = Dimension::ALL.map(|d| signed(reservation.cost.get(d)));
+        let op = if self.lock().probe == Probe::Done {
+            Op::Admit
+        } else {
+            Op::Probe {
+                step_ns: PROBE_STEP.as_nanos() as u64,
+            }
+        };
         match shared
             .cell
-            .call(Op::Admit, None, self.admission_margin(), limits, amounts)
+            .call(op, None, self.admission_margin(), limits, amounts)
             .await
         {
             Ok(answer) => {

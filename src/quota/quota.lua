@@ -14,9 +14,13 @@
 -- ARGV[17] pause: bit mask of the refused dimensions
 -- ARGV[18] "1": a quota this hash does not hold yet starts empty, not full (the caller paced
 --          on its own while Redis was unreachable, so the provider's bucket is not full)
+-- ARGV[19] admit: the probe step in nanoseconds of a caller that has had no answer yet (0 or
+--          absent: none). While no limit is known here either, the callers' requests share one
+--          probe schedule: the k-th goes step × log2(k) after the first.
 --
 -- Hash fields: e epoch (server microseconds), p paused until, t<i> tat, f<i> floor,
--- l<i> / b<i> the limit and burst last given by a caller (shared learned limits).
+-- l<i> / b<i> the limit and burst last given by a caller (shared learned limits),
+-- ps / pn the shared probe's start and the number of requests it has sent.
 -- Times are integer nanoseconds since the epoch, exact in Lua's doubles below 2^53; the epoch
 -- moves forward when they pass 2^50 (13 days).
 --
@@ -28,7 +32,7 @@ local op = ARGV[1]
 local margin = tonumber(ARGV[3])
 local state = redis.call('HMGET', key, 'e', 'p',
   't0', 't1', 't2', 't3', 'f0', 'f1', 'f2', 'f3',
-  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3')
+  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3', 'ps', 'pn')
 local function num(v) return tonumber(v or 0) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -46,6 +50,7 @@ else
 end
 
 local paused = num(state[2])
+local probe_start, probe_sent = num(state[19]), num(state[20])
 local tat, floor, limit, burst = {}, {}, {}, {}
 for i = 0, 3 do
   tat[i] = num(state[3 + i])
@@ -58,6 +63,7 @@ if now > 1125899906842624 then
   -- 2^50 ns: start a new epoch at now; times before it are all "now" to the arithmetic.
   epoch = fmt(tonumber(epoch) + now / 1000)
   paused = math.max(paused - now, 0)
+  probe_start = math.max(probe_start - now, 0)
   for i = 0, 3 do
     tat[i] = math.max(tat[i] - now, 0)
     floor[i] = math.max(floor[i] - now, 0)
@@ -86,14 +92,29 @@ for i = 0, 3 do
 end
 
 local wait = 0
+local probing = false
 if op == 'admit' then
   -- Gcra::earliest over every dimension, then Gcra::commit in all of them at that time.
   local go = math.max(now, paused)
+  local metered = false
   for i = 0, 3 do
     if interval[i] then
+      metered = true
       local slack = math.max(tolerance[i] - amount[i] * interval[i], 0)
       go = math.max(go, tat[i] - slack)
     end
+  end
+  local step = tonumber(ARGV[19] or '0') or 0
+  if step > 0 and not metered then
+    -- Nobody knows a limit yet: one probe schedule for every caller (Quota's probe_go).
+    probing = true
+    if probe_sent == 0 then
+      probe_start = go
+    else
+      local log2 = math.log(probe_sent + 1) / math.log(2)
+      go = math.max(go, probe_start + math.floor(step * log2 + 0.5))
+    end
+    probe_sent = probe_sent + 1
   end
   for i = 0, 3 do
     if interval[i] then
@@ -132,6 +153,10 @@ else
 end
 
 local fields = {'e', epoch, 'p', fmt(paused)}
+if probing then
+  table.insert(fields, 'ps'); table.insert(fields, fmt(probe_start))
+  table.insert(fields, 'pn'); table.insert(fields, fmt(probe_sent))
+end
 local latest = paused
 local reply = {fmt(wait)}
 for i = 0, 3 do

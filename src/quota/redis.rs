@@ -22,7 +22,9 @@
 //!    hint) — so one process's 429 stops every process.
 //! 4. **Learned limits** travel with every call: the caller's effective limit and burst per
 //!    dimension are stored in the hash, and a process that knows no limit yet (still probing)
-//!    is metered with the ones stored by the others.
+//!    is metered with the ones stored by the others. Before anyone has learned a limit, the
+//!    processes' probes share one schedule ([`Op::Probe`]): N processes starting together send
+//!    what one would before the first answer, not N times as much.
 //!
 //! Redis thus sees one `EVALSHA` per admission and one per settlement: two commands per request
 //! (`INFO commandstats`), one round trip on the hot path.
@@ -298,6 +300,13 @@ pub fn quota_key(secret: &str, model: &str) -> String {
 pub enum Op {
     /// Reserve the amounts at the earliest time allowed.
     Admit,
+    /// [`Op::Admit`] from a caller still probing (no answer yet): while the hash holds no limit
+    /// either, every caller's requests share one probe schedule, the k-th going `step_ns ×
+    /// log2(k)` after the first, so N processes starting together probe the provider as one.
+    Probe {
+        /// The schedule's step: the rate doubles every `step_ns`.
+        step_ns: u64,
+    },
     /// Charge (positive) or refund (negative) the amounts.
     Settle,
     /// Pause until `for_ns` from now; drain the `refused` dimensions (bit mask) to the amounts.
@@ -371,10 +380,11 @@ impl SharedCell {
         limits: [Option<(u64, u64)>; 4],
         amounts: [i64; 4],
     ) -> Result<Answer, RedisError> {
-        let (name, for_ns, refused) = match op {
-            Op::Admit => ("admit", 0, 0),
-            Op::Settle => ("settle", 0, 0),
-            Op::Pause { for_ns, refused } => ("pause", for_ns, refused),
+        let (name, for_ns, refused, probe_step) = match op {
+            Op::Admit => ("admit", 0, 0, 0),
+            Op::Probe { step_ns } => ("admit", 0, 0, step_ns),
+            Op::Settle => ("settle", 0, 0, 0),
+            Op::Pause { for_ns, refused } => ("pause", for_ns, refused, 0),
         };
         let mut invocation = self.quotas.script.key(&self.key);
         invocation
@@ -391,7 +401,11 @@ impl SharedCell {
         // After an outage a quota Redis no longer holds starts empty: the provider's bucket was
         // used meanwhile.
         let fresh_empty = u8::from(self.quotas.fallbacks() > 0);
-        invocation.arg(for_ns).arg(refused).arg(fresh_empty);
+        invocation
+            .arg(for_ns)
+            .arg(refused)
+            .arg(fresh_empty)
+            .arg(probe_step);
         let mut conn = self.quotas.conn.clone();
         let reply: Vec<i64> = invocation
             .invoke_async(&mut conn)
