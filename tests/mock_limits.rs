@@ -275,6 +275,18 @@ async fn soft_limits_admit_everything_and_count_the_overshoot() {
     assert_eq!(stats["totals"]["ok"], 5);
     assert_eq!(stats["totals"]["rate_limited"], 0);
     assert_eq!(stats["totals"]["admitted_beyond_limit"], 2);
+    // Each overshoot is kept with its time and how early it came: 3 per minute refill one
+    // request every 20 s and an overshoot is not charged, so the 4th and 5th each came ~20 s
+    // too early.
+    let beyond = stats["totals"]["beyond_limit"].as_array().unwrap();
+    assert_eq!(beyond.len(), 2, "{stats}");
+    let early_s: Vec<f64> = beyond
+        .iter()
+        .map(|b| b[1].as_u64().unwrap() as f64 / 1e6)
+        .collect();
+    assert!((19.0..=20.0).contains(&early_s[0]), "{early_s:?}");
+    assert!((19.0..=20.0).contains(&early_s[1]), "{early_s:?}");
+    assert!(beyond[0][0].as_u64().unwrap() <= beyond[1][0].as_u64().unwrap());
 }
 
 #[tokio::test]

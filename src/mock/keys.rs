@@ -136,9 +136,13 @@ fn buckets(limits: &Limits, now: Instant) -> (Option<Bucket>, Option<Bucket>) {
 }
 
 fn unix_second() -> u64 {
+    unix_millis() / 1000
+}
+
+fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn view(bucket: &mut Option<Bucket>, now: Instant) -> Option<DimView> {
@@ -204,9 +208,13 @@ impl KeyState {
                 inner.stats.rate_limited += 1;
                 refused
             }
-            Some(_) => {
-                inner.stats.admitted_beyond_limit += 1;
-                inner.stats.admitted_at(unix_second());
+            Some(refused) => {
+                let early = match refused {
+                    Admission::RateLimited { wait, .. } => wait,
+                    _ => Duration::ZERO,
+                };
+                let early_us = u64::try_from(early.as_micros()).unwrap_or(u64::MAX);
+                inner.stats.beyond(unix_millis(), early_us);
                 Admission::Admitted { tokens_charged: 0 }
             }
             None => {

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, VecDeque};
 /// How many seconds of per-second admission counts are kept.
 pub const PER_SECOND_WINDOW: u64 = 600;
 
+/// How many of a key's admissions beyond the limit are kept with their time.
+pub const BEYOND_KEPT: usize = 32;
+
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultCounts {
@@ -58,6 +61,11 @@ pub struct KeyStats {
     pub completion_tokens: u64,
     /// Requests admitted although the limits would have refused them (`--soft-limits`).
     pub admitted_beyond_limit: u64,
+    /// The first [`BEYOND_KEPT`] of those: `[unix_millisecond, early_by_microseconds]`, how long
+    /// before the limits would have admitted it each one came (which request overshot, and by
+    /// how much).
+    #[serde(default)]
+    pub beyond_limit: Vec<[u64; 2]>,
     /// `[unix_second, admitted]` for the last 600 seconds with admissions.
     pub per_second: VecDeque<(u64, u64)>,
 }
@@ -74,6 +82,15 @@ impl KeyStats {
             Fault::Truncate => f.truncate += 1,
             Fault::Stall => f.stall += 1,
         }
+    }
+
+    /// Count one admission beyond the limits, at `unix_ms`, `early_us` before they allowed it.
+    pub fn beyond(&mut self, unix_ms: u64, early_us: u64) {
+        self.admitted_beyond_limit += 1;
+        if self.beyond_limit.len() < BEYOND_KEPT {
+            self.beyond_limit.push([unix_ms, early_us]);
+        }
+        self.admitted_at(unix_ms / 1000);
     }
 
     /// Count one admission in `unix_second`, keeping only the last [`PER_SECOND_WINDOW`] seconds.
@@ -109,6 +126,9 @@ impl KeyStats {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.admitted_beyond_limit += other.admitted_beyond_limit;
+        self.beyond_limit.extend_from_slice(&other.beyond_limit);
+        self.beyond_limit.sort_unstable();
+        self.beyond_limit.truncate(BEYOND_KEPT);
         let mut merged: BTreeMap<u64, u64> = self.per_second.iter().copied().collect();
         for (sec, n) in &other.per_second {
             *merged.entry(*sec).or_default() += n;
