@@ -119,17 +119,30 @@ async fn callers_probe_on_one_schedule_until_a_limit_is_known() {
         .await
         .unwrap();
     assert_eq!(after_answer.wait_ns, 0);
-    // Once one caller has learned a limit, the others are metered by it, not the probe.
+    // Once one caller has learned a limit (100/s, burst 20), every caller is metered by it, not
+    // by the probe; and the eight probe requests, sent before anyone knew the limit, are in the
+    // provider's bucket: 12 more fit at once, not 20.
     let limits = [Some((6000, 20)), None, None, None];
-    cells[1]
-        .call(Op::Admit, Some(200_000_000), 0, limits, [1, 0, 0, 0])
-        .await
-        .unwrap();
-    let metered = cells[2]
-        .call(probe, Some(200_000_000), 0, [None; 4], [1, 10, 0, 0])
-        .await
-        .unwrap();
-    assert_eq!(metered.wait_ns, 0, "within the burst of the learned limit");
+    let at = 200_000_000;
+    let mut at_once = 0;
+    for k in 0..20 {
+        let (cell_limits, op) = if k == 0 {
+            (limits, Op::Admit)
+        } else {
+            ([None; 4], probe)
+        };
+        let answer = cells[k % 4]
+            .call(op, Some(at), 0, cell_limits, [1, 10, 0, 0])
+            .await
+            .unwrap();
+        if answer.wait_ns == 0 {
+            at_once += 1;
+        } else {
+            // The next goes when one unit has refilled.
+            assert_eq!(answer.wait_ns, 10_000_000 * (k as u64 - 11), "request {k}");
+        }
+    }
+    assert_eq!(at_once, 12);
 }
 
 #[test]

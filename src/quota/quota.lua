@@ -20,7 +20,10 @@
 --
 -- Hash fields: e epoch (server microseconds), p paused until, t<i> tat, f<i> floor,
 -- l<i> / b<i> the limit and burst last given by a caller (shared learned limits),
--- ps / pn the shared probe's start and the number of requests it has sent.
+-- ps / pn the shared probe's start and the number of requests it has sent, u<i> the amounts
+-- probe requests used in a dimension whose limit nobody knew yet (unmetered).
+-- A dimension's cell is created when its limit first becomes known: full, except for what the
+-- probe sent unmetered, which is charged as if sent just now (the provider's bucket holds it).
 -- Times are integer nanoseconds since the epoch, exact in Lua's doubles below 2^53; the epoch
 -- moves forward when they pass 2^50 (13 days).
 --
@@ -32,7 +35,7 @@ local op = ARGV[1]
 local margin = tonumber(ARGV[3])
 local state = redis.call('HMGET', key, 'e', 'p',
   't0', 't1', 't2', 't3', 'f0', 'f1', 'f2', 'f3',
-  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3', 'ps', 'pn')
+  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3', 'ps', 'pn', 'u0', 'u1', 'u2', 'u3')
 local function num(v) return tonumber(v or 0) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -51,9 +54,10 @@ end
 
 local paused = num(state[2])
 local probe_start, probe_sent = num(state[19]), num(state[20])
-local tat, floor, limit, burst = {}, {}, {}, {}
+local tat, floor, limit, burst, unmetered = {}, {}, {}, {}, {}
 for i = 0, 3 do
   tat[i] = num(state[3 + i])
+  unmetered[i] = num(state[21 + i])
   floor[i] = num(state[7 + i])
   limit[i] = num(state[11 + i])
   burst[i] = num(state[15 + i])
@@ -87,6 +91,8 @@ for i = 0, 3 do
     tolerance[i] = math.max(interval[i] * units - margin, interval[i])
     if fresh and ARGV[18] == '1' then
       tat[i] = now + tolerance[i]
+    elseif not state[3 + i] then
+      tat[i] = now + unmetered[i] * interval[i]
     end
   end
 end
@@ -115,6 +121,13 @@ if op == 'admit' then
       go = math.max(go, probe_start + math.floor(step * log2 + 0.5))
     end
     probe_sent = probe_sent + 1
+  end
+  if step > 0 then
+    for i = 0, 3 do
+      if not interval[i] then
+        unmetered[i] = unmetered[i] + amount[i]
+      end
+    end
   end
   for i = 0, 3 do
     if interval[i] then
@@ -156,6 +169,11 @@ local fields = {'e', epoch, 'p', fmt(paused)}
 if probing then
   table.insert(fields, 'ps'); table.insert(fields, fmt(probe_start))
   table.insert(fields, 'pn'); table.insert(fields, fmt(probe_sent))
+end
+for i = 0, 3 do
+  if not interval[i] and unmetered[i] > 0 then
+    table.insert(fields, 'u' .. i); table.insert(fields, fmt(unmetered[i]))
+  end
 end
 local latest = paused
 local reply = {fmt(wait)}
