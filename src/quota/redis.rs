@@ -24,7 +24,9 @@
 //!    dimension are stored in the hash, and a process that knows no limit yet (still probing)
 //!    is metered with the ones stored by the others. Before anyone has learned a limit, the
 //!    processes' probes share one schedule ([`Op::Probe`]): N processes starting together send
-//!    what one would before the first answer, not N times as much.
+//!    what one would before the first answer, not N times as much; and what they sent is
+//!    charged to a dimension's cell when its limit is first learned (those requests are in the
+//!    provider's bucket already), as the local quota does with its unmetered units.
 //!
 //! Redis thus sees one `EVALSHA` per admission and one per settlement: two commands per request
 //! (`INFO commandstats`), one round trip on the hot path.
