@@ -41,7 +41,7 @@ struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// `url`: redis://[user:password@]host[:port][/db].
+    /// `url`: `redis://[user:password@]host[:port][/db]`.
     pub url: Option<String>,
     /// `processes`: how many paceline processes share the keys.
     pub processes: Option<u32>,

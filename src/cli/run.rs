@@ -182,7 +182,7 @@ pub struct RunArgs {
     /// ANTHROPIC_API_KEY for Anthropic, AZURE_OPENAI_API_KEY for Azure).
     #[arg(long, value_delimiter = ',')]
     pub api_key_env: Vec<String>,
-    /// TOML config with [[keys]] (env, rpm, tpm) and base_url.
+    /// TOML config with `[[keys]]` (env, rpm, tpm) and `base_url`.
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[command(flatten)]

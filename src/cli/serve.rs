@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// Arguments of `paceline serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// TOML config: listen, upstream, max_wait, [[keys]], [[clients]] (see the README).
+    /// TOML config: listen, upstream, `max_wait`, `[[keys]]`, `[[clients]]` (see the README).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port.

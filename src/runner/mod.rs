@@ -1,7 +1,7 @@
 //! A whole batch run, durable: every request and result goes through the job store, so the run
 //! resumes after any crash and its output holds exactly one line per `custom_id`.
 //!
-//! [`setup`] (lock, validate or check the input, reconcile the output) → [`feed`] (the input's
+//! `setup` (lock, validate or check the input, reconcile the output) → `feed` (the input's
 //! pending lines, on a blocking thread) → [`crate::engine::Engine`] → events → the store's writer
 //! thread ([`crate::store::writer`]: batched commits, then the output). Ctrl-C / SIGTERM stop
 //! admitting, let in-flight requests finish (for at most the stop timeout) and leave the job
