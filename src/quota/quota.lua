@@ -35,7 +35,7 @@ local op = ARGV[1]
 local margin = tonumber(ARGV[3])
 local state = redis.call('HMGET', key, 'e', 'p',
   't0', 't1', 't2', 't3', 'f0', 'f1', 'f2', 'f3',
-  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3', 'ps', 'pn', 'u0', 'u1', 'u2', 'u3')
+  'l0', 'l1', 'l2', 'l3', 'b0', 'b1', 'b2', 'b3')
 local function num(v) return tonumber(v or 0) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -53,11 +53,10 @@ else
 end
 
 local paused = num(state[2])
-local probe_start, probe_sent = num(state[19]), num(state[20])
-local tat, floor, limit, burst, unmetered = {}, {}, {}, {}, {}
+local shifted = 0
+local tat, floor, limit, burst = {}, {}, {}, {}
 for i = 0, 3 do
   tat[i] = num(state[3 + i])
-  unmetered[i] = num(state[21 + i])
   floor[i] = num(state[7 + i])
   limit[i] = num(state[11 + i])
   burst[i] = num(state[15 + i])
@@ -67,12 +66,24 @@ if now > 1125899906842624 then
   -- 2^50 ns: start a new epoch at now; times before it are all "now" to the arithmetic.
   epoch = fmt(tonumber(epoch) + now / 1000)
   paused = math.max(paused - now, 0)
-  probe_start = math.max(probe_start - now, 0)
+  shifted = now
   for i = 0, 3 do
     tat[i] = math.max(tat[i] - now, 0)
     floor[i] = math.max(floor[i] - now, 0)
   end
   now = 0
+end
+
+-- The probe's fields, read only while the probe matters (before a limit is known, and once
+-- when a dimension's limit is first learned), so a metered admission reads no more.
+local probe = nil
+local function probe_state()
+  if not probe then
+    local v = redis.call('HMGET', key, 'ps', 'pn', 'u0', 'u1', 'u2', 'u3')
+    probe = {start = math.max(num(v[1]) - shifted, 0), sent = num(v[2]), probing = false,
+      unmetered = {[0] = num(v[3]), num(v[4]), num(v[5]), num(v[6])}}
+  end
+  return probe
 end
 
 -- The cell of each dimension (as Gcra::set_rate), from the caller's limits or the shared ones.
@@ -92,13 +103,12 @@ for i = 0, 3 do
     if fresh and ARGV[18] == '1' then
       tat[i] = now + tolerance[i]
     elseif not state[3 + i] then
-      tat[i] = now + unmetered[i] * interval[i]
+      tat[i] = now + probe_state().unmetered[i] * interval[i]
     end
   end
 end
 
 local wait = 0
-local probing = false
 if op == 'admit' then
   -- Gcra::earliest over every dimension, then Gcra::commit in all of them at that time.
   local go = math.max(now, paused)
@@ -113,19 +123,21 @@ if op == 'admit' then
   local step = tonumber(ARGV[19] or '0') or 0
   if step > 0 and not metered then
     -- Nobody knows a limit yet: one probe schedule for every caller (Quota's probe_go).
-    probing = true
-    if probe_sent == 0 then
-      probe_start = go
+    local pr = probe_state()
+    pr.probing = true
+    if pr.sent == 0 then
+      pr.start = go
     else
-      local log2 = math.log(probe_sent + 1) / math.log(2)
-      go = math.max(go, probe_start + math.floor(step * log2 + 0.5))
+      local log2 = math.log(pr.sent + 1) / math.log(2)
+      go = math.max(go, pr.start + math.floor(step * log2 + 0.5))
     end
-    probe_sent = probe_sent + 1
+    pr.sent = pr.sent + 1
   end
   if step > 0 then
     for i = 0, 3 do
       if not interval[i] then
-        unmetered[i] = unmetered[i] + amount[i]
+        local pr = probe_state()
+        pr.unmetered[i] = pr.unmetered[i] + amount[i]
       end
     end
   end
@@ -166,13 +178,13 @@ else
 end
 
 local fields = {'e', epoch, 'p', fmt(paused)}
-if probing then
-  table.insert(fields, 'ps'); table.insert(fields, fmt(probe_start))
-  table.insert(fields, 'pn'); table.insert(fields, fmt(probe_sent))
+if probe and probe.probing then
+  table.insert(fields, 'ps'); table.insert(fields, fmt(probe.start))
+  table.insert(fields, 'pn'); table.insert(fields, fmt(probe.sent))
 end
 for i = 0, 3 do
-  if not interval[i] and unmetered[i] > 0 then
-    table.insert(fields, 'u' .. i); table.insert(fields, fmt(unmetered[i]))
+  if probe and not interval[i] and probe.unmetered[i] > 0 then
+    table.insert(fields, 'u' .. i); table.insert(fields, fmt(probe.unmetered[i]))
   end
 end
 local latest = paused
