@@ -235,3 +235,48 @@ async fn a_second_sigint_exits_at_once_and_the_job_still_resumes() {
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(unique(&output_ids(&out)), all_ids(N));
 }
+
+/// The attempt log survives a second Ctrl-C: every result in the output has its attempt line in
+/// the log (the exit skips destructors, so the log writer's buffered lines are written first).
+/// A line is at risk only when its result was committed in the last ~50 ms before the exit, so
+/// the stop is tried three times.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigint_keeps_the_log_of_every_result() {
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 3000);
+    // Answers spread from a few ms to over a second: results keep coming, some stay in flight.
+    let mock = MockProcess::start(&["--latency-ms", "200", "--latency-sd", "400", "--seed", "3"]);
+    let base = mock.base_url();
+    for round in 0..3 {
+        let out = w.path(&format!("out{round}.jsonl"));
+        let log = w.path(&format!("log{round}.jsonl"));
+        let mut args = run_args(s(&input), s(&out), &base);
+        args.extend(["--concurrency", "64", "--log-file", s(&log)]);
+        let mut child = spawn(&args);
+        assert!(wait_trigger(
+            &mut child,
+            &out,
+            Trigger::Lines(100 + 50 * round)
+        ));
+        signal(&child, libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(20));
+        signal(&child, libc::SIGINT);
+        let status = wait_for(&mut child, Duration::from_secs(2)).expect("exits at once");
+        assert_eq!(status.code(), Some(130));
+        let written = unique(&output_ids(&out));
+        let logged: std::collections::HashSet<String> = std::fs::read_to_string(&log)
+            .expect("log file")
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["decision"] == "succeeded")
+            .filter_map(|event| event["custom_id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<_> = written.difference(&logged).collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} of {} results have no attempt line in the log: {missing:?}",
+            missing.len(),
+            written.len()
+        );
+    }
+}

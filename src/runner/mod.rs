@@ -272,6 +272,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
                         "\npaceline: second {}: exiting now; run the same command to resume",
                         signal.name()
                     );
+                    crate::telemetry::flush_before_exit();
                     std::process::exit(i32::from(signal.exit_code()));
                 }
                 interrupted = Some(signal);

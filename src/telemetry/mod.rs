@@ -11,6 +11,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use writer::{FlushGuard, LineWriter};
 
+/// Write every buffered log line now, waiting at most half a second: the process is about to
+/// exit without dropping its [`LogGuard`] (a second Ctrl-C). Lines logged after this are lost.
+pub fn flush_before_exit() {
+    writer::close_all(std::time::Duration::from_millis(500));
+}
+
 /// Keeps the log file writer alive; drop it last so every event is flushed.
 pub struct LogGuard {
     _file: Option<FlushGuard>,

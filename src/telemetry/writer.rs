@@ -31,12 +31,75 @@ struct State {
     lines: Vec<u8>,
     dropped: u64,
     closed: bool,
+    /// The thread wrote its last lines and stopped.
+    finished: bool,
 }
 
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    /// Wakes the writer thread (lines came, or a close).
     wake: Condvar,
+    /// Wakes [`close_all`] when the thread has finished.
+    finished: Condvar,
+}
+
+impl Shared {
+    /// Stop taking lines and ask the thread to write what it holds.
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Writers that can be closed together; the process's own is [`WRITERS`].
+struct Registry {
+    writers: Mutex<Vec<std::sync::Weak<Shared>>>,
+}
+
+impl Registry {
+    const fn new() -> Self {
+        Registry {
+            writers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn add(&self, shared: &Arc<Shared>) {
+        let mut writers = self.writers.lock();
+        writers.retain(|w| w.strong_count() > 0);
+        writers.push(Arc::downgrade(shared));
+    }
+
+    fn close_all(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        let writers: Vec<Arc<Shared>> = self
+            .writers
+            .lock()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for shared in &writers {
+            shared.close();
+        }
+        for shared in &writers {
+            let mut state = shared.state.lock();
+            while !state.finished {
+                if shared.finished.wait_until(&mut state, deadline).timed_out() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Every writer started in this process, for [`close_all`].
+static WRITERS: Registry = Registry::new();
+
+/// Close every writer of the process and wait (at most `within`) until each has written what
+/// it held: for an exit that skips destructors (`std::process::exit`). Lines logged afterwards
+/// are dropped.
+pub fn close_all(within: Duration) {
+    WRITERS.close_all(within);
 }
 
 /// Where log lines go: a [`tracing_subscriber::fmt::MakeWriter`]. Cheap to clone.
@@ -53,7 +116,15 @@ pub struct FlushGuard {
 
 /// Start the writer thread for `out`.
 pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(LineWriter, FlushGuard)> {
+    spawn_in(&WRITERS, out)
+}
+
+fn spawn_in<W: Write + Send + 'static>(
+    registry: &Registry,
+    out: W,
+) -> std::io::Result<(LineWriter, FlushGuard)> {
     let shared = Arc::new(Shared::default());
+    registry.add(&shared);
     let thread = std::thread::Builder::new()
         .name("paceline-log".into())
         .spawn({
@@ -114,6 +185,8 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         }
         // Once closed, no line is taken any more: the last swap took them all.
         if closed {
+            shared.state.lock().finished = true;
+            shared.finished.notify_all();
             return;
         }
     }
@@ -158,8 +231,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineWriter {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        self.shared.state.lock().closed = true;
-        self.shared.wake.notify_one();
+        self.shared.close();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -203,6 +275,35 @@ mod tests {
         assert_eq!(text, want);
         // Written in a few large writes, not one per line.
         assert!(*sink.writes.lock() < 10, "{} writes", sink.writes.lock());
+    }
+
+    #[test]
+    fn close_all_writes_what_every_writer_holds_without_the_guards() {
+        let registry = Registry::new();
+        let sinks = [Sink::default(), Sink::default()];
+        let started: Vec<_> = sinks
+            .iter()
+            .map(|sink| spawn_in(&registry, sink.clone()).unwrap())
+            .collect();
+        for (writer, _) in &started {
+            for i in 0..100 {
+                writer.push(format!("line {i}\n").as_bytes());
+            }
+        }
+        // Well inside the flush interval: nothing would have been written yet on its own.
+        registry.close_all(Duration::from_secs(5));
+        let want: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        for sink in &sinks {
+            assert_eq!(String::from_utf8(sink.bytes.lock().clone()).unwrap(), want);
+        }
+        // Closed: later lines are dropped, and the guards still stop cleanly.
+        started[0].0.push(b"late\n");
+        drop(started);
+        assert!(
+            !String::from_utf8(sinks[0].bytes.lock().clone())
+                .unwrap()
+                .contains("late")
+        );
     }
 
     #[test]
