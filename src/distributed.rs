@@ -469,21 +469,24 @@ pub struct WorkerReport {
 /// The output line of a finished request.
 fn output_line(finished: Finished) -> (String, String, bool) {
     let failed = matches!(finished.verdict, Verdict::Failed { .. });
-    let custom_id = finished.custom_id.clone();
-    let record = OutputRecord::from_verdict(finished.custom_id, finished.verdict);
-    (custom_id, record_line(&record), failed)
+    let line = OutputRecord::line_from_verdict(&finished.custom_id, &finished.verdict)
+        .unwrap_or_else(|e| internal_error_line(&finished.custom_id, &e));
+    (finished.custom_id, line, failed)
 }
 
 /// A record as its output line (a record always serializes; the fallback keeps the id).
 fn record_line(record: &OutputRecord) -> String {
-    serde_json::to_string(record).unwrap_or_else(|e| {
-        serde_json::json!({
-            "custom_id": record.custom_id,
-            "response": null,
-            "error": {"code": "internal", "message": e.to_string()},
-        })
-        .to_string()
+    serde_json::to_string(record).unwrap_or_else(|e| internal_error_line(&record.custom_id, &e))
+}
+
+/// The line standing in for a record that could not be written.
+fn internal_error_line(custom_id: &str, err: &serde_json::Error) -> String {
+    serde_json::json!({
+        "custom_id": custom_id,
+        "response": null,
+        "error": {"code": "internal", "message": err.to_string()},
     })
+    .to_string()
 }
 
 /// Store a finished request's result, if this process holds its entry, and count it.

@@ -87,3 +87,76 @@ fn non_json_bodies_are_kept_as_strings() {
     );
     assert_eq!(ProviderResponse::body_from_bytes(b""), json!(""));
 }
+
+fn answer(status: u16, body: &str) -> paceline::engine::ProviderAnswer {
+    paceline::engine::ProviderAnswer {
+        status,
+        request_id: Some("req_9".into()),
+        body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        usage: None,
+    }
+}
+
+/// A line as the job store writes it: one JSON line that reads back as the record.
+fn written(custom_id: &str, verdict: &paceline::engine::Verdict) -> (String, OutputRecord) {
+    let line = OutputRecord::line_from_verdict(custom_id, verdict).expect("line");
+    assert!(!line.contains('\n'), "{line}");
+    let record: OutputRecord = serde_json::from_str(&line).expect("the line reads back");
+    assert_record_id(&json!(record.id));
+    (line, record)
+}
+
+#[test]
+fn a_json_body_is_copied_into_the_line_as_it_came() {
+    use paceline::engine::Verdict;
+    // Key order and number spelling as the provider wrote them (a parsed document would sort
+    // the keys and respell 1.50).
+    let body = r#"{"id":"chatcmpl-1","choices":[{"message":{"content":"a\nb"}}],"cost":1.50}"#;
+    let (line, record) = written("t-1", &Verdict::Succeeded(answer(200, body)));
+    assert!(line.contains(&format!(r#""body":{body}"#)), "{line}");
+    assert_eq!(
+        line,
+        format!(
+            r#"{{"id":"{}","custom_id":"t-1","response":{{"status_code":200,"request_id":"req_9","body":{body}}},"error":null}}"#,
+            record.id
+        )
+    );
+    assert!(record.is_success());
+}
+
+#[test]
+fn a_body_over_several_lines_or_not_json_still_makes_one_line() {
+    use paceline::engine::Verdict;
+    let pretty = "{\n  \"error\": {\n    \"code\": \"server_error\"\n  }\n}\n";
+    let failed = Verdict::Failed {
+        answer: Some(answer(500, pretty)),
+        code: "max_attempts_exceeded".into(),
+        message: "8 attempts; the last: HTTP 500".into(),
+    };
+    let (_, record) = written("t-2", &failed);
+    let response = record.response.expect("the provider's answer is kept");
+    assert_eq!(response.status_code, 500);
+    assert_eq!(response.body, json!({"error": {"code": "server_error"}}));
+    let error = record.error.expect("error");
+    assert_eq!(error.code, "max_attempts_exceeded");
+
+    let text = Verdict::Failed {
+        answer: Some(answer(502, "<html>Bad Gateway</html>")),
+        code: "max_attempts_exceeded".into(),
+        message: "x".into(),
+    };
+    let (_, record) = written("t-3", &text);
+    assert_eq!(
+        record.response.expect("kept").body,
+        json!("<html>Bad Gateway</html>")
+    );
+
+    let none = Verdict::Failed {
+        answer: None,
+        code: "deadline_exceeded".into(),
+        message: "y".into(),
+    };
+    let (line, record) = written("t-4", &none);
+    assert!(line.contains(r#""response":null"#), "{line}");
+    assert!(!record.is_success());
+}

@@ -8,6 +8,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Which results format the output is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,27 +117,30 @@ impl OutputRecord {
         }
     }
 
-    /// The line for a request that ended with `verdict`: the provider's answer as received
-    /// (its body parsed as JSON where it is), and for a failure the code and message.
-    pub fn from_verdict(custom_id: impl Into<String>, verdict: Verdict) -> Self {
-        let response = |answer: &ProviderAnswer| {
-            ProviderResponse::new(
-                answer.status,
-                answer.request_id.clone().unwrap_or_default(),
-                ProviderResponse::body_from_bytes(&answer.body),
-            )
-        };
-        match verdict {
-            Verdict::Succeeded(answer) => {
-                let r = response(&answer);
-                Self::success(custom_id, r.status_code, r.request_id, r.body)
-            }
+    /// The output line for a request that ended with `verdict`: the provider's answer as
+    /// received, and for a failure the code and message. A JSON body is copied into the line
+    /// as it came (not parsed into a document and written again: most of a result's cost);
+    /// one that spans lines is rewritten compactly, and one that is not JSON becomes a string.
+    pub fn line_from_verdict(custom_id: &str, verdict: &Verdict) -> serde_json::Result<String> {
+        let line = match verdict {
+            Verdict::Succeeded(answer) => RecordLine {
+                id: new_record_id(),
+                custom_id,
+                response: Some(ResponseLine::of(answer)),
+                error: None,
+            },
             Verdict::Failed {
                 answer,
                 code,
                 message,
-            } => Self::failure(custom_id, answer.as_ref().map(response), code, message),
-        }
+            } => RecordLine {
+                id: new_record_id(),
+                custom_id,
+                response: answer.as_ref().map(ResponseLine::of),
+                error: Some(RecordErrorLine { code, message }),
+            },
+        };
+        serde_json::to_string(&line)
     }
 
     /// Whether this record is a success (`error` is null).
@@ -156,4 +160,61 @@ pub fn new_record_id() -> String {
             .map(char::from),
     );
     id
+}
+
+/// [`OutputRecord`] as written: the same fields in the same order, borrowing the answer.
+#[derive(Serialize)]
+struct RecordLine<'a> {
+    id: String,
+    custom_id: &'a str,
+    response: Option<ResponseLine<'a>>,
+    error: Option<RecordErrorLine<'a>>,
+}
+
+/// [`ProviderResponse`] as written.
+#[derive(Serialize)]
+struct ResponseLine<'a> {
+    status_code: u16,
+    request_id: &'a str,
+    body: BodyLine<'a>,
+}
+
+impl<'a> ResponseLine<'a> {
+    fn of(answer: &'a ProviderAnswer) -> Self {
+        ResponseLine {
+            status_code: answer.status,
+            request_id: answer.request_id.as_deref().unwrap_or_default(),
+            body: BodyLine::of(&answer.body),
+        }
+    }
+}
+
+/// [`RecordError`] as written.
+#[derive(Serialize)]
+struct RecordErrorLine<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// A response body as written into one output line.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BodyLine<'a> {
+    /// JSON on one line, copied as it came.
+    Raw(&'a RawValue),
+    /// JSON spanning lines (rewritten compactly), or text that is not JSON (a string).
+    Value(Value),
+}
+
+impl<'a> BodyLine<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        // A raw line break would split the output line; inside JSON strings they are escaped,
+        // so one here is whitespace between tokens.
+        if !bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
+            if let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes) {
+                return BodyLine::Raw(raw);
+            }
+        }
+        BodyLine::Value(ProviderResponse::body_from_bytes(bytes))
+    }
 }

@@ -14,9 +14,8 @@ use super::results;
 use super::state::RequestState;
 use super::{Store, StoreError, now_ms};
 use crate::batch::{MessageBatchResult, OutputError, OutputFormat, OutputRecord, ProviderResponse};
-use crate::engine::{DEADLINE_EXCEEDED, Event, Finished, ProviderAnswer, Verdict};
+use crate::engine::{DEADLINE_EXCEEDED, Event, Finished, Verdict};
 use rusqlite::{OptionalExtension, Transaction, params};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -338,13 +337,11 @@ struct ResultLine {
 
 impl ResultLine {
     fn of(finished: Finished, format: OutputFormat) -> rusqlite::Result<ResultLine> {
-        let body = |a: &ProviderAnswer| ProviderResponse::body_from_bytes(&a.body);
-        let answer_body = match &finished.verdict {
-            Verdict::Succeeded(answer) => Some(body(answer)),
-            Verdict::Failed { answer, .. } => answer.as_ref().map(body),
+        let usage = match &finished.verdict {
+            Verdict::Succeeded(answer) => answer.usage,
+            Verdict::Failed { answer, .. } => answer.as_ref().and_then(|a| a.usage),
         };
-        let (prompt_tokens, completion_tokens) =
-            answer_body.as_ref().map(usage).unwrap_or_default();
+        let (prompt_tokens, completion_tokens) = usage.map_or((0, 0), |u| (u.prompt, u.completion));
         let (line, state, error_code) = match format {
             OutputFormat::OpenAi => openai_line(finished.custom_id, finished.verdict),
             OutputFormat::Anthropic => anthropic_line(finished.custom_id, finished.verdict),
@@ -370,8 +367,11 @@ fn openai_line(custom_id: String, verdict: Verdict) -> LineParts {
         Verdict::Succeeded(_) => (RequestState::Done, None),
         Verdict::Failed { code, .. } => (RequestState::Failed, Some(code.clone())),
     };
-    let record = OutputRecord::from_verdict(custom_id, verdict);
-    (serde_json::to_string(&record), state, error_code)
+    (
+        OutputRecord::line_from_verdict(&custom_id, &verdict),
+        state,
+        error_code,
+    )
 }
 
 /// An Anthropic Message Batches result line.
@@ -404,21 +404,4 @@ fn anthropic_line(custom_id: String, verdict: Verdict) -> LineParts {
         }
     };
     (serde_json::to_string(&record), state, error_code)
-}
-
-/// Prompt and completion tokens from a body's `usage` (OpenAI or Anthropic names).
-fn usage(body: &Value) -> (u64, u64) {
-    let Some(usage) = body.get("usage") else {
-        return (0, 0);
-    };
-    let field = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
-            .unwrap_or(0)
-    };
-    (
-        field(["prompt_tokens", "input_tokens"]),
-        field(["completion_tokens", "output_tokens"]),
-    )
 }
