@@ -112,7 +112,11 @@ fn a_json_body_is_copied_into_the_line_as_it_came() {
     // Key order and number spelling as the provider wrote them (a parsed document would sort
     // the keys and respell 1.50).
     let body = r#"{"id":"chatcmpl-1","choices":[{"message":{"content":"a\nb"}}],"cost":1.50}"#;
-    let (line, record) = written("t-1", &Verdict::Succeeded(answer(200, body)));
+    // A final line break (common) is dropped.
+    let (line, record) = written(
+        "t-1",
+        &Verdict::Succeeded(answer(200, &format!("{body}\n"))),
+    );
     assert!(line.contains(&format!(r#""body":{body}"#)), "{line}");
     assert_eq!(
         line,

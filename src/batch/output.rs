@@ -209,9 +209,10 @@ enum BodyLine<'a> {
 impl<'a> BodyLine<'a> {
     fn of(bytes: &'a [u8]) -> Self {
         // A raw line break would split the output line; inside JSON strings they are escaped,
-        // so one here is whitespace between tokens.
-        if !bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
-            if let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes) {
+        // so one here is whitespace between tokens (a final one is common, and dropped).
+        let json = bytes.trim_ascii();
+        if !json.iter().any(|&b| b == b'\n' || b == b'\r') {
+            if let Ok(raw) = serde_json::from_slice::<&RawValue>(json) {
                 return BodyLine::Raw(raw);
             }
         }
