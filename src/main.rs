@@ -2,14 +2,41 @@
 
 use clap::Parser;
 use paceline::cli::{Cli, Command};
+use std::future::Future;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(args) = &cli.command {
-        builder.worker_threads(paceline::cli::serve::workers(args));
+    match cli.command {
+        // `serve` sizes its runtime from its configuration: read it once, before the runtime.
+        Command::Serve(args) => match args.raw_config() {
+            Ok(raw) => {
+                builder.worker_threads(paceline::cli::serve::workers(&raw));
+                block_on(builder, paceline::cli::serve::run(args, raw))
+            }
+            Err(err) => fail(&err),
+        },
+        Command::Demo(args) => block_on(builder, paceline::cli::demo::run(args)),
+        Command::Mock(args) => block_on(builder, paceline::cli::mock::run(args)),
+        Command::Run(args) => block_on(builder, paceline::cli::run::run(*args)),
+        Command::Status(args) => block_on(builder, async move {
+            match (&args.redis, &args.job) {
+                (Some(url), Some(job)) => paceline::cli::export::status(url, job, args.json).await,
+                _ => paceline::cli::status::run(args),
+            }
+        }),
+        Command::Export(args) => block_on(builder, paceline::cli::export::run(args)),
+        Command::Inspect(args) => block_on(builder, async { paceline::cli::inspect::run(args) }),
+        Command::Report(args) => block_on(builder, async { paceline::cli::report::run(args) }),
     }
+}
+
+/// Run a subcommand on the runtime `builder` makes, and turn its result into the exit code.
+fn block_on(
+    mut builder: tokio::runtime::Builder,
+    command: impl Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -17,28 +44,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Demo(args) => paceline::cli::demo::run(args).await,
-            Command::Mock(args) => paceline::cli::mock::run(args).await,
-            Command::Run(args) => paceline::cli::run::run(*args).await,
-            Command::Serve(args) => paceline::cli::serve::run(args).await,
-            Command::Status(args) => match (&args.redis, &args.job) {
-                (Some(url), Some(job)) => paceline::cli::export::status(url, job, args.json).await,
-                _ => paceline::cli::status::run(args),
-            },
-            Command::Export(args) => paceline::cli::export::run(args).await,
-            Command::Inspect(args) => paceline::cli::inspect::run(args),
-            Command::Report(args) => paceline::cli::report::run(args),
-        }
-    });
+    let result = runtime.block_on(command);
     // Requests abandoned after a stop timeout must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
+        Err(err) => fail(&err),
+    }
+}
+
+/// Report a user-facing error with its causes; exit code 2. A cause the message above it
+/// already ends with (`cannot read input X: <the I/O error>`) is not repeated.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
         }
     }
+    eprintln!("error: {text}");
+    ExitCode::from(2)
 }

@@ -549,6 +549,13 @@ async fn missing_key_and_existing_output_are_usage_errors() {
     );
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("--restart"), "{}", stderr(&run));
+    // A missing input is named, and the system's reason given once.
+    let missing = w.path("missing.jsonl");
+    let run = paceline(&[s(&missing), "-o", s(&w.path("o2.jsonl"))], &[]);
+    assert_eq!(run.status.code(), Some(2));
+    let err = stderr(&run);
+    assert!(err.contains("missing.jsonl"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -99,23 +99,18 @@ impl ServeArgs {
     }
 }
 
-/// Threads for the async runtime: `--workers`, else the config file's `workers`, else
-/// [`DEFAULT_WORKERS`](crate::gateway::config::DEFAULT_WORKERS). Read before the runtime
-/// starts; a config that cannot be read or a 0 is reported by [`run`] (this falls back to
-/// the default).
-pub fn workers(args: &ServeArgs) -> usize {
-    let workers = args
-        .raw_config()
-        .ok()
-        .and_then(|raw| raw.workers)
-        .unwrap_or(crate::gateway::config::DEFAULT_WORKERS);
-    workers.max(1)
+/// Threads for the async runtime: `workers` from the flags or the config file, else
+/// [`DEFAULT_WORKERS`](crate::gateway::config::DEFAULT_WORKERS) (a 0 is reported by [`run`]).
+pub fn workers(raw: &RawConfig) -> usize {
+    raw.workers
+        .unwrap_or(crate::gateway::config::DEFAULT_WORKERS)
+        .max(1)
 }
 
 /// Start the gateway, print `listening on http://ADDR`, serve until SIGTERM, then drain.
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// `raw` is [`ServeArgs::raw_config`], read by the caller (it sizes the runtime).
+pub async fn run(args: ServeArgs, raw: RawConfig) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init_json(args.log_file.as_deref())?;
-    let raw = args.raw_config()?;
     let shared = args.redis.connect(raw.redis.as_ref()).await?;
     let config = GatewayConfig::try_from(raw)?;
     let gateway = Gateway::start_shared(config, shared).await?;
