@@ -377,6 +377,32 @@ async fn exhausted_attempts_fail_with_the_last_cause() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dead_endpoint_fails_with_what_the_connection_said() {
+    // Nothing listens on port 1: every attempt is refused.
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 1, 8);
+    let out = w.path("out.jsonl");
+    let run = paceline(
+        &[
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            "http://127.0.0.1:1/v1",
+            "--max-attempts",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let r = &results(&out)["r0"];
+    assert_eq!(r["error"]["code"], "max_attempts_exceeded");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(r["response"].is_null(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stalled_responses_time_out_and_are_retried() {
     let mock = MockProcess::start(&["--stall", "1.0"]);
     let w = Workdir::new();

@@ -768,9 +768,11 @@ impl Engine {
                 job.last_retry = Some(cause);
                 job.avoid = (!pause_quota).then_some(pick.key_index);
                 record.cause = Some(label.to_string());
-                job.last_cause = Some(match status {
-                    Some(code) => format!("{label} (HTTP {code})"),
-                    None => label.to_string(),
+                job.last_cause = Some(match (&result, status) {
+                    (_, Some(code)) => format!("{label} (HTTP {code})"),
+                    // What the connection said: a wrong --base-url shows as "connection refused".
+                    (Err(err), None) => format!("{label} ({err})"),
+                    (Ok(_), None) => label.to_string(),
                 });
                 if self.backoff.exhausted(job.attempts) {
                     record.decision = Decision::GaveUp;
