@@ -72,7 +72,7 @@ impl Opened {
         let timeout = self.timeout;
         let body = match tokio::time::timeout(timeout, self.response.bytes()).await {
             Ok(Ok(body)) => body,
-            Ok(Err(err)) => return Err(transport_error(&err, true, timeout)),
+            Ok(Err(err)) => return Err(transport_error(err, true, timeout)),
             Err(_) => return Err(TransportError::Timeout(timeout)),
         };
         Ok(Reply {
@@ -91,7 +91,7 @@ impl Opened {
             let mut chunks = state?;
             match tokio::time::timeout(timeout, chunks.next()).await {
                 Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(chunks))),
-                Ok(Some(Err(err))) => Some((Err(transport_error(&err, true, timeout)), None)),
+                Ok(Some(Err(err))) => Some((Err(transport_error(err, true, timeout)), None)),
                 Ok(None) => None,
                 Err(_) => Some((Err(TransportError::Timeout(timeout)), None)),
             }
@@ -262,14 +262,14 @@ impl Upstream {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| transport_error(&e, false, self.timeout))?;
+            .map_err(|e| transport_error(e, false, self.timeout))?;
         let status = response.status().as_u16();
         // Moved out, not copied: reading the body does not need them.
         let headers = std::mem::take(response.headers_mut());
         let body = response
             .bytes()
             .await
-            .map_err(|e| transport_error(&e, true, self.timeout))?;
+            .map_err(|e| transport_error(e, true, self.timeout))?;
         Ok(Reply {
             status,
             headers,
@@ -301,7 +301,7 @@ impl Upstream {
         let send = self.json_post(key, path, model, body).send();
         let mut response = match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(transport_error(&err, false, self.timeout)),
+            Ok(Err(err)) => return Err(transport_error(err, false, self.timeout)),
             Err(_) => return Err(TransportError::Timeout(self.timeout)),
         };
         Ok(Opened {
@@ -319,7 +319,10 @@ impl Upstream {
     }
 }
 
-fn transport_error(err: &reqwest::Error, reading_body: bool, timeout: Duration) -> TransportError {
+/// The error of an attempt, without the URL (a gateway's clients see this text, and the
+/// provider's address is not theirs to know).
+fn transport_error(err: reqwest::Error, reading_body: bool, timeout: Duration) -> TransportError {
+    let err = &err.without_url();
     if err.is_timeout() {
         TransportError::Timeout(timeout)
     } else if err.is_connect() {
