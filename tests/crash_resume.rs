@@ -238,8 +238,8 @@ async fn a_second_sigint_exits_at_once_and_the_job_still_resumes() {
 
 /// The attempt log survives a second Ctrl-C: every result in the output has its attempt line in
 /// the log (the exit skips destructors, so the log writer's buffered lines are written first).
-/// A line is at risk only when its result was committed in the last ~50 ms before the exit, so
-/// the stop is tried three times.
+/// Without that, a line was lost only when its result had been committed in the last ~50 ms
+/// before the exit, so the stop is tried three times.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigint_keeps_the_log_of_every_result() {
     let w = Workdir::new();

@@ -12,7 +12,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 use writer::{FlushGuard, LineWriter};
 
 /// Write every buffered log line now, waiting at most half a second: the process is about to
-/// exit without dropping its [`LogGuard`] (a second Ctrl-C). Lines logged after this are lost.
+/// exit without dropping its [`LogGuard`] (a second Ctrl-C). Lines logged after this are
+/// written at once by the thread that logs them.
 pub fn flush_before_exit() {
     writer::close_all(std::time::Duration::from_millis(500));
 }

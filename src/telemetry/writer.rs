@@ -10,6 +10,10 @@
 //!
 //! Bounded: past [`MAX_BUFFERED`] bytes waiting, new lines are dropped and counted, and a line
 //! saying how many is written once the writer catches up (the log must never hold up a request).
+//!
+//! Closing ([`FlushGuard`]'s drop, or [`close_all`] before an exit that skips destructors)
+//! writes what is buffered, and the thread hands the output back: a line logged after that is
+//! written at once by the thread that logs it, so an exit loses no line logged before it.
 
 use parking_lot::{Condvar, Mutex};
 use std::io::Write;
@@ -33,6 +37,9 @@ struct State {
     closed: bool,
     /// The thread wrote its last lines and stopped.
     finished: bool,
+    /// The output, handed back by the stopped thread: a line that comes later is written at
+    /// once (the process is exiting; nothing is left to batch for).
+    parked: Option<Box<dyn Write + Send>>,
 }
 
 #[derive(Default)]
@@ -97,7 +104,7 @@ static WRITERS: Registry = Registry::new();
 
 /// Close every writer of the process and wait (at most `within`) until each has written what
 /// it held: for an exit that skips destructors (`std::process::exit`). Lines logged afterwards
-/// are dropped.
+/// are written at once, by the thread that logs them.
 pub fn close_all(within: Duration) {
     WRITERS.close_all(within);
 }
@@ -108,7 +115,8 @@ pub struct LineWriter {
     shared: Arc<Shared>,
 }
 
-/// Keeps the writer thread running; dropping it writes what is buffered and stops the thread.
+/// Keeps the writer thread running; dropping it writes what is buffered and stops the thread
+/// (a line logged later is written at once).
 pub struct FlushGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -142,7 +150,7 @@ fn spawn_in<W: Write + Send + 'static>(
     ))
 }
 
-fn run<W: Write>(shared: &Shared, mut out: W) {
+fn run<W: Write + Send + 'static>(shared: &Shared, mut out: W) {
     let mut spare = Vec::new();
     let mut failing = false;
     loop {
@@ -185,7 +193,13 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         }
         // Once closed, no line is taken any more: the last swap took them all.
         if closed {
-            shared.state.lock().finished = true;
+            // Lines that came after the last swap, then the output goes back for later ones.
+            let mut state = shared.state.lock();
+            let late = std::mem::take(&mut state.lines);
+            let _ = out.write_all(&late).and_then(|()| out.flush());
+            state.parked = Some(Box::new(out));
+            state.finished = true;
+            drop(state);
             shared.finished.notify_all();
             return;
         }
@@ -195,7 +209,8 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 impl LineWriter {
     fn push(&self, line: &[u8]) {
         let mut state = self.shared.state.lock();
-        if state.closed {
+        if let Some(out) = state.parked.as_mut() {
+            let _ = out.write_all(line).and_then(|()| out.flush());
             return;
         }
         if state.lines.len() + line.len() > MAX_BUFFERED {
@@ -296,14 +311,11 @@ mod tests {
         for sink in &sinks {
             assert_eq!(String::from_utf8(sink.bytes.lock().clone()).unwrap(), want);
         }
-        // Closed: later lines are dropped, and the guards still stop cleanly.
+        // A line logged after the close is written at once; the guards still stop cleanly.
         started[0].0.push(b"late\n");
+        let text = String::from_utf8(sinks[0].bytes.lock().clone()).unwrap();
+        assert!(text.ends_with("line 99\nlate\n"), "{text}");
         drop(started);
-        assert!(
-            !String::from_utf8(sinks[0].bytes.lock().clone())
-                .unwrap()
-                .contains("late")
-        );
     }
 
     #[test]
