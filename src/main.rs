@@ -12,7 +12,8 @@ fn main() -> ExitCode {
         // `serve` sizes its runtime from its configuration: read it once, before the runtime.
         Command::Serve(args) => match args.raw_config() {
             Ok(raw) => {
-                builder.worker_threads(paceline::cli::serve::workers(&raw));
+                // A 0 is refused by `serve::run`, with the field named.
+                builder.worker_threads(raw.workers().max(1));
                 block_on(builder, paceline::cli::serve::run(args, raw))
             }
             Err(err) => fail(&err),

@@ -99,14 +99,6 @@ impl ServeArgs {
     }
 }
 
-/// Threads for the async runtime: `workers` from the flags or the config file, else
-/// [`DEFAULT_WORKERS`](crate::gateway::config::DEFAULT_WORKERS) (a 0 is reported by [`run`]).
-pub fn workers(raw: &RawConfig) -> usize {
-    raw.workers
-        .unwrap_or(crate::gateway::config::DEFAULT_WORKERS)
-        .max(1)
-}
-
 /// Start the gateway, print `listening on http://ADDR`, serve until SIGTERM, then drain.
 /// `raw` is [`ServeArgs::raw_config`], read by the caller (it sizes the runtime).
 pub async fn run(args: ServeArgs, raw: RawConfig) -> anyhow::Result<ExitCode> {

@@ -270,6 +270,12 @@ impl RawConfig {
             message: e.to_string(),
         })
     }
+
+    /// Threads serving requests: `workers`, else [`DEFAULT_WORKERS`] (a 0 is refused by the
+    /// conversion to [`GatewayConfig`]).
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or(DEFAULT_WORKERS)
+    }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> GatewayConfigError {
@@ -307,6 +313,7 @@ impl TryFrom<RawConfig> for GatewayConfig {
     type Error = GatewayConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+        let workers = raw.workers();
         let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text.parse().map_err(|_| {
             invalid(
@@ -382,7 +389,6 @@ impl TryFrom<RawConfig> for GatewayConfig {
         if raw.concurrency == Some(0) {
             return Err(invalid("concurrency", "must be at least 1"));
         }
-        let workers = raw.workers.unwrap_or(DEFAULT_WORKERS);
         if workers == 0 {
             return Err(invalid("workers", "must be at least 1"));
         }
