@@ -340,11 +340,13 @@ async fn faults_are_retried_until_every_request_succeeds() {
     assert!(!log_text.contains(KEY));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exhausted_attempts_fail_with_the_last_cause() {
-    let mock = MockProcess::start(&["--fail-500", "1.0"]);
-    let w = Workdir::new();
-    let input = w.batch("in.jsonl", 3, 8);
+/// `n` requests to `base_url` with two attempts each, all of which fail: the run exits 1.
+fn run_giving_up_after_two(
+    w: &Workdir,
+    n: usize,
+    base_url: &str,
+) -> (Output, HashMap<String, Value>) {
+    let input = w.batch("in.jsonl", n, 8);
     let out = w.path("out.jsonl");
     let run = paceline(
         &[
@@ -352,14 +354,21 @@ async fn exhausted_attempts_fail_with_the_last_cause() {
             "-o",
             s(&out),
             "--base-url",
-            &mock.base_url(),
+            base_url,
             "--max-attempts",
             "2",
         ],
         &[],
     );
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
-    let res = results(&out);
+    (run, results(&out))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exhausted_attempts_fail_with_the_last_cause() {
+    let mock = MockProcess::start(&["--fail-500", "1.0"]);
+    let w = Workdir::new();
+    let (run, res) = run_giving_up_after_two(&w, 3, &mock.base_url());
     assert_eq!(res.len(), 3);
     let r = &res["r0"];
     assert_eq!(r["error"]["code"], "max_attempts_exceeded");
@@ -380,22 +389,8 @@ async fn exhausted_attempts_fail_with_the_last_cause() {
 async fn a_dead_endpoint_fails_with_what_the_connection_said() {
     // Nothing listens on port 1: every attempt is refused.
     let w = Workdir::new();
-    let input = w.batch("in.jsonl", 1, 8);
-    let out = w.path("out.jsonl");
-    let run = paceline(
-        &[
-            s(&input),
-            "-o",
-            s(&out),
-            "--base-url",
-            "http://127.0.0.1:1/v1",
-            "--max-attempts",
-            "2",
-        ],
-        &[],
-    );
-    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
-    let r = &results(&out)["r0"];
+    let (_, res) = run_giving_up_after_two(&w, 1, "http://127.0.0.1:1/v1");
+    let r = &res["r0"];
     assert_eq!(r["error"]["code"], "max_attempts_exceeded");
     let message = r["error"]["message"].as_str().unwrap();
     assert!(message.contains("Connection refused"), "{message}");
