@@ -1,17 +1,20 @@
-//! The HTTP client toward the provider: one pooled `reqwest` client, one attempt per call,
-//! every transport failure mapped to a kind the retry policy understands.
+//! The provider endpoint: one attempt per call, prepared for the provider (URL, authentication)
+//! and carried by a [`Transport`] (the real one: one pooled `reqwest` client), every transport
+//! failure mapped to a kind the retry policy understands.
 //!
 //! [`Upstream::post`] buffers the whole answer (batch runs, non-streaming gateway requests);
 //! [`Upstream::open`] stops at the status and headers and leaves the body to be read as it
 //! arrives ([`Opened`]), which is how the gateway relays a stream chunk by chunk.
 
 use super::key::ApiKey;
+use super::transport::{HttpTransport, Method, Request, Transport, describe};
 use crate::provider::{Provider, azure};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// The provider's public API, used when no `--base-url` is given.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -51,17 +54,35 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> +
 
 /// An answer whose status and headers arrived and whose body has not been read yet. Dropping
 /// it closes the connection, which cancels the request at the provider.
-#[derive(Debug)]
 pub struct Opened {
     /// HTTP status code.
     pub status: u16,
     /// Response headers.
     pub headers: HeaderMap,
-    response: reqwest::Response,
+    body: ByteStream,
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Opened {
+    /// An answer at its status and headers, whose `body` is read within `timeout`.
+    pub fn new(status: u16, headers: HeaderMap, body: ByteStream, timeout: Duration) -> Self {
+        Opened {
+            status,
+            headers,
+            body,
+            timeout,
+        }
+    }
+
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
@@ -69,11 +90,18 @@ impl Opened {
 
     /// Read the whole body (within the per-attempt timeout) into a [`Reply`].
     pub async fn into_reply(self) -> Result<Reply, TransportError> {
-        let timeout = self.timeout;
-        let body = match tokio::time::timeout(timeout, self.response.bytes()).await {
+        let mut chunks = self.body;
+        let read = async {
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = chunks.next().await {
+                body.extend_from_slice(&chunk?);
+            }
+            Ok(body.freeze())
+        };
+        let body = match tokio::time::timeout(self.timeout, read).await {
             Ok(Ok(body)) => body,
-            Ok(Err(err)) => return Err(transport_error(err, true, timeout)),
-            Err(_) => return Err(TransportError::Timeout(timeout)),
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err(TransportError::Timeout(self.timeout)),
         };
         Ok(Reply {
             status: self.status,
@@ -86,12 +114,11 @@ impl Opened {
     /// chunks ends it with [`TransportError::Timeout`].
     pub fn into_stream(self) -> ByteStream {
         let timeout = self.timeout;
-        let chunks = self.response.bytes_stream();
-        let stream = futures::stream::unfold(Some(chunks), move |state| async move {
+        let stream = futures::stream::unfold(Some(self.body), move |state| async move {
             let mut chunks = state?;
             match tokio::time::timeout(timeout, chunks.next()).await {
                 Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(chunks))),
-                Ok(Some(Err(err))) => Some((Err(transport_error(err, true, timeout)), None)),
+                Ok(Some(Err(err))) => Some((Err(err), None)),
                 Ok(None) => None,
                 Err(_) => Some((Err(TransportError::Timeout(timeout)), None)),
             }
@@ -128,26 +155,24 @@ pub enum UpstreamError {
     Client(String),
 }
 
-/// The provider endpoint and the HTTP client.
+/// The provider endpoint: where requests go, how they are authenticated, and the
+/// [`Transport`] that carries them.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     base_url: String,
     timeout: Duration,
     provider: Provider,
     api_version: String,
 }
 
-/// The full error chain of a reqwest error (the URL in it is the base URL, never a secret).
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
+/// `base_url` without its trailing slash, if it is an http(s) URL.
+fn checked_base_url(base_url: &str) -> Result<String, UpstreamError> {
+    let base_url = base_url.trim_end_matches('/').to_string();
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(UpstreamError::BadBaseUrl(base_url));
     }
-    text
+    Ok(base_url)
 }
 
 impl Upstream {
@@ -155,23 +180,27 @@ impl Upstream {
     /// the provider is inferred from the URL ([`Provider::infer`]) until
     /// [`Upstream::with_provider`] sets it.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, UpstreamError> {
-        let base_url = base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(UpstreamError::BadBaseUrl(base_url));
-        }
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .build()
+        let base_url = checked_base_url(base_url)?;
+        let http = HttpTransport::new(Duration::from_secs(10).min(timeout))
             .map_err(|e| UpstreamError::Client(describe(&e)))?;
-        Ok(Upstream {
-            http,
+        Ok(Self::with_transport(Arc::new(http), &base_url, timeout))
+    }
+
+    /// An upstream for `base_url` whose requests go through `transport` (a simulated provider,
+    /// in tests and simulations). The URL is not checked: a transport may use any scheme.
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        base_url: &str,
+        timeout: Duration,
+    ) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        Upstream {
+            transport,
             provider: Provider::infer(&base_url),
             base_url,
             timeout,
             api_version: azure::DEFAULT_API_VERSION.to_string(),
-        })
+        }
     }
 
     /// The same upstream spoken to as `provider`, with `api_version` (Azure's `api-version`;
@@ -184,20 +213,17 @@ impl Upstream {
         self
     }
 
-    /// The same connection pool and timeout toward another endpoint (one deployment of a
-    /// gateway's model list).
+    /// The same transport and timeout toward another endpoint (one deployment of a gateway's
+    /// model list).
     pub fn sibling(
         &self,
         base_url: &str,
         provider: Provider,
         api_version: Option<&str>,
     ) -> Result<Self, UpstreamError> {
-        let base_url = base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(UpstreamError::BadBaseUrl(base_url));
-        }
+        let base_url = checked_base_url(base_url)?;
         Ok(Upstream {
-            http: self.http.clone(),
+            transport: Arc::clone(&self.transport),
             base_url,
             timeout: self.timeout,
             provider,
@@ -223,58 +249,32 @@ impl Upstream {
             .url(&self.base_url, path, model, &self.api_version)
     }
 
-    /// `request` authenticated with `key` the provider's way.
-    fn authenticated(
-        &self,
-        request: reqwest::RequestBuilder,
-        key: &ApiKey,
-    ) -> reqwest::RequestBuilder {
-        self.provider
-            .auth_headers(key.secret())
-            .into_iter()
-            .fold(request, |request, (name, value)| {
-                request.header(name, value)
-            })
-    }
-
     /// The per-attempt timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// A JSON POST of `body` for `model` to `path`, authenticated with `key`.
-    fn json_post(
+    /// The wall-clock time now, as the transport's answers are to be read against.
+    pub fn wall_clock(&self) -> SystemTime {
+        self.transport.wall_clock()
+    }
+
+    /// The request for `path` (for `model`), authenticated with `key` the provider's way.
+    fn request(
         &self,
+        method: Method,
         key: &ApiKey,
         path: &str,
         model: &str,
         body: Bytes,
-    ) -> reqwest::RequestBuilder {
-        let request = self.http.post(self.url_for(path, model));
-        self.authenticated(request, key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-    }
-
-    /// Send `request` with the per-attempt timeout and read the whole answer.
-    async fn whole(&self, request: reqwest::RequestBuilder) -> Result<Reply, TransportError> {
-        let mut response = request
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, false, self.timeout))?;
-        let status = response.status().as_u16();
-        // Moved out, not copied: reading the body does not need them.
-        let headers = std::mem::take(response.headers_mut());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(e, true, self.timeout))?;
-        Ok(Reply {
-            status,
-            headers,
+    ) -> Request {
+        Request {
+            method,
+            url: self.url_for(path, model),
+            headers: self.provider.auth_headers(key.secret()),
             body,
-        })
+            timeout: self.timeout,
+        }
     }
 
     /// Send one attempt: POST `body` (JSON, for `model`) to `path` with `key`, and read the
@@ -286,7 +286,8 @@ impl Upstream {
         model: &str,
         body: Bytes,
     ) -> Result<Reply, TransportError> {
-        self.whole(self.json_post(key, path, model, body)).await
+        let request = self.request(Method::Post, key, path, model, body);
+        self.transport.send(request).await
     }
 
     /// Send one attempt and return as soon as the status and headers arrive (within the
@@ -298,39 +299,14 @@ impl Upstream {
         model: &str,
         body: Bytes,
     ) -> Result<Opened, TransportError> {
-        let send = self.json_post(key, path, model, body).send();
-        let mut response = match tokio::time::timeout(self.timeout, send).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(transport_error(err, false, self.timeout)),
-            Err(_) => return Err(TransportError::Timeout(self.timeout)),
-        };
-        Ok(Opened {
-            status: response.status().as_u16(),
-            headers: std::mem::take(response.headers_mut()),
-            response,
-            timeout: self.timeout,
-        })
+        let request = self.request(Method::Post, key, path, model, body);
+        self.transport.open(request).await
     }
 
     /// GET `path` with `key` (unpaced calls such as `/v1/models`) and read the whole answer.
     pub async fn get(&self, key: &ApiKey, path: &str) -> Result<Reply, TransportError> {
-        let request = self.http.get(self.url_for(path, ""));
-        self.whole(self.authenticated(request, key)).await
-    }
-}
-
-/// The error of an attempt, without the URL (a gateway's clients see this text, and the
-/// provider's address is not theirs to know).
-fn transport_error(err: reqwest::Error, reading_body: bool, timeout: Duration) -> TransportError {
-    let err = &err.without_url();
-    if err.is_timeout() {
-        TransportError::Timeout(timeout)
-    } else if err.is_connect() {
-        TransportError::Connect(describe(err))
-    } else if reading_body {
-        TransportError::Truncated(describe(err))
-    } else {
-        TransportError::Reset(describe(err))
+        let request = self.request(Method::Get, key, path, "", Bytes::new());
+        self.transport.send(request).await
     }
 }
 

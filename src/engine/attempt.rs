@@ -1,0 +1,164 @@
+//! One attempt: send the job through the upstream's transport, feed the answer back to the
+//! quota and the concurrency bound, and act on its outcome ([`super::react`]).
+
+use super::concurrency::{Permit, Signal};
+use super::react::{Next, Sent};
+use super::respond::{Delivery, LiveStream};
+use super::stats::Stats;
+use super::{AttemptRecord, Decision, Engine, Event, Job, Waits};
+use crate::quota::headers::parse_limit_headers;
+use crate::upstream::{Opened, Pick};
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+impl Engine {
+    /// Send one attempt and act on its outcome.
+    pub(super) async fn attempt(
+        self: Arc<Self>,
+        mut job: Job,
+        pick: Pick,
+        waits: Waits,
+        permit: Permit,
+        sink: mpsc::Sender<Event>,
+    ) {
+        job.attempts += 1;
+        Stats::incr(&self.stats.attempts);
+        let in_flight = self.pool.start(pick.key_index);
+        let started = Instant::now();
+        let path = job.endpoint.path();
+        let (upstream, model, body) = match &pick.route {
+            Some(route) => (
+                &route.upstream,
+                route.model.as_str(),
+                with_model(&job.body, &job.model, &route.model),
+            ),
+            None => (&self.upstream, job.model.as_str(), job.body.clone()),
+        };
+        let sent_at = upstream.wall_clock();
+        job.sent_at = Some(started);
+        let result = if job.stream && job.responder.is_some() {
+            match upstream.open(&pick.key, path, model, body).await {
+                Ok(opened) if opened.is_success() => {
+                    drop(in_flight);
+                    let sent = Sent {
+                        at: sent_at,
+                        latency: started.elapsed(),
+                    };
+                    let wall = upstream.wall_clock();
+                    self.hand_over(job, pick, waits, permit, opened, sent, wall, sink)
+                        .await;
+                    return;
+                }
+                Ok(opened) => opened.into_reply().await,
+                Err(err) => Err(err),
+            }
+        } else {
+            upstream.post(&pick.key, path, model, body).await
+        };
+        let sent = Sent {
+            at: sent_at,
+            latency: started.elapsed(),
+        };
+        drop(in_flight);
+        let wall = upstream.wall_clock();
+        let (record, next) = self.react(&mut job, &pick, waits, result, sent, wall);
+        // The in-flight slot is held until the results are handed over below: when the sink is
+        // slow (a busy store), finished requests must not pile up while new ones start.
+        let _slot = permit;
+        log_attempt(&job, &record);
+        let _ = sink.send(Event::Attempt(record)).await;
+        match next {
+            Next::Finish {
+                verdict,
+                retry_after,
+            } => self.finish(job, verdict, retry_after, &sink).await,
+            Next::Retry(due) => self.retry_later(job, due),
+        }
+    }
+
+    /// A streaming attempt got a 2xx: calibrate from its headers and hand the live answer to
+    /// the job's responder. The slot is freed now; the relay settles the quota at the end.
+    #[allow(clippy::too_many_arguments)]
+    async fn hand_over(
+        &self,
+        mut job: Job,
+        pick: Pick,
+        waits: Waits,
+        permit: Permit,
+        opened: Opened,
+        sent: Sent,
+        wall: SystemTime,
+        sink: mpsc::Sender<Event>,
+    ) {
+        let latency = sent.latency;
+        let now = Instant::now();
+        let snapshot =
+            parse_limit_headers(crate::upstream::client::text_headers(&opened.headers), wall);
+        pick.quota.observe(Some(&pick.reservation), &snapshot, now);
+        self.concurrency.record(Signal::Answered, latency, now);
+        self.update_target_rate(&job, now);
+        drop(permit);
+        let record = AttemptRecord {
+            custom_id: job.custom_id.clone(),
+            attempt: job.attempts,
+            key: pick.key.label().to_string(),
+            sent_at: sent.at,
+            tokens: job.estimate.total(),
+            status: Some(opened.status),
+            latency,
+            waited_quota: waits.quota,
+            paused: waits.paused,
+            waited_backoff: waits.backoff,
+            cause: None,
+            decision: Decision::Succeeded,
+            retry_in: Duration::ZERO,
+        };
+        log_attempt(&job, &record);
+        let _ = sink.send(Event::Attempt(record)).await;
+        Stats::incr(&self.stats.succeeded);
+        let live = LiveStream::new(
+            opened,
+            job.attempts,
+            job.waited(now),
+            Arc::clone(&pick.quota),
+            pick.reservation,
+            job.charge(),
+            Arc::clone(&self.stats),
+        );
+        if let Some(responder) = job.responder.take() {
+            responder.send(Delivery::Stream(live));
+        }
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// Log an attempt, except a gateway request's first attempt that succeeded: the request's own
+/// access log line already says all of it (one event per request on the common path).
+fn log_attempt(job: &Job, record: &AttemptRecord) {
+    let told_by_access_log =
+        job.responder.is_some() && record.attempt == 1 && record.decision == Decision::Succeeded;
+    if !told_by_access_log {
+        record.log();
+    }
+}
+
+/// `body` with its `model` renamed to the deployment's `model` (the bytes as they are when the
+/// name is the same or the body is not a JSON object).
+fn with_model(body: &Bytes, public: &str, model: &str) -> Bytes {
+    if public == model {
+        return body.clone();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut map)) => {
+            map.insert("model".into(), Value::String(model.to_string()));
+            Bytes::from(Value::Object(map).to_string())
+        }
+        _ => body.clone(),
+    }
+}

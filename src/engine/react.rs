@@ -1,0 +1,327 @@
+//! The reaction to one attempt's outcome: calibrate and settle the quota, steer the
+//! concurrency bound, classify ([`crate::retry`]) and decide what happens to the job next.
+//!
+//! Nothing here sends or waits: [`Engine::react`] turns an answer (or a transport failure) into
+//! an [`AttemptRecord`] and a [`Next`], which the attempt task carries out.
+
+use super::concurrency::Signal;
+use super::stats::Stats;
+use super::usage::{Usage, usage_of_body};
+use super::{
+    AttemptRecord, DEADLINE_EXCEEDED, Decision, Engine, Job, ProviderAnswer, Verdict, Waits, lock,
+};
+use crate::quota::{Dimension, LimitSnapshot, headers::parse_limit_headers};
+use crate::retry::{self, AttemptResult, Outcome, RetryCause};
+use crate::upstream::{Pick, Reply, TransportError};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Pause applied after a 429 that carries no hint at all.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// What happens to a job after an attempt.
+#[derive(Debug)]
+pub(super) enum Next {
+    /// It ends; `retry_after` is when capacity is expected (a deadline that passed).
+    Finish {
+        verdict: Verdict,
+        retry_after: Option<Duration>,
+    },
+    /// It goes into the delayed queue, due at this time.
+    Retry(Instant),
+}
+
+/// When an attempt was sent and how long its answer (or its headers) took.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    pub at: SystemTime,
+    pub latency: Duration,
+}
+
+impl Engine {
+    /// Act on the answer `result` to `job`'s attempt on `pick`, received at `wall` (the
+    /// transport's wall clock): feed it back and decide what comes next.
+    pub(super) fn react(
+        &self,
+        job: &mut Job,
+        pick: &Pick,
+        waits: Waits,
+        result: Result<Reply, TransportError>,
+        sent: Sent,
+        wall: SystemTime,
+    ) -> (AttemptRecord, Next) {
+        let now = Instant::now();
+        let snapshot = match &result {
+            Ok(reply) => {
+                self.concurrency.end_probe();
+                let snapshot = parse_limit_headers(
+                    crate::upstream::client::text_headers(&reply.headers),
+                    wall,
+                );
+                pick.quota.observe(Some(&pick.reservation), &snapshot, now);
+                snapshot
+            }
+            Err(_) => {
+                pick.quota.no_answer();
+                LimitSnapshot::default()
+            }
+        };
+        let (outcome, usage) = classify(&result);
+        let status = result.as_ref().map(|r| r.status).ok();
+        let answer = result.as_ref().ok().map(|reply| ProviderAnswer {
+            status: reply.status,
+            // OpenAI and Azure send `x-request-id`, Anthropic `request-id`.
+            request_id: reply
+                .header("x-request-id")
+                .or_else(|| reply.header("request-id"))
+                .map(str::to_string),
+            body: reply.body.clone(),
+            usage,
+        });
+        let mut record = AttemptRecord {
+            custom_id: job.custom_id.clone(),
+            attempt: job.attempts,
+            key: pick.key.label().to_string(),
+            sent_at: sent.at,
+            tokens: job.estimate.total(),
+            status,
+            latency: sent.latency,
+            waited_quota: waits.quota,
+            paused: waits.paused,
+            waited_backoff: waits.backoff,
+            cause: None,
+            decision: Decision::Succeeded,
+            retry_in: Duration::ZERO,
+        };
+        let next = match outcome {
+            Outcome::Success => {
+                self.concurrency.record(Signal::Answered, sent.latency, now);
+                if let Some(usage) = usage {
+                    record.tokens = self.settle(job, pick, &usage, now);
+                }
+                self.update_target_rate(job, now);
+                match answer.clone() {
+                    Some(answer) => Next::Finish {
+                        verdict: Verdict::Succeeded(answer),
+                        retry_after: None,
+                    },
+                    None => Next::Retry(now),
+                }
+            }
+            Outcome::Retry { cause, pause_quota } => {
+                let context = RetryContext {
+                    cause,
+                    pause_quota,
+                    status,
+                    snapshot: &snapshot,
+                    answer: answer.clone(),
+                    transport: result.as_ref().err(),
+                };
+                self.on_retryable(job, pick, context, &mut record, sent.latency, now)
+            }
+            Outcome::Final {
+                code,
+                message,
+                key_unusable,
+            } => {
+                self.concurrency.record(Signal::Answered, sent.latency, now);
+                record.cause = Some(code.clone());
+                let removed = key_unusable
+                    && self
+                        .pool
+                        .remove(pick.key_index, &format!("{code}: {message}"));
+                if removed {
+                    tracing::warn!(key = %record.key, code = %code, message = %message, "API key removed from rotation");
+                }
+                if key_unusable && self.pool.active() > 0 {
+                    record.decision = Decision::RetryOtherKey;
+                    Next::Retry(now)
+                } else {
+                    record.decision = Decision::Failed;
+                    Next::Finish {
+                        verdict: Verdict::Failed {
+                            answer: answer.clone(),
+                            code,
+                            message,
+                        },
+                        retry_after: None,
+                    }
+                }
+            }
+        };
+        let next = match (next, job.deadline) {
+            (Next::Retry(due), Some(deadline)) if due > deadline => {
+                record.decision = Decision::GaveUp;
+                let message = format!(
+                    "the request's deadline passed before it could be retried (after {} attempts; last failure: {})",
+                    job.attempts,
+                    job.last_cause.as_deref().unwrap_or("none")
+                );
+                Next::Finish {
+                    verdict: Verdict::Failed {
+                        answer,
+                        code: DEADLINE_EXCEEDED.into(),
+                        message,
+                    },
+                    retry_after: Some(due.saturating_duration_since(now)),
+                }
+            }
+            (next, _) => next,
+        };
+        (record, next)
+    }
+
+    /// Settle a success's reservation with its usage; returns the tokens charged.
+    fn settle(&self, job: &Job, pick: &Pick, usage: &Usage, now: Instant) -> u64 {
+        let cost = job.charge().cost(usage);
+        let charged = cost.get(Dimension::Tokens);
+        pick.quota.settle(&pick.reservation, cost, now);
+        self.stats
+            .prompt_tokens
+            .fetch_add(usage.prompt, Ordering::Relaxed);
+        self.stats
+            .completion_tokens
+            .fetch_add(usage.completion, Ordering::Relaxed);
+        self.stats
+            .tokens_charged
+            .fetch_add(charged, Ordering::Relaxed);
+        charged
+    }
+
+    /// A retryable failure: a 429 pauses the quota it belongs to; the job waits out the
+    /// server's hint or a backoff in the delayed queue, unless its attempts are spent.
+    fn on_retryable(
+        &self,
+        job: &mut Job,
+        pick: &Pick,
+        context: RetryContext<'_>,
+        record: &mut AttemptRecord,
+        latency: Duration,
+        now: Instant,
+    ) -> Next {
+        let RetryContext {
+            cause,
+            pause_quota,
+            status,
+            snapshot,
+            answer,
+            transport,
+        } = context;
+        let rate_limited = status == Some(429);
+        if rate_limited {
+            Stats::incr(&self.stats.rate_limited);
+            // A refused request was not charged.
+            pick.quota.cancel(&pick.reservation, now);
+            record.tokens = 0;
+        }
+        let body_hint = answer
+            .as_ref()
+            .and_then(|a| retry::server_hint_from_body(&a.body));
+        let hint = snapshot.retry_after.or(body_hint);
+        if pause_quota {
+            let refused = match cause {
+                RetryCause::RateLimitRequests => Some(Dimension::Requests),
+                RetryCause::RateLimitTokens => Some(Dimension::Tokens),
+                RetryCause::RateLimitInputTokens => Some(Dimension::InputTokens),
+                RetryCause::RateLimitOutputTokens => Some(Dimension::OutputTokens),
+                _ => None,
+            };
+            let reset = match refused {
+                Some(Dimension::Tokens) => snapshot.tokens.reset,
+                Some(Dimension::InputTokens) => snapshot.input_tokens.reset,
+                Some(Dimension::OutputTokens) => snapshot.output_tokens.reset,
+                _ => snapshot.requests.reset,
+            };
+            let pause = hint.or(reset).unwrap_or(DEFAULT_PAUSE);
+            pick.quota.pause(now + pause, refused, &job.cost());
+        }
+        let signal = if rate_limited {
+            Signal::RateLimited
+        } else {
+            Signal::Overloaded
+        };
+        self.concurrency.record(signal, latency, now);
+        self.update_target_rate(job, now);
+        let label = cause.label();
+        job.last_retry = Some(cause);
+        job.avoid = (!pause_quota).then_some(pick.key_index);
+        record.cause = Some(label.to_string());
+        job.last_cause = Some(match (transport, status) {
+            (_, Some(code)) => format!("{label} (HTTP {code})"),
+            // What the connection said: a wrong --base-url shows as "connection refused".
+            (Some(err), None) => format!("{label} ({err})"),
+            (None, None) => label.to_string(),
+        });
+        if self.backoff.exhausted(job.attempts) {
+            record.decision = Decision::GaveUp;
+            let message = format!(
+                "gave up after {} attempts; last failure: {}",
+                job.attempts,
+                job.last_cause.as_deref().unwrap_or(label)
+            );
+            Next::Finish {
+                verdict: Verdict::Failed {
+                    answer,
+                    code: "max_attempts_exceeded".into(),
+                    message,
+                },
+                retry_after: None,
+            }
+        } else {
+            let delay = self
+                .backoff
+                .delay(job.attempts, hint, &mut *lock(&self.rng));
+            job.backoff = delay;
+            record.decision = Decision::Retry;
+            record.retry_in = delay;
+            self.stats.record_retry(label);
+            Next::Retry(now + delay)
+        }
+    }
+}
+
+/// What a retryable failure's reaction reads.
+struct RetryContext<'a> {
+    cause: RetryCause,
+    pause_quota: bool,
+    status: Option<u16>,
+    snapshot: &'a LimitSnapshot,
+    answer: Option<ProviderAnswer>,
+    transport: Option<&'a TransportError>,
+}
+
+/// Classify an attempt; a success also yields its usage. A 2xx whose body is not complete
+/// JSON was cut short and is retried.
+pub(super) fn classify(result: &Result<Reply, TransportError>) -> (Outcome, Option<Usage>) {
+    match result {
+        Ok(reply) => {
+            if (200..300).contains(&reply.status) {
+                match usage_of_body(&reply.body) {
+                    Ok(usage) => return (Outcome::Success, usage),
+                    Err(_) => return (retry::classify(&AttemptResult::TruncatedBody), None),
+                }
+            }
+            let should_retry = reply.header("x-should-retry").and_then(|v| match v {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            });
+            let attempt = AttemptResult::Response {
+                status: reply.status,
+                body: &reply.body,
+                headers_say_retry: should_retry,
+            };
+            (retry::classify(&attempt), None)
+        }
+        Err(err) => {
+            let attempt = match err {
+                TransportError::Timeout(_) => AttemptResult::Timeout,
+                TransportError::Connect(_) => AttemptResult::Connect,
+                TransportError::Reset(_) => AttemptResult::ConnectionReset,
+                TransportError::Truncated(_) => AttemptResult::TruncatedBody,
+            };
+            (retry::classify(&attempt), None)
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The seam between the engine and the network: a [`Transport`] carries one prepared HTTP
+//! request to the provider and brings its answer back.
+//!
+//! [`Upstream`](super::Upstream) decides *what* is sent (the URL, the provider's authentication
+//! headers, the body); a transport decides *how*. The real one is [`HttpTransport`] (one pooled
+//! `reqwest` client); [`crate::sim`] has a second one, an in-process provider model, so whole
+//! runs can be played in virtual time. A transport also tells the wall-clock time of an answer
+//! ([`Transport::wall_clock`]): rate-limit resets given as instants (Anthropic's RFC 3339) are
+//! read against it, so a simulated provider's instants are read against its own clock.
+
+use super::client::{ByteStream, Opened, Reply, TransportError};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// The HTTP method of a [`Request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET` (unpaced calls such as `/v1/models`).
+    Get,
+    /// `POST` with a JSON body (every paced call).
+    Post,
+}
+
+/// One HTTP request, prepared: everything the provider will see.
+#[derive(Clone)]
+pub struct Request {
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// The full URL.
+    pub url: String,
+    /// Headers beyond the content type (authentication).
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body (empty for a `GET`).
+    pub body: Bytes,
+    /// The per-attempt timeout.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for Request {
+    // The headers hold the API key: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Request {
+    /// The first header named `name` (compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Carries requests to a provider.
+pub trait Transport: Send + Sync + fmt::Debug + 'static {
+    /// Send `request` and read the whole answer within its timeout.
+    fn send(&self, request: Request) -> BoxFuture<'static, Result<Reply, TransportError>>;
+
+    /// Send `request` and return at the status and headers (within the timeout); the body is
+    /// read later from the [`Opened`] answer.
+    fn open(&self, request: Request) -> BoxFuture<'static, Result<Opened, TransportError>>;
+
+    /// The wall-clock time now, as the answers' instants are to be read against.
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The real transport: HTTP/1.1 or HTTP/2 over one pooled `reqwest` client.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    http: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// A pooled client; connections are given up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .tcp_nodelay(true)
+            .connect_timeout(connect_timeout)
+            .build()?;
+        Ok(HttpTransport { http })
+    }
+
+    fn build(&self, request: Request) -> reqwest::RequestBuilder {
+        let builder = match request.method {
+            Method::Get => self.http.get(request.url),
+            Method::Post => self
+                .http
+                .post(request.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(request.body),
+        };
+        request
+            .headers
+            .into_iter()
+            .fold(builder, |builder, (name, value)| {
+                builder.header(name, value)
+            })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, request: Request) -> BoxFuture<'static, Result<Reply, TransportError>> {
+        let timeout = request.timeout;
+        let pending = self.build(request).timeout(timeout).send();
+        Box::pin(async move {
+            let mut response = pending
+                .await
+                .map_err(|e| transport_error(e, false, timeout))?;
+            let status = response.status().as_u16();
+            // Moved out, not copied: reading the body does not need them.
+            let headers = std::mem::take(response.headers_mut());
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(e, true, timeout))?;
+            Ok(Reply {
+                status,
+                headers,
+                body,
+            })
+        })
+    }
+
+    fn open(&self, request: Request) -> BoxFuture<'static, Result<Opened, TransportError>> {
+        let timeout = request.timeout;
+        let pending = self.build(request).send();
+        Box::pin(async move {
+            let mut response = match tokio::time::timeout(timeout, pending).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) => return Err(transport_error(err, false, timeout)),
+                Err(_) => return Err(TransportError::Timeout(timeout)),
+            };
+            let status = response.status().as_u16();
+            let headers = std::mem::take(response.headers_mut());
+            let body: ByteStream = Box::pin(
+                response
+                    .bytes_stream()
+                    .map_err(move |err| transport_error(err, true, timeout))
+                    .boxed(),
+            );
+            Ok(Opened::new(status, headers, body, timeout))
+        })
+    }
+}
+
+/// The full error chain of a reqwest error (the URL in it is the base URL, never a secret).
+pub(super) fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// The error of an attempt, without the URL (a gateway's clients see this text, and the
+/// provider's address is not theirs to know).
+fn transport_error(err: reqwest::Error, reading_body: bool, timeout: Duration) -> TransportError {
+    let err = &err.without_url();
+    if err.is_timeout() {
+        TransportError::Timeout(timeout)
+    } else if err.is_connect() {
+        TransportError::Connect(describe(err))
+    } else if reading_body {
+        TransportError::Truncated(describe(err))
+    } else {
+        TransportError::Reset(describe(err))
+    }
+}
