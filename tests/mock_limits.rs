@@ -319,6 +319,137 @@ async fn reset_clears_counters_and_refills() {
     assert_eq!(post(&url, Some("k"), &body).await.status(), 200);
 }
 
+/// Ten requests, about half 503s (seeded), at 12 RPM (one request back every 5 s): each answer as
+/// (status, `x-ratelimit-remaining-requests`), and the seconds the exchange took.
+async fn faulted_sequence(charge: &str) -> (Vec<(u16, Option<u64>)>, f64) {
+    let mock = MockProcess::start(&[
+        "--rpm",
+        "12",
+        "--fail-503",
+        "0.5",
+        "--seed",
+        "11",
+        "--faults-charge",
+        charge,
+    ]);
+    let url = format!("{}/chat/completions", mock.base_url());
+    let body = chat_body("gpt-4o-mini", "hi", 5);
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let resp = post(&url, Some("sk-faults"), &body).await;
+        let remaining = header(&resp, "x-ratelimit-remaining-requests").parse().ok();
+        seen.push((resp.status().as_u16(), remaining));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = mock.stats().await;
+    let fail_503 = seen.iter().filter(|s| s.0 == 503).count();
+    assert_eq!(stats["totals"]["faults"]["fail_503"], fail_503, "{seen:?}");
+    assert_eq!(stats["totals"]["requests"], 10);
+    (seen, elapsed)
+}
+
+#[tokio::test]
+async fn a_charged_503_lowers_the_remaining_requests_an_uncharged_one_does_not() {
+    // The bucket's level only rises by whole requests every 5 s, so within a quick exchange the
+    // counts are exact; `tick` allows for a slow machine.
+    let (charged, elapsed) = faulted_sequence("true").await;
+    let tick = (elapsed / 5.0).floor() as u64;
+    for (i, (status, remaining)) in charged.iter().enumerate() {
+        let floor = 12 - (i as u64 + 1);
+        assert!(matches!(status, 200 | 503), "{charged:?}");
+        let r = remaining.unwrap_or_else(|| panic!("answer {i} has no limit header"));
+        assert!((floor..=floor + tick).contains(&r), "{i}: {charged:?}");
+    }
+    let first_503 = charged.iter().position(|s| s.0 == 503);
+    let after = first_503.and_then(|f| charged.iter().skip(f).position(|s| s.0 == 200));
+    assert!(
+        after.is_some(),
+        "the seed gives a 200 after a 503: {charged:?}"
+    );
+
+    let (uncharged, elapsed) = faulted_sequence("false").await;
+    let tick = (elapsed / 5.0).floor() as u64;
+    let mut admitted = 0;
+    for (i, (status, remaining)) in uncharged.iter().enumerate() {
+        match status {
+            // Answered before the rate limiter: nothing claims it was charged.
+            503 => assert_eq!(*remaining, None, "{i}: {uncharged:?}"),
+            200 => {
+                admitted += 1;
+                let floor = 12 - admitted;
+                let r = remaining.unwrap_or_else(|| panic!("answer {i} has no limit header"));
+                assert!((floor..=floor + tick).contains(&r), "{i}: {uncharged:?}");
+                // Every 503 before it would have lowered it, had it been charged.
+                let before = i as u64 + 1 - admitted;
+                if before > tick {
+                    assert!(r > 12 - (i as u64 + 1) + tick, "{i}: {uncharged:?}");
+                }
+            }
+            other => panic!("{i}: {other} in {uncharged:?}"),
+        }
+    }
+    // The seed faults the same requests whichever comes first.
+    let statuses = |s: &[(u16, Option<u64>)]| s.iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(statuses(&charged), statuses(&uncharged));
+}
+
+#[tokio::test]
+async fn an_uncharged_503_is_answered_with_the_bucket_empty() {
+    let body = chat_body("gpt-4o-mini", "hi", 5);
+    let mock = MockProcess::start(&["--rpm", "2", "--fail-503", "1", "--faults-charge", "false"]);
+    let url = format!("{}/chat/completions", mock.base_url());
+    for i in 0..5 {
+        let resp = post(&url, None, &body).await;
+        assert_eq!(resp.status(), 503, "request {i}");
+        assert!(resp.headers().get("x-ratelimit-limit-requests").is_none());
+        assert!(header(&resp, "x-request-id").starts_with("req_"));
+    }
+    let stats = mock.stats().await;
+    assert_eq!(stats["totals"]["faults"]["fail_503"], 5);
+    assert_eq!(stats["totals"]["rate_limited"], 0);
+    assert_eq!(stats["totals"]["requests"], 5);
+    // Charged (the default), the third request finds the bucket empty.
+    let mock = MockProcess::start(&["--rpm", "2", "--fail-503", "1"]);
+    let url = format!("{}/chat/completions", mock.base_url());
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(post(&url, None, &body).await.status().as_u16());
+    }
+    assert_eq!(statuses, [503, 503, 429, 429]);
+}
+
+#[tokio::test]
+async fn azure_says_nothing_of_limits_on_an_uncharged_fault() {
+    for (charge, remaining) in [("true", "9"), ("false", "")] {
+        let mock =
+            MockProcess::start(&["--rpm", "10", "--fail-503", "1", "--faults-charge", charge]);
+        let url =
+            mock.url("/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21");
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("api-key", "sk-azure")
+            .json(&chat_body("gpt-4o-mini", "hi", 5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        // Charged: the request dimension as admitted, tokens "-1" (not limited). Not charged: no
+        // limit was consulted, so not even "-1" is claimed.
+        assert_eq!(
+            header(&resp, "x-ratelimit-remaining-requests"),
+            remaining,
+            "{charge}"
+        );
+        let tokens = if charge == "true" { "-1" } else { "" };
+        assert_eq!(
+            header(&resp, "x-ratelimit-remaining-tokens"),
+            tokens,
+            "{charge}"
+        );
+    }
+}
+
 #[test]
 fn go_duration_checker_accepts_openai_examples() {
     for ok in ["1s", "6m0s", "120ms", "1m30.5s", "1h2m3s", "0s", "59.976s"] {

@@ -72,6 +72,15 @@ pub struct MockArgs {
     /// Admit everything; count requests the limits would have refused in admitted_beyond_limit.
     #[arg(long)]
     pub soft_limits: bool,
+    /// Whether an injected fault is charged to the rate-limit buckets. true (the default):
+    /// admission first, then the fault draw, so a 500/503/529/reset/truncate/stall has used its
+    /// request and tokens, as a failure after admission does at a real provider — the
+    /// conservative assumption for a client, and what every published figure was measured
+    /// with. false: the fault is drawn first and answered without touching any bucket or the
+    /// credit, with no rate-limit headers, even when the buckets are empty (a provider whose
+    /// fault or overload layer sits in front of its quota). Stats count faults either way.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub faults_charge: bool,
 }
 
 impl TryFrom<&MockArgs> for MockConfig {
@@ -113,6 +122,7 @@ impl TryFrom<&MockArgs> for MockConfig {
             seed: args.seed,
             refund_unused: args.refund_unused,
             soft_limits: args.soft_limits,
+            faults_charge: args.faults_charge,
             ..MockConfig::default()
         };
         config.validate()?;
@@ -178,6 +188,15 @@ mod tests {
         assert_eq!(c.faults.fail_500, 0.1);
         assert!(c.soft_limits && !c.refund_unused);
         assert_eq!((c.completion_tokens, c.default_max_tokens), (64, 4096));
+        assert!(c.faults_charge, "faults are charged by default");
+    }
+
+    #[test]
+    fn faults_charge_takes_a_value() {
+        assert!(!config(&["--faults-charge", "false"]).unwrap().faults_charge);
+        assert!(config(&["--faults-charge", "true"]).unwrap().faults_charge);
+        assert!(config(&["--faults-charge=false"]).is_ok_and(|c| !c.faults_charge));
+        assert!(config(&["--faults-charge", "maybe"]).is_err());
     }
 
     #[test]

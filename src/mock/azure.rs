@@ -18,7 +18,7 @@
 
 use crate::mock::api::Endpoint;
 use crate::mock::duration::{ceil_millis, ceil_secs};
-use crate::mock::server::{App, handle};
+use crate::mock::server::{App, LimitsNotConsulted, handle};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -113,12 +113,15 @@ fn with_model(bytes: Bytes, deployment: &str) -> Bytes {
 /// OpenAI's answer turned into Azure's: its headers, and its 401 and 429 bodies.
 async fn reshape(response: Response, operation: &str, version: &str) -> Response {
     let (mut parts, body) = response.into_parts();
+    // An uncharged fault never consulted the limits: "-1" (not limited) would be a claim too.
+    let consulted = parts.extensions.get::<LimitsNotConsulted>().is_none();
     let h = &mut parts.headers;
     for dimension in ["requests", "tokens"] {
         h.remove(format!("x-ratelimit-limit-{dimension}").as_str());
         h.remove(format!("x-ratelimit-reset-{dimension}").as_str());
         let remaining = format!("x-ratelimit-remaining-{dimension}");
-        if !h.contains_key(remaining.as_str())
+        if consulted
+            && !h.contains_key(remaining.as_str())
             && parts.status != StatusCode::UNAUTHORIZED
             && let Ok(name) = header::HeaderName::try_from(remaining)
         {

@@ -39,6 +39,15 @@ pub struct MockConfig {
     pub soft_limits: bool,
     /// How long a `stall` fault holds a response (it also ends at shutdown).
     pub stall_duration: Duration,
+    /// Whether an injected fault is charged to the rate-limit buckets (default `true`).
+    ///
+    /// `true`: admission first, then the fault draw, so a faulted request has used its request
+    /// and tokens, as a failure after admission does at a real provider; the conservative
+    /// assumption for a client. `false`: the fault is drawn first and a faulted request is
+    /// answered without touching any bucket (or the credit), with no rate-limit headers, even
+    /// when the buckets are empty, like a provider whose fault or overload layer sits in front
+    /// of its quota.
+    pub faults_charge: bool,
 }
 
 impl Default for MockConfig {
@@ -59,6 +68,7 @@ impl Default for MockConfig {
             refund_unused: false,
             soft_limits: false,
             stall_duration: Duration::from_secs(3600),
+            faults_charge: true,
         }
     }
 }

@@ -290,9 +290,17 @@ impl KeyState {
         Self::view_of(inner.buckets(&self.limits, model, now), now)
     }
 
-    /// Count an injected fault.
+    /// Count an injected fault (of a request [`KeyState::admit`] has counted).
     pub fn record_fault(&self, fault: Fault) {
         self.inner.lock().stats.fault(fault);
+    }
+
+    /// Count a request answered with `fault` before admission (`--faults-charge false`): it is
+    /// counted as a request and a fault, and no bucket, credit or admission count is touched.
+    pub fn record_uncharged_fault(&self, fault: Fault) {
+        let mut inner = self.inner.lock();
+        inner.stats.requests += 1;
+        inner.stats.fault(fault);
     }
 
     /// Record a complete answer: usage, credit, and (with `refund`) give back `unused` tokens.
@@ -560,6 +568,47 @@ mod tests {
             k.admit("m", 1, Some(30), false, t0).0,
             Admission::OutOfQuota
         );
+    }
+
+    #[test]
+    fn an_uncharged_fault_leaves_every_bucket_and_the_credit_alone() {
+        let t0 = Instant::now();
+        let k = key(2, 100);
+        // The bucket holds 2 requests; uncharged faults beyond that are still counted, not refused.
+        for _ in 0..5 {
+            k.record_uncharged_fault(Fault::Fail503);
+        }
+        let view = k.limit_view("m", t0);
+        assert_eq!(view.requests.map(|v| v.remaining), Some(2));
+        assert_eq!(view.tokens.map(|v| v.remaining), Some(100));
+        for _ in 0..2 {
+            assert!(matches!(
+                k.admit("m", 10, Some(1), false, t0).0,
+                Admission::Admitted { tokens_charged: 10 }
+            ));
+        }
+        let s = k.stats();
+        assert_eq!(
+            (
+                s.requests,
+                s.faults.fail_503,
+                s.rate_limited,
+                s.tokens_charged
+            ),
+            (7, 5, 0, 20)
+        );
+        assert_eq!(s.per_second.iter().map(|(_, n)| n).sum::<u64>(), 2);
+        // Charged: the fault follows an admission, which took its request and tokens.
+        let k = key(2, 100);
+        assert!(matches!(
+            k.admit("m", 10, None, false, t0).0,
+            Admission::Admitted { .. }
+        ));
+        k.record_fault(Fault::Fail503);
+        let view = k.limit_view("m", t0);
+        assert_eq!(view.requests.map(|v| v.remaining), Some(1));
+        assert_eq!(view.tokens.map(|v| v.remaining), Some(90));
+        assert_eq!((k.stats().requests, k.stats().faults.fail_503), (1, 1));
     }
 
     #[test]

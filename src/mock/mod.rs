@@ -26,9 +26,18 @@
 //! - **Credit** (`--quota-tokens`) is per key and counts the usage (prompt + completion) of
 //!   answered requests; once used up, OpenAI endpoints answer 429 `insufficient_quota`, the
 //!   Anthropic endpoint its 400 "credit balance is too low".
-//! - **Faults** are drawn after admission, so they consume quota as real failures do. `--fail-529`
-//!   applies to `/v1/messages` only (OpenAI endpoints treat its share as "no fault"). A stall ends
-//!   after an hour or at shutdown, then the connection is dropped.
+//! - **Faults** are drawn after admission by default (`--faults-charge true`), so they consume
+//!   quota as real failures after admission do. Providers differ here: some check fault
+//!   injection or overload before the quota, so a 503 costs nothing and is answered even when the
+//!   bucket is empty. `--faults-charge false` models those: the fault is drawn first and a faulted
+//!   request is answered without touching any bucket or the credit, with no rate-limit headers
+//!   (none claim it was charged; Azure's shape leaves out its `-1` too); stats count it as a
+//!   request and a fault. Charging is the default because it is the conservative assumption for
+//!   a client (a fault costs rate) and the one every test and published benchmark figure was
+//!   measured with. The draw is the first use of a request's RNG either way, so a seed faults
+//!   the same requests in both modes. `--fail-529` applies to `/v1/messages` only (OpenAI
+//!   endpoints treat its share as "no fault"). A stall ends after an hour or at shutdown, then the
+//!   connection is dropped.
 //! - **Randomness**: every choice of a request (fault, answer length and words, latency) comes from
 //!   one RNG seeded from `--seed` and the request's sequence number, so a sequential run repeats
 //!   exactly; `POST /_mock/reset` restarts the sequence.

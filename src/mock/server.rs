@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, and the pipeline every API request goes through
-//! (key → body → admission → fault → answer → latency → delivery).
+//! (key → body → admission → fault → answer → latency → delivery; with `faults_charge` off,
+//! fault → admission).
 
 use crate::mock::anthropic::MessagesRequest;
 use crate::mock::api::{AnswerCtx, Endpoint, Payload};
@@ -12,7 +13,7 @@ use crate::mock::embeddings::EmbeddingRequest;
 use crate::mock::errors::{ApiError, Flavor};
 use crate::mock::faults::{self, Fault};
 use crate::mock::headers;
-use crate::mock::keys::{Admission, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
+use crate::mock::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
 use crate::mock::latency;
 use crate::mock::responses::ResponsesRequest;
 use crate::mock::stats::StatsSnapshot;
@@ -233,6 +234,66 @@ impl Req {
     }
 }
 
+/// Marks a response given before the rate limiter was consulted (a fault that is not charged):
+/// it carries no rate-limit headers, and Azure's reshaping must not add its `-1` ("not limited")
+/// either.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsNotConsulted;
+
+/// `response`, marked [`LimitsNotConsulted`] when it has no limit view (an uncharged fault).
+fn unconsulted(mut response: Response, view: Option<&LimitView>) -> Response {
+    if view.is_none() {
+        response.extensions_mut().insert(LimitsNotConsulted);
+    }
+    response
+}
+
+/// The error status a fault answers with (`None`: the fault is in the delivery).
+fn fault_error(fault: Fault, flavor: Flavor) -> Option<ApiError> {
+    match fault {
+        Fault::Fail500 => Some(ApiError::server_error(flavor)),
+        Fault::Fail503 => Some(ApiError::unavailable(flavor)),
+        Fault::Fail529 => Some(ApiError::overloaded(flavor)),
+        Fault::Reset | Fault::Truncate | Fault::Stall => None,
+    }
+}
+
+/// Ask the key's buckets (and credit) to admit `request`: the limits as they are right after,
+/// and the refusal to answer with, if refused.
+fn admit<E: Endpoint>(
+    app: &App,
+    key: &KeyState,
+    request: &E,
+    flavor: Flavor,
+) -> (LimitView, Option<ApiError>) {
+    let cost = request
+        .prompt_tokens()
+        .saturating_add(request.reserved_output());
+    let (admission, view) = key.admit(
+        request.model(),
+        cost,
+        app.config.quota_tokens,
+        app.config.soft_limits,
+        Instant::now(),
+    );
+    let model = request.model();
+    let refusal = match admission {
+        Admission::Admitted { .. } => return (view, None),
+        Admission::RateLimited {
+            dimension,
+            wait,
+            limit,
+            used,
+            requested,
+        } => ApiError::rate_limited(flavor, model, dimension, limit, used, requested, wait),
+        Admission::TooLarge { limit, requested } => {
+            ApiError::request_too_large(flavor, model, limit, requested)
+        }
+        Admission::OutOfQuota => ApiError::insufficient_quota(flavor),
+    };
+    (view, Some(refusal))
+}
+
 /// The pipeline of one API request to endpoint `E` (an axum handler).
 pub async fn handle<E: Endpoint>(
     State(app): State<Arc<App>>,
@@ -278,49 +339,37 @@ pub async fn handle<E: Endpoint>(
         Ok(request) => request,
         Err(err) => return bad(err),
     };
-    let cost = request
-        .prompt_tokens()
-        .saturating_add(request.reserved_output());
-    let (admission, view) = key.admit(
-        request.model(),
-        cost,
-        app.config.quota_tokens,
-        app.config.soft_limits,
-        Instant::now(),
-    );
-    let model = request.model();
-    let refusal = match admission {
-        Admission::Admitted { .. } => None,
-        Admission::RateLimited {
-            dimension,
-            wait,
-            limit,
-            used,
-            requested,
-        } => Some(ApiError::rate_limited(
-            flavor, model, dimension, limit, used, requested, wait,
-        )),
-        Admission::TooLarge { limit, requested } => {
-            Some(ApiError::request_too_large(flavor, model, limit, requested))
-        }
-        Admission::OutOfQuota => Some(ApiError::insufficient_quota(flavor)),
-    };
-    if let Some(err) = refusal {
-        return req.error(&err, Some(&view));
-    }
     let mut rng = SmallRng::seed_from_u64(mixed);
-    let fault = faults::draw(&app.config.faults, flavor == Flavor::Anthropic, &mut rng);
-    if let Some(fault) = fault {
-        key.record_fault(fault);
-        let err = match fault {
-            Fault::Fail500 => Some(ApiError::server_error(flavor)),
-            Fault::Fail503 => Some(ApiError::unavailable(flavor)),
-            Fault::Fail529 => Some(ApiError::overloaded(flavor)),
-            Fault::Reset | Fault::Truncate | Fault::Stall => None,
-        };
-        if let Some(err) = err {
-            return req.error(&err, Some(&view));
+    let allow_529 = flavor == Flavor::Anthropic;
+    // Not charged: the fault is drawn first and a faulted request never reaches the buckets.
+    // Either way the draw is the first use of the request's RNG, so a seed gives the same faults.
+    let uncharged = if app.config.faults_charge {
+        None
+    } else {
+        faults::draw(&app.config.faults, allow_529, &mut rng)
+    };
+    let view = match uncharged {
+        Some(fault) => {
+            key.record_uncharged_fault(fault);
+            None
         }
+        None => match admit(&app, &key, &request, flavor) {
+            (view, None) => Some(view),
+            (view, Some(refusal)) => return req.error(&refusal, Some(&view)),
+        },
+    };
+    let fault = if app.config.faults_charge {
+        let fault = faults::draw(&app.config.faults, allow_529, &mut rng);
+        if let Some(fault) = fault {
+            key.record_fault(fault);
+        }
+        fault
+    } else {
+        uncharged
+    };
+    let view = view.as_ref();
+    if let Some(err) = fault.and_then(|fault| fault_error(fault, flavor)) {
+        return unconsulted(req.error(&err, view), view);
     }
     let id = format!("{mixed:016x}");
     let created = SystemTime::now()
@@ -340,20 +389,22 @@ pub async fn handle<E: Endpoint>(
                 () = tokio::time::sleep(app.config.stall_duration) => {}
                 () = app.shutting_down() => {}
             }
-            return req.respond(
+            let response = req.respond(
                 StatusCode::OK,
-                Some(&view),
+                view,
                 delivery::reset(),
                 delivery::content_type(&answer.payload),
             );
+            return unconsulted(response, view);
         }
         Some(Fault::Reset) => {
-            return req.respond(
+            let response = req.respond(
                 StatusCode::OK,
-                Some(&view),
+                view,
                 delivery::reset(),
                 delivery::content_type(&answer.payload),
             );
+            return unconsulted(response, view);
         }
         _ => {}
     }
@@ -368,9 +419,9 @@ pub async fn handle<E: Endpoint>(
     }
     let content_type = delivery::content_type(&answer.payload);
     if fault == Some(Fault::Truncate) {
-        let mut response = req.respond(StatusCode::OK, Some(&view), Body::empty(), content_type);
+        let mut response = req.respond(StatusCode::OK, view, Body::empty(), content_type);
         *response.body_mut() = delivery::truncated(answer.payload, &mut response);
-        return response;
+        return unconsulted(response, view);
     }
     let refund = if app.config.refund_unused {
         request
@@ -391,5 +442,101 @@ pub async fn handle<E: Endpoint>(
         _ => Duration::ZERO,
     };
     let body = delivery::complete(answer.payload, gap, done);
-    req.respond(StatusCode::OK, Some(&view), body, content_type)
+    req.respond(StatusCode::OK, view, body, content_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::config::FaultRates;
+
+    fn app(faults_charge: bool, fail_503: f64, rpm: u64) -> Arc<App> {
+        let config = MockConfig {
+            rpm,
+            faults: FaultRates {
+                fail_503,
+                ..FaultRates::default()
+            },
+            seed: Some(11),
+            faults_charge,
+            ..MockConfig::default()
+        };
+        // The sender is dropped: nothing here waits for shutdown.
+        Arc::new(App::new(config, watch::channel(false).1))
+    }
+
+    async fn chat(app: &Arc<App>) -> (u16, Option<u64>) {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-unit"),
+        );
+        let body = Bytes::from_static(
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#,
+        );
+        let response = handle::<ChatRequest>(State(Arc::clone(app)), headers, Ok(body)).await;
+        let remaining = response
+            .headers()
+            .get("x-ratelimit-remaining-requests")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (response.status().as_u16(), remaining)
+    }
+
+    /// 40 requests at a bucket of 10 (refilling one per 6 s: not within the test), half faulted.
+    #[tokio::test]
+    async fn charged_faults_use_the_bucket_uncharged_ones_do_not() {
+        let n = 40;
+        let charged = app(true, 0.5, 10);
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            seen.push(chat(&charged).await);
+        }
+        // Admission first: the first 10 requests (answered or faulted) take the whole bucket.
+        for (i, (status, remaining)) in seen.iter().enumerate() {
+            if i < 10 {
+                assert!(matches!(status, 200 | 503), "{i}: {status}");
+                assert_eq!(*remaining, Some(9 - i as u64), "{i}");
+            } else {
+                assert_eq!((*status, *remaining), (429, Some(0)), "{i}");
+            }
+        }
+        let charged_pattern: Vec<u16> = seen.iter().take(10).map(|s| s.0).collect();
+        let s = charged.stats().totals;
+        assert_eq!(s.ok + s.faults.fail_503, 10);
+        assert_eq!((s.requests, s.rate_limited), (n, n - 10));
+        assert!(s.faults.fail_503 > 0 && s.ok > 0, "{s:?}");
+
+        let uncharged = app(false, 0.5, 10);
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            seen.push(chat(&uncharged).await);
+        }
+        // The same seed faults the same requests: the draw is the first use of each one's RNG.
+        let pattern: Vec<u16> = seen.iter().take(10).map(|s| s.0).collect();
+        assert_eq!(pattern, charged_pattern);
+        // Fault first: a 503 has no limit headers and is answered even once the bucket is empty;
+        // the k-th admitted request sees 10 − k left, whatever faults came between.
+        let mut admitted = 0;
+        for (i, (status, remaining)) in seen.iter().enumerate() {
+            match status {
+                503 => assert_eq!(*remaining, None, "{i}"),
+                200 => {
+                    admitted += 1;
+                    assert_eq!(*remaining, Some(10 - admitted), "{i}");
+                }
+                _ => {
+                    assert_eq!((*status, admitted), (429, 10), "{i}");
+                    assert_eq!(*remaining, Some(0), "{i}");
+                }
+            }
+        }
+        let s = uncharged.stats().totals;
+        assert_eq!(s.ok, 10);
+        assert_eq!(s.requests, n);
+        assert_eq!(s.rate_limited, n - 10 - s.faults.fail_503);
+        let late_503 = seen.iter().skip_while(|s| s.0 != 429).any(|s| s.0 == 503);
+        assert!(late_503, "a 503 after the bucket ran dry: {seen:?}");
+        assert_eq!(s.per_second.iter().map(|(_, k)| k).sum::<u64>(), 10);
+    }
 }
