@@ -18,6 +18,7 @@ pub mod quota;
 pub mod report;
 pub mod retry;
 pub mod runner;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

@@ -1,0 +1,471 @@
+//! The simulation matrix: whole batch runs through the engine against the simulated provider
+//! ([`paceline::sim`]) in virtual time, every cell asserting both directions — nothing beyond
+//! the limit (at most one 429 once the first answer has arrived) and the makespan within 3 %
+//! of the physical bound (plus the first answer's time, before which no limit is known) —
+//! and that every request is answered exactly once.
+//!
+//! A failing cell prints its name, its seed and the command that replays it alone:
+//! `SIM_CELL='<name>' SIM_SEED=<seed> cargo test --test simulation -- matrix --nocapture`.
+
+use paceline::batch::Endpoint;
+use paceline::engine::{Engine, EngineConfig, Event, Job, Verdict};
+use paceline::provider::Provider;
+use paceline::quota::{Dimension, LimitSpec, QuotaConfig};
+use paceline::retry::BackoffPolicy;
+use paceline::sim::oracle;
+use paceline::sim::scenario::Limit;
+use paceline::sim::{Faults, HeaderStyle, LatencyModel, Scenario, SecondClient, SimProvider};
+use paceline::upstream::{ApiKey, KeyPool, Upstream};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One cell of the matrix.
+#[derive(Debug, Clone)]
+struct Cell {
+    name: String,
+    scenario: Scenario,
+    jobs: usize,
+    max_tokens: u64,
+    /// Limits given to paceline (a provider that sends no headers).
+    configured: Option<QuotaConfig>,
+    /// A fixed in-flight bound instead of the adaptive one.
+    concurrency: Option<usize>,
+}
+
+/// What one run came to.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    makespan: Duration,
+    ideal: Duration,
+    first_answer: Duration,
+    refused: u64,
+    refused_after_first_answer: u64,
+    succeeded: usize,
+    finished_twice: usize,
+    failures: Vec<String>,
+    median_latency: Duration,
+    peak_queued: usize,
+}
+
+fn job(cell: &Cell, i: usize) -> Job {
+    let id = format!("req-{i:05}");
+    let prompt = format!("Write a short article about topic number {i}.");
+    if cell.scenario.headers == HeaderStyle::Anthropic {
+        let body = json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": cell.max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+            "metadata": {"user_id": id},
+        });
+        Job::new(id, Endpoint::Messages, &body, 4096)
+    } else {
+        let body = json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": cell.max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+            "user": id,
+        });
+        Job::new(id, Endpoint::ChatCompletions, &body, 4096)
+    }
+}
+
+fn run_cell(cell: &Cell, seed: u64) -> Run {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(run_paused(cell, seed))
+}
+
+async fn run_paused(cell: &Cell, seed: u64) -> Run {
+    let mut scenario = cell.scenario.clone();
+    scenario.seed = seed;
+    let start = Instant::now();
+    let sim = SimProvider::new(scenario.clone());
+    let provider = match scenario.headers {
+        HeaderStyle::Anthropic => Provider::Anthropic,
+        HeaderStyle::Azure => Provider::Azure,
+        HeaderStyle::OpenAi => Provider::OpenAi,
+        HeaderStyle::None => Provider::Compatible,
+    };
+    let upstream = Upstream::with_transport(
+        Arc::new(sim.clone()),
+        "http://simulated.provider/v1",
+        Duration::from_secs(600),
+    )
+    .with_provider(provider, None);
+    let key = ApiKey::new("sk-sim-0000".into(), "SIM_KEY");
+    let pool = Arc::new(KeyPool::new(vec![(
+        key,
+        cell.configured.unwrap_or_default(),
+    )]));
+    let engine = Engine::new(
+        EngineConfig {
+            concurrency: cell.concurrency,
+            max_concurrency: 1024,
+            backoff: BackoffPolicy::default(),
+            seed: Some(seed),
+        },
+        pool,
+        upstream,
+    );
+    let (input, jobs) = mpsc::channel(64);
+    let (sink, mut events) = mpsc::channel(1024);
+    let jobs_total = cell.jobs;
+    let feeder = {
+        let cell = cell.clone();
+        tokio::spawn(async move {
+            for i in 0..jobs_total {
+                if input.send(job(&cell, i)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let running = tokio::spawn(Arc::clone(&engine).run(jobs, sink));
+    let mut finished: HashMap<String, usize> = HashMap::new();
+    let mut failures = Vec::new();
+    let mut last = start;
+    let mut latencies = Vec::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Finished(done) => {
+                last = Instant::now();
+                *finished.entry(done.custom_id.clone()).or_default() += 1;
+                if let Verdict::Failed { code, message, .. } = &done.verdict {
+                    failures.push(format!("{}: {code}: {message}", done.custom_id));
+                }
+            }
+            Event::Attempt(record) => {
+                if record.status == Some(200) {
+                    latencies.push(record.latency);
+                }
+            }
+        }
+    }
+    let _ = feeder.await;
+    let _ = running.await;
+    let stats = sim.stats();
+    latencies.sort();
+    Run {
+        makespan: last - start,
+        ideal: oracle::ideal(&scenario, &stats.admitted, start),
+        first_answer: stats
+            .first_answer
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(start)),
+        refused: stats.refused,
+        refused_after_first_answer: stats.refused_after_first_answer,
+        succeeded: finished.len() - failures.len().min(finished.len()),
+        finished_twice: finished.values().filter(|n| **n > 1).count(),
+        failures,
+        median_latency: latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        peak_queued: stats.peak_queued,
+    }
+}
+
+/// What is wrong with a run, if anything.
+fn check(cell: &Cell, run: &Run) -> Vec<String> {
+    let mut wrong = Vec::new();
+    if run.succeeded != cell.jobs || !run.failures.is_empty() {
+        wrong.push(format!(
+            "{} of {} succeeded; failures: {:?}",
+            run.succeeded,
+            cell.jobs,
+            run.failures.iter().take(3).collect::<Vec<_>>()
+        ));
+    }
+    if run.finished_twice > 0 {
+        wrong.push(format!("{} requests finished twice", run.finished_twice));
+    }
+    if run.refused_after_first_answer > 1 {
+        wrong.push(format!(
+            "{} 429s after the first answer (at most 1)",
+            run.refused_after_first_answer
+        ));
+    }
+    let bound = run.ideal.mul_f64(1.03) + run.first_answer;
+    if run.makespan > bound {
+        wrong.push(format!(
+            "makespan {:.3}s > 1.03 × ideal {:.3}s + first answer {:.3}s (×{:.3})",
+            run.makespan.as_secs_f64(),
+            run.ideal.as_secs_f64(),
+            run.first_answer.as_secs_f64(),
+            run.makespan.as_secs_f64() / run.ideal.as_secs_f64().max(1e-9)
+        ));
+    }
+    wrong
+}
+
+const MINUTE: u64 = 60;
+
+fn lim(per_minute: u64, capacity: u64) -> Limit {
+    Limit {
+        per_minute,
+        capacity,
+    }
+}
+
+/// The matrix. Each axis is varied around a base cell; see the module documentation.
+fn matrix() -> Vec<Cell> {
+    let mut cells = Vec::new();
+    let styles = [
+        HeaderStyle::OpenAi,
+        HeaderStyle::Anthropic,
+        HeaderStyle::Azure,
+        HeaderStyle::None,
+    ];
+    let base = |style: HeaderStyle| Scenario {
+        headers: style,
+        latency: LatencyModel::Fixed(Duration::from_millis(200)),
+        ..Scenario::default()
+    };
+    // Limits given to paceline when the provider sends none.
+    let configured = |style: HeaderStyle, requests: Option<Limit>, tokens: Option<Limit>| {
+        (style == HeaderStyle::None).then(|| {
+            let mut config = QuotaConfig::default();
+            if let Some(l) = requests {
+                config = config.with(
+                    Dimension::Requests,
+                    LimitSpec {
+                        per_minute: l.per_minute,
+                        burst: Some(l.capacity),
+                    },
+                );
+            }
+            if let Some(l) = tokens {
+                config = config.with(
+                    Dimension::Tokens,
+                    LimitSpec {
+                        per_minute: l.per_minute,
+                        burst: Some(l.capacity),
+                    },
+                );
+            }
+            config
+        })
+    };
+    // Requests-bound buckets × job sizes, for every header style.
+    for style in styles {
+        for (bucket, limit) in [
+            ("cap1", lim(600, 1)),
+            ("cap5", lim(600, 5)),
+            ("minute", lim(MINUTE, MINUTE)),
+        ] {
+            for (size, jobs) in [
+                ("under-burst", (limit.capacity as usize / 2).max(1)),
+                ("2x-burst", 2 * limit.capacity as usize),
+                ("20x-burst", 20 * limit.capacity as usize),
+            ] {
+                let scenario = Scenario {
+                    requests: Some(limit),
+                    ..base(style)
+                };
+                cells.push(Cell {
+                    name: format!("{}/requests-{bucket}/lat200/{size}", style.name()),
+                    scenario,
+                    jobs,
+                    max_tokens: 64,
+                    configured: configured(style, Some(limit), None),
+                    concurrency: None,
+                });
+            }
+        }
+    }
+    // Tokens-bound, every header style: 20 requests' worth of tokens a second, bucket of 5.
+    for style in styles {
+        let requests = lim(6000, 100);
+        let tokens = lim(20 * 200 * 60, 5 * 200);
+        cells.push(Cell {
+            name: format!("{}/tokens-cap5/lat200/20x-burst", style.name()),
+            scenario: Scenario {
+                requests: Some(requests),
+                tokens: Some(tokens),
+                ..base(style)
+            },
+            jobs: 100,
+            max_tokens: 180,
+            configured: configured(style, Some(requests), Some(tokens)),
+            concurrency: None,
+        });
+    }
+    // Latency models, every header style, on a bucket of 5 at 10/s.
+    let latencies = [
+        ("lat0", LatencyModel::Fixed(Duration::ZERO)),
+        (
+            "lognormal2s",
+            LatencyModel::LogNormal {
+                mean: Duration::from_secs(2),
+                sigma: 1.0,
+            },
+        ),
+        (
+            "per-token",
+            LatencyModel::PerToken {
+                base: Duration::from_millis(800),
+                sd: Duration::from_millis(300),
+                per_token: Duration::from_millis(10),
+            },
+        ),
+    ];
+    for style in styles {
+        for (label, latency) in latencies {
+            let limit = lim(600, 5);
+            cells.push(Cell {
+                name: format!("{}/requests-cap5/{label}/20x-burst", style.name()),
+                scenario: Scenario {
+                    requests: Some(limit),
+                    latency,
+                    ..base(style)
+                },
+                jobs: 100,
+                max_tokens: 64,
+                configured: configured(style, Some(limit), None),
+                concurrency: None,
+            });
+        }
+    }
+    // Faults, every header style, on a bucket of 5 at 10/s.
+    let faults: [(&str, Faults, Option<SecondClient>, Option<(Duration, f64)>); 5] = [
+        (
+            "503-charged",
+            Faults {
+                p503: 0.05,
+                charged: true,
+                reset: 0.0,
+            },
+            None,
+            None,
+        ),
+        (
+            "503-free",
+            Faults {
+                p503: 0.05,
+                charged: false,
+                reset: 0.0,
+            },
+            None,
+            None,
+        ),
+        (
+            "resets",
+            Faults {
+                reset: 0.02,
+                ..Faults::default()
+            },
+            None,
+            None,
+        ),
+        (
+            "second-client-30",
+            Faults::default(),
+            Some(SecondClient { share: 0.3 }),
+            None,
+        ),
+        (
+            "limit-halved",
+            Faults::default(),
+            None,
+            Some((Duration::from_secs(5), 0.5)),
+        ),
+    ];
+    for style in styles {
+        for (label, faults, second, lower) in faults {
+            if style == HeaderStyle::None && (second.is_some() || lower.is_some()) {
+                // Without headers nothing tells of another client or a new limit but 429s.
+                continue;
+            }
+            let limit = lim(600, 5);
+            cells.push(Cell {
+                name: format!("{}/requests-cap5/lat200/{label}", style.name()),
+                scenario: Scenario {
+                    requests: Some(limit),
+                    faults,
+                    second_client: second,
+                    lower_limit: lower,
+                    ..base(style)
+                },
+                jobs: 200,
+                max_tokens: 64,
+                configured: configured(style, Some(limit), None),
+                concurrency: None,
+            });
+        }
+    }
+    // A server with slots and a queue behind them, no limits, no headers.
+    for slots in [1, 4] {
+        cells.push(Cell {
+            name: format!("none/slots{slots}/lat250/no-limits"),
+            scenario: Scenario {
+                headers: HeaderStyle::None,
+                slots: Some(slots),
+                latency: LatencyModel::Fixed(Duration::from_millis(250)),
+                ..Scenario::default()
+            },
+            jobs: 60,
+            max_tokens: 32,
+            configured: None,
+            concurrency: None,
+        });
+    }
+    cells
+}
+
+const DEFAULT_SEED: u64 = 7;
+
+#[test]
+fn matrix_every_cell_at_the_limit_and_never_over_it() {
+    let only = std::env::var("SIM_CELL").ok();
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for cell in matrix() {
+        if only
+            .as_ref()
+            .is_some_and(|o| !cell.name.contains(o.as_str()))
+        {
+            continue;
+        }
+        ran += 1;
+        let run = run_cell(&cell, seed);
+        let wrong = check(&cell, &run);
+        println!(
+            "{:<48} makespan {:>8.3}s ideal {:>8.3}s ×{:.3} first {:.3}s 429s {} (after first {}) median {:.3}s queued {}{}",
+            cell.name,
+            run.makespan.as_secs_f64(),
+            run.ideal.as_secs_f64(),
+            run.makespan.as_secs_f64() / run.ideal.as_secs_f64().max(1e-9),
+            run.first_answer.as_secs_f64(),
+            run.refused,
+            run.refused_after_first_answer,
+            run.median_latency.as_secs_f64(),
+            run.peak_queued,
+            if wrong.is_empty() { "" } else { "  FAILED" }
+        );
+        if !wrong.is_empty() {
+            failed.push(format!(
+                "{}: {}\n  replay: SIM_CELL='{}' SIM_SEED={seed} cargo test --test simulation -- matrix --nocapture",
+                cell.name,
+                wrong.join("; "),
+                cell.name
+            ));
+        }
+    }
+    assert!(ran > 0, "no cell matches SIM_CELL");
+    assert!(
+        failed.is_empty(),
+        "{} cells failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
