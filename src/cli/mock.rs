@@ -81,6 +81,14 @@ pub struct MockArgs {
     /// fault or overload layer sits in front of its quota). Stats count faults either way.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub faults_charge: bool,
+    /// Process at most N requests at once, like a self-hosted inference server (llama.cpp, vLLM,
+    /// TGI, Ollama): further requests wait in a first-in, first-out queue (no error, no
+    /// rate-limit headers of its own) and the latency flags give the service time once a slot is
+    /// taken, so throughput flattens at N ÷ service time while latency grows with the queue.
+    /// Rate limits, when set, apply before the queue. /_mock/stats shows the queue under
+    /// "slots". Default: no limit.
+    #[arg(long, value_name = "N")]
+    pub slots: Option<usize>,
 }
 
 impl TryFrom<&MockArgs> for MockConfig {
@@ -123,6 +131,7 @@ impl TryFrom<&MockArgs> for MockConfig {
             refund_unused: args.refund_unused,
             soft_limits: args.soft_limits,
             faults_charge: args.faults_charge,
+            slots: args.slots,
             ..MockConfig::default()
         };
         config.validate()?;
@@ -189,6 +198,8 @@ mod tests {
         assert!(c.soft_limits && !c.refund_unused);
         assert_eq!((c.completion_tokens, c.default_max_tokens), (64, 4096));
         assert!(c.faults_charge, "faults are charged by default");
+        assert_eq!(c.slots, None);
+        assert_eq!(config(&["--slots", "4"]).map(|c| c.slots), Ok(Some(4)));
     }
 
     #[test]
@@ -207,5 +218,7 @@ mod tests {
         assert!(err.contains("--listen") && err.contains("nowhere"), "{err}");
         let err = config(&["--stall", "2"]).unwrap_err().to_string();
         assert!(err.contains("--stall"), "{err}");
+        let err = config(&["--slots", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--slots 0"), "{err}");
     }
 }

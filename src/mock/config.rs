@@ -48,6 +48,10 @@ pub struct MockConfig {
     /// when the buckets are empty, like a provider whose fault or overload layer sits in front
     /// of its quota.
     pub faults_charge: bool,
+    /// Process at most this many requests at once, the rest waiting in a FIFO queue (a
+    /// self-hosted inference server); the latency model is then the service time once a slot
+    /// is taken. `None` = no limit.
+    pub slots: Option<usize>,
 }
 
 impl Default for MockConfig {
@@ -69,6 +73,7 @@ impl Default for MockConfig {
             soft_limits: false,
             stall_duration: Duration::from_secs(3600),
             faults_charge: true,
+            slots: None,
         }
     }
 }
@@ -210,6 +215,9 @@ pub enum ConfigError {
         /// The value given.
         value: f64,
     },
+    /// `--slots` of 0 or above [`crate::mock::slots::MAX_SLOTS`].
+    #[error("invalid --slots {0}: must be between 1 and {max} (leave it out for no limit)", max = crate::mock::slots::MAX_SLOTS)]
+    Slots(usize),
     /// `--listen` that is not an address.
     #[error("invalid --listen {0:?}: expected HOST:PORT, e.g. 127.0.0.1:8089")]
     Listen(String),
@@ -224,6 +232,11 @@ impl MockConfig {
         }
         if self.token_burst == Some(0) {
             return Err(ConfigError::ZeroBurst("--token-burst"));
+        }
+        if let Some(n) = self.slots
+            && !(1..=crate::mock::slots::MAX_SLOTS).contains(&n)
+        {
+            return Err(ConfigError::Slots(n));
         }
         let latency = [
             ("--latency-ms", self.latency.mean_ms),
@@ -282,5 +295,11 @@ mod tests {
             ..MockConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("--burst"));
+        let c = MockConfig {
+            slots: Some(0),
+            ..MockConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Slots(0)));
+        assert!(c.validate().unwrap_err().to_string().contains("--slots 0"));
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::mock::api::Payload;
 use crate::mock::keys::KeyState;
+use crate::mock::slots::Slot;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
@@ -24,11 +25,15 @@ pub struct Completion {
     pub completion: u64,
     /// Tokens to give back to the token bucket (`--refund-unused`), else 0.
     pub refund: u64,
+    /// The slot the answer holds (`--slots`): released with the last byte, or when the client
+    /// hangs up and the body is dropped.
+    pub slot: Option<Slot>,
 }
 
 impl Completion {
     /// Record the answer as complete.
     pub fn record(self) {
+        // The slot goes as the last byte does (when `self` is dropped, after the record).
         self.key.record_ok(
             &self.model,
             self.prompt,

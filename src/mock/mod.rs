@@ -53,6 +53,15 @@
 //!   (`-1` when a dimension is not limited) and Azure's 429 body and retry headers.
 //! - **Anthropic version**: `/v1/messages` without an `anthropic-version` header is refused
 //!   with 400, as the API does.
+//! - **Slots** (`--slots N`, [`slots`]): like a self-hosted inference server (llama.cpp, vLLM,
+//!   TGI, Ollama), at most N requests are processed at once and the rest wait in a FIFO queue,
+//!   with no error and no rate-limit headers of their own; the latency model is the service time
+//!   once a slot is taken, so throughput flattens at N ÷ service time and latency grows with the
+//!   queue. Rate limits and error faults (500/503/529, reset) are answered before the queue; a
+//!   truncated or stalled answer holds its slot, as a generation that goes wrong does. A slot is
+//!   held until the answer's last byte (a stream's whole generation); a client that disconnects
+//!   while queued leaves the queue. `GET /_mock/stats` shows `slots` (in service, queued, their
+//!   peaks, served, left the queue, waits).
 //! - **Bounded memory**: per-second counts keep 600 seconds; at most 10,000 undeclared keys are
 //!   tracked, further new keys get 401 until `POST /_mock/reset`.
 
@@ -73,12 +82,14 @@ pub mod keys;
 pub mod latency;
 pub mod responses;
 pub mod server;
+pub mod slots;
 pub mod stats;
 pub mod text;
 pub mod tokens;
 
 pub use config::{ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
 pub use errors::MockError;
+pub use slots::SlotStats;
 pub use stats::{FaultCounts, KeyStats, StatsSnapshot};
 
 use server::App;

@@ -1,6 +1,6 @@
 //! The HTTP surface: routes, and the pipeline every API request goes through
-//! (key → body → admission → fault → answer → latency → delivery; with `faults_charge` off,
-//! fault → admission).
+//! (key → body → admission → fault → answer → slot (`--slots`) → latency → delivery; with
+//! `faults_charge` off, fault → admission).
 
 use crate::mock::anthropic::MessagesRequest;
 use crate::mock::api::{AnswerCtx, Endpoint, Payload};
@@ -16,6 +16,7 @@ use crate::mock::headers;
 use crate::mock::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
 use crate::mock::latency;
 use crate::mock::responses::ResponsesRequest;
+use crate::mock::slots::Slots;
 use crate::mock::stats::StatsSnapshot;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -41,6 +42,7 @@ pub struct App {
     seed: u64,
     seq: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    slots: Option<Arc<Slots>>,
 }
 
 /// SplitMix64: spreads consecutive numbers into independent-looking seeds.
@@ -56,24 +58,31 @@ impl App {
     pub fn new(config: MockConfig, shutdown: watch::Receiver<bool>) -> Self {
         let seed = config.seed.unwrap_or_else(rand::random);
         let keys = KeyTable::new(&config);
+        let slots = config.slots.map(|n| Arc::new(Slots::new(n)));
         Self {
             config,
             keys,
             seed,
             seq: AtomicU64::new(0),
             shutdown,
+            slots,
         }
     }
 
     /// Counters of every key and their totals.
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot::from_keys(self.keys.stats())
+        let mut snapshot = StatsSnapshot::from_keys(self.keys.stats());
+        snapshot.slots = self.slots.as_ref().map(|slots| slots.stats());
+        snapshot
     }
 
     /// Clear counters, refill buckets, restart the request sequence (so seeded runs repeat).
     pub fn reset(&self) {
         self.keys.reset();
         self.seq.store(0, Ordering::SeqCst);
+        if let Some(slots) = &self.slots {
+            slots.reset();
+        }
     }
 
     async fn shutting_down(&self) {
@@ -383,30 +392,41 @@ pub async fn handle<E: Endpoint>(
     });
     let first_token = latency::base(&app.config.latency, &mut rng);
     let generation = latency::per_tokens(&app.config.latency, answer.completion_tokens);
-    match fault {
-        Some(Fault::Stall) => {
-            tokio::select! {
-                () = tokio::time::sleep(app.config.stall_duration) => {}
-                () = app.shutting_down() => {}
+    if fault == Some(Fault::Reset) {
+        let response = req.respond(
+            StatusCode::OK,
+            view,
+            delivery::reset(),
+            delivery::content_type(&answer.payload),
+        );
+        return unconsulted(response, view);
+    }
+    // A self-hosted server's queue: wait for a slot; the latency below is the service time.
+    let slot = match &app.slots {
+        None => None,
+        Some(slots) => {
+            let taken = tokio::select! {
+                slot = slots.acquire() => slot,
+                () = app.shutting_down() => None,
+            };
+            match taken {
+                Some(slot) => Some(slot),
+                None => return req.error(&ApiError::unavailable(flavor), view),
             }
-            let response = req.respond(
-                StatusCode::OK,
-                view,
-                delivery::reset(),
-                delivery::content_type(&answer.payload),
-            );
-            return unconsulted(response, view);
         }
-        Some(Fault::Reset) => {
-            let response = req.respond(
-                StatusCode::OK,
-                view,
-                delivery::reset(),
-                delivery::content_type(&answer.payload),
-            );
-            return unconsulted(response, view);
+    };
+    if fault == Some(Fault::Stall) {
+        tokio::select! {
+            () = tokio::time::sleep(app.config.stall_duration) => {}
+            () = app.shutting_down() => {}
         }
-        _ => {}
+        let response = req.respond(
+            StatusCode::OK,
+            view,
+            delivery::reset(),
+            delivery::content_type(&answer.payload),
+        );
+        return unconsulted(response, view);
     }
     let streaming = matches!(answer.payload, Payload::Sse(_));
     let wait = if streaming {
@@ -436,6 +456,7 @@ pub async fn handle<E: Endpoint>(
         prompt: request.prompt_tokens(),
         completion: answer.completion_tokens,
         refund,
+        slot,
     };
     let gap = match &answer.payload {
         Payload::Sse(frames) if frames.len() > 1 => generation / (frames.len() as u32 - 1).max(1),

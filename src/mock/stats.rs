@@ -1,6 +1,7 @@
 //! Counters of the simulated provider, per key and in total (`GET /_mock/stats`).
 
 use crate::mock::faults::Fault;
+use crate::mock::slots::SlotStats;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -145,6 +146,9 @@ pub struct StatsSnapshot {
     pub keys: BTreeMap<String, KeyStats>,
     /// All keys summed.
     pub totals: KeyStats,
+    /// The slots and their queue (`--slots`; absent without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<SlotStats>,
 }
 
 impl StatsSnapshot {
@@ -159,7 +163,11 @@ impl StatsSnapshot {
             .back()
             .map_or(0, |(sec, _)| sec.saturating_sub(PER_SECOND_WINDOW - 1));
         totals.per_second.retain(|(sec, _)| *sec >= oldest);
-        Self { keys, totals }
+        Self {
+            keys,
+            totals,
+            slots: None,
+        }
     }
 }
 
