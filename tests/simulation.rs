@@ -142,6 +142,19 @@ async fn run_paused(cell: &Cell, seed: u64) -> Run {
                 }
             }
             Event::Attempt(record) => {
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    println!(
+                        "  {:>10.3}s {} attempt {} status {:?} latency {:.3}s waited {:.3}s paused {} retry in {:.3}s",
+                        (Instant::now() - start).as_secs_f64(),
+                        record.custom_id,
+                        record.attempt,
+                        record.status,
+                        record.latency.as_secs_f64(),
+                        record.waited_quota.as_secs_f64(),
+                        record.paused,
+                        record.retry_in.as_secs_f64()
+                    );
+                }
                 if record.status == Some(200) {
                     latencies.push(record.latency);
                 }

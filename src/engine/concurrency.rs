@@ -4,7 +4,9 @@
 //!
 //! * **fixed** (`--concurrency N`): exactly N.
 //! * **rate known** (a quota has limits): Little's law — in flight = rate × latency. The bound is
-//!   `2 × target rate × smoothed latency + 2`, so the quota, not the bound, paces requests; the
+//!   `2 × target rate × smoothed latency + headroom + 2`, where the headroom is what the quotas'
+//!   buckets could admit at once right now, so the quota, not the bound, paces requests — a
+//!   bucket that holds a whole minute is spent at once, not at the sustained rate — and the
 //!   bound only stops a pile-up when latency balloons. Timeouts and server errors halve a
 //!   back-off factor on it; successes restore it slowly.
 //! * **probing** (before the first answer): no bound of its own — the quota's probe schedule
@@ -35,6 +37,8 @@ struct State {
     in_flight: usize,
     /// Requests per second the quotas allow, when known.
     target_rate: Option<f64>,
+    /// Requests the quotas could admit at once right now (their buckets' level).
+    headroom: f64,
     /// Smoothed latency in seconds.
     latency: Option<f64>,
     /// Rate-known regime: multiplier in (0, 1] cut by overload.
@@ -54,7 +58,9 @@ impl State {
             return self.max;
         }
         let limit = match (self.target_rate, self.latency) {
-            (Some(rate), Some(latency)) => (2.0 * rate * latency * self.factor).ceil() + 2.0,
+            (Some(rate), Some(latency)) => {
+                ((2.0 * rate * latency + self.headroom) * self.factor).ceil() + 2.0
+            }
             (Some(rate), None) => (rate * self.factor).ceil().max(1.0),
             (None, _) => self.window.floor(),
         };
@@ -96,6 +102,7 @@ impl Concurrency {
                 max: max.max(1),
                 in_flight: 0,
                 target_rate: None,
+                headroom: 0.0,
                 latency: None,
                 factor: 1.0,
                 window: 1.0,
@@ -160,9 +167,19 @@ impl Concurrency {
         }
     }
 
-    /// Tell the bound what rate the quotas allow (requests per second), once known.
-    pub fn set_target_rate(&self, rate: Option<f64>) {
-        self.lock().target_rate = rate.filter(|r| r.is_finite() && *r > 0.0);
+    /// Tell the bound what rate the quotas allow (requests per second), once known, and how
+    /// many requests they could admit at once right now: a bucket that holds more than the
+    /// sustained rate's share (a provider whose bucket holds a whole minute) is spent as fast
+    /// as the quota admits it, and the bound shrinks back as the bucket drains.
+    pub fn set_target_rate(&self, rate: Option<f64>, headroom: f64) {
+        let mut state = self.lock();
+        state.target_rate = rate.filter(|r| r.is_finite() && *r > 0.0);
+        state.headroom = if headroom.is_finite() {
+            headroom.max(0.0)
+        } else {
+            0.0
+        };
+        drop(state);
         self.notify.notify_waiters();
     }
 
@@ -252,10 +269,14 @@ mod tests {
     fn known_rate_follows_littles_law() {
         let c = Concurrency::new(None, 1000);
         c.end_probe();
-        c.set_target_rate(Some(100.0));
+        c.set_target_rate(Some(100.0), 0.0);
         c.record(Signal::Answered, Duration::from_millis(800), Instant::now());
         // 2 × 100/s × 0.8 s + 2
         assert_eq!(c.limit(), 162);
+        // a bucket holding 500 requests right now: they may all be in flight at once.
+        c.set_target_rate(Some(100.0), 500.0);
+        assert_eq!(c.limit(), 662);
+        c.set_target_rate(Some(100.0), 0.0);
         c.record(
             Signal::Overloaded,
             Duration::from_millis(800),

@@ -268,23 +268,28 @@ impl Engine {
             mean.0
         };
         let mut total = 0.0;
+        let mut headroom = 0.0;
         let mut known = false;
         for quota in self.pool.active_quotas(&job.model, now) {
             let limits = quota.limits();
+            let available = quota.available(now);
             let per_request = [1.0, mean, 0.0, 0.0];
-            let rate = Dimension::ALL
-                .iter()
-                .filter_map(|d| {
-                    let (per_minute, _) = limits[d.index()]?;
-                    let cost = per_request[d.index()];
-                    (cost > 0.0).then(|| per_minute as f64 / 60.0 / cost)
-                })
-                .fold(f64::INFINITY, f64::min);
+            let mut rate = f64::INFINITY;
+            let mut room = f64::INFINITY;
+            for d in Dimension::ALL {
+                let cost = per_request[d.index()];
+                if let (Some((per_minute, _)), true) = (limits[d.index()], cost > 0.0) {
+                    rate = rate.min(per_minute as f64 / 60.0 / cost);
+                    room = room.min(available[d.index()].unwrap_or(0) as f64 / cost);
+                }
+            }
             if rate.is_finite() {
                 total += rate;
+                headroom += room;
                 known = true;
             }
         }
-        self.concurrency.set_target_rate(known.then_some(total));
+        self.concurrency
+            .set_target_rate(known.then_some(total), headroom);
     }
 }

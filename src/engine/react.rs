@@ -59,7 +59,10 @@ impl Engine {
                     crate::upstream::client::text_headers(&reply.headers),
                     wall,
                 );
-                pick.quota.observe(Some(&pick.reservation), &snapshot, now);
+                // A refused request was not charged: its answer describes the bucket, not
+                // this reservation.
+                let charged = (reply.status != 429).then_some(&pick.reservation);
+                pick.quota.observe(charged, &snapshot, now);
                 snapshot
             }
             Err(_) => {
@@ -218,7 +221,7 @@ impl Engine {
         let body_hint = answer
             .as_ref()
             .and_then(|a| retry::server_hint_from_body(&a.body));
-        let hint = snapshot.retry_after.or(body_hint);
+        let mut hint = snapshot.retry_after.or(body_hint);
         if pause_quota {
             let refused = match cause {
                 RetryCause::RateLimitRequests => Some(Dimension::Requests),
@@ -227,13 +230,37 @@ impl Engine {
                 RetryCause::RateLimitOutputTokens => Some(Dimension::OutputTokens),
                 _ => None,
             };
-            let reset = match refused {
-                Some(Dimension::Tokens) => snapshot.tokens.reset,
-                Some(Dimension::InputTokens) => snapshot.input_tokens.reset,
-                Some(Dimension::OutputTokens) => snapshot.output_tokens.reset,
-                _ => snapshot.requests.reset,
+            let reading_of = |d: Dimension| match d {
+                Dimension::Requests => snapshot.requests,
+                Dimension::Tokens => snapshot.tokens,
+                Dimension::InputTokens => snapshot.input_tokens,
+                Dimension::OutputTokens => snapshot.output_tokens,
             };
-            let pause = hint.or(reset).unwrap_or(DEFAULT_PAUSE);
+            let reset = reading_of(refused.unwrap_or(Dimension::Requests)).reset;
+            let mut pause = hint.or(reset).unwrap_or(DEFAULT_PAUSE);
+            // A hint in whole seconds (Anthropic's `retry-after`) rounds a wait of 100 ms up
+            // to a second, a tenth of a small bucket's rate lost per 429. When the answer says
+            // what is left of the refused dimension (or, when the body does not say which
+            // refused, of every dimension too low for the retry) and its rate is known, wait
+            // only until the retry's cost has refilled (never longer than the hint).
+            let coarse = hint.is_none()
+                || snapshot
+                    .retry_after_resolution
+                    .is_some_and(|r| r >= Duration::from_secs(1));
+            let cost = job.cost();
+            let short = Dimension::ALL.into_iter().filter_map(|d| {
+                let left = reading_of(d).remaining?;
+                let wanted = refused.is_none_or(|r| r == d) && left < cost.get(d).max(1);
+                wanted.then(|| pick.quota.refill_time(d, cost.get(d).max(1) - left))
+            });
+            let refill = short
+                .collect::<Option<Vec<_>>>()
+                .and_then(|t| t.into_iter().max());
+            if let (true, Some(refill)) = (coarse, refill) {
+                pause = pause.min(refill);
+            }
+            // The refused request itself waits out the same pause, not the rounded hint.
+            hint = hint.map(|h| h.min(pause));
             pick.quota.pause(now + pause, refused, &job.cost());
         }
         let signal = if rate_limited {

@@ -124,6 +124,32 @@ impl Gcra {
         (self.tolerance as f64 - (tat as f64 - at as f64)) / self.interval as f64
     }
 
+    /// Level at `at` given a tat, measured against the provider's whole burst (without the
+    /// jitter margin): what its `remaining` would say.
+    pub fn provider_level_at(&self, tat: Nanos, at: Nanos) -> f64 {
+        (self.capacity as f64 - (tat as f64 - at as f64)) / self.interval as f64
+    }
+
+    /// Move the tat earlier by up to `ns` (capacity the provider reports it did not charge),
+    /// never below `now` (a bucket holds no more than full); what the provider said was left
+    /// before no longer holds refunds back. Returns how far it moved.
+    pub fn bring_forward(&mut self, ns: u64, now: Nanos) -> u64 {
+        let before = self.tat;
+        self.tat = self.tat.saturating_sub(ns).max(now).min(before);
+        self.floor = self.floor.min(self.tat);
+        before - self.tat
+    }
+
+    /// Set the tat so that the level at `now` is `level` (at most the burst: a full bucket).
+    pub fn keep_level(&mut self, level: f64, now: Nanos) {
+        if level >= self.tolerance as f64 / self.interval as f64 {
+            self.tat = self.tat.min(now);
+            return;
+        }
+        let behind = self.tolerance as f64 - level * self.interval as f64;
+        self.tat = now.saturating_add(behind.max(0.0) as u64);
+    }
+
     /// Move the tat later by `ns` (usage by someone else that the provider reported).
     pub fn push_back(&mut self, ns: u64, now: Nanos) {
         self.tat = self.tat.max(now).saturating_add(ns);

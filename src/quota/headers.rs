@@ -44,6 +44,8 @@ pub struct LimitSnapshot {
     /// The server's retry hint: `retry-after-ms`, then `x-ms-retry-after-ms`, then `retry-after`
     /// (seconds or HTTP date relative to `now`).
     pub retry_after: Option<Duration>,
+    /// How finely the retry hint was written (whole seconds for an integer `retry-after`).
+    pub retry_after_resolution: Option<Duration>,
 }
 
 impl LimitSnapshot {
@@ -62,6 +64,10 @@ pub struct DimensionReading {
     pub remaining: Option<u64>,
     /// Time until the dimension is back to its full limit, relative to the response time.
     pub reset: Option<Duration>,
+    /// How finely the provider wrote `reset`: the unit of its last digit (Anthropic's RFC 3339
+    /// instants with whole seconds: 1 s; OpenAI's `20ms`: 1 ms). The true reset lies within
+    /// this of the value read, either way; a burst inferred from it must allow for that.
+    pub reset_resolution: Option<Duration>,
 }
 
 /// Which dimension a header belongs to.
@@ -196,7 +202,12 @@ pub fn parse_limit_headers<'a>(
             match field {
                 Field::Limit => set_once(&mut reading.limit, parse_count(value)),
                 Field::Remaining => set_once(&mut reading.remaining, parse_count(value)),
-                Field::Reset => set_once(&mut reading.reset, parse_reset(value, now)),
+                Field::Reset => {
+                    if reading.reset.is_none() {
+                        reading.reset = parse_reset(value, now);
+                        reading.reset_resolution = reading.reset.map(|_| resolution(value));
+                    }
+                }
             }
             continue;
         }
@@ -212,11 +223,64 @@ pub fn parse_limit_headers<'a>(
         if let Some(delay) = parsed {
             if retry_source.is_none_or(|current| source < current) {
                 snapshot.retry_after = Some(delay);
+                snapshot.retry_after_resolution = Some(match source {
+                    RetryHeader::RetryAfter => resolution(value),
+                    RetryHeader::RetryAfterMs | RetryHeader::MsRetryAfterMs => {
+                        resolution(value) / 1000
+                    }
+                });
                 retry_source = Some(source);
             }
         }
     }
     snapshot
+}
+
+/// The unit of the last digit of a time value: `1.25` or `…T14:23:01.25Z` → 10 ms, `30` or
+/// `…T14:23:30Z` or an HTTP date → 1 s, `20ms` → 1 ms, `6m0s` → 1 s, `1h` → 1 h (seconds for
+/// bare numbers; a caller scales a millisecond count).
+fn resolution(value: &str) -> Duration {
+    let scaled = |unit_nanos: u64, digits: usize| {
+        let divisor = 10u64.saturating_pow(u32::try_from(digits).unwrap_or(u32::MAX));
+        Duration::from_nanos((unit_nanos / divisor).max(1))
+    };
+    let fraction_digits = |number: &str| {
+        number
+            .split_once('.')
+            .map_or(0, |(_, f)| f.bytes().take_while(u8::is_ascii_digit).count())
+    };
+    const SECOND: u64 = 1_000_000_000;
+    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return scaled(SECOND, fraction_digits(value));
+    }
+    if chrono::DateTime::parse_from_rfc3339(value).is_ok() {
+        let seconds = value.rsplit_once(':').map_or("", |(_, s)| s);
+        return scaled(SECOND, fraction_digits(seconds));
+    }
+    // A Go duration: the unit of its last component, scaled by that component's fraction.
+    let unit_start = value
+        .rfind(|c: char| c.is_ascii_digit() || c == '.')
+        .map_or(0, |i| i + 1);
+    let number_start = value[..unit_start]
+        .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or(0, |i| i + c_len(value, i));
+    let unit_nanos = match &value[unit_start..] {
+        "ns" => 1,
+        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+        "ms" => 1_000_000,
+        "m" => 60 * SECOND,
+        "h" => 3600 * SECOND,
+        _ => SECOND,
+    };
+    scaled(
+        unit_nanos,
+        fraction_digits(&value[number_start..unit_start]),
+    )
+}
+
+/// The length in bytes of the character at byte `i` of `s`.
+fn c_len(s: &str, i: usize) -> usize {
+    s[i..].chars().next().map_or(1, char::len_utf8)
 }
 
 /// Parses a Go `time.Duration` string: a sequence of decimal numbers, each with an optional
@@ -431,11 +495,13 @@ mod tests {
                     limit: Some(5000),
                     remaining: Some(4999),
                     reset: Some(ms(12)),
+                    reset_resolution: Some(ms(1)),
                 },
                 tokens: DimensionReading {
                     limit: Some(1_500_000),
                     remaining: Some(1_495_621),
                     reset: Some(secs(360)),
+                    reset_resolution: Some(secs(1)),
                 },
                 ..LimitSnapshot::default()
             }
@@ -476,23 +542,28 @@ mod tests {
                     limit: Some(50),
                     remaining: Some(0),
                     reset: Some(secs(30)),
+                    reset_resolution: Some(secs(1)),
                 },
                 tokens: DimensionReading {
                     limit: Some(40_000),
                     remaining: Some(12_000),
                     reset: Some(ms(1250)),
+                    reset_resolution: Some(ms(1)),
                 },
                 input_tokens: DimensionReading {
                     limit: Some(40_000),
                     remaining: Some(39_000),
                     reset: Some(secs(60)),
+                    reset_resolution: Some(secs(1)),
                 },
                 output_tokens: DimensionReading {
                     limit: Some(8000),
                     remaining: Some(8000),
                     reset: Some(Duration::ZERO),
+                    reset_resolution: Some(secs(1)),
                 },
                 retry_after: Some(secs(30)),
+                retry_after_resolution: Some(secs(1)),
             }
         );
     }

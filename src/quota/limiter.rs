@@ -85,7 +85,7 @@ pub struct Reservation {
     pub cost: Cost,
     go: Nanos,
     tat_after: [Option<Nanos>; 4],
-    corrections_at: [u64; 4],
+    corrections_at: [i64; 4],
     /// Also reserved in the shared quota (so settling and cancelling go there too).
     shared: bool,
 }
@@ -97,8 +97,9 @@ struct DimState {
     learned_limit: Option<u64>,
     learned_burst: Option<u64>,
     cell: Option<Gcra>,
-    /// Total nanoseconds pushed back because the provider reported use we did not make.
-    corrections: u64,
+    /// Net nanoseconds the provider's counts moved our state: pushed back for use we did not
+    /// make (positive), brought forward for capacity it did not charge (negative).
+    corrections: i64,
     /// Units reserved while this dimension had no limit (no cell) and not yet accounted for:
     /// when the first reading creates the cell, these requests are out but are not in the
     /// provider's `remaining` for the request it reports on.
@@ -132,7 +133,13 @@ impl DimState {
         };
         let (cell, rebase) = match &mut self.cell {
             Some(cell) => {
+                // A burst learned larger (or a margin widened) changes how much the bucket
+                // holds, not what is in it now: the level is kept.
+                let level = cell.level_at(cell.tat(), now);
                 let changed = cell.set_rate(per_minute, burst, self.margin_ns);
+                if !changed {
+                    cell.keep_level(level, now);
+                }
                 (cell, changed)
             }
             None => (
@@ -383,6 +390,16 @@ impl Quota {
         })
     }
 
+    /// How long `units` of `dimension` take to refill at its sustained rate, if its limit is
+    /// known.
+    pub fn refill_time(&self, dimension: Dimension, units: u64) -> Option<Duration> {
+        let (per_minute, _) = self.lock().dims[dimension.index()].effective()?;
+        let nanos = u128::from(units) * 60_000_000_000 / u128::from(per_minute.max(1));
+        Some(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
+    }
+
     /// When the quota's pause ends, if it is paused at `now`.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
         let state = self.lock();
@@ -548,20 +565,18 @@ impl Quota {
             let dim = &mut state.dims[d.index()];
             let reading: DimensionReading = readings[d.index()];
             if let Some(limit) = reading.limit.filter(|l| *l > 0) {
+                if dim.learned_limit != Some(limit) {
+                    // A new limit: what was learned of the old bucket's capacity is void.
+                    dim.learned_burst = None;
+                }
                 dim.learned_limit = Some(limit);
-                if let (Some(remaining), Some(reset)) = (reading.remaining, reading.reset) {
-                    // A bucket refilling at limit/60 per second is full again after `reset`:
-                    // its capacity is what is left now plus what refills until then. Providers
-                    // floor `remaining`, so that sum falls short of the capacity by the level's
-                    // fraction (under one unit): round up. One reading low by a unit (a
-                    // fraction near one, a reset rounded down) does not shrink a learned burst;
-                    // a real change of capacity moves it by more.
-                    let capacity = remaining as f64 + reset.as_secs_f64() * limit as f64 / 60.0;
-                    let estimate = ((capacity - BURST_ROUNDING).ceil().max(1.0) as u64).min(limit);
-                    dim.learned_burst = Some(match dim.learned_burst {
-                        Some(known) if estimate + 1 == known => known,
-                        _ => estimate,
-                    });
+                if let Some(remaining) = reading.remaining {
+                    // Each reading bounds the capacity from below and, with a reset, from above
+                    // (the reset is allowed its resolution either way): the largest lower bound
+                    // seen is the estimate, unless a reading proves the capacity smaller.
+                    let (low, high) = burst_bounds(reading, remaining, limit, reservation, d);
+                    let known = dim.learned_burst.map_or(low, |known| known.max(low));
+                    dim.learned_burst = Some(high.map_or(known, |high| known.min(high)));
                 }
             }
             let remaining_now = match (dim.cell.is_none(), reading.remaining) {
@@ -589,17 +604,29 @@ impl Quota {
                 // Other paceline processes' use is in the shared state already.
                 continue;
             }
-            // Our level right after this request was admitted, against the provider's.
-            let ours = cell.level_at(tat_after, r.go);
-            let unseen = ours - remaining as f64 - drift_slack(cell.burst());
-            if unseen > 0.0 {
-                let owed = (unseen * cell.interval() as f64) as u64;
-                let already = dim.corrections - r.corrections_at[d.index()];
-                let extra = owed.saturating_sub(already);
-                if extra > 0 {
-                    cell.push_back(extra, now);
-                    dim.corrections += extra;
-                }
+            // Our level right after this request was admitted, on the provider's scale (its
+            // whole burst, without our jitter margin), against what the provider said. Both
+            // describe the same moment, so requests admitted since are owed either way; what
+            // the provider's counts already moved since this reservation is not moved again.
+            let ours = cell.provider_level_at(tat_after, r.go);
+            let slack = drift_slack(cell.burst());
+            let gap = ours - remaining as f64;
+            let target = if gap > slack {
+                ((gap - slack) * cell.interval() as f64) as i64
+            } else if gap < -slack {
+                ((gap + slack) * cell.interval() as f64) as i64
+            } else {
+                continue;
+            };
+            let already = dim.corrections - r.corrections_at[d.index()];
+            if target > 0 && target > already {
+                let extra = target - already;
+                cell.push_back(extra.unsigned_abs(), now);
+                dim.corrections += extra;
+            } else if target < 0 && target < already {
+                let extra = already - target;
+                let moved = cell.bring_forward(extra.unsigned_abs(), now);
+                dim.corrections -= i64::try_from(moved).unwrap_or(i64::MAX);
             }
         }
     }
@@ -643,6 +670,37 @@ impl Quota {
             }
         }
     }
+}
+
+/// The capacity one reading allows, as (least, most when the reset is known). The level was
+/// between `remaining` and `remaining + 1` (providers floor it) and refills to the capacity
+/// over `reset`, which is known to within its resolution either way; and the level was at
+/// least `remaining` plus this request's own charge before it was admitted. The least bound
+/// is rounded up, less a little, so that a reset rounded up does not inflate it.
+fn burst_bounds(
+    reading: DimensionReading,
+    remaining: u64,
+    limit: u64,
+    reservation: Option<&Reservation>,
+    d: Dimension,
+) -> (u64, Option<u64>) {
+    let own = reservation.map_or(0, |r| r.cost.get(d));
+    let per_second = limit as f64 / 60.0;
+    let resolution = reading.reset_resolution.unwrap_or_default();
+    let low_refill = reading.reset.map_or(0.0, |reset| {
+        reset.saturating_sub(resolution).as_secs_f64() * per_second
+    });
+    let from_reset = ((remaining as f64 + low_refill - BURST_ROUNDING)
+        .ceil()
+        .max(1.0)) as u64;
+    let low = from_reset
+        .max(remaining.saturating_add(own))
+        .clamp(1, limit);
+    let high = reading.reset.map(|reset| {
+        let most = remaining as f64 + 1.0 + (reset + resolution).as_secs_f64() * per_second;
+        (most.floor() as u64).clamp(low, limit)
+    });
+    (low, high)
 }
 
 /// An amount as the script's signed argument.

@@ -165,6 +165,7 @@ fn reading(limit: u64, remaining: u64, reset: Duration) -> DimensionReading {
         limit: Some(limit),
         remaining: Some(remaining),
         reset: Some(reset),
+        reset_resolution: Some(Duration::from_millis(1)),
     }
 }
 
@@ -184,7 +185,8 @@ fn learns_limits_and_burst_from_headers() {
     assert!(quota.is_known());
     let limits = quota.limits();
     assert_eq!(limits[0], Some((6000, 10)));
-    assert_eq!(limits[1], Some((1_000_000, 1_000_000)));
+    // 999,000 left and 60 ms (± 1 ms) to full at 16,667/s: at least 999,984.
+    assert_eq!(limits[1], Some((1_000_000, 999_984)));
     // 9 may go at once, the 10th 10 ms later.
     for _ in 0..9 {
         assert_eq!(quota.reserve(Cost::request(1), t0).unwrap().go_at, t0);
@@ -213,13 +215,14 @@ fn burst_estimate_is_steady_although_remaining_is_floored() {
             "after {remaining}, {reset} ms"
         );
     }
-    // A real change of capacity is followed.
+    // A real change of capacity is followed: under 1 left and 100 ms (± 1 ms) to full at
+    // 20/s is at most 3.
     let snapshot = LimitSnapshot {
         requests: reading(1200, 0, ms(100)),
         ..Default::default()
     };
     quota.observe(None, &snapshot, t0);
-    assert_eq!(quota.limits()[0], Some((1200, 2)));
+    assert_eq!(quota.limits()[0], Some((1200, 3)));
 }
 
 #[test]
@@ -292,6 +295,33 @@ fn provider_reporting_more_remaining_changes_nothing() {
         free_now += 1;
     }
     assert_eq!(free_now, 9);
+}
+
+#[test]
+fn provider_reporting_more_remaining_gives_back_what_it_did_not_charge() {
+    // 10/s, burst 10: ten requests go at once and empty our bucket. The provider counted only
+    // six of them (four were answered 503 without being charged): after the last, 4 are left.
+    let t0 = Instant::now();
+    let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0);
+    let sent: Vec<_> = (0..10)
+        .map(|_| quota.reserve(Cost::request(1), t0).unwrap())
+        .collect();
+    assert_eq!(quota.available(t0)[0], Some(0));
+    let snapshot = LimitSnapshot {
+        requests: reading(600, 4, ms(600)),
+        ..Default::default()
+    };
+    quota.observe(sent.last(), &snapshot, t0 + ms(5));
+    // The difference less the rounding slack (one unit) comes back, once: the same reading
+    // seen again moves nothing more.
+    assert_eq!(quota.available(t0 + ms(5))[0], Some(3));
+    quota.observe(sent.last(), &snapshot, t0 + ms(5));
+    assert_eq!(quota.available(t0 + ms(5))[0], Some(3));
+    // Requests admitted after the reading stay charged.
+    let later = quota.reserve(Cost::request(1), t0 + ms(5)).unwrap();
+    quota.observe(sent.last(), &snapshot, t0 + ms(5));
+    assert_eq!(quota.available(t0 + ms(5))[0], Some(2));
+    assert_eq!(later.go_at, t0 + ms(5));
 }
 
 #[test]
