@@ -32,7 +32,7 @@ pub struct SlotStats {
     pub slots: u64,
     /// Requests in service now.
     pub in_service: u64,
-    /// Requests waiting for a slot now.
+    /// Requests waiting for a slot now (a request that finds a slot free never queues).
     pub queued: u64,
     /// Most requests in service at once.
     pub peak_in_service: u64,
@@ -106,6 +106,15 @@ impl Slots {
     /// Wait (first come, first served) for a free slot. `None` only if the semaphore was closed,
     /// which nothing does. Dropping the future leaves the queue.
     pub async fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        // A free slot is taken at once: the semaphore hands released permits to its waiters
+        // first, so this never passes anyone queued.
+        if let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() {
+            self.start(Duration::ZERO);
+            return Some(Slot {
+                slots: Arc::clone(self),
+                _permit: permit,
+            });
+        }
         let asked = Instant::now();
         let mut waiting = Waiting {
             slots: self,
@@ -118,21 +127,24 @@ impl Slots {
         }
         let permit = Arc::clone(&self.semaphore).acquire_owned().await.ok()?;
         waiting.served = true;
-        let wait = millis(asked.elapsed());
-        {
-            let mut c = self.counts.lock();
-            c.in_service += 1;
-            c.peak_in_service = c.peak_in_service.max(c.in_service);
-            c.served += 1;
-            c.wait_ms_total = c.wait_ms_total.saturating_add(wait);
-            c.wait_ms_max = c.wait_ms_max.max(wait);
-        }
+        self.start(asked.elapsed());
         // A request that took a slot is no longer queued (counted by `waiting`'s drop).
         drop(waiting);
         Some(Slot {
             slots: Arc::clone(self),
             _permit: permit,
         })
+    }
+
+    /// Count a request entering service after waiting `waited`.
+    fn start(&self, waited: Duration) {
+        let wait = millis(waited);
+        let mut c = self.counts.lock();
+        c.in_service += 1;
+        c.peak_in_service = c.peak_in_service.max(c.in_service);
+        c.served += 1;
+        c.wait_ms_total = c.wait_ms_total.saturating_add(wait);
+        c.wait_ms_max = c.wait_ms_max.max(wait);
     }
 
     /// The counters now. A request that has just taken a slot may show as in service and queued
@@ -208,7 +220,7 @@ mod tests {
         // As many slots as clients: no queue, every request takes one service time.
         let (done, stats) = finish_times(8, 8, Duration::from_millis(100)).await;
         assert_eq!(done, [100; 8]);
-        assert_eq!(stats.wait_ms_total, 0);
+        assert_eq!((stats.wait_ms_total, stats.peak_queued), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -228,6 +240,7 @@ mod tests {
         });
         sleep(Duration::from_millis(10)).await;
         assert_eq!((q.stats().in_service, q.stats().queued), (1, 2));
+        assert_eq!(q.stats().peak_queued, 2);
         // The first waiter's client hangs up: its place goes, the one behind it moves up.
         gone.abort();
         assert!(gone.await.is_err());
