@@ -184,6 +184,53 @@ async fn run_paused(cell: &Cell, seed: u64) -> Run {
     }
 }
 
+/// Against a server with slots, the bound is the best fixed concurrency's run (same seed):
+/// the makespan within 5 % of it, and the median latency at most twice the one at
+/// concurrency 1 (nothing piles up in the server's queue).
+fn check_slots(cell: &Cell, run: &Run, seed: u64) -> Vec<String> {
+    let fixed: Vec<(usize, Run)> = [1, 2, 4, 8]
+        .into_iter()
+        .map(|n| {
+            let mut fixed = cell.clone();
+            fixed.concurrency = Some(n);
+            (n, run_cell(&fixed, seed))
+        })
+        .collect();
+    let best = fixed
+        .iter()
+        .map(|(_, r)| r.makespan)
+        .min()
+        .unwrap_or_default();
+    let alone = fixed[0].1.median_latency;
+    println!(
+        "    fixed concurrency 1/2/4/8: makespan {:?} median {:?}",
+        fixed
+            .iter()
+            .map(|(_, r)| r.makespan.as_secs_f64())
+            .collect::<Vec<_>>(),
+        fixed
+            .iter()
+            .map(|(_, r)| r.median_latency.as_secs_f64())
+            .collect::<Vec<_>>()
+    );
+    let mut wrong = Vec::new();
+    if run.makespan > best.mul_f64(1.05) {
+        wrong.push(format!(
+            "makespan {:.3}s > 1.05 × the best fixed concurrency's {:.3}s",
+            run.makespan.as_secs_f64(),
+            best.as_secs_f64()
+        ));
+    }
+    if run.median_latency > alone * 2 {
+        wrong.push(format!(
+            "median latency {:.3}s > 2 × {:.3}s at concurrency 1",
+            run.median_latency.as_secs_f64(),
+            alone.as_secs_f64()
+        ));
+    }
+    wrong
+}
+
 /// What is wrong with a run, if anything.
 fn check(cell: &Cell, run: &Run) -> Vec<String> {
     let mut wrong = Vec::new();
@@ -412,14 +459,19 @@ fn matrix() -> Vec<Cell> {
             });
         }
     }
-    // A server with slots and a queue behind them, no limits, no headers.
+    // A server with slots and a queue behind them, no limits, no headers: a self-hosted model
+    // whose answers take 50 ms plus 6 ms per output token (~250 ms).
     for slots in [1, 4] {
         cells.push(Cell {
-            name: format!("none/slots{slots}/lat250/no-limits"),
+            name: format!("none/slots{slots}/per-token/no-limits"),
             scenario: Scenario {
                 headers: HeaderStyle::None,
                 slots: Some(slots),
-                latency: LatencyModel::Fixed(Duration::from_millis(250)),
+                latency: LatencyModel::PerToken {
+                    base: Duration::from_millis(50),
+                    sd: Duration::from_millis(10),
+                    per_token: Duration::from_millis(6),
+                },
                 ..Scenario::default()
             },
             jobs: 60,
@@ -451,7 +503,7 @@ fn matrix_every_cell_at_the_limit_and_never_over_it() {
         }
         ran += 1;
         let run = run_cell(&cell, seed);
-        let wrong = check(&cell, &run);
+        let mut wrong = check(&cell, &run);
         println!(
             "{:<48} makespan {:>8.3}s ideal {:>8.3}s ×{:.3} first {:.3}s 429s {} (after first {}) median {:.3}s queued {}{}",
             cell.name,
@@ -465,6 +517,9 @@ fn matrix_every_cell_at_the_limit_and_never_over_it() {
             run.peak_queued,
             if wrong.is_empty() { "" } else { "  FAILED" }
         );
+        if cell.scenario.slots.is_some() {
+            wrong.extend(check_slots(&cell, &run, seed));
+        }
         if !wrong.is_empty() {
             failed.push(format!(
                 "{}: {}\n  replay: SIM_CELL='{}' SIM_SEED={seed} cargo test --test simulation -- matrix --nocapture",

@@ -11,10 +11,12 @@
 //!   back-off factor on it; successes restore it slowly.
 //! * **probing** (before the first answer): no bound of its own — the quota's probe schedule
 //!   ([`crate::quota`]) spaces the first requests while their answers are awaited.
-//! * **rate unknown** (the provider sent no limit headers, none configured): AIMD starting from
-//!   what was in flight when the first answer came: slow start (+1 per success, doubling per
-//!   round trip) up to a threshold and +1/limit per success beyond it; any overload signal
-//!   (429, 5xx, timeout) halves the limit, at most once per round trip.
+//! * **rate unknown** (the provider sent no limit headers, none configured): a window starting
+//!   from what was in flight when the first answer came: slow start (+1 per success, doubling
+//!   per round trip) until a queue is first seen, then a latency gradient: once per round the
+//!   median latency per unit of work against the least seen holds the window at the knee
+//!   where a server with fixed slots stops answering faster ([`Concurrency::record_work`]);
+//!   any overload signal (429, 5xx, timeout) halves the window, at most once per round trip.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,7 +49,41 @@ struct State {
     window: f64,
     threshold: f64,
     last_cut: Option<Instant>,
+    /// Rate-unknown regime: the latency gradient (see [`Concurrency::record_work`]).
+    gradient: Gradient,
 }
+
+/// Seconds per unit of work (an answer's output tokens plus [`WORK_OVERHEAD`]) of the answers
+/// of the current round, and the least seen: a queue in front of the server shows as the
+/// round's median rising above that least while throughput does not.
+#[derive(Debug, Default)]
+struct Gradient {
+    samples: Vec<f64>,
+    /// Answers in the current round (the window when it began, at least 4).
+    round: usize,
+    /// When the window was last cut: answers to requests sent before describe the old window.
+    cut_at: Option<Instant>,
+    baseline: Option<f64>,
+}
+
+/// Work an answer stands for beyond its output tokens (reading the prompt, the round trip),
+/// in output tokens: an answer of 1 token is not 1/64 of the work of one of 64.
+const WORK_OVERHEAD: f64 = 8.0;
+
+/// How much the least latency per unit of work seen may rise per round, so that a server that
+/// became slower for good (longer prompts, a busier host) is not taken for a queue forever.
+const BASELINE_DRIFT: f64 = 1.02;
+
+/// The median latency per unit of work below this fraction of the least seen means requests
+/// wait at the server (above it, the spread of the work's own latency).
+const QUEUE_SEEN: f64 = 0.8;
+
+/// How far above a round's quickest answer the cost of a request with nothing ahead of it may
+/// lie: the spread of the work's own latency.
+const QUICKEST_SLACK: f64 = 1.25;
+
+/// Requests a window may keep queued at the server beyond what the gradient says fits.
+const QUEUE_ALLOWANCE: f64 = 0.5;
 
 impl State {
     fn limit(&self) -> usize {
@@ -108,6 +144,7 @@ impl Concurrency {
                 window: 1.0,
                 threshold: f64::INFINITY,
                 last_cut: None,
+                gradient: Gradient::default(),
             }),
             notify: Notify::new(),
         })
@@ -183,6 +220,71 @@ impl Concurrency {
         self.notify.notify_waiters();
     }
 
+    /// Feed back an answer's latency with the work it took (its output tokens), for the
+    /// rate-unknown regime. A server with a fixed number of slots and a queue behind them (a
+    /// self-hosted vLLM, llama.cpp, TGI or Ollama: no limit headers, no errors) answers more
+    /// slowly as more requests wait, while its throughput stays the same. Once per round (as
+    /// many answers as the window, at least 4), the median latency per unit of work is set
+    /// against the least seen (the least of a round's median and 1.25 × its quickest answer; a
+    /// gradient-style limit, as in Netflix's concurrency-limits): below 1.25 × the least, nothing waits and the window grows by one
+    /// (slow start grows it per answer until the first queue is seen); above it, the window is
+    /// scaled by
+    /// `least / median` plus [`QUEUE_ALLOWANCE`], which holds it at the knee where throughput
+    /// stops growing and latency starts to.
+    pub fn record_work(&self, latency: Duration, output_tokens: u64, now: Instant) {
+        let mut state = self.lock();
+        if state.fixed.is_some() || state.probing || state.target_rate.is_some() {
+            return;
+        }
+        let per_work = latency.as_secs_f64() / (output_tokens as f64 + WORK_OVERHEAD);
+        // Answers to requests sent before the last cut describe the queue the larger window
+        // made, already acted on.
+        let sent = now.checked_sub(latency).unwrap_or(now);
+        if state.gradient.cut_at.is_some_and(|cut| sent < cut) {
+            return;
+        }
+        if state.gradient.samples.is_empty() {
+            // In slow start a round is short, so that the first queue is seen early.
+            let slow_start = state.window < state.threshold;
+            state.gradient.round = if slow_start {
+                4
+            } else {
+                (state.window.floor() as usize).max(4)
+            };
+        }
+        state.gradient.samples.push(per_work);
+        if state.gradient.samples.len() < state.gradient.round {
+            return;
+        }
+        let mut samples = std::mem::take(&mut state.gradient.samples);
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        // What a request costs with nothing ahead of it: the round's median when nothing
+        // waited, or a little above its quickest answer (which waited least) when some did.
+        let quickest = samples[0] * QUICKEST_SLACK;
+        let least = median.min(quickest);
+        let baseline = state
+            .gradient
+            .baseline
+            .map_or(least, |b| (b * BASELINE_DRIFT).min(least));
+        state.gradient.baseline = Some(baseline);
+        let ratio = baseline / median.max(f64::MIN_POSITIVE);
+        if ratio >= QUEUE_SEEN {
+            if state.window >= state.threshold {
+                state.window += 1.0;
+            }
+        } else {
+            state.window = (state.window * ratio + QUEUE_ALLOWANCE).max(1.0);
+            state.threshold = state.window;
+            state.gradient.cut_at = Some(now);
+        }
+        state.window = state.window.min(state.max as f64);
+        samples.clear();
+        state.gradient.samples = samples;
+        drop(state);
+        self.notify.notify_waiters();
+    }
+
     /// Feed back one attempt's outcome and latency.
     pub fn record(&self, signal: Signal, latency: Duration, now: Instant) {
         let mut state = self.lock();
@@ -200,10 +302,9 @@ impl Concurrency {
         match signal {
             Signal::Answered => {
                 state.factor = (state.factor + 0.02).min(1.0);
+                // Slow start; beyond it, the latency gradient's rounds grow the window.
                 if state.window < state.threshold {
                     state.window += 1.0;
-                } else {
-                    state.window += 1.0 / state.window.max(1.0);
                 }
                 state.window = state.window.min(state.max as f64);
             }
@@ -254,15 +355,48 @@ mod tests {
         // a second 429 within the same round trip does not cut again.
         c.record(Signal::RateLimited, MS, t);
         assert_eq!(c.limit(), 8);
-        // beyond the threshold growth is additive: about +1 per window of successes.
-        for _ in 0..7 {
+        // beyond the threshold, answers alone do not grow it: a round of answers whose latency
+        // per unit of work has not risen does, by one.
+        for _ in 0..10 {
             c.record(Signal::Answered, MS, t);
         }
         assert_eq!(c.limit(), 8);
-        for _ in 0..3 {
-            c.record(Signal::Answered, MS, t);
+        for _ in 0..8 {
+            c.record_work(MS, 10, t);
         }
         assert_eq!(c.limit(), 9);
+    }
+
+    #[test]
+    fn a_queue_at_the_server_cuts_the_window_once_per_queue() {
+        // One slot, 250 ms a request: 16 were sent at once, each answer waited for the ones
+        // ahead of it.
+        let c = Concurrency::new(None, 1000);
+        let t = Instant::now();
+        c.end_probe();
+        for _ in 0..15 {
+            c.record(Signal::Answered, MS, t);
+        }
+        assert_eq!(c.limit(), 16);
+        let answer = |i: u32| Duration::from_millis(250) * i;
+        // slow start judges every 4 answers: median 750 ms against 1.25 × the quickest 250 ms:
+        // 16 × 312.5 / 750 + 0.5 = 7.2.
+        for i in 1..=4 {
+            c.record_work(answer(i), 24, t + answer(i));
+        }
+        assert_eq!(c.limit(), 7);
+        // the other twelve were sent before that cut: they say nothing new.
+        for i in 5..=16 {
+            c.record_work(answer(i), 24, t + answer(i));
+        }
+        assert_eq!(c.limit(), 7);
+        // requests sent after the cut come back at the least latency: the window grows by one
+        // per round.
+        let later = t + Duration::from_secs(10);
+        for _ in 0..7 {
+            c.record_work(Duration::from_millis(250), 24, later);
+        }
+        assert_eq!(c.limit(), 8);
     }
 
     #[test]

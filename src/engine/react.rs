@@ -102,6 +102,8 @@ impl Engine {
                 self.concurrency.record(Signal::Answered, sent.latency, now);
                 if let Some(usage) = usage {
                     record.tokens = self.settle(job, pick, &usage, now);
+                    self.concurrency
+                        .record_work(sent.latency, usage.completion, now);
                 }
                 self.update_target_rate(job, now);
                 match answer.clone() {

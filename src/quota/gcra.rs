@@ -141,13 +141,16 @@ impl Gcra {
     }
 
     /// Set the tat so that the level at `now` is `level` (at most the burst: a full bucket).
-    pub fn keep_level(&mut self, level: f64, now: Nanos) {
+    /// Returns how far the tat moved (later is positive).
+    pub fn keep_level(&mut self, level: f64, now: Nanos) -> i64 {
+        let before = self.tat;
         if level >= self.tolerance as f64 / self.interval as f64 {
             self.tat = self.tat.min(now);
-            return;
+        } else {
+            let behind = self.tolerance as f64 - level * self.interval as f64;
+            self.tat = now.saturating_add(behind.max(0.0) as u64);
         }
-        let behind = self.tolerance as f64 - level * self.interval as f64;
-        self.tat = now.saturating_add(behind.max(0.0) as u64);
+        i64::try_from(self.tat).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX)
     }
 
     /// Move the tat later by `ns` (usage by someone else that the provider reported).

@@ -86,6 +86,7 @@ pub struct Reservation {
     go: Nanos,
     tat_after: [Option<Nanos>; 4],
     corrections_at: [i64; 4],
+    frames_at: [i64; 4],
     /// Also reserved in the shared quota (so settling and cancelling go there too).
     shared: bool,
 }
@@ -97,6 +98,9 @@ struct DimState {
     learned_limit: Option<u64>,
     learned_burst: Option<u64>,
     cell: Option<Gcra>,
+    /// How far the tat was moved to keep the level when the burst changed: a reservation's
+    /// `tat_after` is read in the frame of its time, shifted by what moved since.
+    frame: i64,
     /// Net nanoseconds the provider's counts moved our state: pushed back for use we did not
     /// make (positive), brought forward for capacity it did not charge (negative).
     corrections: i64,
@@ -138,7 +142,7 @@ impl DimState {
                 let level = cell.level_at(cell.tat(), now);
                 let changed = cell.set_rate(per_minute, burst, self.margin_ns);
                 if !changed {
-                    cell.keep_level(level, now);
+                    self.frame += cell.keep_level(level, now);
                 }
                 (cell, changed)
             }
@@ -472,9 +476,11 @@ impl Quota {
         };
         let mut tat_after = [None; 4];
         let mut corrections_at = [0; 4];
+        let mut frames_at = [0; 4];
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
             corrections_at[d.index()] = dim.corrections;
+            frames_at[d.index()] = dim.frame;
             match &mut dim.cell {
                 Some(cell) => tat_after[d.index()] = Some(cell.commit(cost.get(d), go)),
                 None => dim.unmetered = dim.unmetered.saturating_add(cost.get(d)),
@@ -486,6 +492,7 @@ impl Quota {
             go,
             tat_after,
             corrections_at,
+            frames_at,
             shared: false,
         })
     }
@@ -608,7 +615,10 @@ impl Quota {
             // whole burst, without our jitter margin), against what the provider said. Both
             // describe the same moment, so requests admitted since are owed either way; what
             // the provider's counts already moved since this reservation is not moved again.
-            let ours = cell.provider_level_at(tat_after, r.go);
+            let shifted = i64::try_from(tat_after)
+                .unwrap_or(i64::MAX)
+                .saturating_add(dim.frame - r.frames_at[d.index()]);
+            let ours = cell.provider_level_at(u64::try_from(shifted).unwrap_or(0), r.go);
             let slack = drift_slack(cell.burst());
             let gap = ours - remaining as f64;
             let target = if gap > slack {

@@ -6,7 +6,9 @@
 //! lowers it), each at the earliest moment the buckets hold it and not before the previous
 //! attempt of the same request has ended; a server with slots starts each when a slot frees.
 //! The bound is when the last successful attempt would end. A real client pays beside it the
-//! time its first answer takes (until then no limit is known).
+//! time its first answer takes (until then no limit is known). Faults the provider did not
+//! charge are left out, except against a provider that sends no rate-limit headers: no
+//! client can learn there that they were free.
 
 use super::bucket::Bucket;
 use super::provider::Admitted;
@@ -47,7 +49,13 @@ pub fn ideal(scenario: &Scenario, admitted: &[Admitted], start: Instant) -> Dura
     let mut refunds: Vec<(Instant, u64)> = Vec::new();
     let mut clock = start;
     let mut end = start;
+    // Without rate-limit headers nothing tells a client that a fault went uncharged: it must
+    // count it, so the bound does too.
+    let counts_free_faults = scenario.headers == HeaderStyle::None;
     for attempt in admitted {
+        if !attempt.charged && !counts_free_faults {
+            continue;
+        }
         let mut at = clock.max(
             ready
                 .get(attempt.request.as_str())

@@ -43,6 +43,8 @@ pub struct Admitted {
     pub service: Duration,
     /// Whether it ended in a complete answer.
     pub succeeded: bool,
+    /// Whether the buckets were charged (a fault drawn before admission is not).
+    pub charged: bool,
 }
 
 /// What the provider saw, for the test's assertions.
@@ -56,7 +58,7 @@ pub struct SimStats {
     pub refused_after_first_answer: u64,
     /// When the first answer (of any kind) was sent.
     pub first_answer: Option<Instant>,
-    /// Every admitted attempt in order of arrival.
+    /// Every admitted attempt in order of arrival (and the faults answered without charge).
     pub admitted: Vec<Admitted>,
     /// Most requests waiting for a slot at once.
     pub peak_queued: usize,
@@ -212,18 +214,27 @@ impl SimProvider {
         self.lower_limits_when_due(&mut state, arrived);
         let after_first = state.stats.first_answer.is_some_and(|t| t <= arrived);
         // A fault drawn before admission costs the key nothing.
-        if !scenario.faults.charged
-            && scenario.faults.p503 > 0.0
-            && state.rng.random::<f64>() < scenario.faults.p503
-        {
-            return Plan::FreeFault;
-        }
         let cost = [
             1,
             parsed.prompt + parsed.max_tokens,
             parsed.prompt,
             parsed.max_tokens,
         ];
+        if !scenario.faults.charged
+            && scenario.faults.p503 > 0.0
+            && state.rng.random::<f64>() < scenario.faults.p503
+        {
+            state.stats.admitted.push(Admitted {
+                request: parsed.user.clone(),
+                at: arrived,
+                cost,
+                refund: 0,
+                service: scenario.refusal_latency,
+                succeeded: false,
+                charged: false,
+            });
+            return Plan::FreeFault;
+        }
         let refused = state
             .buckets
             .iter_mut()
@@ -270,6 +281,7 @@ impl SimProvider {
             refund,
             service: latency,
             succeeded,
+            charged: true,
         });
         Plan::Admitted {
             headers,
