@@ -41,6 +41,9 @@ struct State {
     target_rate: Option<f64>,
     /// Requests the quotas could admit at once right now (their buckets' level).
     headroom: f64,
+    /// The provider counts what is left (so the quota holds requests back) though no rate is
+    /// known yet: the bound stays out of the way, as while probing.
+    metered: bool,
     /// Smoothed latency in seconds.
     latency: Option<f64>,
     /// Rate-known regime: multiplier in (0, 1] cut by overload.
@@ -90,7 +93,7 @@ impl State {
         if let Some(n) = self.fixed {
             return n.max(1);
         }
-        if self.probing {
+        if self.probing || (self.metered && self.target_rate.is_none()) {
             return self.max;
         }
         let limit = match (self.target_rate, self.latency) {
@@ -139,6 +142,7 @@ impl Concurrency {
                 in_flight: 0,
                 target_rate: None,
                 headroom: 0.0,
+                metered: false,
                 latency: None,
                 factor: 1.0,
                 window: 1.0,
@@ -209,7 +213,14 @@ impl Concurrency {
     /// sustained rate's share (a provider whose bucket holds a whole minute) is spent as fast
     /// as the quota admits it, and the bound shrinks back as the bucket drains.
     pub fn set_target_rate(&self, rate: Option<f64>, headroom: f64) {
+        self.set_target(rate, headroom, false);
+    }
+
+    /// [`Concurrency::set_target_rate`], saying too whether a provider's counts of what is left
+    /// hold requests back in the quota while no rate is known (then the bound stays open).
+    pub fn set_target(&self, rate: Option<f64>, headroom: f64, metered: bool) {
         let mut state = self.lock();
+        state.metered = metered;
         state.target_rate = rate.filter(|r| r.is_finite() && *r > 0.0);
         state.headroom = if headroom.is_finite() {
             headroom.max(0.0)

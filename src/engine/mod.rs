@@ -270,7 +270,9 @@ impl Engine {
         let mut total = 0.0;
         let mut headroom = 0.0;
         let mut known = false;
+        let mut metered = false;
         for quota in self.pool.active_quotas(&job.model, now) {
+            metered |= quota.is_metered();
             let limits = quota.limits();
             let available = quota.available(now);
             let per_request = [1.0, mean, 0.0, 0.0];
@@ -290,6 +292,6 @@ impl Engine {
             }
         }
         self.concurrency
-            .set_target_rate(known.then_some(total), headroom);
+            .set_target(known.then_some(total), headroom, metered);
     }
 }

@@ -4,6 +4,7 @@
 use super::dimension::{Cost, Dimension};
 use super::gcra::{Gcra, Nanos};
 use super::headers::{DimensionReading, LimitSnapshot};
+use super::learn::Learner;
 use super::redis::{LocalShare, Op, SharedCell};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub struct Reservation {
     tat_after: [Option<Nanos>; 4],
     corrections_at: [i64; 4],
     frames_at: [i64; 4],
+    /// The number of each dimension's last unit (see [`Learner::admit`]).
+    through: [u64; 4],
     /// Also reserved in the shared quota (so settling and cancelling go there too).
     shared: bool,
 }
@@ -104,6 +107,8 @@ struct DimState {
     /// Net nanoseconds the provider's counts moved our state: pushed back for use we did not
     /// make (positive), brought forward for capacity it did not charge (negative).
     corrections: i64,
+    /// The rate and burst of a dimension whose provider tells only what is left.
+    learner: Learner,
     /// Units reserved while this dimension had no limit (no cell) and not yet accounted for:
     /// when the first reading creates the cell, these requests are out but are not in the
     /// provider's `remaining` for the request it reports on.
@@ -374,6 +379,15 @@ impl Quota {
         self.lock().known()
     }
 
+    /// Whether the provider's answers say what is left of some dimension whose limit is not
+    /// known yet (the quota then holds requests to what was left, see [`Learner::budget`]).
+    pub fn is_metered(&self) -> bool {
+        self.lock()
+            .dims
+            .iter()
+            .any(|d| d.cell.is_none() && d.learner.has_readings())
+    }
+
     /// The limit in force per dimension as (per minute, burst), if known.
     pub fn limits(&self) -> [Option<(u64, u64)>; 4] {
         let state = self.lock();
@@ -446,8 +460,14 @@ impl Quota {
             go = go.max(probe);
         }
         for d in Dimension::ALL {
-            if let Some(cell) = &state.dims[d.index()].cell {
+            let dim = &state.dims[d.index()];
+            if let Some(cell) = &dim.cell {
                 go = go.max(cell.earliest(cost.get(d), now));
+            } else if dim.learner.has_readings()
+                && dim.learner.budget() < i64::try_from(cost.get(d)).unwrap_or(i64::MAX)
+            {
+                // Only what is left is known: no more than that goes before the next answer.
+                return Err(QuotaError::Probing);
             }
         }
         Ok(go)
@@ -477,10 +497,12 @@ impl Quota {
         let mut tat_after = [None; 4];
         let mut corrections_at = [0; 4];
         let mut frames_at = [0; 4];
+        let mut through = [0; 4];
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
             corrections_at[d.index()] = dim.corrections;
             frames_at[d.index()] = dim.frame;
+            through[d.index()] = dim.learner.admit(cost.get(d));
             match &mut dim.cell {
                 Some(cell) => tat_after[d.index()] = Some(cell.commit(cost.get(d), go)),
                 None => dim.unmetered = dim.unmetered.saturating_add(cost.get(d)),
@@ -493,6 +515,7 @@ impl Quota {
             tat_after,
             corrections_at,
             frames_at,
+            through,
             shared: false,
         })
     }
@@ -504,6 +527,7 @@ impl Quota {
             let mut state = self.lock();
             for d in Dimension::ALL {
                 let dim = &mut state.dims[d.index()];
+                dim.learner.cancel(reservation.cost.get(d));
                 if dim.cell.is_none() && reservation.tat_after[d.index()].is_none() {
                     dim.unmetered = dim.unmetered.saturating_sub(reservation.cost.get(d));
                 }
@@ -584,6 +608,26 @@ impl Quota {
                     let (low, high) = burst_bounds(reading, remaining, limit, reservation, d);
                     let known = dim.learned_burst.map_or(low, |known| known.max(low));
                     dim.learned_burst = Some(high.map_or(known, |high| known.min(high)));
+                }
+            }
+            if let (None, None, Some(left), Some(r)) = (
+                reading.limit,
+                dim.configured,
+                reading.remaining,
+                reservation,
+            ) {
+                dim.learner
+                    .observe(r.go, left, r.through[d.index()], r.cost.get(d));
+                if let Some(per_minute) = dim.learner.per_minute() {
+                    // A new estimate moves the limit only when it differs by more than 2 %:
+                    // every change of rate rebases the cell.
+                    let moved = dim
+                        .learned_limit
+                        .is_none_or(|known| known.abs_diff(per_minute) * 50 > known);
+                    if moved {
+                        dim.learned_limit = Some(per_minute);
+                    }
+                    dim.learned_burst = Some(dim.learner.burst().min(per_minute));
                 }
             }
             let remaining_now = match (dim.cell.is_none(), reading.remaining) {

@@ -36,6 +36,7 @@
 pub mod dimension;
 pub mod gcra;
 pub mod headers;
+pub mod learn;
 pub mod limiter;
 pub mod redis;
 

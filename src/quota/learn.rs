@@ -1,0 +1,160 @@
+//! Learning a limit nobody states: a provider that tells only what is left of a dimension
+//! (Azure OpenAI sends `x-ratelimit-remaining-*` without the limit or the reset).
+//!
+//! Between two answers the provider's bucket refilled by what it reports more (or less) left
+//! plus what was admitted in between: `refill = left_j − left_i + admitted(i, j]`. Over a span
+//! in which the bucket was never full (it stops refilling when full), that refill divided by
+//! the span is the sustained rate; the most ever left (with the request's own charge) bounds
+//! the burst from below. Until a rate is known, what the provider last said was left, less what
+//! was sent since, is all that may go before the next answer ([`Learner::budget`]).
+
+use super::gcra::Nanos;
+use std::collections::VecDeque;
+
+/// The least span of a rate estimate, in nanoseconds.
+const MIN_SPAN: Nanos = 1_000_000_000;
+
+/// The least refill a rate estimate counts (each reading is floored: two units of error).
+const MIN_REFILL: f64 = 10.0;
+
+/// How long readings are kept.
+const KEEP: Nanos = 60_000_000_000;
+
+/// One answer's reading: at `at`, `left` units were left after the request, which was the
+/// `through`-th unit admitted.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    at: Nanos,
+    left: u64,
+    through: u64,
+}
+
+/// What is known of a dimension whose provider reports only what is left.
+#[derive(Debug, Default, Clone)]
+pub struct Learner {
+    admitted: u64,
+    readings: VecDeque<Reading>,
+    most: u64,
+}
+
+impl Learner {
+    /// Units admitted so far (after committing a reservation: its last unit's number).
+    pub fn admit(&mut self, units: u64) -> u64 {
+        self.admitted = self.admitted.saturating_add(units);
+        self.admitted
+    }
+
+    /// A reservation was given back (not sent, or refused).
+    pub fn cancel(&mut self, units: u64) {
+        self.admitted = self.admitted.saturating_sub(units);
+    }
+
+    /// Whether any answer has said what is left.
+    pub fn has_readings(&self) -> bool {
+        !self.readings.is_empty()
+    }
+
+    /// An answer to the request admitted at `at` (through unit `through`, costing `own`) said
+    /// `left` units were left.
+    pub fn observe(&mut self, at: Nanos, left: u64, through: u64, own: u64) {
+        self.most = self.most.max(left.saturating_add(own));
+        let position = self.readings.partition_point(|r| r.at <= at);
+        self.readings
+            .insert(position, Reading { at, left, through });
+        let newest = self.readings.back().map_or(at, |r| r.at);
+        while self
+            .readings
+            .front()
+            .is_some_and(|r| newest.saturating_sub(r.at) > KEEP)
+        {
+            self.readings.pop_front();
+        }
+    }
+
+    /// The most units seen at once: a lower bound of the burst.
+    pub fn burst(&self) -> u64 {
+        self.most.max(1)
+    }
+
+    /// Units that may still go before the next answer: what was last said to be left, less
+    /// what was admitted after that request. When nothing was admitted since (so no answer is
+    /// coming), one request may go: its answer says more.
+    pub fn budget(&self) -> i64 {
+        let Some(last) = self.readings.iter().max_by_key(|r| r.through) else {
+            return i64::MAX;
+        };
+        if self.admitted <= last.through {
+            return i64::MAX;
+        }
+        let since = self.admitted.saturating_sub(last.through);
+        i64::try_from(last.left).unwrap_or(i64::MAX) - i64::try_from(since).unwrap_or(i64::MAX)
+    }
+
+    /// Units per minute, once readings over a long enough span in which the bucket was never
+    /// full allow an estimate.
+    pub fn per_minute(&self) -> Option<u64> {
+        let newest = *self.readings.back()?;
+        let full = |r: &Reading| r.left.saturating_add(1) >= self.most;
+        if full(&newest) {
+            return None;
+        }
+        let mut best = None;
+        for r in self.readings.iter().rev().skip(1) {
+            if full(r) {
+                break;
+            }
+            let span = newest.at.saturating_sub(r.at);
+            let refill = newest.left as f64 - r.left as f64
+                + newest.through.saturating_sub(r.through) as f64;
+            if span >= MIN_SPAN && refill >= MIN_REFILL {
+                // Both readings are floored: the refill may be up to a unit less at each end.
+                // The least rate they allow errs on the side of no refusal, and nears the true
+                // one as the span grows.
+                best = Some((refill - 2.0) * 60e9 / span as f64);
+            }
+        }
+        best.map(|per_minute| per_minute.floor().max(1.0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+
+    #[test]
+    fn learns_the_rate_from_what_is_left_and_what_was_sent() {
+        // A bucket of 5 refilling at 10/s: five requests empty it, then one every 100 ms
+        // keeps it near empty.
+        let mut learner = Learner::default();
+        for left in (0..5).rev() {
+            let through = learner.admit(1);
+            learner.observe(0, left, through, 1);
+        }
+        assert_eq!(learner.budget(), i64::MAX);
+        for k in 1..=40u64 {
+            let through = learner.admit(1);
+            learner.observe(k * 100 * MS, 0, through, 1);
+        }
+        let per_minute = learner.per_minute().expect("an estimate");
+        // 40 units over 4 s, less the two floors' unit each: 38 / 4 s.
+        assert_eq!(per_minute, 570);
+        assert_eq!(learner.burst(), 5);
+    }
+
+    #[test]
+    fn budget_is_what_was_left_less_what_went_since() {
+        let mut learner = Learner::default();
+        let first = learner.admit(1);
+        learner.admit(1);
+        learner.admit(1);
+        learner.observe(0, 4, first, 1);
+        assert_eq!(learner.budget(), 2);
+        // nothing went after the latest answer's request: one more may go and ask.
+        let last = learner.admit(0);
+        learner.observe(1, 0, last, 1);
+        assert_eq!(learner.budget(), i64::MAX);
+        assert_eq!(learner.per_minute(), None);
+    }
+}
