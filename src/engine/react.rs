@@ -224,6 +224,7 @@ impl Engine {
             .as_ref()
             .and_then(|a| retry::server_hint_from_body(&a.body));
         let mut hint = snapshot.retry_after.or(body_hint);
+        let mut paced_retry = None;
         if pause_quota {
             let refused = match cause {
                 RetryCause::RateLimitRequests => Some(Dimension::Requests),
@@ -264,6 +265,11 @@ impl Engine {
             // The refused request itself waits out the same pause, not the rounded hint.
             hint = hint.map(|h| h.min(pause));
             pick.quota.pause(now + pause, refused, &job.cost());
+            // A quota that knows its limits paces the retry with everything else once the
+            // pause is over: no jitter is needed to keep retries from coming back as a wave.
+            if pick.quota.is_known() {
+                paced_retry = Some(pause);
+            }
         }
         let signal = if rate_limited {
             Signal::RateLimited
@@ -298,9 +304,12 @@ impl Engine {
                 retry_after: None,
             }
         } else {
-            let delay = self
-                .backoff
-                .delay(job.attempts, hint, &mut *lock(&self.rng));
+            let delay = match paced_retry {
+                Some(pause) => pause,
+                None => self
+                    .backoff
+                    .delay(job.attempts, hint, &mut *lock(&self.rng)),
+            };
             job.backoff = delay;
             record.decision = Decision::Retry;
             record.retry_in = delay;
