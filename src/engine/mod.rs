@@ -97,6 +97,8 @@ pub enum EngineExit {
 
 /// The scheduler.
 pub struct Engine {
+    /// Per key: its first answers and how many of them were 404 (see `react`).
+    first_answers: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
     pool: Arc<KeyPool>,
     upstream: Upstream,
     concurrency: Arc<Concurrency>,
@@ -133,6 +135,7 @@ impl Engine {
             None => SmallRng::from_os_rng(),
         };
         Arc::new(Engine {
+            first_answers: Mutex::default(),
             pool,
             upstream,
             concurrency: Concurrency::new(config.concurrency, config.max_concurrency),

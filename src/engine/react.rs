@@ -17,6 +17,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+/// How many first answers from an upstream, all 404, mean its URL is wrong.
+const FIRST_ANSWERS: u32 = 3;
+
 /// Pause applied after a 429 that carries no hint at all.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -72,6 +75,9 @@ impl Engine {
         };
         let (outcome, usage) = classify(&result);
         let status = result.as_ref().map(|r| r.status).ok();
+        if let Some(status) = status {
+            self.check_first_answers(job, pick, status);
+        }
         let answer = result.as_ref().ok().map(|reply| ProviderAnswer {
             status: reply.status,
             // OpenAI and Azure send `x-request-id`, Anthropic `request-id`.
@@ -175,6 +181,37 @@ impl Engine {
             (next, _) => next,
         };
         (record, next)
+    }
+
+    /// When the first answers from a key's upstream are all 404, the URL is wrong (a base URL
+    /// without the `/v1` OpenAI expects, or with one too many): take the key out of rotation
+    /// with a message naming the URL tried, instead of failing every request the same way.
+    fn check_first_answers(&self, job: &Job, pick: &Pick, status: u16) {
+        let verdict = {
+            let mut seen = lock(&self.first_answers);
+            let entry = seen.entry(pick.key_index).or_default();
+            if entry.0 >= FIRST_ANSWERS {
+                return;
+            }
+            entry.0 += 1;
+            entry.1 += u32::from(status == 404);
+            entry.0 == FIRST_ANSWERS && entry.1 == FIRST_ANSWERS
+        };
+        if !verdict {
+            return;
+        }
+        let (upstream, model) = match &pick.route {
+            Some(route) => (&route.upstream, route.model.as_str()),
+            None => (&self.upstream, job.model.as_str()),
+        };
+        let url = upstream.url_for(job.endpoint.path(), model);
+        let reason = format!(
+            "the first {FIRST_ANSWERS} answers from {url} were all 404 Not Found: check the base URL \
+             (OpenAI's is https://api.openai.com/v1, Anthropic's https://api.anthropic.com)"
+        );
+        if self.pool.remove(pick.key_index, &reason) {
+            tracing::error!(key = %pick.key.label(), url = %url, "every answer so far was 404; key taken out of rotation");
+        }
     }
 
     /// Settle a success's reservation with its usage; returns the tokens charged.

@@ -13,6 +13,15 @@
 //! - Streams: `message_start` carries `message.usage.input_tokens`, `message_delta` the
 //!   cumulative `usage.output_tokens`, `message_stop` ends it.
 
+/// Where an API `path` (`/v1/messages`) goes from `base_url`: the Anthropic SDKs' spelling has
+/// no `/v1` (`https://api.anthropic.com`), OpenAI's habit puts it in the base URL; both work.
+pub fn url(base_url: &str, path: &str) -> String {
+    match base_url.strip_suffix("/v1") {
+        Some(root) => format!("{root}{path}"),
+        None => format!("{base_url}{path}"),
+    }
+}
+
 /// The `anthropic-version` paceline sends.
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -27,6 +36,20 @@ pub fn auth_headers(secret: &str) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use crate::quota::headers::parse_limit_headers;
+
+    #[test]
+    fn base_url_with_or_without_v1() {
+        for base in ["https://api.anthropic.com", "https://api.anthropic.com/v1"] {
+            assert_eq!(
+                super::url(base, "/v1/messages"),
+                "https://api.anthropic.com/v1/messages"
+            );
+        }
+        assert_eq!(
+            super::url("http://127.0.0.1:8089/proxy", "/v1/messages"),
+            "http://127.0.0.1:8089/proxy/v1/messages"
+        );
+    }
     use crate::retry::{self, AttemptResult, Outcome, RetryCause};
     use std::time::{Duration, SystemTime};
 

@@ -128,6 +128,7 @@ impl Provider {
     pub fn url(self, base_url: &str, path: &str, model: &str, api_version: &str) -> String {
         match self {
             Provider::Azure => azure::url(base_url, path, model, api_version),
+            Provider::Anthropic => anthropic::url(base_url, path),
             _ => openai::url(base_url, path),
         }
     }
