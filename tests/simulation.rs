@@ -464,6 +464,60 @@ fn matrix() -> Vec<Cell> {
             });
         }
     }
+    // The table, as cells: a whole-minute bucket of 600 at 600 rpm and 800 requests;
+    // the brief's 200 articles (500 rpm and 200k tokens a minute, buckets of a minute,
+    // `max_tokens` 400, 0.8 s ± 0.3 s + 10 ms per output token); 5 % uncharged 503s on a
+    // whole-minute bucket at ~0 latency.
+    for style in [HeaderStyle::OpenAi, HeaderStyle::Anthropic] {
+        let limit = lim(600, 600);
+        cells.push(Cell {
+            name: format!("{}/requests-600of600/lat200/800-jobs", style.name()),
+            scenario: Scenario {
+                requests: Some(limit),
+                ..base(style)
+            },
+            jobs: 800,
+            max_tokens: 64,
+            configured: None,
+            concurrency: None,
+        });
+        let (requests, tokens) = (lim(500, 500), lim(200_000, 200_000));
+        cells.push(Cell {
+            name: format!("{}/articles-200/per-token/brief", style.name()),
+            scenario: Scenario {
+                requests: Some(requests),
+                tokens: Some(tokens),
+                latency: LatencyModel::PerToken {
+                    base: Duration::from_millis(800),
+                    sd: Duration::from_millis(300),
+                    per_token: Duration::from_millis(10),
+                },
+                mean_output: 60,
+                ..base(style)
+            },
+            jobs: 200,
+            max_tokens: 400,
+            configured: None,
+            concurrency: None,
+        });
+    }
+    cells.push(Cell {
+        name: "openai/requests-600of600/lat0/503-free-800-jobs".into(),
+        scenario: Scenario {
+            requests: Some(lim(600, 600)),
+            latency: LatencyModel::Fixed(Duration::from_millis(1)),
+            faults: Faults {
+                p503: 0.05,
+                charged: false,
+                reset: 0.0,
+            },
+            ..base(HeaderStyle::OpenAi)
+        },
+        jobs: 800,
+        max_tokens: 64,
+        configured: None,
+        concurrency: None,
+    });
     // A server with slots and a queue behind them, no limits, no headers: a self-hosted model
     // whose answers take 50 ms plus 6 ms per output token (~250 ms).
     for slots in [1, 4] {
@@ -496,9 +550,6 @@ const DEFAULT_SEED: u64 = 7;
 ///   which takes seconds of readings (and readings with the bucket not full); until then no
 ///   more goes than was last left, which costs rate with small buckets and long latencies, and
 ///   a one-request "ask" when nothing is left draws a 429 per second with a minute bucket.
-/// - Anthropic tokens-bound: admission charges `max_tokens` of output and the provider gives
-///   back the unused part at the end; paceline settles the same way but runs at the admission
-///   rate (×1.8 of the bound).
 /// - Anthropic with a second client on a bucket of 5: one refusal more than allowed while the
 ///   other client's use is learned from whole-second resets.
 const KNOWN_GAPS: &[&str] = &[
@@ -512,7 +563,6 @@ const KNOWN_GAPS: &[&str] = &[
     "azure/requests-cap5/per-token/20x-burst",
     "azure/requests-cap5/lat200/503-free",
     "azure/requests-cap5/lat200/limit-halved",
-    "anthropic/tokens-cap5/lat200/20x-burst",
     "anthropic/requests-cap5/lat200/second-client-30",
 ];
 
@@ -571,8 +621,12 @@ fn matrix_every_cell_at_the_limit_and_never_over_it() {
             }
         );
         if known_gap {
-            // Correctness still holds: every request answered, exactly once.
-            wrong.retain(|w| w.contains("succeeded") || w.contains("twice"));
+            if wrong.is_empty() {
+                wrong.push("reaches the bound now: take it off KNOWN_GAPS".into());
+            } else {
+                // Correctness still holds: every request answered, exactly once.
+                wrong.retain(|w| w.contains("succeeded") || w.contains("twice"));
+            }
         }
         if cell.scenario.slots.is_some() {
             wrong.extend(check_slots(&cell, &run, seed));

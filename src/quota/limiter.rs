@@ -663,12 +663,17 @@ impl Quota {
                 .unwrap_or(i64::MAX)
                 .saturating_add(dim.frame - r.frames_at[d.index()]);
             let ours = cell.provider_level_at(u64::try_from(shifted).unwrap_or(0), r.go);
+            // Less left than we think: allow for the provider's flooring and for requests
+            // reordered in flight. More left: only the flooring and what could reach the
+            // provider out of order within the jitter margin, so that capacity it did not
+            // charge comes back nearly whole.
             let slack = drift_slack(cell.burst());
+            let slack_up = 1.0 + dim.margin_ns as f64 / cell.interval() as f64;
             let gap = ours - remaining as f64;
             let target = if gap > slack {
                 ((gap - slack) * cell.interval() as f64) as i64
-            } else if gap < -slack {
-                ((gap + slack) * cell.interval() as f64) as i64
+            } else if gap < -slack_up {
+                ((gap + slack_up) * cell.interval() as f64) as i64
             } else {
                 continue;
             };
