@@ -271,6 +271,14 @@ fn check(cell: &Cell, run: &Run) -> Vec<String> {
 
 const MINUTE: u64 = 60;
 
+/// A fault cell: its label, the faults, another client on the key, a lowered limit.
+type FaultCell = (
+    &'static str,
+    Faults,
+    Option<SecondClient>,
+    Option<(Duration, f64)>,
+);
+
 fn lim(per_minute: u64, capacity: u64) -> Limit {
     Limit {
         per_minute,
@@ -398,7 +406,7 @@ fn matrix() -> Vec<Cell> {
         }
     }
     // Faults, every header style, on a bucket of 5 at 10/s.
-    let faults: [(&str, Faults, Option<SecondClient>, Option<(Duration, f64)>); 5] = [
+    let faults: [FaultCell; 5] = [
         (
             "503-charged",
             Faults {
