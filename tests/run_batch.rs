@@ -3,10 +3,12 @@
 mod common;
 
 use common::mock::MockProcess;
+use common::pace;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 use tempfile::TempDir;
 
 const KEY: &str = "sk-test-very-secret-key-0001";
@@ -213,14 +215,23 @@ async fn invalid_input_is_reported_by_line_and_nothing_is_sent() {
 // any overshoot counted is paceline's pacing after it learned the limits.
 
 #[tokio::test(flavor = "multi_thread")]
-async fn learned_limits_are_never_exceeded() {
+async fn learned_limits_are_reached_and_never_exceeded() {
     // Observe-only mock: it admits everything and counts what its limits would have refused.
     let mock = MockProcess::start(&["--rpm", "6000", "--burst", "30", "--soft-limits"]);
     let w = Workdir::new();
     let input = w.batch("in.jsonl", 150, 8);
     let out = w.path("out.jsonl");
+    let log = w.path("attempts.log");
     let run = paceline(
-        &[s(&input), "-o", s(&out), "--base-url", &mock.base_url()],
+        &[
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            &mock.base_url(),
+            "--log-file",
+            s(&log),
+        ],
         &[],
     );
     assert!(run.status.success(), "{}", stderr(&run));
@@ -228,24 +239,40 @@ async fn learned_limits_are_never_exceeded() {
     let stats = mock.stats().await;
     assert_eq!(totals(&stats)["requests"], 150);
     assert_eq!(totals(&stats)["admitted_beyond_limit"], 0, "{stats}");
+    // Nor far under them: 150 requests, a burst of 30, then 100/s (answers in ~0 ms).
+    let ideal = pace::ideal(150.0, 30.0, 100.0, Duration::ZERO);
+    pace::assert_near_ideal("learned limits", pace::attempt_span(&log), ideal);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn token_limit_is_never_exceeded() {
+async fn token_limit_is_reached_and_never_exceeded() {
     // 600,000 tokens/min = 10,000/s with a 20,000-token burst; each request admits ~514
     // tokens, so tokens bind at ~19.5 requests/s.
     let mock = MockProcess::start(&["--tpm", "600000", "--token-burst", "20000", "--soft-limits"]);
     let w = Workdir::new();
     let input = w.batch("in.jsonl", 120, 500);
     let out = w.path("out.jsonl");
+    let log = w.path("attempts.log");
     let run = paceline(
-        &[s(&input), "-o", s(&out), "--base-url", &mock.base_url()],
+        &[
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            &mock.base_url(),
+            "--log-file",
+            s(&log),
+        ],
         &[],
     );
     assert!(run.status.success(), "{}", stderr(&run));
     let stats = mock.stats().await;
     assert_eq!(totals(&stats)["requests"], 120);
     assert_eq!(totals(&stats)["admitted_beyond_limit"], 0, "{stats}");
+    // Nor far under it: the tokens the mock charged, less the burst, at 10,000/s.
+    let charged = totals(&stats)["tokens_charged"].as_f64().expect("tokens");
+    let ideal = pace::ideal(charged, 20_000.0, 10_000.0, Duration::ZERO);
+    pace::assert_near_ideal("token limit", pace::attempt_span(&log), ideal);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,6 +304,9 @@ async fn a_429_pauses_the_quota_instead_of_a_storm() {
     // Header calibration pulls the configured limit down to the learned one after the first
     // answers: the 429s stay a handful, not one per request.
     assert!(limited <= 10, "{limited} 429s: {stats}");
+    // And the pauses they cause cost little: 60 requests, a burst of 4, then 20/s.
+    let ideal = pace::ideal(60.0, 4.0, 20.0, Duration::ZERO);
+    pace::assert_near_ideal("a 429's pause", pace::attempt_span(&log), ideal);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -501,6 +531,7 @@ async fn several_keys_share_the_load() {
     let w = Workdir::new();
     let input = w.batch("in.jsonl", 120, 8);
     let out = w.path("out.jsonl");
+    let log = w.path("attempts.log");
     let run = paceline(
         &[
             s(&input),
@@ -510,6 +541,8 @@ async fn several_keys_share_the_load() {
             &mock.base_url(),
             "--api-key-env",
             "KA,KB",
+            "--log-file",
+            s(&log),
         ],
         &[("KA", "ka"), ("KB", "kb")],
     );
@@ -520,6 +553,9 @@ async fn several_keys_share_the_load() {
     assert_eq!(a + b, 120);
     assert!(a >= 40 && b >= 40, "uneven split {a}/{b}");
     assert_eq!(totals(&stats)["admitted_beyond_limit"], 0, "{stats}");
+    // Both keys are used to their limits: 120 requests, a burst of 3 each, 2 × 50/s.
+    let ideal = pace::ideal(120.0, 6.0, 100.0, Duration::ZERO);
+    pace::assert_near_ideal("two keys", pace::attempt_span(&log), ideal);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,5 +6,6 @@ pub mod browser;
 pub mod job;
 pub mod listening;
 pub mod mock;
+pub mod pace;
 pub mod redis;
 pub mod serve;
