@@ -6,6 +6,7 @@ mod common;
 
 use common::job::{KEY, Workdir, paceline, s, spawn, stderr, wait_for};
 use common::mock::{MockProcess, chat_body, header};
+use common::pace;
 use common::serve::ServeProcess;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -179,7 +180,8 @@ async fn anthropic_529_is_retried_and_429_pauses_until_the_reset() {
     // second of its rate: a few 429s remain, never one per request.)
     let limited = MockProcess::start(&["--rpm", "120", "--burst", "3"]);
     let output = dir.path("out2.jsonl");
-    let summary = run_anthropic(&limited, &input, &output, &[]);
+    let log = dir.path("attempts.log");
+    let summary = run_anthropic(&limited, &input, &output, &["--log-file", s(&log)]);
     // Calibrated from anthropic-ratelimit-requests-limit: 120/min.
     assert!(summary.contains("limit 2.0 req/s"), "{summary}");
     assert!(
@@ -191,6 +193,9 @@ async fn anthropic_529_is_retried_and_429_pauses_until_the_reset() {
     assert_eq!(stats["totals"]["ok"], 10);
     let refused = stats["totals"]["rate_limited"].as_u64().unwrap();
     assert!(refused <= 4, "the 429s came in waves: {stats}");
+    // And the pauses they cause cost little: 10 requests, a burst of 3, then 2/s.
+    let ideal = pace::ideal(10.0, 3.0, 2.0, Duration::ZERO);
+    pace::assert_near_ideal("anthropic 429s", pace::attempt_span(&log), ideal);
 }
 
 #[tokio::test]
