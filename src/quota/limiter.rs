@@ -6,6 +6,7 @@ use super::gcra::{Gcra, Nanos};
 use super::headers::{DimensionReading, LimitSnapshot};
 use super::learn::Learner;
 use super::redis::{LocalShare, Op, SharedCell};
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -109,13 +110,58 @@ struct DimState {
     corrections: i64,
     /// The rate and burst of a dimension whose provider tells only what is left.
     learner: Learner,
+    /// Recent reservations as (go, the number of their last unit): how many units went close
+    /// enough to a given one to reach the provider before it or after it.
+    recent: VecDeque<(Nanos, u64)>,
     /// Units reserved while this dimension had no limit (no cell) and not yet accounted for:
     /// when the first reading creates the cell, these requests are out but are not in the
     /// provider's `remaining` for the request it reports on.
     unmetered: u64,
 }
 
+/// How long reservations are remembered for the reordering allowance.
+const RECENT_SPAN: Nanos = 30_000_000_000;
+
+/// At most this many reservations are remembered per dimension.
+const RECENT_MAX: usize = 65_536;
+
 impl DimState {
+    fn remember(&mut self, go: Nanos, through: u64) {
+        self.recent.push_back((go, through));
+        while self.recent.len() > RECENT_MAX
+            || self
+                .recent
+                .front()
+                .is_some_and(|(at, _)| go.saturating_sub(*at) > RECENT_SPAN)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Units other than its own that were admitted within `window` of a reservation going at
+    /// `go` (through unit `through`, costing `own`): they may have reached the provider before
+    /// or after it, whatever our order. `None` when that stretch is no longer remembered.
+    fn reordered(&self, go: Nanos, through: u64, own: u64, window: Nanos) -> Option<u64> {
+        let &(oldest, _) = self.recent.front()?;
+        let from = go.saturating_sub(window);
+        if from < oldest {
+            return None;
+        }
+        let before = self.recent.partition_point(|(at, _)| *at < from);
+        let until = self
+            .recent
+            .partition_point(|(at, _)| *at <= go.saturating_add(window));
+        let start = match before {
+            0 => through.saturating_sub(own),
+            i => self.recent[i - 1].1,
+        };
+        let end = match until {
+            0 => through,
+            i => self.recent[i - 1].1.max(through),
+        };
+        Some(end.saturating_sub(start).saturating_sub(own))
+    }
+
     /// The limit in force: the lower of the configured and the learned one.
     fn effective(&self) -> Option<(u64, u64)> {
         let per_minute = match (self.configured.map(|c| c.per_minute), self.learned_limit) {
@@ -168,7 +214,7 @@ impl DimState {
 const PROBE_STEP: Duration = Duration::from_millis(50);
 
 /// Most requests sent before the first answer arrives.
-const PROBE_MAX: u32 = 64;
+const PROBE_MAX: u32 = 16;
 
 /// Until the key's first answer, requests probe: the first goes at once, the following ones on
 /// a schedule whose rate doubles every [`PROBE_STEP`] (and never faster than configured
@@ -503,6 +549,9 @@ impl Quota {
             corrections_at[d.index()] = dim.corrections;
             frames_at[d.index()] = dim.frame;
             through[d.index()] = dim.learner.admit(cost.get(d));
+            if cost.get(d) > 0 {
+                dim.remember(go, through[d.index()]);
+            }
             match &mut dim.cell {
                 Some(cell) => tat_after[d.index()] = Some(cell.commit(cost.get(d), go)),
                 None => dim.unmetered = dim.unmetered.saturating_add(cost.get(d)),
@@ -643,6 +692,10 @@ impl Quota {
             if dim.cell.is_some() {
                 dim.unmetered = 0;
             }
+            // Network jitter: the default margin, not one widened by refusals.
+            let window = DEFAULT_MARGIN.as_nanos() as u64;
+            let reordered = reservation
+                .and_then(|r| dim.reordered(r.go, r.through[d.index()], r.cost.get(d), window));
             let (Some(cell), Some(remaining), Some(r)) =
                 (&mut dim.cell, reading.remaining, reservation)
             else {
@@ -663,12 +716,17 @@ impl Quota {
                 .unwrap_or(i64::MAX)
                 .saturating_add(dim.frame - r.frames_at[d.index()]);
             let ours = cell.provider_level_at(u64::try_from(shifted).unwrap_or(0), r.go);
-            // Less left than we think: allow for the provider's flooring and for requests
-            // reordered in flight. More left: only the flooring and what could reach the
-            // provider out of order within the jitter margin, so that capacity it did not
-            // charge comes back nearly whole.
-            let slack = drift_slack(cell.burst());
-            let slack_up = 1.0 + dim.margin_ns as f64 / cell.interval() as f64;
+            // Requests admitted close to this one may have reached the provider before it or
+            // after it: its count may include some admitted after it, or miss some admitted
+            // before. Beyond them, less left than we think allows for the provider's flooring
+            // and rounding (2 % of the burst); more left allows for the flooring only, so that
+            // capacity it did not charge comes back nearly whole.
+            let Some(reordered) = reordered else {
+                continue;
+            };
+            let reordered = reordered as f64;
+            let slack = drift_slack(cell.burst()) + reordered;
+            let slack_up = 1.0 + reordered;
             let gap = ours - remaining as f64;
             let target = if gap > slack {
                 ((gap - slack) * cell.interval() as f64) as i64
