@@ -256,6 +256,10 @@ impl Engine {
             // A refused request was not charged.
             pick.quota.cancel(&pick.reservation, now);
             record.tokens = 0;
+        } else {
+            // A 5xx or a broken connection: some providers charge it, some do not; the next
+            // answers' `remaining` will say.
+            pick.quota.maybe_uncounted(&pick.reservation);
         }
         let body_hint = answer
             .as_ref()

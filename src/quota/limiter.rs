@@ -110,9 +110,13 @@ struct DimState {
     corrections: i64,
     /// The rate and burst of a dimension whose provider tells only what is left.
     learner: Learner,
+    /// Units charged for requests that failed without an answer of their own (a 5xx, a reset):
+    /// the provider may not have counted them. Only these come back when its `remaining`
+    /// says there is more room than we think.
+    uncounted: u64,
     /// Recent reservations as (go, the number of their last unit): how many units went close
     /// enough to a given one to reach the provider before it or after it.
-    recent: VecDeque<(Nanos, u64)>,
+    recent: VecDeque<(Nanos, u64, u64)>,
     /// Units reserved while this dimension had no limit (no cell) and not yet accounted for:
     /// when the first reading creates the cell, these requests are out but are not in the
     /// provider's `remaining` for the request it reports on.
@@ -126,40 +130,38 @@ const RECENT_SPAN: Nanos = 30_000_000_000;
 const RECENT_MAX: usize = 65_536;
 
 impl DimState {
-    fn remember(&mut self, go: Nanos, through: u64) {
-        self.recent.push_back((go, through));
+    fn remember(&mut self, go: Nanos, through: u64, cost: u64) {
+        self.recent.push_back((go, through, cost));
         while self.recent.len() > RECENT_MAX
             || self
                 .recent
                 .front()
-                .is_some_and(|(at, _)| go.saturating_sub(*at) > RECENT_SPAN)
+                .is_some_and(|(at, _, _)| go.saturating_sub(*at) > RECENT_SPAN)
         {
             self.recent.pop_front();
         }
     }
 
-    /// Units other than its own that were admitted within `window` of a reservation going at
-    /// `go` (through unit `through`, costing `own`): they may have reached the provider before
-    /// or after it, whatever our order. `None` when that stretch is no longer remembered.
-    fn reordered(&self, go: Nanos, through: u64, own: u64, window: Nanos) -> Option<u64> {
-        let &(oldest, _) = self.recent.front()?;
+    /// Units other than its own (`own`) that were admitted within `window` of a reservation
+    /// going at `go`: they may have reached the provider before or after it, whatever our
+    /// order. `None` when that stretch is no longer remembered.
+    fn reordered(&self, go: Nanos, own: u64, window: Nanos) -> Option<u64> {
+        let &(oldest, _, _) = self.recent.front()?;
         let from = go.saturating_sub(window);
         if from < oldest {
             return None;
         }
-        let before = self.recent.partition_point(|(at, _)| *at < from);
-        let until = self
+        let first = self.recent.partition_point(|(at, _, _)| *at < from);
+        let after = self
             .recent
-            .partition_point(|(at, _)| *at <= go.saturating_add(window));
-        let start = match before {
-            0 => through.saturating_sub(own),
-            i => self.recent[i - 1].1,
-        };
-        let end = match until {
-            0 => through,
-            i => self.recent[i - 1].1.max(through),
-        };
-        Some(end.saturating_sub(start).saturating_sub(own))
+            .partition_point(|(at, _, _)| *at <= go.saturating_add(window));
+        if after <= first {
+            return Some(0);
+        }
+        let (_, first_through, first_cost) = self.recent[first];
+        let (_, last_through, _) = self.recent[after - 1];
+        let units = last_through.saturating_sub(first_through.saturating_sub(first_cost));
+        Some(units.saturating_sub(own))
     }
 
     /// The limit in force: the lower of the configured and the learned one.
@@ -550,7 +552,7 @@ impl Quota {
             frames_at[d.index()] = dim.frame;
             through[d.index()] = dim.learner.admit(cost.get(d));
             if cost.get(d) > 0 {
-                dim.remember(go, through[d.index()]);
+                dim.remember(go, through[d.index()], cost.get(d));
             }
             match &mut dim.cell {
                 Some(cell) => tat_after[d.index()] = Some(cell.commit(cost.get(d), go)),
@@ -583,6 +585,17 @@ impl Quota {
             }
         }
         self.no_answer();
+    }
+
+    /// A request was sent and failed without being answered for itself (a 5xx, a reset, a
+    /// body cut short): it stays charged here, but the provider may not have counted it. Its
+    /// cost may come back when the provider's `remaining` says so ([`Quota::observe`]).
+    pub fn maybe_uncounted(&self, reservation: &Reservation) {
+        let mut state = self.lock();
+        for d in Dimension::ALL {
+            let dim = &mut state.dims[d.index()];
+            dim.uncounted = dim.uncounted.saturating_add(reservation.cost.get(d));
+        }
     }
 
     /// A request got no HTTP answer: if it was a probe, it no longer counts as one out.
@@ -694,8 +707,7 @@ impl Quota {
             }
             // Network jitter: the default margin, not one widened by refusals.
             let window = DEFAULT_MARGIN.as_nanos() as u64;
-            let reordered = reservation
-                .and_then(|r| dim.reordered(r.go, r.through[d.index()], r.cost.get(d), window));
+            let reordered = reservation.and_then(|r| dim.reordered(r.go, r.cost.get(d), window));
             let (Some(cell), Some(remaining), Some(r)) =
                 (&mut dim.cell, reading.remaining, reservation)
             else {
@@ -719,14 +731,18 @@ impl Quota {
             // Requests admitted close to this one may have reached the provider before it or
             // after it: its count may include some admitted after it, or miss some admitted
             // before. Beyond them, less left than we think allows for the provider's flooring
-            // and rounding (2 % of the burst); more left allows for the flooring only, so that
-            // capacity it did not charge comes back nearly whole.
+            // and rounding (2 % of the burst); more left allows for the flooring and for the
+            // refill while the request travelled (the jitter margin), so that capacity it did
+            // not charge comes back nearly whole and the schedule never gets ahead of the
+            // provider's bucket.
             let Some(reordered) = reordered else {
                 continue;
             };
             let reordered = reordered as f64;
             let slack = drift_slack(cell.burst()) + reordered;
-            let slack_up = 1.0 + reordered;
+            // The provider counted at the request's arrival, up to the jitter margin after we
+            // let it go: it may have refilled that much more in between.
+            let slack_up = 1.0 + reordered + dim.margin_ns as f64 / cell.interval() as f64;
             let gap = ours - remaining as f64;
             let target = if gap > slack {
                 ((gap - slack) * cell.interval() as f64) as i64
@@ -741,8 +757,21 @@ impl Quota {
                 cell.push_back(extra.unsigned_abs(), now);
                 dim.corrections += extra;
             } else if target < 0 && target < already {
-                let extra = already - target;
-                let moved = cell.bring_forward(extra.unsigned_abs(), now);
+                // Only what may not have been counted comes back: a provider that answers a
+                // request without charging it says so only through `remaining`.
+                // Where the rate is our own estimate (no limit stated), the provider's count
+                // corrects the estimate itself, both ways.
+                let estimated = reading.limit.is_none() && dim.configured.is_none();
+                let credit = if estimated {
+                    u64::MAX
+                } else {
+                    dim.uncounted.saturating_mul(cell.interval())
+                };
+                let extra = (already - target).unsigned_abs().min(credit);
+                let moved = cell.bring_forward(extra, now);
+                dim.uncounted = dim
+                    .uncounted
+                    .saturating_sub(moved.div_ceil(cell.interval()));
                 dim.corrections -= i64::try_from(moved).unwrap_or(i64::MAX);
             }
         }
@@ -792,7 +821,8 @@ impl Quota {
 /// The capacity one reading allows, as (least, most when the reset is known). The level was
 /// between `remaining` and `remaining + 1` (providers floor it) and refills to the capacity
 /// over `reset`, which is known to within its resolution either way; and the level was at
-/// least `remaining` plus this request's own charge before it was admitted. The least bound
+/// least `remaining` plus this request's own charge before it was admitted (counted for the
+/// requests dimension only, where the charge is known exactly). The least bound
 /// is rounded up, less a little, so that a reset rounded up does not inflate it.
 fn burst_bounds(
     reading: DimensionReading,
@@ -801,7 +831,12 @@ fn burst_bounds(
     reservation: Option<&Reservation>,
     d: Dimension,
 ) -> (u64, Option<u64>) {
-    let own = reservation.map_or(0, |r| r.cost.get(d));
+    // A request costs exactly one request; its tokens are our estimate, which may exceed what
+    // the provider charged, so they bound nothing.
+    let own = match d {
+        Dimension::Requests => reservation.map_or(0, |r| r.cost.get(d)),
+        _ => 0,
+    };
     let per_second = limit as f64 / 60.0;
     let resolution = reading.reset_resolution.unwrap_or_default();
     let low_refill = reading.reset.map_or(0.0, |reset| {
