@@ -2,7 +2,7 @@
 //! quota and the concurrency bound, and act on its outcome ([`super::react`]).
 
 use super::concurrency::{Permit, Signal};
-use super::react::{Next, Sent};
+use super::react::{Next, Sent, attempt_record};
 use super::respond::{Delivery, LiveStream};
 use super::stats::Stats;
 use super::{AttemptRecord, Decision, Engine, Event, Job, Waits};
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -103,21 +103,7 @@ impl Engine {
         self.concurrency.record(Signal::Answered, latency, now);
         self.update_target_rate(&job, now);
         drop(permit);
-        let record = AttemptRecord {
-            custom_id: job.custom_id.clone(),
-            attempt: job.attempts,
-            key: pick.key.label().to_string(),
-            sent_at: sent.at,
-            tokens: job.estimate.total(),
-            status: Some(opened.status),
-            latency,
-            waited_quota: waits.quota,
-            paused: waits.paused,
-            waited_backoff: waits.backoff,
-            cause: None,
-            decision: Decision::Succeeded,
-            retry_in: Duration::ZERO,
-        };
+        let record = attempt_record(&job, &pick, waits, sent, Some(opened.status));
         log_attempt(&job, &record);
         let _ = sink.send(Event::Attempt(record)).await;
         Stats::incr(&self.stats.succeeded);

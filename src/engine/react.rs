@@ -88,21 +88,7 @@ impl Engine {
             body: reply.body.clone(),
             usage,
         });
-        let mut record = AttemptRecord {
-            custom_id: job.custom_id.clone(),
-            attempt: job.attempts,
-            key: pick.key.label().to_string(),
-            sent_at: sent.at,
-            tokens: job.estimate.total(),
-            status,
-            latency: sent.latency,
-            waited_quota: waits.quota,
-            paused: waits.paused,
-            waited_backoff: waits.backoff,
-            cause: None,
-            decision: Decision::Succeeded,
-            retry_in: Duration::ZERO,
-        };
+        let mut record = attempt_record(job, pick, waits, sent, status);
         let next = match outcome {
             Outcome::Success => {
                 self.concurrency.record(Signal::Answered, sent.latency, now);
@@ -357,6 +343,31 @@ impl Engine {
             self.stats.record_retry(label);
             Next::Retry(now + delay)
         }
+    }
+}
+
+/// The record of `job`'s attempt on `pick`, as if it succeeded (the reaction amends it).
+pub(super) fn attempt_record(
+    job: &Job,
+    pick: &Pick,
+    waits: Waits,
+    sent: Sent,
+    status: Option<u16>,
+) -> AttemptRecord {
+    AttemptRecord {
+        custom_id: job.custom_id.clone(),
+        attempt: job.attempts,
+        key: pick.key.label().to_string(),
+        sent_at: sent.at,
+        tokens: job.estimate.total(),
+        status,
+        latency: sent.latency,
+        waited_quota: waits.quota,
+        paused: waits.paused,
+        waited_backoff: waits.backoff,
+        cause: None,
+        decision: Decision::Succeeded,
+        retry_in: Duration::ZERO,
     }
 }
 

@@ -381,13 +381,13 @@ impl SimProvider {
             let remaining = bucket.remaining(now);
             let reset = bucket.reset(now);
             let limit = bucket.per_minute();
+            let suffix = if *dim == Dim::Requests {
+                "requests"
+            } else {
+                "tokens"
+            };
             match style {
                 HeaderStyle::OpenAi => {
-                    let suffix = if *dim == Dim::Requests {
-                        "requests"
-                    } else {
-                        "tokens"
-                    };
                     put(
                         &mut headers,
                         &format!("x-ratelimit-limit-{suffix}"),
@@ -405,11 +405,6 @@ impl SimProvider {
                     );
                 }
                 HeaderStyle::Azure => {
-                    let suffix = if *dim == Dim::Requests {
-                        "requests"
-                    } else {
-                        "tokens"
-                    };
                     put(
                         &mut headers,
                         &format!("x-ratelimit-remaining-{suffix}"),
