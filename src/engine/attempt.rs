@@ -98,7 +98,7 @@ impl Engine {
         let latency = sent.latency;
         let now = Instant::now();
         let snapshot =
-            parse_limit_headers(crate::upstream::client::text_headers(&opened.headers), wall);
+            parse_limit_headers(crate::upstream::answer::text_headers(&opened.headers), wall);
         pick.quota.observe(Some(&pick.reservation), &snapshot, now);
         self.concurrency.record(Signal::Answered, latency, now);
         self.update_target_rate(&job, now);

@@ -2,7 +2,7 @@
 //! reservation's time. [`Engine::send_now`] and the dispatcher's [`Engine::book`] share one
 //! admission check ([`Engine::reserve`]).
 
-use super::dispatch::{Lanes, recv_lane};
+use super::lanes::{Lanes, recv_lane};
 use super::{Engine, Event, Job, Priority, Waits, lock};
 use crate::upstream::{Pick, PickError};
 use std::sync::Arc;

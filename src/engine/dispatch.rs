@@ -3,32 +3,13 @@
 //! attempt task ([`super::attempt`]).
 
 use super::booking::Unbookable;
+use super::lanes::{Lanes, recv_lane};
 use super::{DEADLINE_EXCEEDED, Engine, EngineExit, Event, Job, NO_ROUTE, Priority, Verdict, lock};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// The input lanes; `None` once closed.
-pub(super) struct Lanes {
-    pub(super) interactive: Option<mpsc::Receiver<Job>>,
-    pub(super) batch: Option<mpsc::Receiver<Job>>,
-}
-
-impl Lanes {
-    fn open(&self) -> bool {
-        self.interactive.is_some() || self.batch.is_some()
-    }
-}
-
-/// Receive from a lane that may be closed (a closed lane never yields).
-pub(super) async fn recv_lane(lane: &mut Option<mpsc::Receiver<Job>>) -> Option<Job> {
-    match lane {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {

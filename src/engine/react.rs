@@ -59,7 +59,7 @@ impl Engine {
             Ok(reply) => {
                 self.concurrency.end_probe();
                 let snapshot = parse_limit_headers(
-                    crate::upstream::client::text_headers(&reply.headers),
+                    crate::upstream::answer::text_headers(&reply.headers),
                     wall,
                 );
                 // A refused request was not charged: its answer describes the bucket, not

@@ -128,7 +128,7 @@ impl LiveStream {
 
     /// The header named `name` (lower-case), if its value is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        crate::upstream::client::header_text(&self.headers, name)
+        crate::upstream::answer::header_text(&self.headers, name)
     }
 
     /// Settle the upstream quota with the usage the stream reported; without one (the client

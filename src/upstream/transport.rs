@@ -8,7 +8,7 @@
 //! ([`Transport::wall_clock`]): rate-limit resets given as instants (Anthropic's RFC 3339) are
 //! read against it, so a simulated provider's instants are read against its own clock.
 
-use super::client::{ByteStream, Opened, Reply, TransportError};
+use super::answer::{ByteStream, Opened, Reply, TransportError};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
