@@ -41,24 +41,54 @@ impl Engine {
         };
         let sent_at = upstream.wall_clock();
         job.sent_at = Some(started);
-        let result = if job.stream && job.responder.is_some() {
-            match upstream.open(&pick.key, path, model, body).await {
-                Ok(opened) if opened.is_success() => {
-                    drop(in_flight);
-                    let sent = Sent {
-                        at: sent_at,
-                        latency: started.elapsed(),
-                    };
-                    let wall = upstream.wall_clock();
-                    self.hand_over(job, pick, waits, permit, opened, sent, wall, sink)
-                        .await;
-                    return;
+        let live = job.stream && job.responder.is_some();
+        let send = async {
+            if live {
+                match upstream.open(&pick.key, path, model, body).await {
+                    Ok(opened) if opened.is_success() => Answer::Live(opened),
+                    Ok(opened) => Answer::Whole(opened.into_reply().await),
+                    Err(err) => Answer::Whole(Err(err)),
                 }
-                Ok(opened) => opened.into_reply().await,
-                Err(err) => Err(err),
+            } else {
+                Answer::Whole(upstream.post(&pick.key, path, model, body).await)
             }
-        } else {
-            upstream.post(&pick.key, path, model, body).await
+        };
+        // A request sent while probing is called back if the first answer shows a server with
+        // no limits to learn: it would only wait in that server's queue (see `react`).
+        // (A `Notify` wakes its waiters in a fixed order: runs in virtual time stay
+        // deterministic.)
+        let answer = match self.concurrency.probing().then(|| self.probes.notified()) {
+            Some(called_back) => tokio::select! {
+                biased;
+                answer = send => Some(answer),
+                _ = called_back => None,
+            },
+            None => Some(send.await),
+        };
+        let result = match answer {
+            Some(Answer::Whole(result)) => result,
+            Some(Answer::Live(opened)) => {
+                drop(in_flight);
+                let sent = Sent {
+                    at: sent_at,
+                    latency: started.elapsed(),
+                };
+                let wall = upstream.wall_clock();
+                self.hand_over(job, pick, waits, permit, opened, sent, wall, sink)
+                    .await;
+                return;
+            }
+            None => {
+                // Dropping the request closed its connection: the server forgets it. It goes
+                // again under the in-flight bound, as if it had not been sent.
+                drop(in_flight);
+                let now = Instant::now();
+                pick.quota.cancel(&pick.reservation, now);
+                job.attempts -= 1;
+                drop(permit);
+                self.retry_later(job, now);
+                return;
+            }
         };
         let sent = Sent {
             at: sent_at,
@@ -122,6 +152,14 @@ impl Engine {
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.wake.notify_one();
     }
+}
+
+/// How an attempt was answered.
+enum Answer {
+    /// Whole (or not at all).
+    Whole(Result<crate::upstream::Reply, crate::upstream::TransportError>),
+    /// A 2xx stream, handed over live.
+    Live(Opened),
 }
 
 /// Log an attempt, except a gateway request's first attempt that succeeded: the request's own

@@ -198,14 +198,27 @@ impl Concurrency {
         self.lock().in_flight
     }
 
-    /// The first answer arrived: leave the probing regime, starting the AIMD window from what
-    /// is in flight (all of it was admitted, or an overload signal will cut it).
-    pub fn end_probe(&self) {
+    /// The first answer arrived: leave the probing regime, starting the window from what is
+    /// in flight (all of it was admitted, or an overload signal will cut it) — or, when the
+    /// answer shows a server with no limits to learn (`called_back`: the requests sent while
+    /// probing are called back), from one, in slow start. Returns whether probing ended now.
+    pub fn end_probe(&self, called_back: bool) -> bool {
         let mut state = self.lock();
-        if state.probing {
-            state.probing = false;
-            state.window = state.window.max(state.in_flight as f64);
+        if !state.probing {
+            return false;
         }
+        state.probing = false;
+        state.window = if called_back {
+            1.0
+        } else {
+            state.window.max(state.in_flight as f64)
+        };
+        true
+    }
+
+    /// Whether no answer has arrived yet.
+    pub fn probing(&self) -> bool {
+        self.lock().probing
     }
 
     /// Tell the bound what rate the quotas allow (requests per second), once known, and how
@@ -355,7 +368,7 @@ mod tests {
         let c = Concurrency::new(None, 1000);
         let t = Instant::now();
         assert_eq!(c.limit(), 1000);
-        c.end_probe();
+        c.end_probe(false);
         assert_eq!(c.limit(), 1);
         for _ in 0..15 {
             c.record(Signal::Answered, MS, t);
@@ -384,7 +397,7 @@ mod tests {
         // ahead of it.
         let c = Concurrency::new(None, 1000);
         let t = Instant::now();
-        c.end_probe();
+        c.end_probe(false);
         for _ in 0..15 {
             c.record(Signal::Answered, MS, t);
         }
@@ -413,7 +426,7 @@ mod tests {
     #[test]
     fn known_rate_follows_littles_law() {
         let c = Concurrency::new(None, 1000);
-        c.end_probe();
+        c.end_probe(false);
         c.set_target_rate(Some(100.0), 0.0);
         c.record(Signal::Answered, Duration::from_millis(800), Instant::now());
         // 2 × 100/s × 0.8 s + 2

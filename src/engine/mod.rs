@@ -98,6 +98,9 @@ pub enum EngineExit {
 
 /// The scheduler.
 pub struct Engine {
+    /// Set when the first answer shows a server with no limits to learn: requests sent while
+    /// probing are called back (see `attempt` and `react`).
+    probes: Notify,
     /// Per key: its first answers and how many of them were 404 (see `react`).
     first_answers: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
     pool: Arc<KeyPool>,
@@ -136,6 +139,7 @@ impl Engine {
             None => SmallRng::from_os_rng(),
         };
         Arc::new(Engine {
+            probes: Notify::new(),
             first_answers: Mutex::default(),
             pool,
             upstream,

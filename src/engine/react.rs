@@ -57,11 +57,18 @@ impl Engine {
         let now = Instant::now();
         let snapshot = match &result {
             Ok(reply) => {
-                self.concurrency.end_probe();
                 let snapshot = parse_limit_headers(
                     crate::upstream::answer::text_headers(&reply.headers),
                     wall,
                 );
+                // The first answer carries no limit at all and none is configured: a server
+                // with no limits to learn (a self-hosted one queues what it cannot work on).
+                // The requests the probe sent meanwhile are called back; the latency gradient
+                // lets them go again at the server's pace.
+                let unlimited = is_silent(&snapshot) && !pick.quota.is_known();
+                if self.concurrency.end_probe(unlimited) && unlimited {
+                    self.probes.notify_waiters();
+                }
                 // A refused request was not charged: its answer describes the bucket, not
                 // this reservation.
                 let charged = (reply.status != 429).then_some(&pick.reservation);
@@ -369,6 +376,18 @@ pub(super) fn attempt_record(
         decision: Decision::Succeeded,
         retry_in: Duration::ZERO,
     }
+}
+
+/// Whether an answer said nothing of any limit (no limit, remaining or reset).
+fn is_silent(snapshot: &LimitSnapshot) -> bool {
+    [
+        snapshot.requests,
+        snapshot.tokens,
+        snapshot.input_tokens,
+        snapshot.output_tokens,
+    ]
+    .iter()
+    .all(|r| r.limit.is_none() && r.remaining.is_none())
 }
 
 /// What a retryable failure's reaction reads.
