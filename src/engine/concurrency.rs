@@ -85,6 +85,10 @@ const QUEUE_SEEN: f64 = 0.8;
 /// lie: the spread of the work's own latency.
 const QUICKEST_SLACK: f64 = 1.25;
 
+/// Less than this much more latency per answer than the least seen is no queue: a server
+/// answering in microseconds (or a loopback mock) varies by that much on its own.
+const QUEUE_NOISE: f64 = 0.002;
+
 /// Requests a window may keep queued at the server beyond what the gradient says fits.
 const QUEUE_ALLOWANCE: f64 = 0.5;
 
@@ -292,7 +296,13 @@ impl Concurrency {
             .baseline
             .map_or(least, |b| (b * BASELINE_DRIFT).min(least));
         state.gradient.baseline = Some(baseline);
-        let ratio = baseline / median.max(f64::MIN_POSITIVE);
+        // A queue shows as time: below a millisecond per answer, a spread is noise.
+        let seconds_more = (median - baseline) * (output_tokens as f64 + WORK_OVERHEAD);
+        let ratio = if seconds_more < QUEUE_NOISE {
+            1.0
+        } else {
+            baseline / median.max(f64::MIN_POSITIVE)
+        };
         if ratio >= QUEUE_SEEN {
             if state.window >= state.threshold {
                 state.window += 1.0;
