@@ -58,11 +58,17 @@ impl Engine {
         // (A `Notify` wakes its waiters in a fixed order: runs in virtual time stay
         // deterministic.)
         let answer = match self.concurrency.probing().then(|| self.probes.notified()) {
-            Some(called_back) => tokio::select! {
-                biased;
-                answer = send => Some(answer),
-                _ = called_back => None,
-            },
+            Some(called_back) => {
+                tokio::pin!(send);
+                tokio::select! {
+                    biased;
+                    answer = &mut send => Some(answer),
+                    _ = called_back => match self.is_called_back(started) {
+                        true => None,
+                        false => Some(send.await),
+                    },
+                }
+            }
             None => Some(send.await),
         };
         let result = match answer {

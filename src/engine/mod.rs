@@ -101,6 +101,8 @@ pub struct Engine {
     /// Set when the first answer shows a server with no limits to learn: requests sent while
     /// probing are called back (see `attempt` and `react`).
     probes: Notify,
+    /// Probe requests sent after this instant are called back.
+    called_back_after: Mutex<Option<Instant>>,
     /// Per key: its first answers and how many of them were 404 (see `react`).
     first_answers: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
     pool: Arc<KeyPool>,
@@ -140,6 +142,7 @@ impl Engine {
         };
         Arc::new(Engine {
             probes: Notify::new(),
+            called_back_after: Mutex::new(None),
             first_answers: Mutex::default(),
             pool,
             upstream,

@@ -65,8 +65,14 @@ impl Engine {
                 // with no limits to learn (a self-hosted one queues what it cannot work on).
                 // The requests the probe sent meanwhile are called back; the latency gradient
                 // lets them go again at the server's pace.
-                let unlimited = is_silent(&snapshot) && !pick.quota.is_known();
+                let unlimited = (200..300).contains(&reply.status)
+                    && is_silent(&snapshot)
+                    && !pick.quota.is_known();
                 if self.concurrency.end_probe(unlimited) && unlimited {
+                    // Only requests sent within the last half of this answer's latency: a
+                    // server working on them at once could not have finished them yet, so
+                    // calling them back never has one done twice (an answer in transit).
+                    *lock(&self.called_back_after) = Some(now - sent.latency / 2);
                     self.probes.notify_waiters();
                 }
                 // A refused request was not charged: its answer describes the bucket, not
@@ -174,6 +180,11 @@ impl Engine {
             (next, _) => next,
         };
         (record, next)
+    }
+
+    /// Whether a probe request sent at `sent` is called back (see `react`).
+    pub(super) fn is_called_back(&self, sent: Instant) -> bool {
+        lock(&self.called_back_after).is_some_and(|after| sent > after)
     }
 
     /// When the first answers from a key's upstream are all 404, the URL is wrong (a base URL
