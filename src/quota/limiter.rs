@@ -216,7 +216,7 @@ impl DimState {
 const PROBE_STEP: Duration = Duration::from_millis(50);
 
 /// Most requests sent before the first answer arrives.
-const PROBE_MAX: u32 = 64;
+const PROBE_MAX: u32 = 256;
 
 /// Until the key's first answer, requests probe: the first goes at once, the following ones on
 /// a schedule whose rate doubles every [`PROBE_STEP`] (and never faster than configured

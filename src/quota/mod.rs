@@ -28,7 +28,7 @@
 //!
 //! Limits come from configuration when given; otherwise they are learned from the first
 //! response's headers. Until the first answer arrives, requests **probe** on a schedule whose
-//! rate doubles every 50 ms (at most 64 out): a provider whose bucket the probe outgrows
+//! rate doubles every 50 ms (at most 256 out): a provider whose bucket the probe outgrows
 //! answers with a quick 429 carrying its limits, so calibration takes a fraction of one
 //! request's latency. If answers carry no limit headers at all, the quota admits immediately
 //! and the engine's adaptive concurrency bound (AIMD) limits the load instead.

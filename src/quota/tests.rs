@@ -369,10 +369,10 @@ fn unknown_limits_probe_on_a_doubling_schedule_then_admit_immediately() {
     assert_eq!(go[1], ms(50));
     assert!(go[2] > ms(79) && go[2] < ms(80), "{:?}", go[2]);
     assert_eq!(go[3], ms(100));
-    for _ in 4..64 {
+    for _ in 4..256 {
         quota.reserve(Cost::request(1), t0).unwrap();
     }
-    // At most 64 before the first answer.
+    // At most 256 before the first answer.
     assert_eq!(
         quota.reserve(Cost::request(1), t0).unwrap_err(),
         QuotaError::Probing
