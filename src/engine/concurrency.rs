@@ -257,7 +257,7 @@ impl Concurrency {
     /// gradient-style limit, as in Netflix's concurrency-limits): below 1.25 × the least, nothing waits and the window grows by one
     /// (slow start grows it per answer until the first queue is seen); above it, the window is
     /// scaled by
-    /// `least / median` plus [`QUEUE_ALLOWANCE`], which holds it at the knee where throughput
+    /// `least / median` plus half a request, which holds it at the knee where throughput
     /// stops growing and latency starts to.
     pub fn record_work(&self, latency: Duration, output_tokens: u64, now: Instant) {
         let mut state = self.lock();

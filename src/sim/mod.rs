@@ -14,7 +14,7 @@
 //! N slots and a queue behind them, 503s that are or are not charged to the bucket,
 //! connection resets, a second client sharing the key, and a limit lowered mid-run.
 //!
-//! [`Scenario::ideal`] states each scenario's physical bound: the makespan of a client that
+//! [`oracle::ideal`] states each scenario's physical bound: the makespan of a client that
 //! knows everything in advance (the limits, every latency) and sends each attempt at the
 //! earliest moment the bucket admits it.
 
