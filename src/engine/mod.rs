@@ -105,6 +105,8 @@ pub struct Engine {
     called_back_after: Mutex<Option<Instant>>,
     /// Per key: its first answers and how many of them were 404 (see `react`).
     first_answers: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
+    /// Every key has had its first answers judged.
+    first_answers_done: AtomicBool,
     pool: Arc<KeyPool>,
     upstream: Upstream,
     concurrency: Arc<Concurrency>,
@@ -144,6 +146,7 @@ impl Engine {
             probes: Notify::new(),
             called_back_after: Mutex::new(None),
             first_answers: Mutex::default(),
+            first_answers_done: AtomicBool::new(false),
             pool,
             upstream,
             concurrency: Concurrency::new(config.concurrency, config.max_concurrency),

@@ -66,7 +66,7 @@ impl Engine {
                 // The requests the probe sent meanwhile are called back; the latency gradient
                 // lets them go again at the server's pace.
                 let unlimited = (200..300).contains(&reply.status)
-                    && is_silent(&snapshot)
+                    && snapshot.states_no_limit()
                     && !pick.quota.is_known();
                 if self.concurrency.end_probe(unlimited) && unlimited {
                     // Only requests sent within the last half of this answer's latency: a
@@ -191,6 +191,10 @@ impl Engine {
     /// without the `/v1` OpenAI expects, or with one too many): take the key out of rotation
     /// with a message naming the URL tried, instead of failing every request the same way.
     fn check_first_answers(&self, job: &Job, pick: &Pick, status: u16) {
+        // Once every key has had its first answers, the hot path skips the lock.
+        if self.first_answers_done.load(Ordering::Relaxed) {
+            return;
+        }
         let verdict = {
             let mut seen = lock(&self.first_answers);
             let entry = seen.entry(pick.key_index).or_default();
@@ -199,7 +203,12 @@ impl Engine {
             }
             entry.0 += 1;
             entry.1 += u32::from(status == 404);
-            entry.0 == FIRST_ANSWERS && entry.1 == FIRST_ANSWERS
+            let verdict = entry.0 == FIRST_ANSWERS && entry.1 == FIRST_ANSWERS;
+            let judged = seen.values().filter(|e| e.0 >= FIRST_ANSWERS).count();
+            if judged >= self.pool.len() {
+                self.first_answers_done.store(true, Ordering::Relaxed);
+            }
+            verdict
         };
         if !verdict {
             return;
@@ -278,13 +287,9 @@ impl Engine {
                 RetryCause::RateLimitOutputTokens => Some(Dimension::OutputTokens),
                 _ => None,
             };
-            let reading_of = |d: Dimension| match d {
-                Dimension::Requests => snapshot.requests,
-                Dimension::Tokens => snapshot.tokens,
-                Dimension::InputTokens => snapshot.input_tokens,
-                Dimension::OutputTokens => snapshot.output_tokens,
-            };
-            let reset = reading_of(refused.unwrap_or(Dimension::Requests)).reset;
+            let reset = snapshot
+                .reading(refused.unwrap_or(Dimension::Requests))
+                .reset;
             let mut pause = hint.or(reset).unwrap_or(DEFAULT_PAUSE);
             // A hint in whole seconds (Anthropic's `retry-after`) rounds a wait of 100 ms up
             // to a second, a tenth of a small bucket's rate lost per 429. When the answer says
@@ -297,7 +302,7 @@ impl Engine {
                     .is_some_and(|r| r >= Duration::from_secs(1));
             let cost = job.cost();
             let short = Dimension::ALL.into_iter().filter_map(|d| {
-                let left = reading_of(d).remaining?;
+                let left = snapshot.reading(d).remaining?;
                 let wanted = refused.is_none_or(|r| r == d) && left < cost.get(d).max(1);
                 wanted.then(|| pick.quota.refill_time(d, cost.get(d).max(1) - left))
             });
@@ -387,18 +392,6 @@ pub(super) fn attempt_record(
         decision: Decision::Succeeded,
         retry_in: Duration::ZERO,
     }
-}
-
-/// Whether an answer said nothing of any limit (no limit, remaining or reset).
-fn is_silent(snapshot: &LimitSnapshot) -> bool {
-    [
-        snapshot.requests,
-        snapshot.tokens,
-        snapshot.input_tokens,
-        snapshot.output_tokens,
-    ]
-    .iter()
-    .all(|r| r.limit.is_none() && r.remaining.is_none())
 }
 
 /// What a retryable failure's reaction reads.

@@ -27,6 +27,7 @@
 //! Anything else (`-1`, which Azure sends for limits it does not enforce, negative numbers,
 //! garbage, values too large to represent) leaves that one field `None`; parsing never panics.
 
+use super::dimension::Dimension;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What one response's headers said about the limits. Every field optional: providers send subsets.
@@ -52,6 +53,24 @@ impl LimitSnapshot {
     /// True when the headers said nothing this module understands.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// The reading of one dimension.
+    pub fn reading(&self, dimension: Dimension) -> DimensionReading {
+        match dimension {
+            Dimension::Requests => self.requests,
+            Dimension::Tokens => self.tokens,
+            Dimension::InputTokens => self.input_tokens,
+            Dimension::OutputTokens => self.output_tokens,
+        }
+    }
+
+    /// True when no dimension's limit or remaining count was stated (a retry hint may be).
+    pub fn states_no_limit(&self) -> bool {
+        Dimension::ALL.iter().all(|&d| {
+            let r = self.reading(d);
+            r.limit.is_none() && r.remaining.is_none()
+        })
     }
 }
 

@@ -648,15 +648,9 @@ impl Quota {
         let now = self.ns(now);
         let mut state = self.lock();
         state.probe = Probe::Done;
-        let readings = [
-            snapshot.requests,
-            snapshot.tokens,
-            snapshot.input_tokens,
-            snapshot.output_tokens,
-        ];
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
-            let reading: DimensionReading = readings[d.index()];
+            let reading: DimensionReading = snapshot.reading(d);
             if let Some(limit) = reading.limit.filter(|l| *l > 0) {
                 if dim.learned_limit != Some(limit) {
                     // A new limit: what was learned of the old bucket's capacity is void.

@@ -283,44 +283,40 @@ impl SimProvider {
             succeeded,
             charged: true,
         });
-        Plan::Admitted {
+        Plan::Admitted(Service {
             headers,
             latency,
             output,
             charged_fault,
             reset,
             refund,
-        }
+        })
     }
 
     async fn answer(self, request: Request) -> Result<Reply, TransportError> {
         let scenario = &self.inner.scenario;
         let parsed = Parsed::of(&request);
-        let (headers, latency, output, charged_fault, reset, refund) =
-            match self.plan(&parsed, Instant::now()) {
-                Plan::FreeFault => {
-                    tokio::time::sleep(scenario.refusal_latency).await;
-                    self.first_answer();
-                    return Ok(reply(
-                        503,
-                        HeaderMap::new(),
-                        unavailable_body(scenario.headers),
-                    ));
-                }
-                Plan::Refused { headers, body } => {
-                    tokio::time::sleep(scenario.refusal_latency).await;
-                    self.first_answer();
-                    return Ok(reply(429, headers, body));
-                }
-                Plan::Admitted {
-                    headers,
-                    latency,
-                    output,
-                    charged_fault,
-                    reset,
-                    refund,
-                } => (headers, latency, output, charged_fault, reset, refund),
-            };
+        let Service {
+            headers,
+            latency,
+            output,
+            charged_fault,
+            reset,
+            refund,
+        } = match self.plan(&parsed, Instant::now()) {
+            Plan::FreeFault => {
+                tokio::time::sleep(scenario.refusal_latency).await;
+                self.first_answer();
+                let body = unavailable_body(scenario.headers);
+                return Ok(reply(503, HeaderMap::new(), body));
+            }
+            Plan::Refused { headers, body } => {
+                tokio::time::sleep(scenario.refusal_latency).await;
+                self.first_answer();
+                return Ok(reply(429, headers, body));
+            }
+            Plan::Admitted(service) => service,
+        };
         let _slot = self.take_slot().await;
         if latency > request.timeout {
             tokio::time::sleep(request.timeout).await;
@@ -501,15 +497,19 @@ enum Plan {
     FreeFault,
     /// A 429.
     Refused { headers: HeaderMap, body: Value },
-    /// Charged; answered after `latency` (once a slot is free).
-    Admitted {
-        headers: HeaderMap,
-        latency: Duration,
-        output: u64,
-        charged_fault: bool,
-        reset: bool,
-        refund: u64,
-    },
+    /// Charged; answered as `Service` says.
+    Admitted(Service),
+}
+
+/// How an admitted request is answered: after `latency` (once a slot is free), with these
+/// headers, a fault or `output` tokens, and `refund` output tokens given back at the end.
+struct Service {
+    headers: HeaderMap,
+    latency: Duration,
+    output: u64,
+    charged_fault: bool,
+    reset: bool,
+    refund: u64,
 }
 
 fn reply(status: u16, headers: HeaderMap, body: Value) -> Reply {
