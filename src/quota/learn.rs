@@ -2,10 +2,11 @@
 //! (Azure OpenAI sends `x-ratelimit-remaining-*` without the limit or the reset).
 //!
 //! Between two answers the provider's bucket refilled by what it reports more (or less) left
-//! plus what was admitted in between: `refill = left_j − left_i + admitted(i, j]`. Over a span
-//! in which the bucket was never full (it stops refilling when full), that refill divided by
-//! the span is the sustained rate; the most ever left (with the request's own charge) bounds
-//! the burst from below. Until a rate is known, what the provider last said was left, less what
+//! plus what was admitted in between: `refill = left_j − left_i + admitted(i, j]`. A bucket
+//! stops refilling when full, so that refill divided by the span bounds the sustained rate
+//! from below whether or not the bucket was ever full (exactly the rate over spans in which it
+//! never was, and at least what was sent over spans in which it always was); the most ever
+//! left (with the request's own charge) bounds the burst from below. Until a rate is known, what the provider last said was left, less what
 //! was sent since, is all that may go before the next answer ([`Learner::budget`]).
 
 use super::gcra::Nanos;
@@ -15,7 +16,7 @@ use std::collections::VecDeque;
 const MIN_SPAN: Nanos = 1_000_000_000;
 
 /// The least refill a rate estimate counts (each reading is floored: two units of error).
-const MIN_REFILL: f64 = 10.0;
+const MIN_REFILL: f64 = 2.0;
 
 /// How long readings are kept.
 const KEEP: Nanos = 60_000_000_000;
@@ -90,27 +91,22 @@ impl Learner {
         i64::try_from(last.left).unwrap_or(i64::MAX) - i64::try_from(since).unwrap_or(i64::MAX)
     }
 
-    /// Units per minute, once readings over a long enough span in which the bucket was never
-    /// full allow an estimate.
+    /// Units per minute, once readings over a long enough span allow an estimate: the least
+    /// rate the readings allow. Between two readings the bucket refilled by at least what the
+    /// later one says more was left, plus what was admitted in between, less the two floors'
+    /// unit each; a bucket that was full for part of the span refilled less than its rate, so
+    /// the bound holds whether or not it ever was. Of all pairs ending at the newest reading,
+    /// the highest bound is the estimate.
     pub fn per_minute(&self) -> Option<u64> {
         let newest = *self.readings.back()?;
-        let full = |r: &Reading| r.left.saturating_add(1) >= self.most;
-        if full(&newest) {
-            return None;
-        }
-        let mut best = None;
+        let mut best: Option<f64> = None;
         for r in self.readings.iter().rev().skip(1) {
-            if full(r) {
-                break;
-            }
             let span = newest.at.saturating_sub(r.at);
             let refill = newest.left as f64 - r.left as f64
                 + newest.through.saturating_sub(r.through) as f64;
-            if span >= MIN_SPAN && refill >= MIN_REFILL {
-                // Both readings are floored: the refill may be up to a unit less at each end.
-                // The least rate they allow errs on the side of no refusal, and nears the true
-                // one as the span grows.
-                best = Some((refill - 2.0) * 60e9 / span as f64);
+            if span >= MIN_SPAN && refill - 2.0 >= MIN_REFILL {
+                let per_minute = (refill - 2.0) * 60e9 / span as f64;
+                best = Some(best.map_or(per_minute, |b| b.max(per_minute)));
             }
         }
         best.map(|per_minute| per_minute.floor().max(1.0) as u64)
@@ -141,6 +137,22 @@ mod tests {
         // 40 units over 4 s, less the two floors' unit each: 38 / 4 s.
         assert_eq!(per_minute, 570);
         assert_eq!(learner.burst(), 5);
+    }
+
+    #[test]
+    fn a_bucket_never_drained_still_bounds_the_rate_from_below() {
+        // A bucket of 5 refilling at 10/s, one request every 200 ms: every answer says the
+        // bucket was full (4 left after the request). The readings only prove that 5/s
+        // refilled; the estimate stays below the true 600/min and near what went.
+        let mut learner = Learner::default();
+        for k in 0..=15u64 {
+            let through = learner.admit(1);
+            learner.observe(k * 200 * MS, 4, through, 1);
+        }
+        let per_minute = learner.per_minute().expect("an estimate");
+        // 15 units over 3 s, less the two floors' unit each: 13 / 3 s.
+        assert_eq!(per_minute, 260);
+        assert!(per_minute < 600);
     }
 
     #[test]
