@@ -51,6 +51,10 @@ struct Run {
     peak_queued: usize,
 }
 
+/// Virtual time after which a run that has not finished counts as stalled (the longest cell
+/// lasts about 19 minutes).
+const STALL_AFTER: Duration = Duration::from_secs(3600);
+
 fn job(cell: &Cell, i: usize) -> Job {
     let id = format!("req-{i:05}");
     let prompt = format!("Write a short article about topic number {i}.");
@@ -132,7 +136,19 @@ async fn run_paused(cell: &Cell, seed: u64) -> Run {
     let mut failures = Vec::new();
     let mut last = start;
     let mut latencies = Vec::new();
-    while let Some(event) = events.recv().await {
+    // A run that stops making progress (a request no admission ever lets go) fails its cell
+    // instead of hanging the test: no cell needs more than an hour of virtual time.
+    let stall_at = start + STALL_AFTER;
+    let mut stalled = false;
+    loop {
+        let event = match tokio::time::timeout_at(stall_at, events.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        };
         match event {
             Event::Finished(done) => {
                 last = Instant::now();
@@ -161,8 +177,18 @@ async fn run_paused(cell: &Cell, seed: u64) -> Run {
             }
         }
     }
-    let _ = feeder.await;
-    let _ = running.await;
+    if stalled {
+        feeder.abort();
+        running.abort();
+        failures.push(format!(
+            "stalled: {} of {} finished after {STALL_AFTER:?} of virtual time",
+            finished.len(),
+            cell.jobs
+        ));
+    } else {
+        let _ = feeder.await;
+        let _ = running.await;
+    }
     let stats = sim.stats();
     latencies.sort();
     Run {

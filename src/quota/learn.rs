@@ -10,7 +10,7 @@
 //! was sent since, is all that may go before the next answer ([`Learner::budget`]).
 
 use super::gcra::Nanos;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// The least span of a rate estimate, in nanoseconds.
 const MIN_SPAN: Nanos = 1_000_000_000;
@@ -36,18 +36,31 @@ pub struct Learner {
     admitted: u64,
     readings: VecDeque<Reading>,
     most: u64,
+    /// The last unit's number of each admitted request whose answer has not come yet.
+    pending: BTreeSet<u64>,
 }
 
 impl Learner {
-    /// Units admitted so far (after committing a reservation: its last unit's number).
+    /// Units admitted so far (after committing a reservation: its last unit's number, which
+    /// names the request until its answer comes, see [`Learner::answered`]).
     pub fn admit(&mut self, units: u64) -> u64 {
         self.admitted = self.admitted.saturating_add(units);
+        if units > 0 {
+            self.pending.insert(self.admitted);
+        }
         self.admitted
     }
 
-    /// A reservation was given back (not sent, or refused).
-    pub fn cancel(&mut self, units: u64) {
+    /// A reservation through unit `through` was given back (not sent, or refused).
+    pub fn cancel(&mut self, units: u64, through: u64) {
+        self.pending.remove(&through);
         self.admitted = self.admitted.saturating_sub(units);
+    }
+
+    /// The request through unit `through` was answered, whether or not the answer said what is
+    /// left (a failure the provider may not have counted says nothing).
+    pub fn answered(&mut self, through: u64) {
+        self.pending.remove(&through);
     }
 
     /// Whether any answer has said what is left.
@@ -58,6 +71,7 @@ impl Learner {
     /// An answer to the request admitted at `at` (through unit `through`, costing `own`) said
     /// `left` units were left.
     pub fn observe(&mut self, at: Nanos, left: u64, through: u64, own: u64) {
+        self.answered(through);
         self.most = self.most.max(left.saturating_add(own));
         let position = self.readings.partition_point(|r| r.at <= at);
         self.readings
@@ -78,13 +92,15 @@ impl Learner {
     }
 
     /// Units that may still go before the next answer: what was last said to be left, less
-    /// what was admitted after that request. When nothing was admitted since (so no answer is
-    /// coming), one request may go: its answer says more.
+    /// what was admitted after that request. When no answer is coming that could say more
+    /// (nothing admitted since, or everything admitted since was answered without saying what
+    /// was left), one request may go: its answer says more.
     pub fn budget(&self) -> i64 {
         let Some(last) = self.readings.iter().max_by_key(|r| r.through) else {
             return i64::MAX;
         };
-        if self.admitted <= last.through {
+        let awaited = self.pending.range(last.through.saturating_add(1)..).next();
+        if self.admitted <= last.through || awaited.is_none() {
             return i64::MAX;
         }
         let since = self.admitted.saturating_sub(last.through);
@@ -137,6 +153,26 @@ mod tests {
         // 40 units over 4 s, less the two floors' unit each: 38 / 4 s.
         assert_eq!(per_minute, 570);
         assert_eq!(learner.burst(), 5);
+    }
+
+    #[test]
+    fn an_answer_that_says_nothing_leaves_no_one_waiting_for_it() {
+        let mut learner = Learner::default();
+        let first = learner.admit(1);
+        learner.observe(0, 0, first, 1);
+        // Two more went on an empty bucket: nothing may go until an answer says more.
+        let second = learner.admit(1);
+        let third = learner.admit(1);
+        assert_eq!(learner.budget(), -2);
+        // Both failed without a reading (a 503 the provider did not count): no answer is
+        // coming, so one may go and ask.
+        learner.answered(second);
+        assert_eq!(learner.budget(), -2);
+        learner.answered(third);
+        assert_eq!(learner.budget(), i64::MAX);
+        // The asker is out: the others wait for its answer.
+        learner.admit(1);
+        assert_eq!(learner.budget(), -3);
     }
 
     #[test]

@@ -578,7 +578,8 @@ impl Quota {
             let mut state = self.lock();
             for d in Dimension::ALL {
                 let dim = &mut state.dims[d.index()];
-                dim.learner.cancel(reservation.cost.get(d));
+                dim.learner
+                    .cancel(reservation.cost.get(d), reservation.through[d.index()]);
                 if dim.cell.is_none() && reservation.tat_after[d.index()].is_none() {
                     dim.unmetered = dim.unmetered.saturating_sub(reservation.cost.get(d));
                 }
@@ -594,6 +595,7 @@ impl Quota {
         let mut state = self.lock();
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
+            dim.learner.answered(reservation.through[d.index()]);
             dim.uncounted = dim.uncounted.saturating_add(reservation.cost.get(d));
         }
     }
@@ -650,6 +652,9 @@ impl Quota {
         state.probe = Probe::Done;
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
+            if let Some(r) = reservation {
+                dim.learner.answered(r.through[d.index()]);
+            }
             let reading: DimensionReading = snapshot.reading(d);
             if let Some(limit) = reading.limit.filter(|l| *l > 0) {
                 if dim.learned_limit != Some(limit) {
