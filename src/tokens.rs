@@ -268,7 +268,7 @@ mod tests {
         #[test]
         fn counts_match_the_reference_implementation(text in sample_text()) {
             for model in ["gpt-4o-mini", "gpt-4"] {
-                let reference = crate::mock::tokens::count(crate::mock::tokens::encoding_for(model), &text);
+                let reference = paceline_mock::tokens::count(paceline_mock::tokens::encoding_for(model), &text);
                 proptest::prop_assert_eq!(count(model, &text), reference, "{} {:?}", model, text);
             }
         }

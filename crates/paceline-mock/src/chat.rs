@@ -1,10 +1,10 @@
 //! `POST /v1/chat/completions`: the `chat.completion` object, or `chat.completion.chunk` frames.
 
-use crate::mock::api::{self, Answer, AnswerCtx, Endpoint, Payload};
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::text;
-use crate::mock::tokens::{self, ChatMessage};
+use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
+use crate::text;
+use crate::tokens::{self, ChatMessage};
 use serde_json::{Value, json};
 
 /// A parsed chat completion request.

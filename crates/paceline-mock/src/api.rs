@@ -1,7 +1,7 @@
 //! What every simulated endpoint provides, and the request parsing they share.
 
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use serde_json::{Map, Value};

@@ -2,22 +2,22 @@
 //! (key → body → admission → fault → answer → slot (`--slots`) → latency → delivery; with
 //! `faults_charge` off, fault → admission).
 
-use crate::mock::anthropic::MessagesRequest;
-use crate::mock::api::{AnswerCtx, Endpoint, Payload};
-use crate::mock::azure;
-use crate::mock::chat::ChatRequest;
-use crate::mock::completions::CompletionRequest;
-use crate::mock::config::MockConfig;
-use crate::mock::delivery::{self, Completion};
-use crate::mock::embeddings::EmbeddingRequest;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::faults::{self, Fault};
-use crate::mock::headers;
-use crate::mock::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
-use crate::mock::latency;
-use crate::mock::responses::ResponsesRequest;
-use crate::mock::slots::Slots;
-use crate::mock::stats::StatsSnapshot;
+use crate::anthropic::MessagesRequest;
+use crate::api::{AnswerCtx, Endpoint, Payload};
+use crate::azure;
+use crate::chat::ChatRequest;
+use crate::completions::CompletionRequest;
+use crate::config::MockConfig;
+use crate::delivery::{self, Completion};
+use crate::embeddings::EmbeddingRequest;
+use crate::errors::{ApiError, Flavor};
+use crate::faults::{self, Fault};
+use crate::headers;
+use crate::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
+use crate::latency;
+use crate::responses::ResponsesRequest;
+use crate::slots::Slots;
+use crate::stats::StatsSnapshot;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -469,7 +469,7 @@ pub async fn handle<E: Endpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::config::FaultRates;
+    use crate::config::FaultRates;
 
     fn app(faults_charge: bool, fail_503: f64, rpm: u64) -> Arc<App> {
         let config = MockConfig {

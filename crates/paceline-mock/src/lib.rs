@@ -4,8 +4,10 @@
 //! each model separately, the way OpenAI charges admission (prompt tokens + `max_tokens × n`),
 //! answers with OpenAI's and Anthropic's real shapes, rate-limit headers and error bodies,
 //! models latency, injects faults from one seeded random source, and counts everything at
-//! `GET /_mock/stats`. It shares no code with paceline's client side, which
-//! it exists to test.
+//! `GET /_mock/stats`. It shares no code with paceline's client side, which it exists to test:
+//! this crate depends on nothing of `paceline` (its own tokenizer choice and model → encoding
+//! table in [`tokens`], its own types), so the compiler keeps it an independent judge. It must
+//! not know how the client paces, estimates or classifies.
 //!
 //! Start it in-process with [`start`], or from the command line with `paceline mock`.
 //!

@@ -41,7 +41,7 @@ pub fn answer_length(rng: &mut SmallRng, mean: u32, max_tokens: u64) -> (u32, bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::tokens::count;
+    use crate::tokens::count;
     use rand::SeedableRng;
 
     #[test]

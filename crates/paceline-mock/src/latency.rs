@@ -1,6 +1,6 @@
 //! Latency model: log-normal time to first token plus a fixed time per output token.
 
-use crate::mock::config::LatencyConfig;
+use crate::config::LatencyConfig;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, LogNormal};
 use std::time::Duration;
