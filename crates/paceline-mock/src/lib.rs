@@ -83,6 +83,7 @@ pub mod headers;
 pub mod keys;
 pub mod latency;
 pub mod responses;
+pub mod routes;
 pub mod server;
 pub mod slots;
 pub mod stats;
@@ -130,7 +131,7 @@ pub async fn start(config: MockConfig) -> Result<MockHandle, MockError> {
     })?;
     let (stop, stopped) = watch::channel(false);
     let app = Arc::new(App::new(config, stopped.clone()));
-    let router = server::router(Arc::clone(&app));
+    let router = routes::router(Arc::clone(&app));
     let mut signal = stopped;
     let task = tokio::spawn(async move {
         let shutdown = async move {
