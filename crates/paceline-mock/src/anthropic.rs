@@ -3,6 +3,9 @@
 //! Input tokens follow the chat formula, with `system` counted as a leading system message
 //! (cl100k_base for Claude models: the mock has no Claude tokenizer). Admission charges
 //! `input + max_tokens`, which Anthropic requires.
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
 use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
 use crate::chat::count_messages;

@@ -1,4 +1,7 @@
 //! What every simulated endpoint provides, and the request parsing they share.
+//!
+//! It knows no HTTP, keys or buckets: an endpoint turns a parsed body into an answer, and
+//! [`crate::server`] does the rest.
 
 use crate::config::MockConfig;
 use crate::errors::{ApiError, Flavor};

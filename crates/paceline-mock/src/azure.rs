@@ -15,6 +15,9 @@
 //!   body `{"error":{"code":"429","message":"Requests to the … Operation under Azure OpenAI API
 //!   version V have exceeded token rate limit … Please retry after N seconds."}}` ("call rate
 //!   limit" for requests).
+//!
+//! It only reshapes what [`crate::server::handle`] answers: it knows no buckets, no answer's making
+//! and no route table ([`crate::routes`] maps the paths here).
 
 use crate::api::Endpoint;
 use crate::duration::{ceil_millis, ceil_secs};

@@ -1,4 +1,7 @@
 //! `POST /v1/chat/completions`: the `chat.completion` object, or `chat.completion.chunk` frames.
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
 use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
 use crate::config::MockConfig;

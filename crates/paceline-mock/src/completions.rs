@@ -2,6 +2,9 @@
 //!
 //! `n` choices are generated however many prompts an array holds, so that the answer never
 //! exceeds the admission charge `tokens(prompt) + max_tokens × n`.
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
 use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
 use crate::chat::FINGERPRINT;

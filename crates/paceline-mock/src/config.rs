@@ -1,4 +1,7 @@
 //! Configuration of the simulated provider.
+//!
+//! Plain settings, the `--key` spec and their validation (errors name the flags users write). It
+//! knows nothing of the server, and parses no command line: that is the `paceline` binary's.
 
 use std::net::SocketAddr;
 use std::str::FromStr;

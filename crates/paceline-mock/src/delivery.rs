@@ -1,5 +1,7 @@
 //! Turning an answer (or a fault) into a response body: whole, streamed with pacing, cut short,
 //! or aborted.
+//!
+//! It decides nothing: which answer, which fault and which pace are chosen by [`crate::server`].
 
 use crate::api::Payload;
 use crate::keys::KeyState;

@@ -1,5 +1,8 @@
 //! `POST /v1/embeddings`: deterministic unit vectors seeded from the input, as floats or as
 //! base64 of little-endian f32 (`encoding_format: "base64"`).
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
 use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
 use crate::completions::count_text_or_ids;

@@ -2,6 +2,8 @@
 //!
 //! OpenAI: `{"error":{"message","type","param","code"}}`.
 //! Anthropic: `{"type":"error","error":{"type","message"}}`.
+//!
+//! It builds statuses and bodies only; when to answer with which is [`crate::server`]'s choice.
 
 use crate::duration::seconds_3;
 use crate::keys::Dimension;

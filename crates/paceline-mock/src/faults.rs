@@ -4,6 +4,8 @@
 //! faulted request has consumed its rate-limit charge, as a real provider's failures after
 //! admission do. With `--faults-charge false` the server draws first and a faulted request never
 //! reaches the buckets (see the module docs of [`crate`] for why charging is the default).
+//!
+//! It draws only; what a fault does to the answer is [`crate::server`]'s and [`crate::delivery`]'s.
 
 use crate::config::FaultRates;
 use rand::Rng;

@@ -1,4 +1,6 @@
 //! Rate-limit and bookkeeping headers, in OpenAI's and Anthropic's conventions.
+//!
+//! It writes what a key's limit view says ([`crate::keys`]); it admits nothing.
 
 use crate::duration::{ceil_millis, ceil_secs, go_duration};
 use crate::errors::Flavor;

@@ -1,4 +1,6 @@
 //! API keys: the table of keys the mock knows and each key's buckets, credit and counters.
+//!
+//! It knows no HTTP and no request shapes: the pipeline hands it a model and a cost.
 
 use crate::bucket::{Bucket, Refusal};
 use crate::config::MockConfig;

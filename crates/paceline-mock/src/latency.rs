@@ -1,4 +1,6 @@
 //! Latency model: log-normal time to first token plus a fixed time per output token.
+//!
+//! It draws durations only: it never sleeps.
 
 use crate::config::LatencyConfig;
 use rand::rngs::SmallRng;

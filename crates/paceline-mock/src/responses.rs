@@ -1,5 +1,8 @@
 //! `POST /v1/responses`: OpenAI's Responses API — the `response` object, or its typed event
 //! stream (`response.created`, `response.output_text.delta`, ..., `response.completed`).
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
 use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
 use crate::config::MockConfig;

@@ -1,4 +1,6 @@
 //! Counters of the simulated provider, per key and in total (`GET /_mock/stats`).
+//!
+//! It counts what it is told: it knows no HTTP, buckets or answers.
 
 use crate::faults::Fault;
 use crate::slots::SlotStats;

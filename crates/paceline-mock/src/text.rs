@@ -1,5 +1,7 @@
 //! Generated answer text: words that are one token each in both cl100k_base and o200k_base, so
 //! an answer drawn as `k` words is `k` tokens (usage is still counted on the real text).
+//!
+//! It knows nothing of requests or endpoints.
 
 use rand::Rng;
 use rand::rngs::SmallRng;
