@@ -21,7 +21,7 @@
 //! - S10: a self-hosted server (`--slots 1`, 0.25 s of service, no limit headers): 60 requests,
 //!   paceline against itself at a fixed concurrency of 1, 2, 4 and 8.
 //!
-//! Everything runs in one process on loopback: the simulated provider ([`paceline::mock`]) is
+//! Everything runs in one process on loopback: the simulated provider ([`paceline_mock`]) is
 //! started fresh for every contestant on a tokio runtime of its own (as a provider beside
 //! paceline, sharing the cores but not paceline's scheduler), the input JSONL is written to a temporary directory, and
 //! paceline runs it through [`paceline::runner::run`] with **no limits configured** (it learns
@@ -47,9 +47,6 @@
 
 use paceline::batch::{Endpoint, InputFormat, InputSpec, OutputFormat};
 use paceline::engine::EngineConfig;
-use paceline::mock::{
-    self, FaultRates, LatencyConfig, MockConfig, MockHandle, SlotStats, StatsSnapshot,
-};
 use paceline::progress::Display;
 use paceline::provider::Provider;
 use paceline::quota::QuotaConfig;
@@ -57,6 +54,9 @@ use paceline::retry::BackoffPolicy;
 use paceline::runner::{self, RunPlan};
 use paceline::tokens::{self, DEFAULT_MAX_TOKENS};
 use paceline::upstream::{ApiKey, Upstream};
+use paceline_mock::{
+    self as mock, FaultRates, LatencyConfig, MockConfig, MockHandle, SlotStats, StatsSnapshot,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

@@ -10,13 +10,13 @@
 
 use paceline::batch::{InputFormat, InputSpec};
 use paceline::engine::EngineConfig;
-use paceline::mock::{self, MockConfig};
 use paceline::progress::Display;
 use paceline::quota::QuotaConfig;
 use paceline::quota::redis::{Op, SharedQuotas};
 use paceline::retry::BackoffPolicy;
 use paceline::runner::{self, RunPlan};
 use paceline::upstream::{ApiKey, Upstream};
+use paceline_mock::{self as mock, MockConfig};
 use serde_json::json;
 use std::io::Write;
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //!
 //! Data flows one way:
 //! `batch` (input) → `engine` → `quota` / `upstream` keys → upstream HTTP → `retry` (outcome)
-//! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider in `mock` shares no code path with the client side.
+//! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider (the `paceline-mock` crate) shares no code path with the client side.
 //! See `ARCHITECTURE.md` for the module map.
 
 pub mod batch;
@@ -11,7 +11,6 @@ pub mod config;
 pub mod distributed;
 pub mod engine;
 pub mod gateway;
-pub mod mock;
 pub mod progress;
 pub mod provider;
 pub mod quota;

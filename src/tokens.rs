@@ -268,9 +268,37 @@ mod tests {
         #[test]
         fn counts_match_the_reference_implementation(text in sample_text()) {
             for model in ["gpt-4o-mini", "gpt-4"] {
-                let reference = crate::mock::tokens::count(crate::mock::tokens::encoding_for(model), &text);
+                let reference = paceline_mock::tokens::count(paceline_mock::tokens::encoding_for(model), &text);
                 proptest::prop_assert_eq!(count(model, &text), reference, "{} {:?}", model, text);
             }
+        }
+    }
+
+    /// The simulated provider chooses each model's encoding from its own table: on a text the
+    /// two encodings count differently, both sides must agree for every family.
+    #[test]
+    fn model_encodings_match_the_reference_implementation() {
+        let text = "Größenwahn 東京タワー здравствуйте — rate limits, tokens/min, requests/min.";
+        let o200k = Encoding::O200k.bpe().count(text);
+        let cl100k = Encoding::Cl100k.bpe().count(text);
+        assert_ne!(o200k, cl100k, "the text must tell the encodings apart");
+        for model in [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1-nano",
+            "gpt-4.5-preview",
+            "gpt-5",
+            "o1-mini",
+            "o3",
+            "o4-mini",
+            "gpt-4",
+            "gpt-3.5-turbo",
+            "text-embedding-3-small",
+            "claude-3-5-haiku-latest",
+        ] {
+            let reference =
+                paceline_mock::tokens::count(paceline_mock::tokens::encoding_for(model), text);
+            assert_eq!(count(model, text), reference, "{model}");
         }
     }
 

@@ -1,6 +1,6 @@
 //! The library API: start the mock in-process, read stats from the handle, shut it down.
 
-use paceline::mock::{self, KeySpec, MockConfig};
+use paceline_mock::{self as mock, KeySpec, MockConfig};
 use serde_json::{Value, json};
 
 #[tokio::test]

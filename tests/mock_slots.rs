@@ -2,7 +2,7 @@
 //!
 //! The timing assertions are lower bounds the queue must enforce (a loaded machine can only make
 //! things slower) plus loose upper bounds; the exact arithmetic is unit-tested on a paused clock
-//! in `src/mock/slots.rs`.
+//! in `crates/paceline-mock/src/slots.rs`.
 
 mod common;
 

@@ -5,7 +5,6 @@
 use crate::batch::{InputSpec, OutputFormat};
 use crate::cli::run as run_cli;
 use crate::engine::EngineConfig;
-use crate::mock::{self, FaultRates, LatencyConfig, MockConfig};
 use crate::progress::Display;
 use crate::quota::QuotaConfig;
 use crate::retry::BackoffPolicy;
@@ -13,6 +12,7 @@ use crate::runner::{self, RunPlan};
 use crate::upstream::{ApiKey, Upstream};
 use anyhow::Context;
 use clap::Args;
+use paceline_mock::{self as mock, FaultRates, LatencyConfig, MockConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `paceline mock`: arguments and glue for the simulated provider.
 
-use crate::mock::{self, ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
 use clap::Args;
+use paceline_mock::{self as mock, ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 

@@ -2,10 +2,10 @@
 
 use super::bucket::Bucket;
 use super::scenario::{HeaderStyle, LatencyModel, Limit, Scenario};
-use crate::mock::tokens as counting;
 use crate::upstream::{Opened, Reply, Request, Transport, TransportError};
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use paceline_mock::tokens as counting;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};

@@ -1,10 +1,13 @@
 //! `POST /v1/chat/completions`: the `chat.completion` object, or `chat.completion.chunk` frames.
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
-use crate::mock::api::{self, Answer, AnswerCtx, Endpoint, Payload};
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::text;
-use crate::mock::tokens::{self, ChatMessage};
+use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
+use crate::text;
+use crate::tokens::{self, ChatMessage};
 use serde_json::{Value, json};
 
 /// A parsed chat completion request.

@@ -2,9 +2,11 @@
 //!
 //! OpenAI: `{"error":{"message","type","param","code"}}`.
 //! Anthropic: `{"type":"error","error":{"type","message"}}`.
+//!
+//! It builds statuses and bodies only; when to answer with which is [`crate::server`]'s choice.
 
-use crate::mock::duration::seconds_3;
-use crate::mock::keys::Dimension;
+use crate::duration::seconds_3;
+use crate::keys::Dimension;
 use axum::http::StatusCode;
 use serde_json::json;
 use std::io;
@@ -16,7 +18,7 @@ use std::time::Duration;
 pub enum MockError {
     /// The configuration is unusable.
     #[error(transparent)]
-    Config(#[from] crate::mock::config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

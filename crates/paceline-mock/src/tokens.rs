@@ -1,5 +1,8 @@
 //! Prompt token counting with real tokenizers (tiktoken-rs), independent of the client side
 //! (which counts with the `tiktoken` crate: two implementations held to the same counts).
+//! Which model uses which encoding is decided here too, from this crate's own table: the mock
+//! must not know the client's tokenizer module, so a wrong mapping on either side shows as a
+//! difference in counts.
 //!
 //! The formulas are the contract the client's estimator follows, so that admission charges match:
 //! - chat: Σ over messages (3 + tokens(role) + tokens(content as text) + (if `name`: 1 + tokens(name))) + 3,
@@ -7,16 +10,23 @@
 //! - completions: tokens(prompt), an array of strings summed;
 //! - embeddings: tokens(input), an array of strings summed, arrays of token ids by their length.
 
-use crate::tokens::Encoding;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
-/// The tokenizer for a model: o200k_base for the gpt-4o / gpt-4.1 / gpt-5 / o1 / o3 / o4
-/// families, cl100k_base otherwise (the same choice as the client side's).
+/// Model families tokenized with o200k_base (a model name starting with one of these); every
+/// other model, known or not, is counted with cl100k_base.
+const O200K_FAMILIES: [&str; 7] = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"];
+
+/// The tokenizer for a model: o200k_base for the gpt-4o / gpt-4.1 / gpt-4.5 / gpt-5 / o1 / o3 /
+/// o4 families, cl100k_base otherwise.
 pub fn encoding_for(model: &str) -> &'static CoreBPE {
-    match Encoding::for_model(model) {
-        Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
-        Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+    if O200K_FAMILIES
+        .iter()
+        .any(|family| model.starts_with(family))
+    {
+        tiktoken_rs::o200k_base_singleton()
+    } else {
+        tiktoken_rs::cl100k_base_singleton()
     }
 }
 
@@ -86,6 +96,7 @@ mod tests {
         for m in [
             "gpt-4o-mini",
             "gpt-4.1",
+            "gpt-4.5-preview",
             "gpt-5",
             "o1-mini",
             "o3",

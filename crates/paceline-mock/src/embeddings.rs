@@ -1,10 +1,13 @@
 //! `POST /v1/embeddings`: deterministic unit vectors seeded from the input, as floats or as
 //! base64 of little-endian f32 (`encoding_format: "base64"`).
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
-use crate::mock::api::{self, Answer, AnswerCtx, Endpoint, Payload};
-use crate::mock::completions::count_text_or_ids;
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
+use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
+use crate::completions::count_text_or_ids;
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
 use base64::Engine;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -4,8 +4,10 @@
 //! each model separately, the way OpenAI charges admission (prompt tokens + `max_tokens × n`),
 //! answers with OpenAI's and Anthropic's real shapes, rate-limit headers and error bodies,
 //! models latency, injects faults from one seeded random source, and counts everything at
-//! `GET /_mock/stats`. It shares no code with paceline's client side, which
-//! it exists to test.
+//! `GET /_mock/stats`. It shares no code with paceline's client side, which it exists to test:
+//! this crate depends on nothing of `paceline` (its own tokenizer choice and model → encoding
+//! table in [`tokens`], its own types), so the compiler keeps it an independent judge. It must
+//! not know how the client paces, estimates or classifies.
 //!
 //! Start it in-process with [`start`], or from the command line with `paceline mock`.
 //!
@@ -81,6 +83,7 @@ pub mod headers;
 pub mod keys;
 pub mod latency;
 pub mod responses;
+pub mod routes;
 pub mod server;
 pub mod slots;
 pub mod stats;
@@ -128,7 +131,7 @@ pub async fn start(config: MockConfig) -> Result<MockHandle, MockError> {
     })?;
     let (stop, stopped) = watch::channel(false);
     let app = Arc::new(App::new(config, stopped.clone()));
-    let router = server::router(Arc::clone(&app));
+    let router = routes::router(Arc::clone(&app));
     let mut signal = stopped;
     let task = tokio::spawn(async move {
         let shutdown = async move {

@@ -1,8 +1,10 @@
 //! Rate-limit and bookkeeping headers, in OpenAI's and Anthropic's conventions.
+//!
+//! It writes what a key's limit view says ([`crate::keys`]); it admits nothing.
 
-use crate::mock::duration::{ceil_millis, ceil_secs, go_duration};
-use crate::mock::errors::Flavor;
-use crate::mock::keys::{DimView, LimitView};
+use crate::duration::{ceil_millis, ceil_secs, go_duration};
+use crate::errors::Flavor;
+use crate::keys::{DimView, LimitView};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{SecondsFormat, Utc};
 use std::time::Duration;

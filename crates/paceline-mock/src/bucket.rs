@@ -18,6 +18,8 @@
 //! Every function takes `now` explicitly and does no I/O, so the model is unit-tested with
 //! arithmetic instead of sleeps. Callers hold one lock over all dimensions of a key so that
 //! "check every dimension, then charge every dimension" is atomic.
+//!
+//! It knows nothing of keys, models, HTTP or headers.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,6 @@
 //! Duration formats providers use in headers and messages.
+//!
+//! Formatting and rounding only: it reads no clock and knows no headers.
 
 use std::time::Duration;
 

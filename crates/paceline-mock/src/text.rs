@@ -1,5 +1,7 @@
 //! Generated answer text: words that are one token each in both cl100k_base and o200k_base, so
 //! an answer drawn as `k` words is `k` tokens (usage is still counted on the real text).
+//!
+//! It knows nothing of requests or endpoints.
 
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -41,7 +43,7 @@ pub fn answer_length(rng: &mut SmallRng, mean: u32, max_tokens: u64) -> (u32, bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::tokens::count;
+    use crate::tokens::count;
     use rand::SeedableRng;
 
     #[test]

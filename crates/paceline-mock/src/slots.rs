@@ -12,6 +12,8 @@
 //! its place in the semaphore's queue (acquiring is cancel-safe); [`SlotStats::left_queue`]
 //! counts those. A slot is held until the answer's last byte is handed over (a stream keeps it
 //! for its whole generation) or the client hangs up.
+//!
+//! It knows nothing of requests or answers: a slot is held by whoever took it.
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,11 @@
 //! API keys: the table of keys the mock knows and each key's buckets, credit and counters.
+//!
+//! It knows no HTTP and no request shapes: the pipeline hands it a model and a cost.
 
-use crate::mock::bucket::{Bucket, Refusal};
-use crate::mock::config::MockConfig;
-use crate::mock::faults::Fault;
-use crate::mock::stats::KeyStats;
+use crate::bucket::{Bucket, Refusal};
+use crate::config::MockConfig;
+use crate::faults::Fault;
+use crate::stats::KeyStats;
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};

@@ -2,13 +2,16 @@
 //!
 //! `n` choices are generated however many prompts an array holds, so that the answer never
 //! exceeds the admission charge `tokens(prompt) + max_tokens × n`.
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
-use crate::mock::api::{self, Answer, AnswerCtx, Endpoint, Payload};
-use crate::mock::chat::FINGERPRINT;
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::text;
-use crate::mock::tokens;
+use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
+use crate::chat::FINGERPRINT;
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
+use crate::text;
+use crate::tokens;
 use serde_json::{Value, json};
 
 /// A parsed completion request.

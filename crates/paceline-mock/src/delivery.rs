@@ -1,9 +1,11 @@
 //! Turning an answer (or a fault) into a response body: whole, streamed with pacing, cut short,
 //! or aborted.
+//!
+//! It decides nothing: which answer, which fault and which pace are chosen by [`crate::server`].
 
-use crate::mock::api::Payload;
-use crate::mock::keys::KeyState;
-use crate::mock::slots::Slot;
+use crate::api::Payload;
+use crate::keys::KeyState;
+use crate::slots::Slot;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;

@@ -1,7 +1,10 @@
 //! What every simulated endpoint provides, and the request parsing they share.
+//!
+//! It knows no HTTP, keys or buckets: an endpoint turns a parsed body into an answer, and
+//! [`crate::server`] does the rest.
 
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use serde_json::{Map, Value};

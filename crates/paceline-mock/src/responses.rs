@@ -1,11 +1,14 @@
 //! `POST /v1/responses`: OpenAI's Responses API — the `response` object, or its typed event
 //! stream (`response.created`, `response.output_text.delta`, ..., `response.completed`).
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
-use crate::mock::api::{self, Answer, AnswerCtx, Endpoint, Payload};
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::text;
-use crate::mock::tokens::{self, ChatMessage};
+use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
+use crate::text;
+use crate::tokens::{self, ChatMessage};
 use serde_json::{Value, json};
 
 /// A parsed Responses API request.

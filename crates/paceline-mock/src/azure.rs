@@ -1,7 +1,7 @@
 //! Azure OpenAI's shape: `POST /openai/deployments/{deployment}/{operation}?api-version=V`.
 //!
 //! The request and answer bodies are OpenAI's, so a deployment route runs the OpenAI pipeline
-//! of [`super::server`] and then reshapes what differs at Azure (Azure OpenAI REST reference,
+//! of [`crate::server`] and then reshapes what differs at Azure (Azure OpenAI REST reference,
 //! quotas and limits guide):
 //!
 //! - authentication by the `api-key` header (a bearer token is not accepted here), 401
@@ -15,10 +15,13 @@
 //!   body `{"error":{"code":"429","message":"Requests to the … Operation under Azure OpenAI API
 //!   version V have exceeded token rate limit … Please retry after N seconds."}}` ("call rate
 //!   limit" for requests).
+//!
+//! It only reshapes what [`crate::server::handle`] answers: it knows no buckets, no answer's making
+//! and no route table ([`crate::routes`] maps the paths here).
 
-use crate::mock::api::Endpoint;
-use crate::mock::duration::{ceil_millis, ceil_secs};
-use crate::mock::server::{App, LimitsNotConsulted, handle};
+use crate::api::Endpoint;
+use crate::duration::{ceil_millis, ceil_secs};
+use crate::server::{App, LimitsNotConsulted, handle};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -36,15 +39,15 @@ pub trait Operation {
     const OPERATION: &'static str;
 }
 
-impl Operation for crate::mock::chat::ChatRequest {
+impl Operation for crate::chat::ChatRequest {
     const OPERATION: &'static str = "ChatCompletions_Create";
 }
 
-impl Operation for crate::mock::completions::CompletionRequest {
+impl Operation for crate::completions::CompletionRequest {
     const OPERATION: &'static str = "Completions_Create";
 }
 
-impl Operation for crate::mock::embeddings::EmbeddingRequest {
+impl Operation for crate::embeddings::EmbeddingRequest {
     const OPERATION: &'static str = "Embeddings_Create";
 }
 

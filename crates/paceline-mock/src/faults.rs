@@ -3,9 +3,11 @@
 //! By default (`faults_charge`, `--faults-charge true`) faults are drawn after admission, so a
 //! faulted request has consumed its rate-limit charge, as a real provider's failures after
 //! admission do. With `--faults-charge false` the server draws first and a faulted request never
-//! reaches the buckets (see the module docs of [`crate::mock`] for why charging is the default).
+//! reaches the buckets (see the module docs of [`crate`] for why charging is the default).
+//!
+//! It draws only; what a fault does to the answer is [`crate::server`]'s and [`crate::delivery`]'s.
 
-use crate::mock::config::FaultRates;
+use crate::config::FaultRates;
 use rand::Rng;
 use rand::rngs::SmallRng;
 

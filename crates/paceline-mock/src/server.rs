@@ -1,30 +1,23 @@
-//! The HTTP surface: routes, and the pipeline every API request goes through
-//! (key → body → admission → fault → answer → slot (`--slots`) → latency → delivery; with
-//! `faults_charge` off, fault → admission).
+//! The pipeline every API request goes through (key → body → admission → fault → answer → slot
+//! (`--slots`) → latency → delivery; with `faults_charge` off, fault → admission), and the
+//! shared state of a running mock ([`App`]). It knows no routes and no provider's reshaping:
+//! [`crate::routes`] maps paths to [`handle`], and [`crate::azure`] wraps it.
 
-use crate::mock::anthropic::MessagesRequest;
-use crate::mock::api::{AnswerCtx, Endpoint, Payload};
-use crate::mock::azure;
-use crate::mock::chat::ChatRequest;
-use crate::mock::completions::CompletionRequest;
-use crate::mock::config::MockConfig;
-use crate::mock::delivery::{self, Completion};
-use crate::mock::embeddings::EmbeddingRequest;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::faults::{self, Fault};
-use crate::mock::headers;
-use crate::mock::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
-use crate::mock::latency;
-use crate::mock::responses::ResponsesRequest;
-use crate::mock::slots::Slots;
-use crate::mock::stats::StatsSnapshot;
-use axum::Router;
+use crate::api::{AnswerCtx, Endpoint, Payload};
+use crate::config::MockConfig;
+use crate::delivery::{self, Completion};
+use crate::errors::{ApiError, Flavor};
+use crate::faults::{self, Fault};
+use crate::headers;
+use crate::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
+use crate::latency;
+use crate::slots::Slots;
+use crate::stats::StatsSnapshot;
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use std::sync::Arc;
@@ -90,104 +83,6 @@ impl App {
         // An error means the sender is gone: the server is stopping either way.
         let _ = rx.wait_for(|stop| *stop).await;
     }
-}
-
-/// The router of the simulated provider.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(handle::<ChatRequest>))
-        .route("/v1/completions", post(handle::<CompletionRequest>))
-        .route("/v1/embeddings", post(handle::<EmbeddingRequest>))
-        .route("/v1/messages", post(handle::<MessagesRequest>))
-        .route("/v1/responses", post(handle::<ResponsesRequest>))
-        .route(
-            "/openai/deployments/{deployment}/chat/completions",
-            post(azure::deployment::<ChatRequest>),
-        )
-        .route(
-            "/openai/deployments/{deployment}/completions",
-            post(azure::deployment::<CompletionRequest>),
-        )
-        .route(
-            "/openai/deployments/{deployment}/embeddings",
-            post(azure::deployment::<EmbeddingRequest>),
-        )
-        .route("/v1/models", get(models))
-        .route("/_mock/stats", get(stats))
-        .route("/_mock/reset", post(reset))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(app)
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let id = format!("req_{:032x}", rand::random::<u128>());
-    if let Ok(id) = HeaderValue::try_from(id) {
-        h.insert("x-request-id", id);
-    }
-    response
-}
-
-fn flavor_of(uri: &Uri) -> Flavor {
-    if uri.path().starts_with("/v1/messages") {
-        Flavor::Anthropic
-    } else {
-        Flavor::OpenAi
-    }
-}
-
-async fn not_found(method: Method, uri: Uri) -> Response {
-    let err = ApiError::not_found(flavor_of(&uri), method.as_str(), uri.path());
-    json_response(err.status, err.body())
-}
-
-async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let err = ApiError::method_not_allowed(flavor_of(&uri), method.as_str(), uri.path());
-    json_response(err.status, err.body())
-}
-
-async fn stats(State(app): State<Arc<App>>) -> Response {
-    match serde_json::to_vec(&app.stats()) {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(err) => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::unreadable_body(Flavor::OpenAi, err.to_string()).body(),
-        ),
-    }
-}
-
-async fn reset(State(app): State<Arc<App>>) -> Response {
-    app.reset();
-    json_response(StatusCode::OK, br#"{"reset":true}"#.to_vec())
-}
-
-/// Models `GET /v1/models` lists.
-const MODELS: [&str; 8] = [
-    "gpt-4o-mini",
-    "gpt-4o",
-    "gpt-4.1-mini",
-    "gpt-3.5-turbo",
-    "text-embedding-3-small",
-    "text-embedding-3-large",
-    "text-embedding-ada-002",
-    "claude-3-5-haiku-latest",
-];
-
-async fn models() -> Response {
-    let data: Vec<serde_json::Value> = MODELS
-        .iter()
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "system"}))
-        .collect();
-    let body = serde_json::json!({"object": "list", "data": data});
-    json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
 /// The key a request presents: `Authorization: Bearer KEY`, or for Anthropic `x-api-key` first.
@@ -469,7 +364,8 @@ pub async fn handle<E: Endpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::config::FaultRates;
+    use crate::chat::ChatRequest;
+    use crate::config::FaultRates;
 
     fn app(faults_charge: bool, fail_503: f64, rpm: u64) -> Arc<App> {
         let config = MockConfig {

@@ -3,13 +3,16 @@
 //! Input tokens follow the chat formula, with `system` counted as a leading system message
 //! (cl100k_base for Claude models: the mock has no Claude tokenizer). Admission charges
 //! `input + max_tokens`, which Anthropic requires.
+//!
+//! It builds the answer only: it knows no HTTP, keys or buckets ([`crate::server`] admits, charges
+//! and delivers).
 
-use crate::mock::api::{self, Answer, AnswerCtx, Endpoint, Payload};
-use crate::mock::chat::count_messages;
-use crate::mock::config::MockConfig;
-use crate::mock::errors::{ApiError, Flavor};
-use crate::mock::text;
-use crate::mock::tokens::{self, ChatMessage};
+use crate::api::{self, Answer, AnswerCtx, Endpoint, Payload};
+use crate::chat::count_messages;
+use crate::config::MockConfig;
+use crate::errors::{ApiError, Flavor};
+use crate::text;
+use crate::tokens::{self, ChatMessage};
 use serde_json::{Value, json};
 
 /// A parsed Messages API request.

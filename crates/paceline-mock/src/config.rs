@@ -1,4 +1,7 @@
 //! Configuration of the simulated provider.
+//!
+//! Plain settings, the `--key` spec and their validation (errors name the flags users write). It
+//! knows nothing of the server, and parses no command line: that is the `paceline` binary's.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -215,8 +218,8 @@ pub enum ConfigError {
         /// The value given.
         value: f64,
     },
-    /// `--slots` of 0 or above [`crate::mock::slots::MAX_SLOTS`].
-    #[error("invalid --slots {0}: must be between 1 and {max} (leave it out for no limit)", max = crate::mock::slots::MAX_SLOTS)]
+    /// `--slots` of 0 or above [`crate::slots::MAX_SLOTS`].
+    #[error("invalid --slots {0}: must be between 1 and {max} (leave it out for no limit)", max = crate::slots::MAX_SLOTS)]
     Slots(usize),
     /// `--listen` that is not an address.
     #[error("invalid --listen {0:?}: expected HOST:PORT, e.g. 127.0.0.1:8089")]
@@ -234,7 +237,7 @@ impl MockConfig {
             return Err(ConfigError::ZeroBurst("--token-burst"));
         }
         if let Some(n) = self.slots
-            && !(1..=crate::mock::slots::MAX_SLOTS).contains(&n)
+            && !(1..=crate::slots::MAX_SLOTS).contains(&n)
         {
             return Err(ConfigError::Slots(n));
         }

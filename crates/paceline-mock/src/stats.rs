@@ -1,7 +1,9 @@
 //! Counters of the simulated provider, per key and in total (`GET /_mock/stats`).
+//!
+//! It counts what it is told: it knows no HTTP, buckets or answers.
 
-use crate::mock::faults::Fault;
-use crate::mock::slots::SlotStats;
+use crate::faults::Fault;
+use crate::slots::SlotStats;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 

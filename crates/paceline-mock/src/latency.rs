@@ -1,6 +1,8 @@
 //! Latency model: log-normal time to first token plus a fixed time per output token.
+//!
+//! It draws durations only: it never sleeps.
 
-use crate::mock::config::LatencyConfig;
+use crate::config::LatencyConfig;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, LogNormal};
 use std::time::Duration;
