@@ -9,10 +9,10 @@
 //! `cargo bench --bench redis` (release). Needs `redis-server` on the PATH.
 
 use paceline::batch::{InputFormat, InputSpec};
+use paceline::distributed::{Op, SharedQuotas};
 use paceline::engine::EngineConfig;
 use paceline::progress::Display;
 use paceline::quota::QuotaConfig;
-use paceline::quota::redis::{Op, SharedQuotas};
 use paceline::retry::BackoffPolicy;
 use paceline::runner::{self, RunPlan};
 use paceline::upstream::{ApiKey, Upstream};
@@ -100,7 +100,9 @@ async fn admissions(url: &str, clients: usize, span: Duration) -> f64 {
         .map(|_| {
             let url = url.to_string();
             tokio::spawn(async move {
-                let shared = SharedQuotas::connect(&url, 1.0).await.expect("connect");
+                let shared = SharedQuotas::connect(&url, 1.0, tokio::runtime::Handle::current())
+                    .await
+                    .expect("connect");
                 let cell = shared.cell("sk-admissions", "m");
                 let limits = [Some((1_000_000_000, 1_000_000_000)), None, None, None];
                 let mut n = 0u64;
@@ -158,9 +160,13 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
             let base_url = provider.base_url();
             let url = redis.url();
             tokio::spawn(async move {
-                let shared = SharedQuotas::connect(&url, 1.0 / runs as f64)
-                    .await
-                    .expect("connect");
+                let shared = SharedQuotas::connect(
+                    &url,
+                    1.0 / runs as f64,
+                    tokio::runtime::Handle::current(),
+                )
+                .await
+                .expect("connect");
                 let plan = RunPlan {
                     input: InputSpec {
                         format: InputFormat::BatchJsonl,
@@ -184,7 +190,7 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
                     },
                     default_max_tokens: 16,
                     display: Display::Quiet,
-                    shared: Some(shared),
+                    shared: Some(std::sync::Arc::new(shared)),
                 };
                 runner::run(plan).await.expect("run")
             })

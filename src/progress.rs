@@ -95,12 +95,12 @@ fn status_line(
     let tpm_limit = limits[Dimension::Tokens.index()]
         .map(|l| format!(" of {}", compact(l as f64)))
         .unwrap_or_default();
-    let redis = match pool.shared() {
-        Some(shared) if shared.is_down() => format!(
+    let redis = match pool.sharing().and_then(|s| s.fallback_share()) {
+        Some(share) => format!(
             " · Redis unreachable: local share {:.0}% of limits",
-            shared.share() * 100.0
+            share * 100.0
         ),
-        _ => String::new(),
+        None => String::new(),
     };
     format!(
         "{} req/s{rpm_limit} · {} tok/min{tpm_limit} · in flight {in_flight}/{limit} · retries {} · 429s {} · failed {}{redis}",

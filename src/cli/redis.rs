@@ -1,10 +1,13 @@
-//! `--redis` and its companions, shared by `run` and `serve`: connect the quotas (and work
-//! queues) of this process to the other paceline processes through Redis.
+//! `--redis` and its companions, shared by `run` and `serve`: the flags over the config file's
+//! `[redis]` section. Argument parsing only; the connection and everything sent over it are
+//! [`crate::distributed`]'s.
 
 use crate::config::RedisSection;
-use crate::quota::SharedQuotas;
+use crate::distributed::SharedQuotas;
+use crate::upstream::QuotaSharing;
 use anyhow::Context;
 use clap::Args;
+use std::sync::Arc;
 
 /// Distributed-mode options.
 #[derive(Debug, Clone, Default, Args)]
@@ -54,18 +57,19 @@ impl RedisArgs {
         Ok(Some((url, share)))
     }
 
-    /// Connect when distributed mode is on.
+    /// Connect the quotas when distributed mode is on; what is sent to Redis without being
+    /// waited for runs on the current runtime.
     pub async fn connect(
         &self,
         section: Option<&RedisSection>,
-    ) -> anyhow::Result<Option<SharedQuotas>> {
+    ) -> anyhow::Result<Option<Arc<dyn QuotaSharing>>> {
         let Some((url, share)) = self.settings(section)? else {
             return Ok(None);
         };
-        let shared = SharedQuotas::connect(&url, share)
+        let shared = SharedQuotas::connect(&url, share, tokio::runtime::Handle::current())
             .await
             .context("distributed mode needs Redis at start (--redis)")?;
-        Ok(Some(shared))
+        Ok(Some(Arc::new(shared)))
     }
 }
 

@@ -89,7 +89,7 @@ impl Engine {
                 // again under the in-flight bound, as if it had not been sent.
                 drop(in_flight);
                 let now = Instant::now();
-                pick.quota.cancel(&pick.reservation, now);
+                pick.cancel(now);
                 job.attempts -= 1;
                 drop(permit);
                 self.retry_later(job, now);
@@ -147,8 +147,7 @@ impl Engine {
             opened,
             job.attempts,
             job.waited(now),
-            Arc::clone(&pick.quota),
-            pick.reservation,
+            pick,
             job.charge(),
             Arc::clone(&self.stats),
         );

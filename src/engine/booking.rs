@@ -1,6 +1,9 @@
 //! Booking: reserve a job's cost on the key that can send it soonest, and wait until the
 //! reservation's time. [`Engine::send_now`] and the dispatcher's [`Engine::book`] share one
-//! admission check ([`Engine::reserve`]).
+//! admission check ([`Engine::reserve`]). In distributed mode the booking composes the two
+//! quotas: the local one reserves (synchronously), then the key's shared quota says how much
+//! longer to wait ([`crate::upstream::SharedQuota::admit`], asynchronously); only the
+//! dispatcher's booking awaits it, so [`Engine::send_now`] leaves a shared key's jobs to it.
 
 use super::lanes::{Lanes, recv_lane};
 use super::{Engine, Event, Job, Priority, Waits, lock};
@@ -59,9 +62,9 @@ impl Engine {
         let Ok(pick) = self.reserve(&job, now) else {
             return Some(job);
         };
-        // A shared quota's admission asks Redis first: that is the dispatcher's way.
-        if pick.reservation.go_at > now || pick.quota.is_shared() {
-            pick.quota.cancel(&pick.reservation, now);
+        // A shared quota's admission is awaited: that is the dispatcher's way.
+        if pick.reservation.go_at > now || pick.shared.is_some() {
+            pick.cancel(now);
             return Some(job);
         }
         self.outstanding.fetch_add(1, Ordering::SeqCst);
@@ -96,7 +99,7 @@ impl Engine {
         };
         let go_at = pick.reservation.go_at;
         if job.deadline.is_some_and(|d| go_at > d) {
-            pick.quota.cancel(&pick.reservation, now);
+            pick.cancel(now);
             return refuse(Unbookable::PastDeadline(
                 go_at.saturating_duration_since(now),
             ));
@@ -155,27 +158,34 @@ impl Engine {
                 };
                 if let Some(urgent) = urgent {
                     self.outstanding.fetch_add(1, Ordering::SeqCst);
-                    pick.quota.cancel(&pick.reservation, Instant::now());
+                    pick.cancel(Instant::now());
                     return Err(Unbookable::Preempted(Box::new(urgent)));
                 }
             }
             let now = Instant::now();
             if pick.quota.paused_until(now).is_some() {
-                pick.quota.cancel(&pick.reservation, now);
+                pick.cancel(now);
                 paused = true;
                 continue;
             }
             if job.abandoned() {
-                pick.quota.cancel(&pick.reservation, now);
+                pick.cancel(now);
                 return Err(Unbookable::Abandoned);
             }
-            // A shared quota has the last word: Redis says when, across every process.
-            let wait = pick.quota.admit_shared(&mut pick.reservation, now).await;
+            // A shared quota has the last word: it says when, across every process.
+            let wait = match &pick.shared {
+                Some(shared) => {
+                    let admission = shared.admit(&pick.quota, &pick.reservation.cost, now).await;
+                    pick.shared_holds = admission.holds;
+                    admission.wait
+                }
+                None => Duration::ZERO,
+            };
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
                 let now = Instant::now();
                 if pick.quota.paused_until(now).is_some() {
-                    pick.quota.cancel(&pick.reservation, now);
+                    pick.cancel(now);
                     paused = true;
                     continue;
                 }

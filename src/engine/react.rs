@@ -231,7 +231,7 @@ impl Engine {
     fn settle(&self, job: &Job, pick: &Pick, usage: &Usage, now: Instant) -> u64 {
         let cost = job.charge().cost(usage);
         let charged = cost.get(Dimension::Tokens);
-        pick.quota.settle(&pick.reservation, cost, now);
+        pick.settle(cost, now);
         self.stats
             .prompt_tokens
             .fetch_add(usage.prompt, Ordering::Relaxed);
@@ -267,7 +267,7 @@ impl Engine {
         if rate_limited {
             Stats::incr(&self.stats.rate_limited);
             // A refused request was not charged.
-            pick.quota.cancel(&pick.reservation, now);
+            pick.cancel(now);
             record.tokens = 0;
         } else {
             // A 5xx or a broken connection: some providers charge it, some do not; the next
@@ -314,7 +314,7 @@ impl Engine {
             }
             // The refused request itself waits out the same pause, not the rounded hint.
             hint = hint.map(|h| h.min(pause));
-            pick.quota.pause(now + pause, refused, &job.cost());
+            pick.pause(now + pause, refused, &job.cost());
             // A quota that knows its limits paces the retry with everything else once the
             // pause is over: no jitter is needed to keep retries from coming back as a wave.
             if pick.quota.is_known() {

@@ -17,8 +17,8 @@
 use super::job::Finished;
 use super::stats::Stats;
 use super::usage::{Charge, Usage};
-use crate::quota::{Dimension, Quota, Reservation};
-use crate::upstream::{ByteStream, Opened};
+use crate::quota::Dimension;
+use crate::upstream::{ByteStream, Opened, Pick};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -87,8 +87,8 @@ impl fmt::Debug for LiveStream {
 
 /// What settling a stream's reservation needs.
 struct Settlement {
-    quota: Arc<Quota>,
-    reservation: Reservation,
+    /// Boxed: a pick is large, and a [`Delivery`] holds either a stream or a finished job.
+    pick: Box<Pick>,
     charge: Charge,
     stats: Arc<Stats>,
 }
@@ -98,8 +98,7 @@ impl LiveStream {
         mut opened: Opened,
         attempts: u32,
         waited: Duration,
-        quota: Arc<Quota>,
-        reservation: Reservation,
+        pick: Pick,
         charge: Charge,
         stats: Arc<Stats>,
     ) -> Self {
@@ -111,8 +110,7 @@ impl LiveStream {
             waited,
             body: Some(opened.into_stream()),
             settlement: Settlement {
-                quota,
-                reservation,
+                pick: Box::new(pick),
                 charge,
                 stats,
             },
@@ -138,7 +136,7 @@ impl LiveStream {
         let s = &self.settlement;
         let cost = s.charge.cost(&usage);
         let charged = cost.get(Dimension::Tokens);
-        s.quota.settle(&s.reservation, cost, Instant::now());
+        s.pick.settle(cost, Instant::now());
         s.stats
             .prompt_tokens
             .fetch_add(usage.prompt, Ordering::Relaxed);

@@ -99,10 +99,10 @@ impl Gateway {
     }
 
     /// [`Gateway::start`], with the upstream quotas shared with other paceline processes
-    /// through Redis when `shared` is given.
+    /// through `shared` when it is given.
     pub async fn start_shared(
         config: GatewayConfig,
-        shared: Option<crate::quota::SharedQuotas>,
+        shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
     ) -> Result<Gateway, GatewayError> {
         metrics::install();
         let upstream = Upstream::new(&config.upstream, config.timeout)?

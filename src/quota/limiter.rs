@@ -5,7 +5,6 @@ use super::dimension::{Cost, Dimension};
 use super::gcra::{Gcra, Nanos};
 use super::headers::{DimensionReading, LimitSnapshot};
 use super::learn::Learner;
-use super::redis::{LocalShare, Op, SharedCell};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -91,8 +90,6 @@ pub struct Reservation {
     frames_at: [i64; 4],
     /// The number of each dimension's last unit (see [`Learner::admit`]).
     through: [u64; 4],
-    /// Also reserved in the shared quota (so settling and cancelling go there too).
-    shared: bool,
 }
 
 #[derive(Debug, Default)]
@@ -261,14 +258,8 @@ pub struct Quota {
     epoch: Instant,
     margin_ns: u64,
     state: Mutex<State>,
-    shared: Option<Shared>,
-}
-
-/// The quota's state in Redis, and the local share used while Redis is unreachable.
-#[derive(Debug)]
-struct Shared {
-    cell: SharedCell,
-    local: Mutex<LocalShare>,
+    /// Whether the key's level is also kept by a quota shared with other processes.
+    level_shared: bool,
 }
 
 /// How far below a whole unit a burst estimate may fall and still round up to it: the provider
@@ -300,112 +291,35 @@ impl Quota {
                 dims,
                 paused_until: 0,
             }),
-            shared: None,
+            level_shared: false,
         }
     }
 
-    /// Share this quota with other processes through `cell` (see [`crate::quota::redis`]):
-    /// [`Quota::admit_shared`] becomes the last word on when a request goes, and settling,
-    /// cancelling and pausing reach the shared state too.
-    pub fn with_shared(mut self, cell: SharedCell) -> Self {
-        self.shared = Some(Shared {
-            cell,
-            local: Mutex::new(LocalShare::default()),
-        });
+    /// This quota's key is also paced by a quota shared with other processes, which holds
+    /// their use of it: the provider's `remaining` then no longer corrects this quota's level
+    /// (it would count the others' use twice), in either direction.
+    pub fn level_shared(mut self) -> Self {
+        self.level_shared = true;
         self
     }
 
-    /// Whether this quota is shared with other processes (an admission then also asks Redis).
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
-    /// The shared admission, right before sending a request reserved locally: how long to wait
-    /// before it may go (zero for a quota that is not shared). When Redis cannot be reached the
-    /// request is paced on this process's share of each limit instead.
-    pub async fn admit_shared(&self, reservation: &mut Reservation, now: Instant) -> Duration {
-        let Some(shared) = &self.shared else {
-            return Duration::ZERO;
-        };
-        let limits = self.limits();
-        let amounts = Dimension::ALL.map(|d| signed(reservation.cost.get(d)));
-        let op = if self.lock().probe == Probe::Done {
-            Op::Admit
-        } else {
-            Op::Probe {
-                step_ns: PROBE_STEP.as_nanos() as u64,
-            }
-        };
-        match shared
-            .cell
-            .call(op, None, self.admission_margin(), limits, amounts)
-            .await
-        {
-            Ok(answer) => {
-                reservation.shared = true;
-                let local = if shared.cell.quotas().recovering() {
-                    self.local_share(shared, limits, reservation, now)
-                } else {
-                    0
-                };
-                Duration::from_nanos(answer.wait_ns.max(local))
-            }
-            Err(_) => {
-                shared.cell.quotas().count_fallback();
-                Duration::from_nanos(self.local_share(shared, limits, reservation, now))
-            }
-        }
-    }
-
-    /// Reserve on this process's share of the limits (Redis unreachable, or just back).
-    fn local_share(
-        &self,
-        shared: &Shared,
-        limits: [Option<(u64, u64)>; 4],
-        reservation: &Reservation,
-        now: Instant,
-    ) -> u64 {
-        let margin = self.admission_margin();
-        shared
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(
-                shared.cell.quotas().share(),
-                margin,
-                limits,
-                &reservation.cost,
-                self.ns(now),
-            )
+    /// While no answer has come: the probe schedule's step (the send rate doubles every step).
+    /// A quota shared with other processes probes on one schedule with them.
+    pub fn probe_step(&self) -> Option<Duration> {
+        (self.lock().probe != Probe::Done).then_some(PROBE_STEP)
     }
 
     /// The jitter margin sent with each shared operation: the widest of the dimensions' own. The
     /// script takes one margin for all dimensions; after a refusal widened one dimension's
-    /// margin here (see [`Quota::pause`]), the other processes' admissions through Redis must
-    /// leave that room too. On the dimensions that did not refuse it costs a few units of
+    /// margin here (see [`Quota::pause`]), the other processes' admissions through the shared
+    /// quota must leave that room too. On the dimensions that did not refuse it costs a few units of
     /// burst, never rate.
-    pub(super) fn admission_margin(&self) -> u64 {
+    pub fn admission_margin(&self) -> u64 {
         self.lock()
             .dims
             .iter()
             .map(|dim| dim.margin_ns)
             .fold(self.margin_ns, u64::max)
-    }
-
-    /// Send one operation to the shared state without waiting for it (off the hot path).
-    fn tell_shared(&self, op: Op, amounts: [i64; 4]) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (cell, margin, limits) = (shared.cell.clone(), self.admission_margin(), self.limits());
-        runtime.spawn(async move {
-            // A failure is logged by the connection's health tracking; the shared state then
-            // misses this correction, which only errs on one side for a moment.
-            let _ = cell.call(op, None, margin, limits, amounts).await;
-        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -567,7 +481,6 @@ impl Quota {
             corrections_at,
             frames_at,
             through,
-            shared: false,
         })
     }
 
@@ -618,13 +531,6 @@ impl Quota {
     /// Replace the reserved cost with what the provider actually charged: refund or charge
     /// the difference in every dimension.
     pub fn settle(&self, reservation: &Reservation, actual: Cost, now: Instant) {
-        if reservation.shared {
-            let delta = Dimension::ALL
-                .map(|d| signed(actual.get(d)).saturating_sub(signed(reservation.cost.get(d))));
-            if delta.iter().any(|x| *x != 0) {
-                self.tell_shared(Op::Settle, delta);
-            }
-        }
         let now = self.ns(now);
         let mut state = self.lock();
         for d in Dimension::ALL {
@@ -715,7 +621,7 @@ impl Quota {
             let Some(tat_after) = r.tat_after[d.index()] else {
                 continue;
             };
-            if self.shared.is_some() {
+            if self.level_shared {
                 // Other paceline processes' use is in the shared state already.
                 continue;
             }
@@ -781,20 +687,6 @@ impl Quota {
     /// the `retry` cost that the refused request will need when it goes again, and its jitter
     /// margin widens.
     pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
-        self.pause_locally(until, refused, retry);
-        if self.shared.is_some() {
-            // After the local pause, so the widened margin goes to Redis with it.
-            let for_ns = until.saturating_duration_since(Instant::now()).as_nanos();
-            let mask = refused.map_or(0b1111, |d| 1 << d.index());
-            let op = Op::Pause {
-                for_ns: u64::try_from(for_ns).unwrap_or(u64::MAX),
-                refused: mask,
-            };
-            self.tell_shared(op, Dimension::ALL.map(|d| signed(retry.get(d))));
-        }
-    }
-
-    fn pause_locally(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
         let until_ns = self.ns(until);
         let mut state = self.lock();
         state.paused_until = state.paused_until.max(until_ns);
@@ -852,9 +744,4 @@ fn burst_bounds(
         (most.floor() as u64).clamp(low, limit)
     });
     (low, high)
-}
-
-/// An amount as the script's signed argument.
-fn signed(amount: u64) -> i64 {
-    i64::try_from(amount).unwrap_or(i64::MAX)
 }

@@ -9,7 +9,8 @@
 //! across dimensions. A request is never sent just to be refused.
 //!
 //! Each dimension is a GCRA cell ([`gcra`]): one timestamp, cost-weighted, exact in integer
-//! nanoseconds, and the same arithmetic runs as a Lua script in Redis for a shared quota.
+//! nanoseconds, and the same arithmetic runs as a Lua script in Redis for a shared quota
+//! (`crate::distributed`, which this module knows nothing of).
 //! No crate fits: `governor` is GCRA but cannot refund or charge after the fact (settle), holds
 //! `u32` quotas, and cannot be calibrated from a provider's headers.
 //!
@@ -38,12 +39,10 @@ pub mod gcra;
 pub mod headers;
 pub mod learn;
 pub mod limiter;
-pub mod redis;
 
 pub use dimension::{Cost, Dimension};
 pub use headers::{DimensionReading, LimitSnapshot};
 pub use limiter::{LimitSpec, Quota, QuotaConfig, QuotaError, Reservation};
-pub use redis::{RedisError, SharedQuotas};
 
 #[cfg(test)]
 mod tests;

@@ -62,8 +62,8 @@ pub struct RunPlan {
     pub default_max_tokens: u64,
     /// How progress is shown.
     pub display: Display,
-    /// Quotas shared with other processes through Redis, if distributed.
-    pub shared: Option<crate::quota::SharedQuotas>,
+    /// How the quotas are shared with other processes, if distributed.
+    pub shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
 }
 
 /// How a run ended.

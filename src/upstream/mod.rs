@@ -1,14 +1,17 @@
 //! The provider side: API keys, the key pool with a quota per key and model, the endpoint
-//! (`client`), the transport seam that carries its requests, and the answers that come back.
+//! (`client`), the transport seam that carries its requests, the answers that come back, and
+//! the seam to quotas shared with other processes (`shared`).
 
 pub mod answer;
 pub mod client;
 pub mod key;
 pub mod pool;
+pub mod shared;
 pub mod transport;
 
 pub use answer::{ByteStream, Opened, Reply, TransportError};
 pub use client::{DEFAULT_BASE_URL, Upstream, UpstreamError};
 pub use key::{ApiKey, KeyError};
 pub use pool::{KeyPool, Pick, PickError, Route, Want};
+pub use shared::{QuotaSharing, SharedAdmission, SharedQuota};
 pub use transport::{HttpTransport, Method, Request, Transport};

@@ -8,11 +8,15 @@
 //! that can send soonest wins (ties: fewest in flight, then the order of the configuration), so
 //! a paused deployment is passed over for the next; and a retry after a failure (5xx, overload,
 //! timeout) avoids the key that failed when another one is eligible.
+//!
+//! In distributed mode each quota has a shared counterpart ([`super::shared`]); a [`Pick`]
+//! carries both, and settling, cancelling or pausing through it reaches both.
 
 use super::client::Upstream;
 use super::key::ApiKey;
+use super::shared::{QuotaSharing, SharedQuota};
 use crate::batch::Endpoint;
-use crate::quota::{Cost, Quota, QuotaConfig, QuotaError, Reservation, SharedQuotas};
+use crate::quota::{Cost, Dimension, Quota, QuotaConfig, QuotaError, Reservation};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,13 +39,20 @@ struct Slot {
     key: ApiKey,
     config: QuotaConfig,
     route: Option<Route>,
-    quotas: Mutex<HashMap<String, Arc<Quota>>>,
+    quotas: Mutex<HashMap<String, KeyQuota>>,
     removed: Mutex<Option<String>>,
     in_flight: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One key's quota for one model, and its shared counterpart in distributed mode.
+#[derive(Debug, Clone)]
+struct KeyQuota {
+    local: Arc<Quota>,
+    shared: Option<Arc<dyn SharedQuota>>,
 }
 
 /// Where a request goes: a key, its quota for the model, and the reservation made there.
@@ -57,6 +68,43 @@ pub struct Pick {
     pub reservation: Reservation,
     /// The key's route, when it is a `[[models]]` deployment.
     pub route: Option<Route>,
+    /// The quota's shared counterpart, in distributed mode: the booking asks it after the
+    /// local quota ([`SharedQuota::admit`]).
+    pub shared: Option<Arc<dyn SharedQuota>>,
+    /// Whether the shared quota holds the reservation too (it admitted it): settling and
+    /// cancelling then reach it.
+    pub shared_holds: bool,
+}
+
+impl Pick {
+    /// Replace the reserved cost with what the provider charged, locally and in the shared
+    /// quota when it holds the reservation.
+    pub fn settle(&self, actual: Cost, now: Instant) {
+        self.quota.settle(&self.reservation, actual, now);
+        self.settle_shared(&actual);
+    }
+
+    /// Give the reservation back whole (the request was not sent, or was refused), locally and
+    /// in the shared quota when it holds it.
+    pub fn cancel(&self, now: Instant) {
+        self.quota.cancel(&self.reservation, now);
+        self.settle_shared(&Cost::default());
+    }
+
+    /// Pause the quota until `until` (see [`Quota::pause`]), and the shared quota with it.
+    pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
+        self.quota.pause(until, refused, retry);
+        // After the local pause, so the margin it widened goes to the shared quota too.
+        if let Some(shared) = &self.shared {
+            shared.pause(&self.quota, until, refused, retry);
+        }
+    }
+
+    fn settle_shared(&self, actual: &Cost) {
+        if let (Some(shared), true) = (&self.shared, self.shared_holds) {
+            shared.settle(&self.quota, &self.reservation.cost, actual);
+        }
+    }
 }
 
 /// Why no key can take a request.
@@ -96,7 +144,7 @@ pub struct Want<'a> {
 #[derive(Debug)]
 pub struct KeyPool {
     slots: Vec<Slot>,
-    shared: Option<SharedQuotas>,
+    sharing: Option<Arc<dyn QuotaSharing>>,
 }
 
 impl KeyPool {
@@ -120,19 +168,19 @@ impl KeyPool {
                     in_flight: AtomicUsize::new(0),
                 })
                 .collect(),
-            shared: None,
+            sharing: None,
         }
     }
 
-    /// Share every quota of the pool with other processes through Redis.
-    pub fn with_shared(mut self, shared: SharedQuotas) -> Self {
-        self.shared = Some(shared);
+    /// Share every quota of the pool with other processes through `sharing`.
+    pub fn with_shared(mut self, sharing: Arc<dyn QuotaSharing>) -> Self {
+        self.sharing = Some(sharing);
         self
     }
 
-    /// The Redis connection the quotas are shared through, if any.
-    pub fn shared(&self) -> Option<&SharedQuotas> {
-        self.shared.as_ref()
+    /// How the quotas are shared with other processes, if they are.
+    pub fn sharing(&self) -> Option<&dyn QuotaSharing> {
+        self.sharing.as_deref()
     }
 
     /// Number of keys, removed ones included.
@@ -147,17 +195,25 @@ impl KeyPool {
 
     /// The quota of key `index` for `model`, created on first use.
     pub fn quota(&self, index: usize, model: &str, now: Instant) -> Option<Arc<Quota>> {
+        self.key_quota(index, model, now).map(|q| q.local)
+    }
+
+    /// The quota of key `index` for `model` with its shared counterpart, created on first use.
+    fn key_quota(&self, index: usize, model: &str, now: Instant) -> Option<KeyQuota> {
         let slot = self.slots.get(index)?;
         let mut quotas = lock(&slot.quotas);
         Some(
             quotas
                 .entry(model.to_string())
-                .or_insert_with(|| {
-                    let quota = Quota::new(slot.config, now);
-                    Arc::new(match &self.shared {
-                        Some(shared) => quota.with_shared(shared.cell(slot.key.secret(), model)),
-                        None => quota,
-                    })
+                .or_insert_with(|| match &self.sharing {
+                    Some(sharing) => KeyQuota {
+                        local: Arc::new(Quota::new(slot.config, now).level_shared()),
+                        shared: Some(sharing.quota(slot.key.secret(), model, now)),
+                    },
+                    None => KeyQuota {
+                        local: Arc::new(Quota::new(slot.config, now)),
+                        shared: None,
+                    },
                 })
                 .clone(),
         )
@@ -226,15 +282,15 @@ impl KeyPool {
         let skip = want
             .avoid
             .filter(|a| count > 1 && *a < self.slots.len() && usable(*a));
-        let mut best: Option<(Instant, usize, usize, Arc<Quota>)> = None;
+        let mut best: Option<(Instant, usize, usize, KeyQuota)> = None;
         let mut never_fits = None;
         let mut busy = false;
         for index in (0..self.slots.len()).filter(|i| usable(*i) && Some(*i) != skip) {
             let slot = &self.slots[index];
-            let Some(quota) = self.quota(index, want.model, now) else {
+            let Some(quota) = self.key_quota(index, want.model, now) else {
                 continue;
             };
-            match quota.earliest(&cost, now) {
+            match quota.local.earliest(&cost, now) {
                 Ok(at) => {
                     let load = slot.in_flight.load(Ordering::Relaxed);
                     let better = best
@@ -250,13 +306,15 @@ impl KeyPool {
         }
         match best {
             Some((_, _, index, quota)) => {
-                let reservation = quota.reserve(cost, now)?;
+                let reservation = quota.local.reserve(cost, now)?;
                 Ok(Pick {
                     key_index: index,
                     key: self.slots[index].key.clone(),
-                    quota,
+                    quota: quota.local,
                     reservation,
                     route: self.slots[index].route.clone(),
+                    shared: quota.shared,
+                    shared_holds: false,
                 })
             }
             None if busy => Err(PickError::Busy),
@@ -275,7 +333,7 @@ impl KeyPool {
                 all.push((
                     slot.key.label().to_string(),
                     model.clone(),
-                    Arc::clone(quota),
+                    Arc::clone(&quota.local),
                 ));
             }
         }
@@ -327,7 +385,7 @@ impl KeyPool {
         for slot in self.slots.iter().filter(|s| lock(&s.removed).is_none()) {
             let mut best = [None::<u64>; 4];
             for quota in lock(&slot.quotas).values() {
-                for (i, limit) in quota.limits().iter().enumerate() {
+                for (i, limit) in quota.local.limits().iter().enumerate() {
                     if let Some((per_minute, _)) = limit {
                         best[i] = Some(best[i].map_or(*per_minute, |b: u64| b.max(*per_minute)));
                     }
@@ -386,7 +444,8 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::{Dimension, LimitSpec};
+    use crate::quota::LimitSpec;
+    use crate::upstream::SharedAdmission;
     use std::time::Duration;
 
     fn pool(n: usize, rpm: u64) -> KeyPool {
@@ -471,6 +530,69 @@ mod tests {
             pick(want("fast", chat, None)),
             Err(PickError::NoRoute { .. })
         ));
+    }
+
+    /// A shared quota that records what it is told.
+    #[derive(Debug, Default)]
+    struct Told(Mutex<Vec<String>>);
+
+    impl SharedQuota for Told {
+        fn admit<'a>(
+            &'a self,
+            _: &'a Quota,
+            _: &'a Cost,
+            _: Instant,
+        ) -> futures::future::BoxFuture<'a, SharedAdmission> {
+            Box::pin(async {
+                SharedAdmission {
+                    wait: Duration::ZERO,
+                    holds: true,
+                }
+            })
+        }
+
+        fn settle(&self, _: &Quota, reserved: &Cost, actual: &Cost) {
+            let tokens = |c: &Cost| c.get(Dimension::Tokens);
+            lock(&self.0).push(format!("settle {} -> {}", tokens(reserved), tokens(actual)));
+        }
+
+        fn pause(&self, _: &Quota, _: Instant, refused: Option<Dimension>, _: &Cost) {
+            lock(&self.0).push(format!("pause {refused:?}"));
+        }
+    }
+
+    #[derive(Debug)]
+    struct Sharing(Arc<Told>);
+
+    impl QuotaSharing for Sharing {
+        fn quota(&self, _: &str, _: &str, _: Instant) -> Arc<dyn SharedQuota> {
+            Arc::clone(&self.0) as Arc<dyn SharedQuota>
+        }
+
+        fn fallback_share(&self) -> Option<f64> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_pick_settles_the_shared_quota_only_when_it_holds_the_reservation() {
+        let t0 = Instant::now();
+        let told = Arc::new(Told::default());
+        let pool = pool(1, 60).with_shared(Arc::new(Sharing(Arc::clone(&told))));
+        let mut pick = pool.pick("m", Cost::request(10), t0).unwrap();
+        assert!(pick.shared.is_some());
+        // Not admitted by the shared quota (paced on the fallback share): it stays local.
+        pick.settle(Cost::request(4), t0);
+        pick.cancel(t0);
+        // A pause reaches the shared quota whoever admitted the request.
+        pick.pause(t0, Some(Dimension::Requests), &Cost::request(1));
+        pick.shared_holds = true;
+        pick.settle(Cost::request(4), t0);
+        pick.cancel(t0);
+        assert_eq!(
+            *lock(&told.0),
+            ["pause Some(Requests)", "settle 10 -> 4", "settle 10 -> 0"]
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 -- paceline shared quota, script version 1: the GCRA of src/quota/gcra.rs over every dimension
--- of one quota, in Redis, on the server's clock. See the design note in src/quota/redis.rs.
+-- of one quota, in Redis, on the server's clock. See the design note in src/distributed/shared_quota.rs.
 --
 -- KEYS[1]  the quota's hash: {paceline:quota:<key fingerprint>:<model>}:v1
 -- ARGV[1]  operation: admit | settle | pause

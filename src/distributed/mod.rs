@@ -1,0 +1,35 @@
+//! Distributed mode: everything paceline keeps in Redis, so that many processes share keys and
+//! jobs. It owns the Redis connection, the shared quota and its script, the work queue and the
+//! distributed worker; the rest of paceline knows none of it (the key pool sees a shared quota
+//! only through its seam, [`crate::upstream::QuotaSharing`], which the command line plugs in).
+//!
+//! # Design
+//!
+//! * **The shared quota is a second, authoritative admission step.** The engine's
+//!   [`Quota`](crate::quota::Quota) is synchronous (the dispatcher reserves under a lock), and a
+//!   Redis round trip cannot sit under that lock. So the local quota keeps scheduling (key
+//!   choice, probe, the reservation used to settle): it knows only this process's traffic, so
+//!   with other processes on the key it admits early — that is fine, it is not the last word.
+//!   Right before the request is sent, the booking asks the key's shared quota
+//!   ([`admission`]), which runs one `EVALSHA` of the script ([`shared_quota`]) and answers
+//!   "go in X"; the dispatcher sleeps X and sends. Each dispatcher books one request at a
+//!   time, so Redis holds at most one future reservation per process. With a shared quota the
+//!   local "someone else uses this key" correction is off: the others' use is in Redis
+//!   already.
+//! * **Redis unreachable**: admissions fall back to a local share of every limit
+//!   ([`local_share`]) while the connection ([`connection`]) backs off and reconnects.
+//! * **The shared job** ([`queue`], [`worker`]) does not use the SQLite store: the queue is a
+//!   Redis stream with one consumer group; results are a hash by `custom_id`.
+
+pub mod admission;
+pub mod connection;
+pub mod local_share;
+pub mod queue;
+pub mod shared_quota;
+pub mod worker;
+
+pub use admission::KeyShare;
+pub use connection::{RedisError, redact};
+pub use queue::{JobQueue, QueueError, QueueStatus};
+pub use shared_quota::{Op, SharedCell, SharedQuotas};
+pub use worker::{WorkerPlan, WorkerReport, work};
