@@ -214,7 +214,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(secs));
         }
     }
-    crate::quota::headers::parse_go_duration(text)
+    crate::provider::values::parse_go_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration (examples: 30s, 2m, 1500ms)"))
 }
 

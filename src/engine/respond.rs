@@ -16,7 +16,7 @@
 
 use super::job::Finished;
 use super::stats::Stats;
-use super::usage::{Charge, Usage};
+use crate::provider::usage::{Charge, Usage};
 use crate::quota::{Dimension, Quota, Reservation};
 use crate::upstream::{ByteStream, Opened};
 use std::fmt;

@@ -3,9 +3,9 @@
 
 use super::dimension::{Cost, Dimension};
 use super::gcra::{Gcra, Nanos};
-use super::headers::{DimensionReading, LimitSnapshot};
 use super::learn::Learner;
 use super::redis::{LocalShare, Op, SharedCell};
+use super::snapshot::{DimensionReading, LimitSnapshot};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
