@@ -232,11 +232,14 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                     Some((HeaderName::from_static(name), value))
                 })
                 .collect();
+            let request_id = crate::provider::headers::request_id(|name| stream.header(name))
+                .map(str::to_string);
             let (waited, attempts) = (stream.waited, stream.attempts);
             let relay = Relay::new(stream, strip_usage, ticket, charge, log);
             let mut response = Response::new(Body::from_stream(relay));
             *response.status_mut() = status;
             response.headers_mut().extend(passed);
+            answer::set_request_id(response.headers_mut(), request_id.as_deref());
             status_headers(&mut response, waited, attempts);
             response
         }
