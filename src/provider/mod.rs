@@ -101,7 +101,9 @@ pub enum Provider {
 pub struct UnknownProvider(pub String);
 
 impl Provider {
-    /// Every provider, in the order messages list them.
+    /// Every provider, in the order messages list them; also the order in which an answer is
+    /// read against the providers' names (request ids, retry hints, usage fields) and in which
+    /// they claim a base URL ([`Provider::infer`]).
     pub const ALL: [Provider; 4] = [
         Provider::OpenAi,
         Provider::Anthropic,
