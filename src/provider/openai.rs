@@ -19,12 +19,15 @@ use super::usage::UsageFields;
 use crate::batch::Endpoint;
 use crate::quota::Dimension;
 
+/// OpenAI's public API, the base URL used when none is given.
+pub const BASE_URL: &str = "https://api.openai.com/v1";
+
 /// What paceline knows about OpenAI's API.
 pub static SPEC: Spec = Spec {
     name: "openai",
     summary: "OpenAI's API",
     default_key_env: "OPENAI_API_KEY",
-    default_base_url: Some("https://api.openai.com/v1"),
+    default_base_url: Some(BASE_URL),
     claims: |host, _| host == "api.openai.com",
     speaks,
     auth_headers,
