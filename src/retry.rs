@@ -47,7 +47,7 @@
 //!   a proxy, truncated JSON) is tolerated and summarised, never a panic.
 //! - **Backoff** is "full jitter" (AWS Architecture Blog, "Exponential Backoff and Jitter"):
 //!   a uniform draw in `[0, min(cap, base·2^(attempt−1))]`, then at least the server's hint
-//!   (`retry-after-ms` / `retry-after`, see [`crate::quota::headers`], or the "Please try again in
+//!   (`retry-after-ms` / `retry-after`, see [`crate::provider::headers`], or the "Please try again in
 //!   11.276s" in OpenAI's 429 message, see [`server_hint_from_body`]). The hint is not capped:
 //!   the server knows when the limit resets, and waiting less only earns another 429.
 
@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::quota::headers::parse_go_duration;
+use crate::provider::values::parse_go_duration;
 
 /// What happened to one attempt, as far as classification needs to know (no HTTP crate types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

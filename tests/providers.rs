@@ -441,6 +441,8 @@ async fn serve_relays_anthropic_messages_and_meters_the_stream() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // Anthropic's `request-id` reaches the client as `x-request-id`, streamed or whole.
+    assert!(resp.headers().contains_key("x-request-id"), "{resp:?}");
     let mut text = String::new();
     let mut chunks = resp.bytes_stream();
     while let Some(chunk) = chunks.next().await {
@@ -474,6 +476,7 @@ async fn serve_relays_anthropic_messages_and_meters_the_stream() {
         .await
         .unwrap();
     assert_eq!(whole.status(), 200);
+    assert!(whole.headers().contains_key("x-request-id"), "{whole:?}");
     let message: Value = whole.json().await.unwrap();
     assert_eq!(message["type"], "message");
     assert_eq!(mock.stats().await["totals"]["ok"], 2);

@@ -11,6 +11,7 @@ use crate::runner::{self, RunError, RunPlan};
 use crate::tokens::DEFAULT_MAX_TOKENS;
 use crate::upstream::{ApiKey, DEFAULT_BASE_URL, Upstream};
 use anyhow::Context;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,28 +47,10 @@ pub enum EndpointArg {
     Messages,
 }
 
-/// `--provider`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProviderArg {
-    /// OpenAI's API.
-    Openai,
-    /// Anthropic's Messages API (x-api-key, anthropic-ratelimit-* headers).
-    Anthropic,
-    /// Azure OpenAI (deployment URLs, api-version, api-key header).
-    Azure,
-    /// Any OpenAI-compatible server (vLLM, llama.cpp, Groq, Together, ...).
-    OpenaiCompatible,
-}
-
-impl From<ProviderArg> for Provider {
-    fn from(arg: ProviderArg) -> Provider {
-        match arg {
-            ProviderArg::Openai => Provider::OpenAi,
-            ProviderArg::Anthropic => Provider::Anthropic,
-            ProviderArg::Azure => Provider::Azure,
-            ProviderArg::OpenaiCompatible => Provider::Compatible,
-        }
-    }
+/// `--provider`: every provider's configuration name, each with its one-line summary.
+fn provider_parser() -> impl TypedValueParser<Value = Provider> {
+    let names = Provider::ALL.map(|p| PossibleValue::new(p.name()).help(p.summary()));
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<Provider>())
 }
 
 /// `--output-format`.
@@ -170,8 +153,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub base_url: Option<String>,
     /// The provider's API (default: provider from --config, else inferred from the base URL).
-    #[arg(long, value_enum)]
-    pub provider: Option<ProviderArg>,
+    #[arg(long, value_parser = provider_parser())]
+    pub provider: Option<Provider>,
     /// Azure OpenAI's api-version (default: api_version from --config, else 2024-10-21).
     #[arg(long)]
     pub api_version: Option<String>,
@@ -214,7 +197,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(secs));
         }
     }
-    crate::quota::headers::parse_go_duration(text)
+    crate::provider::values::parse_go_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration (examples: 30s, 2m, 1500ms)"))
 }
 
@@ -337,7 +320,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let chosen = args.provider.map(Provider::from).or(config.provider);
+    let chosen = args.provider.or(config.provider);
     let base_url = match (args.base_url.clone().or(config.base_url.clone()), chosen) {
         (Some(url), _) => url,
         (None, Some(provider)) => provider

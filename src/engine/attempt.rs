@@ -6,7 +6,7 @@ use super::react::{Next, Sent, attempt_record};
 use super::respond::{Delivery, LiveStream};
 use super::stats::Stats;
 use super::{AttemptRecord, Decision, Engine, Event, Job, Waits};
-use crate::quota::headers::parse_limit_headers;
+use crate::provider::headers::parse_limit_headers;
 use crate::upstream::{Opened, Pick};
 use bytes::Bytes;
 use serde_json::Value;

@@ -1,8 +1,8 @@
 //! A request as the engine handles it, and what comes out when it is finished.
 
 use super::respond::Responder;
-use super::usage::{Charge, Usage};
 use crate::batch::Endpoint;
+use crate::provider::usage::{Charge, Usage};
 use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
 use crate::tokens::{self, Estimate};
@@ -171,10 +171,7 @@ impl Job {
 
     /// How the cost is settled when the usage is known.
     pub fn charge(&self) -> Charge {
-        Charge {
-            max_output_tokens: self.estimate.max_output_tokens,
-            output_at_completion: self.endpoint == Endpoint::Messages,
-        }
+        Charge::new(self.endpoint, self.estimate.max_output_tokens)
     }
 }
 
@@ -183,7 +180,7 @@ impl Job {
 pub struct ProviderAnswer {
     /// HTTP status.
     pub status: u16,
-    /// The provider's `x-request-id`.
+    /// The provider's id for the answer (its request-id header).
     pub request_id: Option<String>,
     /// The body as received.
     pub body: Bytes,

@@ -38,7 +38,6 @@ pub mod queue;
 mod react;
 pub mod respond;
 pub mod stats;
-pub mod usage;
 
 use crate::quota::Dimension;
 use crate::retry::BackoffPolicy;

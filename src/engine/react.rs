@@ -6,11 +6,12 @@
 
 use super::concurrency::Signal;
 use super::stats::Stats;
-use super::usage::{Usage, usage_of_body};
 use super::{
     AttemptRecord, DEADLINE_EXCEEDED, Decision, Engine, Job, ProviderAnswer, Verdict, Waits, lock,
 };
-use crate::quota::{Dimension, LimitSnapshot, headers::parse_limit_headers};
+use crate::provider::headers::{self, parse_limit_headers};
+use crate::provider::usage::{Usage, usage_of_body};
+use crate::quota::{Dimension, LimitSnapshot};
 use crate::retry::{self, AttemptResult, Outcome, RetryCause};
 use crate::upstream::{Pick, Reply, TransportError};
 use std::sync::atomic::Ordering;
@@ -93,11 +94,7 @@ impl Engine {
         }
         let answer = result.as_ref().ok().map(|reply| ProviderAnswer {
             status: reply.status,
-            // OpenAI and Azure send `x-request-id`, Anthropic `request-id`.
-            request_id: reply
-                .header("x-request-id")
-                .or_else(|| reply.header("request-id"))
-                .map(str::to_string),
+            request_id: headers::request_id(|name| reply.header(name)).map(str::to_string),
             body: reply.body.clone(),
             usage,
         });
@@ -415,15 +412,10 @@ pub(super) fn classify(result: &Result<Reply, TransportError>) -> (Outcome, Opti
                     Err(_) => return (retry::classify(&AttemptResult::TruncatedBody), None),
                 }
             }
-            let should_retry = reply.header("x-should-retry").and_then(|v| match v {
-                "true" => Some(true),
-                "false" => Some(false),
-                _ => None,
-            });
             let attempt = AttemptResult::Response {
                 status: reply.status,
                 body: &reply.body,
-                headers_say_retry: should_retry,
+                headers_say_retry: headers::should_retry(|name| reply.header(name)),
             };
             (retry::classify(&attempt), None)
         }

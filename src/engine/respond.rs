@@ -16,7 +16,7 @@
 
 use super::job::Finished;
 use super::stats::Stats;
-use super::usage::{Charge, Usage};
+use crate::provider::usage::{Charge, Usage};
 use crate::quota::Dimension;
 use crate::upstream::{ByteStream, Opened, Pick};
 use std::fmt;

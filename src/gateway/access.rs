@@ -5,7 +5,7 @@
 
 use super::metrics;
 use crate::engine::Priority;
-use crate::engine::usage::Usage;
+use crate::provider::usage::Usage;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;

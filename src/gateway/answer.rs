@@ -12,18 +12,22 @@ use super::errors::{ApiError, retry_after_headers};
 use crate::batch::Endpoint;
 use crate::engine::{DEADLINE_EXCEEDED, Finished, NO_ROUTE, ProviderAnswer, Verdict};
 use crate::retry::RetryCause;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
-/// Upstream response headers passed on to the client (the provider's rate-limit headers
-/// describe the gateway's key, not the client, and are not).
-pub const PASSED_HEADERS: [&str; 4] = [
-    "content-type",
-    "x-request-id",
-    "openai-processing-ms",
-    "openai-version",
-];
+/// Upstream response headers passed on to the client as they are (the provider's rate-limit
+/// headers describe the gateway's key, not the client, and are not; its request id goes out as
+/// `x-request-id`, see [`set_request_id`]).
+pub const PASSED_HEADERS: [&str; 3] = ["content-type", "openai-processing-ms", "openai-version"];
+
+/// Set `x-request-id` to the provider's id for the answer, if it sent one that is a valid
+/// header value.
+pub fn set_request_id(headers: &mut HeaderMap, request_id: Option<&str>) {
+    if let Some(id) = request_id.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+}
 
 /// Add `x-paceline-queue-ms` and `x-paceline-attempts`.
 pub fn status_headers(response: &mut Response, waited: Duration, attempts: u32) {
@@ -47,13 +51,7 @@ pub fn relay(answer: &ProviderAnswer) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(id) = answer
-        .request_id
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        headers.insert(HeaderName::from_static("x-request-id"), id);
-    }
+    set_request_id(headers, answer.request_id.as_deref());
     response
 }
 

@@ -12,7 +12,7 @@
 
 use super::config::ClientSpec;
 use super::errors::ApiError;
-use crate::engine::usage::{Charge, Usage};
+use crate::provider::usage::{Charge, Usage};
 use crate::quota::{Cost, Quota, QuotaError, Reservation};
 use crate::upstream::KeyError;
 use sha2::{Digest, Sha256};

@@ -22,7 +22,7 @@
 use super::access::RequestLog;
 use super::clients::ClientTicket;
 use crate::engine::respond::LiveStream;
-use crate::engine::usage::{Charge, Usage, merge_stream_usage};
+use crate::provider::usage::{Charge, Usage, merge_stream_usage};
 use crate::upstream::ByteStream;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};

@@ -15,8 +15,8 @@ use super::relay::Relay;
 use super::{App, metrics, status_page};
 use crate::batch::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
-use crate::engine::usage::Charge;
 use crate::engine::{Job, Priority};
+use crate::provider::usage::Charge;
 use crate::upstream::TransportError;
 use axum::Router;
 use axum::body::Body;
@@ -162,7 +162,8 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Ok(reply) => {
             let answer = crate::engine::ProviderAnswer {
                 status: reply.status,
-                request_id: reply.header("x-request-id").map(str::to_string),
+                request_id: crate::provider::headers::request_id(|name| reply.header(name))
+                    .map(str::to_string),
                 body: reply.body,
                 usage: None,
             };
@@ -231,11 +232,14 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
                     Some((HeaderName::from_static(name), value))
                 })
                 .collect();
+            let request_id = crate::provider::headers::request_id(|name| stream.header(name))
+                .map(str::to_string);
             let (waited, attempts) = (stream.waited, stream.attempts);
             let relay = Relay::new(stream, strip_usage, ticket, charge, log);
             let mut response = Response::new(Body::from_stream(relay));
             *response.status_mut() = status;
             response.headers_mut().extend(passed);
+            answer::set_request_id(response.headers_mut(), request_id.as_deref());
             status_headers(&mut response, waited, attempts);
             response
         }

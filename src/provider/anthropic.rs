@@ -6,12 +6,143 @@
 //!   with RFC 3339 resets, and `retry-after` on a 429. Output tokens are admitted from
 //!   `max_tokens` and corrected when the answer's `usage` is known, so paceline reserves input
 //!   tokens, output tokens (`max_tokens`) and their sum, then settles all three from `usage`
-//!   ([`crate::engine::usage`]).
+//!   ([`super::usage`]).
 //! - Errors: `{"type":"error","error":{"type","message"}}`; 429 `rate_limit_error` pauses the
 //!   quota, 529 `overloaded_error` is load (retried with backoff, no pause), 402
 //!   `billing_error` and 400 "credit balance is too low" take the key out of rotation.
 //! - Streams: `message_start` carries `message.usage.input_tokens`, `message_delta` the
 //!   cumulative `usage.output_tokens`, `message_stop` ends it.
+//! - Request id: `request-id`.
+//!
+//! This file holds Anthropic's facts only; the reading rules are shared ([`super::headers`],
+//! [`super::usage`]).
+
+use super::Spec;
+use super::headers::{Field, LimitHeader};
+use super::usage::{StreamUsageEvent, Usage, UsageFields};
+use crate::batch::Endpoint;
+use crate::quota::Dimension;
+use serde_json::Value;
+
+/// What paceline knows about Anthropic's API.
+pub static SPEC: Spec = Spec {
+    name: "anthropic",
+    summary: "Anthropic's Messages API (x-api-key, anthropic-ratelimit-* headers)",
+    default_key_env: "ANTHROPIC_API_KEY",
+    default_base_url: Some("https://api.anthropic.com/v1"),
+    claims: |host, _| host == "api.anthropic.com",
+    speaks: |endpoint| endpoint == Endpoint::Messages,
+    auth_headers,
+    url: |base_url, path, _, _| url(base_url, path),
+    limit_headers: LIMIT_HEADERS,
+    retry_hints_ms: &[],
+    request_id_header: "request-id",
+    usage_fields: UsageFields {
+        prompt: &["input_tokens"],
+        completion: &["output_tokens"],
+    },
+    stream_usage_events: &[
+        StreamUsageEvent {
+            event_type: "message_start",
+            merge: message_start_usage,
+        },
+        StreamUsageEvent {
+            event_type: "message_delta",
+            merge: message_delta_usage,
+        },
+    ],
+    output_at_completion: true,
+};
+
+/// `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`
+/// (`tokens`: the most restrictive token limit currently in effect).
+const LIMIT_HEADERS: &[LimitHeader] = &[
+    LimitHeader::new(
+        "anthropic-ratelimit-requests-limit",
+        Dimension::Requests,
+        Field::Limit,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-requests-remaining",
+        Dimension::Requests,
+        Field::Remaining,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-requests-reset",
+        Dimension::Requests,
+        Field::Reset,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-tokens-limit",
+        Dimension::Tokens,
+        Field::Limit,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-tokens-remaining",
+        Dimension::Tokens,
+        Field::Remaining,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-tokens-reset",
+        Dimension::Tokens,
+        Field::Reset,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-input-tokens-limit",
+        Dimension::InputTokens,
+        Field::Limit,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-input-tokens-remaining",
+        Dimension::InputTokens,
+        Field::Remaining,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-input-tokens-reset",
+        Dimension::InputTokens,
+        Field::Reset,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-output-tokens-limit",
+        Dimension::OutputTokens,
+        Field::Limit,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-output-tokens-remaining",
+        Dimension::OutputTokens,
+        Field::Remaining,
+    ),
+    LimitHeader::new(
+        "anthropic-ratelimit-output-tokens-reset",
+        Dimension::OutputTokens,
+        Field::Reset,
+    ),
+];
+
+/// `message_start`: the input tokens (and the first output tokens) in `message.usage`.
+fn message_start_usage(_seen: Option<Usage>, event: &Value) -> Option<Usage> {
+    let usage = event.get("message").and_then(|m| m.get("usage"))?;
+    let field = |name: &str| usage.get(name).and_then(Value::as_u64);
+    Some(Usage {
+        prompt: field("input_tokens")?,
+        completion: field("output_tokens").unwrap_or(0),
+    })
+}
+
+/// `message_delta`: the cumulative output tokens in `usage` (and the input tokens, when it
+/// restates them; else those seen in `message_start`).
+fn message_delta_usage(seen: Option<Usage>, event: &Value) -> Option<Usage> {
+    let output = event.get("usage")?.get("output_tokens")?.as_u64()?;
+    let input = event
+        .get("usage")
+        .and_then(|u| u.get("input_tokens"))
+        .and_then(Value::as_u64);
+    let prompt = input.or(seen.map(|s| s.prompt)).unwrap_or(0);
+    Some(Usage {
+        prompt,
+        completion: output,
+    })
+}
 
 /// Where an API `path` (`/v1/messages`) goes from `base_url`: the Anthropic SDKs' spelling has
 /// no `/v1` (`https://api.anthropic.com`), OpenAI's habit puts it in the base URL; both work.
@@ -35,7 +166,122 @@ pub fn auth_headers(secret: &str) -> Vec<(&'static str, String)> {
 
 #[cfg(test)]
 mod tests {
-    use crate::quota::headers::parse_limit_headers;
+    use crate::provider::headers::parse_limit_headers;
+    use crate::provider::test_time::{ms, now, secs};
+    use crate::provider::usage::{Charge, Usage, merge_stream_usage};
+    use crate::quota::{Dimension, DimensionReading, LimitSnapshot};
+    use serde_json::json;
+
+    #[test]
+    fn anthropic_headers() {
+        let headers = [
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2024-01-15T14:23:30Z"),
+            ("anthropic-ratelimit-tokens-limit", "40000"),
+            ("anthropic-ratelimit-tokens-remaining", "12000"),
+            (
+                "anthropic-ratelimit-tokens-reset",
+                "2024-01-15T14:23:01.250Z",
+            ),
+            ("anthropic-ratelimit-input-tokens-limit", "40000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "39000"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2024-01-15T15:24:00+01:00",
+            ),
+            ("anthropic-ratelimit-output-tokens-limit", "8000"),
+            ("anthropic-ratelimit-output-tokens-remaining", "8000"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2024-01-15T14:22:00Z",
+            ),
+            ("retry-after", "30"),
+        ];
+        let snapshot = parse_limit_headers(headers, now());
+        assert_eq!(
+            snapshot,
+            LimitSnapshot {
+                requests: DimensionReading {
+                    limit: Some(50),
+                    remaining: Some(0),
+                    reset: Some(secs(30)),
+                    reset_resolution: Some(secs(1)),
+                },
+                tokens: DimensionReading {
+                    limit: Some(40_000),
+                    remaining: Some(12_000),
+                    reset: Some(ms(1250)),
+                    reset_resolution: Some(ms(1)),
+                },
+                input_tokens: DimensionReading {
+                    limit: Some(40_000),
+                    remaining: Some(39_000),
+                    reset: Some(secs(60)),
+                    reset_resolution: Some(secs(1)),
+                },
+                output_tokens: DimensionReading {
+                    limit: Some(8000),
+                    remaining: Some(8000),
+                    reset: Some(Duration::ZERO),
+                    reset_resolution: Some(secs(1)),
+                },
+                retry_after: Some(secs(30)),
+                retry_after_resolution: Some(secs(1)),
+            }
+        );
+    }
+
+    #[test]
+    fn merges_anthropic_stream_usage() {
+        let start = json!({"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}});
+        let seen = merge_stream_usage(None, &start);
+        assert_eq!(
+            seen,
+            Some(Usage {
+                prompt: 12,
+                completion: 1
+            })
+        );
+        let ping = json!({"type": "ping"});
+        assert_eq!(merge_stream_usage(seen, &ping), seen);
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 30}});
+        assert_eq!(
+            merge_stream_usage(seen, &delta),
+            Some(Usage {
+                prompt: 12,
+                completion: 30
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_output_settles_to_what_was_produced() {
+        let usage = Usage {
+            prompt: 10,
+            completion: 3,
+        };
+        let openai = Charge {
+            max_output_tokens: 100,
+            output_at_completion: false,
+        };
+        assert_eq!(openai.cost(&usage).get(Dimension::Tokens), 110);
+        let anthropic = Charge {
+            max_output_tokens: 100,
+            output_at_completion: true,
+        };
+        let cost = anthropic.cost(&usage);
+        assert_eq!(
+            [
+                Dimension::Requests,
+                Dimension::Tokens,
+                Dimension::InputTokens,
+                Dimension::OutputTokens
+            ]
+            .map(|d| cost.get(d)),
+            [1, 13, 10, 3]
+        );
+    }
 
     #[test]
     fn base_url_with_or_without_v1() {

@@ -7,14 +7,39 @@
 //!   (`…/openai/deployments/my-gpt4o`) is used as it is.
 //! - Authentication: the `api-key: KEY` header.
 //! - Limits: `x-ratelimit-remaining-requests` and `x-ratelimit-remaining-tokens`, without the
-//!   `-limit-` and `-reset-` headers; `-1` where a limit is not enforced (read as absent, see
-//!   [`crate::quota::headers`]). The quota therefore runs on the configured limits and uses the
-//!   remaining counts to notice other users of the deployment. A 429 carries `retry-after`,
+//!   `-limit-` and `-reset-` headers (OpenAI's names, [`super::openai::LIMIT_HEADERS`]); `-1`
+//!   where a limit is not enforced (read as absent, see [`super::headers`]). The quota
+//!   therefore runs on the configured limits and uses the remaining counts to notice other
+//!   users of the deployment. A 429 carries `retry-after`,
 //!   and `retry-after-ms` / `x-ms-retry-after-ms`, which win (milliseconds are finer).
 //! - 429 body: `{"error":{"code":"429","message":"Requests to the ChatCompletions_Create
 //!   Operation under Azure OpenAI API version … have exceeded token rate limit of your current
 //!   OpenAI S0 pricing tier. Please retry after 6 seconds."}}`: "token rate limit" is the tokens
 //!   dimension, "call rate limit" the requests one, and "retry after N seconds" a hint.
+//! - Request id: `x-request-id`; usage as OpenAI's.
+//!
+//! This file holds Azure's facts only; the reading rules are shared ([`super::headers`],
+//! [`super::usage`]).
+
+use super::{Spec, openai};
+
+/// What paceline knows about Azure OpenAI.
+pub static SPEC: Spec = Spec {
+    name: "azure",
+    summary: "Azure OpenAI (deployment URLs, api-version, api-key header)",
+    default_key_env: "AZURE_OPENAI_API_KEY",
+    default_base_url: None,
+    claims: |host, base_url| is_azure_host(host) || base_url.contains("/openai/deployments"),
+    speaks: openai::speaks,
+    auth_headers,
+    url,
+    limit_headers: openai::LIMIT_HEADERS,
+    retry_hints_ms: &["retry-after-ms", "x-ms-retry-after-ms"],
+    request_id_header: "x-request-id",
+    usage_fields: openai::USAGE_FIELDS,
+    stream_usage_events: &[],
+    output_at_completion: false,
+};
 
 /// The `api-version` used when none is configured (the current GA data-plane version).
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -66,7 +91,7 @@ fn encode_segment(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::headers::parse_limit_headers;
+    use crate::provider::headers::parse_limit_headers;
     use crate::retry::{self, AttemptResult, Outcome, RetryCause};
     use std::time::{Duration, SystemTime};
 

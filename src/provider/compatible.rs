@@ -2,11 +2,33 @@
 //! authentication (see [`super::openai`]). They send whatever subset of OpenAI's rate-limit
 //! headers they implement — Groq all of them, vLLM and llama.cpp none — and the quota uses what
 //! arrives: with none, pacing runs on the configured limits, a 429's `retry-after` pauses the
-//! quota, and the engine's AIMD concurrency bound limits the load.
+//! quota, and the engine's AIMD concurrency bound limits the load. Ids and usage as OpenAI's.
+//! No host is claimed: a base URL no other provider claims is taken for this one.
+
+use super::{Spec, openai};
+
+/// What paceline knows about OpenAI-compatible servers: OpenAI's facts, no host and no key of
+/// their own.
+pub static SPEC: Spec = Spec {
+    name: "openai-compatible",
+    summary: "Any OpenAI-compatible server (vLLM, llama.cpp, Groq, Together, ...)",
+    default_key_env: "OPENAI_API_KEY",
+    default_base_url: None,
+    claims: |_, _| false,
+    speaks: openai::speaks,
+    auth_headers: openai::auth_headers,
+    url: |base_url, path, _, _| openai::url(base_url, path),
+    limit_headers: openai::LIMIT_HEADERS,
+    retry_hints_ms: &[],
+    request_id_header: "x-request-id",
+    usage_fields: openai::USAGE_FIELDS,
+    stream_usage_events: &[],
+    output_at_completion: false,
+};
 
 #[cfg(test)]
 mod tests {
-    use crate::quota::headers::parse_limit_headers;
+    use crate::provider::headers::parse_limit_headers;
     use crate::retry::{self, AttemptResult, Outcome, RetryCause};
     use std::time::{Duration, SystemTime};
 

@@ -1,12 +1,13 @@
-//! Providers: how each upstream API authenticates, where a request goes, and what its answers
-//! mean for the pacing core.
+//! Providers: everything paceline knows about one upstream API, and the reading of answers
+//! into the neutral types the quota, the engine and the gateway use.
 //!
 //! # Design
 //!
 //! Every provider paceline talks to speaks HTTP + JSON with the same shape of problem (limits
 //! per key, usage in the answer, rate-limit headers, error bodies), and they differ in a small
-//! number of places. A closed [`Provider`] enum captures those places; each provider's facts
-//! live in its own file ([`openai`], [`anthropic`], [`azure`], [`compatible`]):
+//! number of facts. Each provider's facts are one [`Spec`] value in its own file ([`openai`],
+//! [`anthropic`], [`azure`], [`compatible`]); the closed [`Provider`] enum names them and
+//! [`Provider::spec`] is the only place that maps a provider to its file:
 //!
 //! | | auth | URL | limit headers | usage |
 //! | --- | --- | --- | --- | --- |
@@ -15,24 +16,70 @@
 //! | Azure OpenAI | `api-key` | `{base}/openai/deployments/{deployment}/chat/completions?api-version=V` | `x-ratelimit-remaining-*` only, `-1` = not enforced; `retry-after-ms`, `x-ms-retry-after-ms` | as OpenAI |
 //! | OpenAI-compatible | `Authorization: Bearer` | as OpenAI | whatever subset it sends, often none | as OpenAI |
 //!
-//! What stays shared, because the providers agree on it: header parsing
-//! ([`crate::quota::headers`] reads every provider's names; a provider only ever sends its own)
-//! and outcome classification ([`crate::retry`] reads both error body shapes; 529 is overload,
-//! not quota, whoever sends it). The tables in each provider file's tests pin what each
-//! provider's documented answers classify as.
+//! The reading rules the providers share live beside them, driven by the specs: [`headers`]
+//! (limit headers into the quota's [`LimitSnapshot`](crate::quota::LimitSnapshot), retry hints,
+//! request ids, `x-should-retry`), [`usage`] (the `usage` object and stream events into a
+//! [`usage::Usage`], and the [`usage::Charge`] that settles it) and [`values`] (how durations,
+//! instants and counts are written). An answer is read against every provider's names, not
+//! only its upstream's: each provider sends only its own, and servers copying a provider's API
+//! copy its headers and bodies. The tables in each provider file's tests pin what each
+//! provider's documented answers mean.
 //!
 //! The provider is chosen per upstream: `provider = "openai" | "anthropic" | "azure" |
 //! "openai-compatible"` in the configuration, or inferred from the base URL
-//! ([`Provider::infer`]).
+//! ([`Provider::infer`]). This module must not know the quota's arithmetic, the engine or any
+//! HTTP crate.
 
 pub mod anthropic;
 pub mod azure;
 pub mod compatible;
+pub mod headers;
 pub mod openai;
+pub mod usage;
+pub mod values;
 
 use crate::batch::Endpoint;
+use headers::LimitHeader;
 use std::fmt;
 use std::str::FromStr;
+use usage::{StreamUsageEvent, UsageFields};
+
+/// Everything paceline knows about one provider, as data: one `static` in the provider's file.
+#[derive(Debug)]
+pub struct Spec {
+    /// The configuration name (`provider = "…"`, `--provider`).
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub summary: &'static str,
+    /// The environment variable holding the key when none is named (the SDK's own default).
+    pub default_key_env: &'static str,
+    /// The public API's base URL, for providers that have one.
+    pub default_base_url: Option<&'static str>,
+    /// Whether a base URL (and its host) belongs to this provider; the first provider in
+    /// [`Provider::ALL`] to claim a URL is inferred for it.
+    pub claims: fn(host: &str, base_url: &str) -> bool,
+    /// Whether its API has an endpoint.
+    pub speaks: fn(Endpoint) -> bool,
+    /// The request headers that authenticate a secret.
+    pub auth_headers: fn(secret: &str) -> Vec<(&'static str, String)>,
+    /// Where an API path for a model goes, from a base URL (no trailing slash) and an API
+    /// version (Azure's `api-version`; the others ignore it).
+    pub url: fn(base_url: &str, path: &str, model: &str, api_version: &str) -> String,
+    /// The headers that state its limits.
+    pub limit_headers: &'static [LimitHeader],
+    /// Its retry hint headers in milliseconds, preferred first (`retry-after`, in seconds, is
+    /// read for every provider).
+    pub retry_hints_ms: &'static [&'static str],
+    /// The header carrying its id for an answer.
+    pub request_id_header: &'static str,
+    /// Where its `usage` object keeps the counts.
+    pub usage_fields: UsageFields,
+    /// Its stream events that carry usage their own way.
+    pub stream_usage_events: &'static [StreamUsageEvent],
+    /// Whether it corrects the output admitted (`max_tokens`) to the output produced once the
+    /// answer is complete, so that the output settles to what `usage` reports.
+    pub output_at_completion: bool,
+}
 
 /// The API family of one upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -50,11 +97,13 @@ pub enum Provider {
 
 /// An unknown `provider` name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider {0:?} (openai, anthropic, azure, openai-compatible)")]
+#[error("unknown provider {0:?} ({names})", names = Provider::names())]
 pub struct UnknownProvider(pub String);
 
 impl Provider {
-    /// Every provider, in the order messages list them.
+    /// Every provider, in the order messages list them; also the order in which an answer is
+    /// read against the providers' names (request ids, retry hints, usage fields) and in which
+    /// they claim a base URL ([`Provider::infer`]).
     pub const ALL: [Provider; 4] = [
         Provider::OpenAi,
         Provider::Anthropic,
@@ -62,75 +111,69 @@ impl Provider {
         Provider::Compatible,
     ];
 
+    /// What paceline knows about this provider.
+    pub fn spec(self) -> &'static Spec {
+        match self {
+            Provider::OpenAi => &openai::SPEC,
+            Provider::Anthropic => &anthropic::SPEC,
+            Provider::Azure => &azure::SPEC,
+            Provider::Compatible => &compatible::SPEC,
+        }
+    }
+
     /// The configuration name: `openai`, `anthropic`, `azure`, `openai-compatible`.
     pub fn name(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Anthropic => "anthropic",
-            Provider::Azure => "azure",
-            Provider::Compatible => "openai-compatible",
-        }
+        self.spec().name
+    }
+
+    /// Every configuration name, comma-separated, in the order of [`Provider::ALL`].
+    pub fn names() -> String {
+        Provider::ALL.map(Provider::name).join(", ")
+    }
+
+    /// One line about the provider, for `--help`.
+    pub fn summary(self) -> &'static str {
+        self.spec().summary
     }
 
     /// Whether this provider's API has `endpoint`: Anthropic has the Messages API only, the
     /// others every OpenAI endpoint but it.
     pub fn speaks(self, endpoint: Endpoint) -> bool {
-        (self == Provider::Anthropic) == (endpoint == Endpoint::Messages)
+        (self.spec().speaks)(endpoint)
     }
 
     /// The environment variable holding the key when none is named: `OPENAI_API_KEY`,
     /// `ANTHROPIC_API_KEY` or `AZURE_OPENAI_API_KEY` (the SDKs' own defaults).
     pub fn default_key_env(self) -> &'static str {
-        match self {
-            Provider::Anthropic => "ANTHROPIC_API_KEY",
-            Provider::Azure => "AZURE_OPENAI_API_KEY",
-            Provider::OpenAi | Provider::Compatible => "OPENAI_API_KEY",
-        }
+        self.spec().default_key_env
     }
 
     /// The public API's base URL, for providers that have one (Azure and compatible servers
     /// are wherever they were deployed).
     pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            Provider::OpenAi => Some("https://api.openai.com/v1"),
-            Provider::Anthropic => Some("https://api.anthropic.com/v1"),
-            Provider::Azure | Provider::Compatible => None,
-        }
+        self.spec().default_base_url
     }
 
-    /// The provider a base URL belongs to: Anthropic's and Azure's hosts, OpenAI's, else any
-    /// other server speaking OpenAI's API.
+    /// The provider a base URL belongs to: the first in [`Provider::ALL`] that claims it
+    /// (Anthropic's and Azure's hosts, OpenAI's), else any other server speaking OpenAI's API.
     pub fn infer(base_url: &str) -> Provider {
         let host = host_of(base_url);
-        if host == "api.anthropic.com" {
-            Provider::Anthropic
-        } else if azure::is_azure_host(host) || base_url.contains("/openai/deployments") {
-            Provider::Azure
-        } else if host == "api.openai.com" {
-            Provider::OpenAi
-        } else {
-            Provider::Compatible
-        }
+        Provider::ALL
+            .into_iter()
+            .find(|p| (p.spec().claims)(host, base_url))
+            .unwrap_or(Provider::Compatible)
     }
 
     /// The request headers that authenticate `secret` (and, for Anthropic, pin the API
     /// version).
     pub fn auth_headers(self, secret: &str) -> Vec<(&'static str, String)> {
-        match self {
-            Provider::OpenAi | Provider::Compatible => openai::auth_headers(secret),
-            Provider::Anthropic => anthropic::auth_headers(secret),
-            Provider::Azure => azure::auth_headers(secret),
-        }
+        (self.spec().auth_headers)(secret)
     }
 
     /// Where an API `path` (`/v1/chat/completions`, `/v1/messages`) for `model` goes, given
     /// the upstream's `base_url` (no trailing slash) and, for Azure, its `api_version`.
     pub fn url(self, base_url: &str, path: &str, model: &str, api_version: &str) -> String {
-        match self {
-            Provider::Azure => azure::url(base_url, path, model, api_version),
-            Provider::Anthropic => anthropic::url(base_url, path),
-            _ => openai::url(base_url, path),
-        }
+        (self.spec().url)(base_url, path, model, api_version)
     }
 }
 
@@ -157,6 +200,27 @@ impl FromStr for Provider {
             .into_iter()
             .find(|p| p.name() == s)
             .ok_or_else(|| UnknownProvider(s.to_string()))
+    }
+}
+
+/// Times shared by the provider files' tests.
+#[cfg(test)]
+mod test_time {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    /// `n` milliseconds.
+    pub fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// `n` seconds.
+    pub fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// The answers' time: 2024-01-15T14:23:00Z.
+    pub fn now() -> SystemTime {
+        UNIX_EPOCH + secs(1_705_328_580)
     }
 }
 

@@ -1,4 +1,83 @@
 //! OpenAI's API: bearer authentication, paths under a base URL that carries the `/v1`.
+//!
+//! - Limits: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; limits and remaining
+//!   counts are integers, resets Go `time.Duration` strings relative to the answer (`1s`,
+//!   `6m0s`, `120ms`, `4m12.172s`; rate-limit guide and values seen in the field). A 429
+//!   carries `retry-after-ms` (milliseconds, read first by the SDKs) and `retry-after`.
+//! - Request id: `x-request-id`.
+//! - Usage: Chat Completions, Completions and Embeddings report `usage.prompt_tokens` and
+//!   `usage.completion_tokens`; the Responses API `usage.input_tokens` and
+//!   `usage.output_tokens` (in a stream, under `response.usage` of `response.completed`).
+//!   The output admitted (`max_tokens × n`) stays charged on tokens/min.
+//!
+//! This file holds OpenAI's facts only; the reading rules are shared ([`super::headers`],
+//! [`super::usage`]).
+
+use super::Spec;
+use super::headers::{Field, LimitHeader};
+use super::usage::UsageFields;
+use crate::batch::Endpoint;
+use crate::quota::Dimension;
+
+/// OpenAI's public API, the base URL used when none is given.
+pub const BASE_URL: &str = "https://api.openai.com/v1";
+
+/// What paceline knows about OpenAI's API.
+pub static SPEC: Spec = Spec {
+    name: "openai",
+    summary: "OpenAI's API",
+    default_key_env: "OPENAI_API_KEY",
+    default_base_url: Some(BASE_URL),
+    claims: |host, _| host == "api.openai.com",
+    speaks,
+    auth_headers,
+    url: |base_url, path, _, _| url(base_url, path),
+    limit_headers: LIMIT_HEADERS,
+    retry_hints_ms: &["retry-after-ms"],
+    request_id_header: "x-request-id",
+    usage_fields: USAGE_FIELDS,
+    stream_usage_events: &[],
+    output_at_completion: false,
+};
+
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (Azure OpenAI and OpenAI-compatible
+/// servers reuse the names).
+pub const LIMIT_HEADERS: &[LimitHeader] = &[
+    LimitHeader::new(
+        "x-ratelimit-limit-requests",
+        Dimension::Requests,
+        Field::Limit,
+    ),
+    LimitHeader::new(
+        "x-ratelimit-remaining-requests",
+        Dimension::Requests,
+        Field::Remaining,
+    ),
+    LimitHeader::new(
+        "x-ratelimit-reset-requests",
+        Dimension::Requests,
+        Field::Reset,
+    ),
+    LimitHeader::new("x-ratelimit-limit-tokens", Dimension::Tokens, Field::Limit),
+    LimitHeader::new(
+        "x-ratelimit-remaining-tokens",
+        Dimension::Tokens,
+        Field::Remaining,
+    ),
+    LimitHeader::new("x-ratelimit-reset-tokens", Dimension::Tokens, Field::Reset),
+];
+
+/// `prompt_tokens` / `completion_tokens`, and the Responses API's `input_tokens` /
+/// `output_tokens`.
+pub const USAGE_FIELDS: UsageFields = UsageFields {
+    prompt: &["prompt_tokens", "input_tokens"],
+    completion: &["completion_tokens", "output_tokens"],
+};
+
+/// Every OpenAI endpoint paceline sends: all but Anthropic's Messages API.
+pub fn speaks(endpoint: Endpoint) -> bool {
+    endpoint != Endpoint::Messages
+}
 
 /// `Authorization: Bearer KEY`.
 pub fn auth_headers(secret: &str) -> Vec<(&'static str, String)> {
@@ -13,7 +92,45 @@ pub fn url(base_url: &str, path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::provider::headers::parse_limit_headers;
+    use crate::provider::test_time::{ms, now, secs};
+    use crate::quota::{DimensionReading, LimitSnapshot};
     use crate::retry::{self, AttemptResult, Outcome, RetryCause};
+
+    #[test]
+    fn openai_headers() {
+        let headers = [
+            ("x-ratelimit-limit-requests", "5000"),
+            ("x-ratelimit-limit-tokens", "1500000"),
+            ("x-ratelimit-limit-tokens_usage_based", "1500000"),
+            ("x-ratelimit-remaining-requests", "4999"),
+            ("x-ratelimit-remaining-tokens", "1495621"),
+            ("x-ratelimit-remaining-tokens_usage_based", "1"),
+            ("x-ratelimit-reset-requests", "12ms"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+            ("x-ratelimit-reset-tokens_usage_based", "1h"),
+            ("content-type", "application/json"),
+        ];
+        let snapshot = parse_limit_headers(headers, now());
+        assert_eq!(
+            snapshot,
+            LimitSnapshot {
+                requests: DimensionReading {
+                    limit: Some(5000),
+                    remaining: Some(4999),
+                    reset: Some(ms(12)),
+                    reset_resolution: Some(ms(1)),
+                },
+                tokens: DimensionReading {
+                    limit: Some(1_500_000),
+                    remaining: Some(1_495_621),
+                    reset: Some(secs(360)),
+                    reset_resolution: Some(secs(1)),
+                },
+                ..LimitSnapshot::default()
+            }
+        );
+    }
 
     fn outcome(status: u16, body: &str) -> Outcome {
         retry::classify(&AttemptResult::Response {

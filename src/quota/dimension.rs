@@ -1,4 +1,5 @@
-//! The dimensions a quota limits, and a request's cost in each of them.
+//! The dimensions a quota limits, and a request's cost in each of them. Neutral: which
+//! provider limits which dimension, and under what name, is the provider side's business.
 
 use std::fmt;
 
@@ -7,11 +8,11 @@ use std::fmt;
 pub enum Dimension {
     /// Requests per minute.
     Requests,
-    /// Tokens per minute (prompt + output, as OpenAI counts them).
+    /// Tokens per minute (prompt + output together).
     Tokens,
-    /// Input tokens per minute (Anthropic).
+    /// Input tokens per minute (for a provider that limits input and output apart).
     InputTokens,
-    /// Output tokens per minute (Anthropic).
+    /// Output tokens per minute (for a provider that limits input and output apart).
     OutputTokens,
 }
 

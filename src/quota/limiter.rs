@@ -3,8 +3,8 @@
 
 use super::dimension::{Cost, Dimension};
 use super::gcra::{Gcra, Nanos};
-use super::headers::{DimensionReading, LimitSnapshot};
 use super::learn::Learner;
+use super::snapshot::{DimensionReading, LimitSnapshot};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

@@ -20,10 +20,11 @@
 //!    `max_tokens × n`, the way providers admit a request ([`crate::tokens`]).
 //! 2. **settle** with what the provider actually charged once the response's `usage` is known:
 //!    the difference is refunded or charged ([`Quota::settle`]).
-//! 3. **observe** the response's rate-limit headers ([`headers`]): learn limits nobody
-//!    configured, infer the provider's burst (`remaining + reset × rate`), and when the provider
-//!    reports less `remaining` than our own model says for the same moment, someone else uses
-//!    the key: push our state back by the difference ([`Quota::observe`]).
+//! 3. **observe** what the answer said about the limits ([`LimitSnapshot`], read from the
+//!    response by the provider side; the quota knows no header and no provider): learn
+//!    limits nobody configured, infer the provider's burst (`remaining + reset × rate`), and
+//!    when the provider reports less `remaining` than our own model says for the same moment,
+//!    someone else uses the key: push our state back by the difference ([`Quota::observe`]).
 //! 4. **pause** the whole quota on a 429 until the provider's hint ([`Quota::pause`]): one
 //!    pause stops every waiting request, which is what ends the waves of retries.
 //!
@@ -36,13 +37,13 @@
 
 pub mod dimension;
 pub mod gcra;
-pub mod headers;
 pub mod learn;
 pub mod limiter;
+pub mod snapshot;
 
 pub use dimension::{Cost, Dimension};
-pub use headers::{DimensionReading, LimitSnapshot};
 pub use limiter::{LimitSpec, Quota, QuotaConfig, QuotaError, Reservation};
+pub use snapshot::{DimensionReading, LimitSnapshot};
 
 #[cfg(test)]
 mod tests;

@@ -9,13 +9,13 @@
 use super::answer::{Opened, Reply, TransportError};
 use super::key::ApiKey;
 use super::transport::{HttpTransport, Method, Request, Transport, describe};
-use crate::provider::{Provider, azure};
+use crate::provider::{Provider, azure, openai};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The provider's public API, used when no `--base-url` is given.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The provider's public API, used when no `--base-url` is given: OpenAI's.
+pub const DEFAULT_BASE_URL: &str = openai::BASE_URL;
 
 /// A misconfigured upstream.
 #[derive(Debug, thiserror::Error)]

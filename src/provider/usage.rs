@@ -1,7 +1,20 @@
-//! Token usage as the provider reports it, and what it means for the quota.
+//! Token usage as providers report it, and what it costs in the quota's terms.
+//!
+//! The engine and the gateway see neutral types only: a [`Usage`] (prompt and completion
+//! tokens) found in an answer or a stream, and a [`Charge`] that turns it into the [`Cost`]
+//! the provider charged. Where each provider keeps its counts is its own fact, declared in its
+//! file's [`Spec`] (`usage_fields`, `stream_usage_events`, `output_at_completion`); this module
+//! holds what they share: the `usage` object of a body (or `response.usage`, where OpenAI's
+//! Responses API puts it in a stream event), read against every provider's field names.
+//! It must not know the quota's arithmetic or any transport.
 
+use super::Provider;
+use crate::batch::Endpoint;
 use crate::quota::{Cost, Dimension};
 use serde_json::Value;
+
+#[cfg(doc)]
+use super::Spec;
 
 /// Token usage reported by the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,20 +64,43 @@ pub fn usage_of_body(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
     }
 }
 
+/// The usage in `usage` (when it is an object), else in `response.usage`, read with every
+/// provider's field names in the order of [`Provider::ALL`].
 fn usage_from(usage: Option<&Value>, response: Option<&Value>) -> Option<Usage> {
     let usage = match usage {
         Some(usage) if usage.is_object() => usage,
         _ => response?.get("usage")?,
     };
-    let field = |names: &[&str]| {
-        names
+    let count = |names: fn(&UsageFields) -> &'static [&'static str]| {
+        Provider::ALL
             .iter()
+            .flat_map(|p| names(&p.spec().usage_fields))
             .find_map(|n| usage.get(*n).and_then(Value::as_u64))
     };
     Some(Usage {
-        prompt: field(&["prompt_tokens", "input_tokens"])?,
-        completion: field(&["completion_tokens", "output_tokens"]).unwrap_or(0),
+        prompt: count(|f| f.prompt)?,
+        completion: count(|f| f.completion).unwrap_or(0),
     })
+}
+
+/// Where a provider's `usage` object keeps its counts: the names of the prompt (input) token
+/// field and of the completion (output) token field, the first present winning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageFields {
+    /// Prompt (input) token field names.
+    pub prompt: &'static [&'static str],
+    /// Completion (output) token field names.
+    pub completion: &'static [&'static str],
+}
+
+/// A stream event that carries usage a provider's own way: the event's `type`, and how it
+/// updates the usage seen so far (its result replaces it).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamUsageEvent {
+    /// The event's `type` field.
+    pub event_type: &'static str,
+    /// The usage after this event, given the usage seen before it.
+    pub merge: fn(Option<Usage>, &Value) -> Option<Usage>,
 }
 
 /// How a request's cost is settled once its usage is known: the output it was admitted with,
@@ -83,6 +119,18 @@ pub struct Charge {
 }
 
 impl Charge {
+    /// How a request to `endpoint`, admitted with `max_output_tokens` (the cap × the number of
+    /// choices), is settled: its output at completion when a provider serving that endpoint
+    /// corrects the admission ([`Spec::output_at_completion`]).
+    pub fn new(endpoint: Endpoint, max_output_tokens: u64) -> Self {
+        Charge {
+            max_output_tokens,
+            output_at_completion: Provider::ALL
+                .iter()
+                .any(|p| p.speaks(endpoint) && p.spec().output_at_completion),
+        }
+    }
+
     /// What the provider charged, in every dimension, for a request that reported `usage`.
     pub fn cost(&self, usage: &Usage) -> Cost {
         let output = if self.output_at_completion {
@@ -96,32 +144,20 @@ impl Charge {
     }
 }
 
-/// Merge what one stream event says into the usage seen so far: Anthropic's `message_start`
-/// carries the input tokens (`message.usage`) and each `message_delta` the cumulative output
-/// tokens; the other providers send one complete `usage` ([`parse_usage`]).
+/// Merge what one stream event says into the usage seen so far: an event a provider declares
+/// as its own ([`Spec::stream_usage_events`], Anthropic's `message_start` and
+/// `message_delta`) merges its way; any other event carrying one complete `usage`
+/// ([`parse_usage`]) replaces what was seen.
 pub fn merge_stream_usage(seen: Option<Usage>, event: &Value) -> Option<Usage> {
-    match event.get("type").and_then(Value::as_str) {
-        Some("message_start") => {
-            let usage = event.get("message").and_then(|m| m.get("usage"))?;
-            let field = |name: &str| usage.get(name).and_then(Value::as_u64);
-            Some(Usage {
-                prompt: field("input_tokens")?,
-                completion: field("output_tokens").unwrap_or(0),
-            })
-        }
-        Some("message_delta") => {
-            let output = event.get("usage")?.get("output_tokens")?.as_u64()?;
-            let input = event
-                .get("usage")
-                .and_then(|u| u.get("input_tokens"))
-                .and_then(Value::as_u64);
-            let prompt = input.or(seen.map(|s| s.prompt)).unwrap_or(0);
-            Some(Usage {
-                prompt,
-                completion: output,
-            })
-        }
-        _ => parse_usage(event).or(seen),
+    let own = event.get("type").and_then(Value::as_str).and_then(|kind| {
+        Provider::ALL
+            .iter()
+            .flat_map(|p| p.spec().stream_usage_events)
+            .find(|e| e.event_type == kind)
+    });
+    match own {
+        Some(event_kind) => (event_kind.merge)(seen, event),
+        None => parse_usage(event).or(seen),
     }
 }
 
@@ -185,53 +221,19 @@ mod tests {
     }
 
     #[test]
-    fn merges_anthropic_stream_usage() {
-        let start = json!({"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}});
-        let seen = merge_stream_usage(None, &start);
-        assert_eq!(
-            seen,
-            Some(Usage {
-                prompt: 12,
-                completion: 1
-            })
-        );
-        let ping = json!({"type": "ping"});
-        assert_eq!(merge_stream_usage(seen, &ping), seen);
-        let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 30}});
-        assert_eq!(
-            merge_stream_usage(seen, &delta),
-            Some(Usage {
-                prompt: 12,
-                completion: 30
-            })
-        );
-    }
-
-    #[test]
-    fn anthropic_output_settles_to_what_was_produced() {
-        let usage = Usage {
-            prompt: 10,
-            completion: 3,
-        };
-        let openai = Charge {
-            max_output_tokens: 100,
-            output_at_completion: false,
-        };
-        assert_eq!(openai.cost(&usage).get(Dimension::Tokens), 110);
-        let anthropic = Charge {
-            max_output_tokens: 100,
-            output_at_completion: true,
-        };
-        let cost = anthropic.cost(&usage);
-        assert_eq!(
-            [
-                Dimension::Requests,
-                Dimension::Tokens,
-                Dimension::InputTokens,
-                Dimension::OutputTokens
-            ]
-            .map(|d| cost.get(d)),
-            [1, 13, 10, 3]
-        );
+    fn the_charge_follows_the_endpoints_provider() {
+        let messages = Charge::new(Endpoint::Messages, 100);
+        assert!(messages.output_at_completion && messages.max_output_tokens == 100);
+        for endpoint in [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Responses,
+        ] {
+            assert!(
+                !Charge::new(endpoint, 100).output_at_completion,
+                "{endpoint:?}"
+            );
+        }
     }
 }
