@@ -1,7 +1,9 @@
-//! A request as the engine handles it, and what comes out when it is finished.
+//! A request as the engine handles it: what it is, what it costs, where it waits and where its
+//! end goes. What comes out when it ends is [`super::finished`]'s. It must not know how a job
+//! is booked, sent or classified.
 
 use super::respond::Responder;
-use super::usage::{Charge, Usage};
+use super::usage::Charge;
 use crate::batch::Endpoint;
 use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
@@ -132,7 +134,7 @@ impl Job {
         }
     }
 
-    /// Deliver this job's end (a [`Finished`] or a live stream) to `responder` instead of the
+    /// Deliver this job's end (a [`super::Finished`] or a live stream) to `responder` instead of the
     /// engine's sink.
     pub fn with_responder(mut self, responder: Responder) -> Self {
         self.responder = Some(responder);
@@ -176,50 +178,4 @@ impl Job {
             output_at_completion: self.endpoint == Endpoint::Messages,
         }
     }
-}
-
-/// The provider's answer kept with a result.
-#[derive(Debug, Clone)]
-pub struct ProviderAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// The provider's `x-request-id`.
-    pub request_id: Option<String>,
-    /// The body as received.
-    pub body: Bytes,
-    /// The usage a successful answer reported.
-    pub usage: Option<Usage>,
-}
-
-/// How a request ended.
-#[derive(Debug, Clone)]
-pub enum Verdict {
-    /// The provider answered with success.
-    Succeeded(ProviderAnswer),
-    /// The request failed for good.
-    Failed {
-        /// The provider's last answer, if there was one.
-        answer: Option<ProviderAnswer>,
-        /// Stable error code (`insufficient_quota`, `max_attempts_exceeded`, ...).
-        code: String,
-        /// What went wrong, for people.
-        message: String,
-    },
-}
-
-/// A finished request, as the engine hands it to the output side.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// The request's id.
-    pub custom_id: String,
-    /// Attempts it took.
-    pub attempts: u32,
-    /// How it ended.
-    pub verdict: Verdict,
-    /// Time from the job's creation until its last attempt was sent (queue, quota and backoff).
-    pub waited: Duration,
-    /// For [`DEADLINE_EXCEEDED`]: how long until the request could have gone.
-    pub retry_after: Option<Duration>,
-    /// The last retryable failure, if any attempt failed.
-    pub last_retry: Option<RetryCause>,
 }
