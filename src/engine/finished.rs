@@ -6,7 +6,7 @@
 //! nor where it goes (the sink, a responder).
 
 use super::usage::Usage;
-use crate::retry::RetryCause;
+use crate::retry::{Failure, RetryCause};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -30,10 +30,11 @@ pub enum Verdict {
     Succeeded(ProviderAnswer),
     /// The request failed for good.
     Failed {
-        /// The provider's last answer, if there was one.
+        /// The provider's last answer, if there was one (a final answer, or the last one
+        /// before attempts or time ran out).
         answer: Option<ProviderAnswer>,
-        /// Stable error code (`insufficient_quota`, `max_attempts_exceeded`, ...).
-        code: String,
+        /// How it failed; [`Failure::code`] is what the output and the store record.
+        code: Failure,
         /// What went wrong, for people.
         message: String,
     },
@@ -50,7 +51,7 @@ pub struct Finished {
     pub verdict: Verdict,
     /// Time from the job's creation until its last attempt was sent (queue, quota and backoff).
     pub waited: Duration,
-    /// For [`super::DEADLINE_EXCEEDED`]: how long until the request could have gone.
+    /// For [`Failure::DeadlineExceeded`]: how long until the request could have gone.
     pub retry_after: Option<Duration>,
     /// The last retryable failure, if any attempt failed.
     pub last_retry: Option<RetryCause>,

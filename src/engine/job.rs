@@ -62,8 +62,8 @@ pub struct Job {
     pub attempts: u32,
     /// Which queue it waits in.
     pub priority: Priority,
-    /// No attempt is sent after this time: a job that cannot go before it finishes with the
-    /// code [`DEADLINE_EXCEEDED`] and the time capacity is expected.
+    /// No attempt is sent after this time: a job that cannot go before it finishes with
+    /// [`crate::retry::Failure::DeadlineExceeded`] and the time capacity is expected.
     pub deadline: Option<Instant>,
     /// Relay mode: a 2xx answer is handed over live to the responder, never retried after.
     pub stream: bool,
@@ -82,9 +82,6 @@ pub struct Job {
     /// The key whose attempt failed last (5xx, overload, timeout): the retry prefers another.
     pub(crate) avoid: Option<usize>,
 }
-
-/// The code of a job finished because it could not be sent before its deadline.
-pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 impl Job {
     /// A job for `body` sent to `endpoint`, estimating its cost with `default_max_tokens` as

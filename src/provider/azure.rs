@@ -159,10 +159,7 @@ mod tests {
         });
         assert!(matches!(
             unusable,
-            Outcome::Final {
-                key_unusable: true,
-                ..
-            }
+            Outcome::Final { failure, .. } if failure.removes_key()
         ));
     }
 }

@@ -28,6 +28,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod compatible;
+pub mod error_body;
 pub mod openai;
 
 use crate::batch::Endpoint;
