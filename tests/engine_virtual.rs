@@ -14,12 +14,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use paceline::batch::Endpoint;
 use paceline::engine::respond::{Delivery, Responder};
-use paceline::engine::{
-    DEADLINE_EXCEEDED, Engine, EngineConfig, EngineExit, Event, Finished, Job, Priority, Verdict,
-};
+use paceline::engine::{Engine, EngineConfig, EngineExit, Event, Finished, Job, Priority, Verdict};
 use paceline::provider::Provider;
 use paceline::quota::{Dimension, LimitSpec, QuotaConfig};
-use paceline::retry::BackoffPolicy;
+use paceline::retry::{BackoffPolicy, Failure};
 use paceline::sim::scenario::Limit;
 use paceline::sim::{Faults, HeaderStyle, LatencyModel, Scenario, SimProvider};
 use paceline::upstream::{
@@ -300,7 +298,7 @@ impl Log {
 fn code(finished: &Finished) -> &str {
     match &finished.verdict {
         Verdict::Succeeded(_) => "succeeded",
-        Verdict::Failed { code, .. } => code,
+        Verdict::Failed { code, .. } => code.code(),
     }
 }
 
@@ -392,7 +390,7 @@ async fn a_job_that_cannot_go_before_its_deadline_finishes_unsent_with_when_it_c
         "a request for it was sent"
     );
     let (at, late) = log.only("late");
-    assert_eq!(code(late), DEADLINE_EXCEEDED, "{late:?}");
+    assert_eq!(code(late), Failure::DeadlineExceeded.code(), "{late:?}");
     assert!(near(at, Duration::ZERO), "finished at {at:?}, not at once");
     assert_eq!(late.attempts, 0);
     let retry_after = late.retry_after.expect("a retry_after");
@@ -512,7 +510,7 @@ async fn a_retry_due_after_the_deadline_ends_the_job_with_its_last_answer() {
     let (at, doomed) = log.only("doomed");
     // It ends when the 503 arrives, not at the deadline, and says when the retry was due.
     assert!(near(at, latency), "finished at {at:?}");
-    assert_eq!(code(doomed), DEADLINE_EXCEEDED, "{doomed:?}");
+    assert_eq!(code(doomed), Failure::DeadlineExceeded.code(), "{doomed:?}");
     assert_eq!(doomed.attempts, 1);
     let retry_after = doomed.retry_after.expect("a retry_after");
     assert!(near(retry_after, ms(5000)), "retry_after {retry_after:?}");

@@ -137,7 +137,10 @@ impl OutputRecord {
                 id: new_record_id(),
                 custom_id,
                 response: answer.as_ref().map(ResponseLine::of),
-                error: Some(RecordErrorLine { code, message }),
+                error: Some(RecordErrorLine {
+                    code: code.code(),
+                    message,
+                }),
             },
         };
         serde_json::to_string(&line)

@@ -4,7 +4,8 @@
 
 use super::booking::Unbookable;
 use super::lanes::{Lanes, recv_lane};
-use super::{DEADLINE_EXCEEDED, Engine, EngineExit, Event, Job, NO_ROUTE, Priority, Verdict, lock};
+use super::{Engine, EngineExit, Event, Job, Priority, Verdict, lock};
+use crate::retry::Failure;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -61,7 +62,7 @@ impl Engine {
                         drop(permit);
                         let verdict = Verdict::Failed {
                             answer: None,
-                            code: DEADLINE_EXCEEDED.into(),
+                            code: Failure::DeadlineExceeded,
                             message: format!(
                                 "no upstream capacity before the request's deadline; capacity expected in {:.1}s",
                                 retry_after.as_secs_f64()
@@ -73,7 +74,7 @@ impl Engine {
                         drop(permit);
                         let verdict = Verdict::Failed {
                             answer: None,
-                            code: "request_too_large".into(),
+                            code: Failure::RequestTooLarge,
                             message: err.to_string(),
                         };
                         self.finish(job, verdict, None, &sink).await;
@@ -82,7 +83,7 @@ impl Engine {
                         drop(permit);
                         let verdict = Verdict::Failed {
                             answer: None,
-                            code: NO_ROUTE.into(),
+                            code: Failure::NoRoute,
                             message,
                         };
                         self.finish(job, verdict, None, &sink).await;

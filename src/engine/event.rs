@@ -1,6 +1,6 @@
 //! What the engine reports as it goes: one record per attempt, and each finished request.
 
-use super::job::Finished;
+use super::finished::Finished;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 

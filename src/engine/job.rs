@@ -1,8 +1,10 @@
-//! A request as the engine handles it, and what comes out when it is finished.
+//! A request as the engine handles it: what it is, what it costs, where it waits and where its
+//! end goes. What comes out when it ends is [`super::finished`]'s. It must not know how a job
+//! is booked, sent or classified.
 
 use super::respond::Responder;
 use crate::batch::Endpoint;
-use crate::provider::usage::{Charge, Usage};
+use crate::provider::usage::Charge;
 use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;
 use crate::tokens::{self, Estimate};
@@ -60,8 +62,8 @@ pub struct Job {
     pub attempts: u32,
     /// Which queue it waits in.
     pub priority: Priority,
-    /// No attempt is sent after this time: a job that cannot go before it finishes with the
-    /// code [`DEADLINE_EXCEEDED`] and the time capacity is expected.
+    /// No attempt is sent after this time: a job that cannot go before it finishes with
+    /// [`crate::retry::Failure::DeadlineExceeded`] and the time capacity is expected.
     pub deadline: Option<Instant>,
     /// Relay mode: a 2xx answer is handed over live to the responder, never retried after.
     pub stream: bool,
@@ -80,9 +82,6 @@ pub struct Job {
     /// The key whose attempt failed last (5xx, overload, timeout): the retry prefers another.
     pub(crate) avoid: Option<usize>,
 }
-
-/// The code of a job finished because it could not be sent before its deadline.
-pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 impl Job {
     /// A job for `body` sent to `endpoint`, estimating its cost with `default_max_tokens` as
@@ -132,7 +131,7 @@ impl Job {
         }
     }
 
-    /// Deliver this job's end (a [`Finished`] or a live stream) to `responder` instead of the
+    /// Deliver this job's end (a [`super::Finished`] or a live stream) to `responder` instead of the
     /// engine's sink.
     pub fn with_responder(mut self, responder: Responder) -> Self {
         self.responder = Some(responder);
@@ -173,50 +172,4 @@ impl Job {
     pub fn charge(&self) -> Charge {
         Charge::new(self.endpoint, self.estimate.max_output_tokens)
     }
-}
-
-/// The provider's answer kept with a result.
-#[derive(Debug, Clone)]
-pub struct ProviderAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// The provider's id for the answer (its request-id header).
-    pub request_id: Option<String>,
-    /// The body as received.
-    pub body: Bytes,
-    /// The usage a successful answer reported.
-    pub usage: Option<Usage>,
-}
-
-/// How a request ended.
-#[derive(Debug, Clone)]
-pub enum Verdict {
-    /// The provider answered with success.
-    Succeeded(ProviderAnswer),
-    /// The request failed for good.
-    Failed {
-        /// The provider's last answer, if there was one.
-        answer: Option<ProviderAnswer>,
-        /// Stable error code (`insufficient_quota`, `max_attempts_exceeded`, ...).
-        code: String,
-        /// What went wrong, for people.
-        message: String,
-    },
-}
-
-/// A finished request, as the engine hands it to the output side.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// The request's id.
-    pub custom_id: String,
-    /// Attempts it took.
-    pub attempts: u32,
-    /// How it ended.
-    pub verdict: Verdict,
-    /// Time from the job's creation until its last attempt was sent (queue, quota and backoff).
-    pub waited: Duration,
-    /// For [`DEADLINE_EXCEEDED`]: how long until the request could have gone.
-    pub retry_after: Option<Duration>,
-    /// The last retryable failure, if any attempt failed.
-    pub last_retry: Option<RetryCause>,
 }

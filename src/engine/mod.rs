@@ -21,7 +21,8 @@
 //!   goes first among the batch jobs next time). So an interactive job waits behind at most the
 //!   interactive jobs ahead of it, never behind queued batch work.
 //! * **Deadlines** ([`Job::deadline`]): no attempt is sent after it. A reservation that would
-//!   go later is given back and the job finishes with [`DEADLINE_EXCEEDED`] and the time the
+//!   go later is given back and the job finishes with
+//!   [`Failure::DeadlineExceeded`](crate::retry::Failure::DeadlineExceeded) and the time the
 //!   quota says it could have gone ([`Finished::retry_after`]); a retry due after the deadline
 //!   finishes the same way.
 //! * **Result routes** ([`respond`]): a job may carry its own responder; its end goes there
@@ -32,6 +33,7 @@ mod booking;
 pub mod concurrency;
 mod dispatch;
 pub mod event;
+pub mod finished;
 pub mod job;
 mod lanes;
 pub mod queue;
@@ -44,7 +46,8 @@ use crate::retry::BackoffPolicy;
 use crate::upstream::{KeyPool, Upstream};
 use concurrency::Concurrency;
 pub use event::{AttemptRecord, Decision, Event};
-pub use job::{DEADLINE_EXCEEDED, Finished, Job, Priority, ProviderAnswer, Verdict};
+pub use finished::{Finished, ProviderAnswer, Verdict};
+pub use job::{Job, Priority};
 use lanes::Lanes;
 use queue::DelayedQueue;
 use rand::SeedableRng;
@@ -56,9 +59,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-
-/// The code of a job whose model no key in rotation serves.
-pub const NO_ROUTE: &str = "model_not_routed";
 
 /// How often the concurrency bound's target rate is recomputed from the quotas.
 const TARGET_REFRESH: Duration = Duration::from_millis(100);
@@ -233,7 +233,7 @@ impl Engine {
     ) {
         match &verdict {
             Verdict::Succeeded(_) => Stats::incr(&self.stats.succeeded),
-            Verdict::Failed { code, .. } => self.stats.record_failure(code),
+            Verdict::Failed { code, .. } => self.stats.record_failure(code.code()),
         }
         let finished = Finished {
             waited: job.waited(Instant::now()),

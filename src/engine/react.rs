@@ -6,13 +6,11 @@
 
 use super::concurrency::Signal;
 use super::stats::Stats;
-use super::{
-    AttemptRecord, DEADLINE_EXCEEDED, Decision, Engine, Job, ProviderAnswer, Verdict, Waits, lock,
-};
+use super::{AttemptRecord, Decision, Engine, Job, ProviderAnswer, Verdict, Waits, lock};
 use crate::provider::headers::{self, parse_limit_headers};
 use crate::provider::usage::{Usage, usage_of_body};
 use crate::quota::{Dimension, LimitSnapshot};
-use crate::retry::{self, AttemptResult, Outcome, RetryCause};
+use crate::retry::{self, AttemptResult, Failure, Outcome, RetryCause};
 use crate::upstream::{Pick, Reply, TransportError};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -87,7 +85,7 @@ impl Engine {
                 LimitSnapshot::default()
             }
         };
-        let (outcome, usage) = classify(&result);
+        let (outcome, usage) = outcome_of(&result);
         let status = result.as_ref().map(|r| r.status).ok();
         if let Some(status) = status {
             self.check_first_answers(job, pick, status);
@@ -127,19 +125,16 @@ impl Engine {
                 };
                 self.on_retryable(job, pick, context, &mut record, sent.latency, now)
             }
-            Outcome::Final {
-                code,
-                message,
-                key_unusable,
-            } => {
+            Outcome::Final { failure, message } => {
                 self.concurrency.record(Signal::Answered, sent.latency, now);
-                record.cause = Some(code.clone());
+                record.cause = Some(failure.code().to_string());
+                let key_unusable = failure.removes_key();
                 let removed = key_unusable
                     && self
                         .pool
-                        .remove(pick.key_index, &format!("{code}: {message}"));
+                        .remove(pick.key_index, &format!("{failure}: {message}"));
                 if removed {
-                    tracing::warn!(key = %record.key, code = %code, message = %message, "API key removed from rotation");
+                    tracing::warn!(key = %record.key, code = %failure, message = %message, "API key removed from rotation");
                 }
                 if key_unusable && self.pool.active() > 0 {
                     record.decision = Decision::RetryOtherKey;
@@ -149,7 +144,7 @@ impl Engine {
                     Next::Finish {
                         verdict: Verdict::Failed {
                             answer: answer.clone(),
-                            code,
+                            code: failure,
                             message,
                         },
                         retry_after: None,
@@ -168,7 +163,7 @@ impl Engine {
                 Next::Finish {
                     verdict: Verdict::Failed {
                         answer,
-                        code: DEADLINE_EXCEEDED.into(),
+                        code: Failure::DeadlineExceeded,
                         message,
                     },
                     retry_after: Some(due.saturating_duration_since(now)),
@@ -345,7 +340,7 @@ impl Engine {
             Next::Finish {
                 verdict: Verdict::Failed {
                     answer,
-                    code: "max_attempts_exceeded".into(),
+                    code: Failure::MaxAttemptsExceeded,
                     message,
                 },
                 retry_after: None,
@@ -401,9 +396,9 @@ struct RetryContext<'a> {
     transport: Option<&'a TransportError>,
 }
 
-/// Classify an attempt; a success also yields its usage. A 2xx whose body is not complete
-/// JSON was cut short and is retried.
-pub(super) fn classify(result: &Result<Reply, TransportError>) -> (Outcome, Option<Usage>) {
+/// The outcome of an attempt ([`retry::classify`]); a success also yields its usage. A 2xx
+/// whose body is not complete JSON was cut short and is retried.
+pub(super) fn outcome_of(result: &Result<Reply, TransportError>) -> (Outcome, Option<Usage>) {
     match result {
         Ok(reply) => {
             if (200..300).contains(&reply.status) {

@@ -14,7 +14,7 @@
 //! The engine checks [`Responder::is_closed`] before booking and again before sending, so a
 //! job whose caller has gone is dropped without using the quota.
 
-use super::job::Finished;
+use super::finished::Finished;
 use super::stats::Stats;
 use crate::provider::usage::{Charge, Usage};
 use crate::quota::Dimension;

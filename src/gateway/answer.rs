@@ -10,8 +10,8 @@
 
 use super::errors::{ApiError, retry_after_headers};
 use crate::batch::Endpoint;
-use crate::engine::{DEADLINE_EXCEEDED, Finished, NO_ROUTE, ProviderAnswer, Verdict};
-use crate::retry::RetryCause;
+use crate::engine::{Finished, ProviderAnswer, Verdict};
+use crate::retry::{Failure, RetryCause};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
@@ -58,7 +58,7 @@ pub fn relay(answer: &ProviderAnswer) -> Response {
 /// How a finished request to `endpoint` is answered, and a short word for the access log. The
 /// gateway's own errors take the shape of the endpoint's API (Anthropic's on `/v1/messages`).
 pub fn respond(finished: &Finished, endpoint: Endpoint) -> (Response, String) {
-    let (answer, code, message) = match &finished.verdict {
+    let (answer, failure, message) = match &finished.verdict {
         Verdict::Succeeded(answer) => return (relay(answer), "ok".into()),
         Verdict::Failed {
             answer,
@@ -66,12 +66,13 @@ pub fn respond(finished: &Finished, endpoint: Endpoint) -> (Response, String) {
             message,
         } => (answer, code, message),
     };
+    let wait = finished.retry_after.unwrap_or_default();
     let error = match answer {
         Some(answer) if matches!(answer.status, 401 | 403) => ApiError::bad_gateway(
             "the provider refused the gateway's upstream key; it was taken out of rotation".into(),
         ),
-        Some(answer) if code == DEADLINE_EXCEEDED && answer.status == 429 => {
-            ApiError::rate_limited(message.clone(), finished.retry_after.unwrap_or_default())
+        Some(answer) if *failure == Failure::DeadlineExceeded && answer.status == 429 => {
+            ApiError::rate_limited(message.clone(), wait)
         }
         Some(answer) => {
             let mut response = relay(answer);
@@ -80,31 +81,35 @@ pub fn respond(finished: &Finished, endpoint: Endpoint) -> (Response, String) {
                     response.headers_mut().insert(name, value);
                 }
             }
-            return (response, code.clone());
+            return (response, failure.to_string());
         }
-        None if code == NO_ROUTE => ApiError::bad_request(message.clone(), Some("model_not_found")),
-        None if code == "request_too_large" => {
-            ApiError::bad_request(message.clone(), Some("request_too_large"))
-        }
-        None => match finished.last_retry {
-            Some(RetryCause::Timeout | RetryCause::RequestTimeout) => {
+        None => match failure.http_status(finished.last_retry) {
+            400 => {
+                let code = match failure {
+                    Failure::NoRoute => "model_not_found",
+                    _ => "request_too_large",
+                };
+                ApiError::bad_request(message.clone(), Some(code))
+            }
+            504 => {
                 ApiError::gateway_timeout(format!("the provider did not answer in time: {message}"))
             }
-            Some(RetryCause::Connection | RetryCause::Truncated) => {
+            429 => ApiError::rate_limited(
+                format!(
+                    "Rate limit reached: no capacity within the request's max wait. Please try again in {:.3}s.",
+                    wait.as_secs_f64()
+                ),
+                wait,
+            ),
+            _ if matches!(
+                finished.last_retry,
+                Some(RetryCause::Connection | RetryCause::Truncated)
+            ) =>
+            {
                 ApiError::bad_gateway(format!("the provider could not be reached: {message}"))
-            }
-            _ if code == DEADLINE_EXCEEDED => {
-                let wait = finished.retry_after.unwrap_or_default();
-                ApiError::rate_limited(
-                    format!(
-                        "Rate limit reached: no capacity within the request's max wait. Please try again in {:.3}s.",
-                        wait.as_secs_f64()
-                    ),
-                    wait,
-                )
             }
             _ => ApiError::bad_gateway(message.clone()),
         },
     };
-    (error.into_endpoint_response(endpoint), code.clone())
+    (error.into_endpoint_response(endpoint), failure.to_string())
 }

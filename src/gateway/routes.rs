@@ -187,7 +187,7 @@ fn finish_endpoint_error(log: RequestLog, err: ApiError, endpoint: Endpoint) -> 
 }
 
 /// What a proxied request ends in before the access log is written.
-enum Outcome {
+enum Proxied {
     /// A complete response.
     Whole(Response, String),
     /// A live stream to relay.
@@ -213,11 +213,11 @@ async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body
     let mut log = RequestLog::new(route, Arc::clone(&client.name));
     match handle(&app, endpoint, &client, &headers, body, &mut log).await {
         Err(err) => finish_endpoint_error(log, err, endpoint),
-        Ok(Outcome::Whole(response, outcome)) => {
+        Ok(Proxied::Whole(response, outcome)) => {
             log.finish(response.status().as_u16(), &outcome);
             response
         }
-        Ok(Outcome::Live(live)) => {
+        Ok(Proxied::Live(live)) => {
             let Live {
                 stream,
                 strip_usage,
@@ -343,7 +343,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     log: &mut RequestLog,
-) -> Result<Outcome, ApiError> {
+) -> Result<Proxied, ApiError> {
     let bytes = read_body(app, headers, body).await?;
     let mut object = parse_json(&bytes)?;
     log.priority = priority(headers)?;
@@ -448,7 +448,7 @@ async fn handle(
             log.queued = stream.waited;
             app.live.request(&client.name, stream.waited);
             metrics::queue_wait(log.priority, stream.waited);
-            Ok(Outcome::Live(Box::new(Live {
+            Ok(Proxied::Live(Box::new(Live {
                 stream,
                 strip_usage,
                 ticket,
@@ -470,7 +470,7 @@ async fn handle(
             }
             let (mut response, outcome) = answer::respond(&finished, endpoint);
             status_headers(&mut response, finished.waited, finished.attempts);
-            Ok(Outcome::Whole(response, outcome))
+            Ok(Proxied::Whole(response, outcome))
         }
     }
 }

@@ -419,13 +419,9 @@ mod tests {
         ];
         for (status, kind, message, code, unusable) in finals {
             match outcome(status, kind, message) {
-                Outcome::Final {
-                    code: c,
-                    key_unusable,
-                    ..
-                } => {
+                Outcome::Final { failure, .. } => {
                     assert_eq!(
-                        (c.as_str(), key_unusable),
+                        (failure.code(), failure.removes_key()),
                         (code, unusable),
                         "{status} {kind}"
                     );

@@ -184,10 +184,7 @@ mod tests {
         });
         assert!(matches!(
             unusable,
-            Outcome::Final {
-                key_unusable: true,
-                ..
-            }
+            Outcome::Final { failure, .. } if failure.removes_key()
         ));
     }
 }

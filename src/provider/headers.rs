@@ -384,6 +384,7 @@ mod tests {
         assert_eq!(should_retry(said("true")), Some(true));
         assert_eq!(should_retry(said("false")), Some(false));
         assert_eq!(should_retry(said("yes")), None);
+        assert_eq!(should_retry(said("TRUE")), None);
         assert_eq!(should_retry(|_| None), None);
     }
 }

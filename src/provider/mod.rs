@@ -33,6 +33,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod compatible;
+pub mod error_body;
 pub mod headers;
 pub mod openai;
 pub mod usage;

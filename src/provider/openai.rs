@@ -200,13 +200,9 @@ mod tests {
         ];
         for (status, body, code, unusable) in finals {
             match outcome(status, body) {
-                Outcome::Final {
-                    code: c,
-                    key_unusable,
-                    ..
-                } => {
+                Outcome::Final { failure, .. } => {
                     assert_eq!(
-                        (c.as_str(), key_unusable),
+                        (failure.code(), failure.removes_key()),
                         (code, unusable),
                         "{status} {body}"
                     );

@@ -1,6 +1,7 @@
 //! The report's figures, read from a job's state into one serializable model. The HTML page
 //! draws it and embeds it whole as JSON, so tests (and scripts) read the figures, not pixels.
 
+use crate::retry::Failure;
 use crate::store::keys::{self, KeyLimit, KeyRemoval};
 use crate::store::report::{self, JobStatus};
 use crate::store::state::RequestState;
@@ -169,8 +170,8 @@ pub struct KeyFigures {
 pub struct FailureRow {
     /// Its id.
     pub custom_id: String,
-    /// The error code.
-    pub code: String,
+    /// How it failed (serialized as its code).
+    pub code: Failure,
     /// The error message.
     pub message: String,
     /// Attempts made.
@@ -422,7 +423,7 @@ fn series(rows: &[Row], keys: &[String], start: i64, end: i64, token_data: bool)
             retries.entry(cause()).or_insert_with(|| vec![0; n])[e] += 1;
         } else if r.decision.is_final_failure() {
             let code = if r.decision == Decided::GaveUp {
-                "max_attempts_exceeded".to_string()
+                Failure::MaxAttemptsExceeded.to_string()
             } else {
                 cause()
             };
@@ -647,7 +648,7 @@ fn failures(store: &Store) -> Result<(Vec<FailureRow>, u64), StoreError> {
             .unwrap_or_default();
         out.push(FailureRow {
             custom_id,
-            code,
+            code: Failure::from(code.as_str()),
             message,
             attempts: attempts.max(0) as u64,
         });

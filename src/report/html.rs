@@ -603,7 +603,7 @@ fn failures_table(out: &mut String, d: &ReportData) {
             out,
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"msg\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&f.custom_id),
-            esc(&f.code),
+            esc(f.code.code()),
             esc(&f.message),
             f.attempts
         );

@@ -14,7 +14,8 @@ use super::results;
 use super::state::RequestState;
 use super::{Store, StoreError, now_ms};
 use crate::batch::{MessageBatchResult, OutputError, OutputFormat, OutputRecord, ProviderResponse};
-use crate::engine::{DEADLINE_EXCEEDED, Event, Finished, Verdict};
+use crate::engine::{Event, Finished, Verdict};
+use crate::retry::Failure;
 use rusqlite::{OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -365,7 +366,7 @@ type LineParts = (serde_json::Result<String>, RequestState, Option<String>);
 fn openai_line(custom_id: String, verdict: Verdict) -> LineParts {
     let (state, error_code) = match &verdict {
         Verdict::Succeeded(_) => (RequestState::Done, None),
-        Verdict::Failed { code, .. } => (RequestState::Failed, Some(code.clone())),
+        Verdict::Failed { code, .. } => (RequestState::Failed, Some(code.to_string())),
     };
     (
         OutputRecord::line_from_verdict(&custom_id, &verdict),
@@ -385,10 +386,13 @@ fn anthropic_line(custom_id: String, verdict: Verdict) -> LineParts {
             RequestState::Done,
             None,
         ),
-        Verdict::Failed { code, .. } if code == DEADLINE_EXCEEDED => (
+        Verdict::Failed {
+            code: code @ Failure::DeadlineExceeded,
+            ..
+        } => (
             MessageBatchResult::expired(custom_id),
             RequestState::Failed,
-            Some(code),
+            Some(code.to_string()),
         ),
         Verdict::Failed {
             answer,
@@ -397,9 +401,9 @@ fn anthropic_line(custom_id: String, verdict: Verdict) -> LineParts {
         } => {
             let body = answer.map(|a| ProviderResponse::body_from_bytes(&a.body));
             (
-                MessageBatchResult::errored(custom_id, body, &code, &message),
+                MessageBatchResult::errored(custom_id, body, code.code(), &message),
                 RequestState::Failed,
-                Some(code),
+                Some(code.to_string()),
             )
         }
     };
