@@ -1,5 +1,6 @@
 //! Learning a limit nobody states: a provider that tells only what is left of a dimension
-//! (Azure OpenAI sends `x-ratelimit-remaining-*` without the limit or the reset).
+//! (Azure OpenAI says what is left, never the limit or when it resets; the provider module reads
+//! that into the same neutral snapshot as every other answer, with no limit in it).
 //!
 //! Between two answers the provider's bucket refilled by what it reports more (or less) left
 //! plus what was admitted in between: `refill = left_j − left_i + admitted(i, j]`. A bucket
