@@ -45,7 +45,8 @@
 //! failure). It never reads a header. Two settings run: the cookbook one (W = 10, 15 s sleep) and
 //! a tuned one (W from Little's law for the known rate and latency, 1 s sleep).
 
-use paceline::batch::{Endpoint, InputFormat, InputSpec, OutputFormat};
+use paceline::api::Endpoint;
+use paceline::batch::{InputFormat, InputSpec, OutputFormat};
 use paceline::engine::EngineConfig;
 use paceline::progress::Display;
 use paceline::provider::Provider;

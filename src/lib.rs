@@ -5,6 +5,7 @@
 //! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider (the `paceline-mock` crate) shares no code path with the client side.
 //! See `ARCHITECTURE.md` for the module map.
 
+pub mod api;
 pub mod batch;
 pub mod cli;
 pub mod config;

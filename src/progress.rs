@@ -348,7 +348,7 @@ mod tests {
         // A (key, model) quota exists once a request for the model was booked.
         let want = crate::upstream::Want {
             model: "gpt-4o-mini",
-            endpoint: crate::batch::Endpoint::ChatCompletions,
+            endpoint: crate::api::Endpoint::ChatCompletions,
             avoid: None,
         };
         assert!(

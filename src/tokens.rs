@@ -19,7 +19,7 @@
 //! cost ~24 MB resident against ~54 MB, its counting allocates nothing, and it counts a short
 //! prompt ~30× faster. A test holds the two to the same counts.
 
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tiktoken::CoreBpe;

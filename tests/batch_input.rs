@@ -3,9 +3,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use paceline::api::Endpoint;
 use paceline::batch::{
-    BatchRequest, Endpoint, InputError, InputFormat, InputReader, InputSpec, LineError,
-    ValidationReport, validate, write_errors_file,
+    BatchRequest, InputError, InputFormat, InputReader, InputSpec, LineError, ValidationReport,
+    validate, write_errors_file,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};

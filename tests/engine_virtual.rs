@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use paceline::batch::Endpoint;
+use paceline::api::Endpoint;
 use paceline::engine::respond::{Delivery, Responder};
 use paceline::engine::{Engine, EngineConfig, EngineExit, Event, Finished, Job, Priority, Verdict};
 use paceline::provider::Provider;

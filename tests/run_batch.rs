@@ -656,7 +656,7 @@ async fn embeddings_and_responses_endpoints_run_too() {
     let reserved: u64 = lines
         .iter()
         .map(|l| {
-            let endpoint: paceline::batch::Endpoint =
+            let endpoint: paceline::api::Endpoint =
                 l["url"].as_str().unwrap().parse().expect("endpoint");
             paceline::tokens::estimate(endpoint, &l["body"], 4096).total()
         })

@@ -7,7 +7,7 @@
 //! A failing cell prints its name, its seed and the command that replays it alone:
 //! `SIM_CELL='<name>' SIM_SEED=<seed> cargo test --test simulation -- matrix --nocapture`.
 
-use paceline::batch::Endpoint;
+use paceline::api::Endpoint;
 use paceline::engine::{Engine, EngineConfig, Event, Job, Verdict};
 use paceline::provider::Provider;
 use paceline::quota::{Dimension, LimitSpec, QuotaConfig};

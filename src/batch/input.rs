@@ -12,8 +12,9 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 
+use crate::api::Endpoint;
 use crate::batch::error::{InputError, LineError};
-use crate::batch::request::{BatchRequest, Endpoint, parse_json_object};
+use crate::batch::request::{BatchRequest, parse_json_object};
 use crate::batch::template::{Template, UnknownPlaceholder};
 
 /// The shape of the input file.

@@ -1,7 +1,7 @@
 //! Batch input and output: reading and validating the requests of `paceline run`, and writing
 //! their results in the OpenAI Batch API output format.
 //!
-//! - [`request`]: the validated request ([`BatchRequest`]) and its [`Endpoint`].
+//! - [`request`]: the validated request ([`BatchRequest`]), going to a [`crate::api::Endpoint`].
 //! - [`input`]: format detection and the streaming [`InputReader`].
 //! - [`template`]: `{field}` prompt templates for the lines/records/CSV input modes.
 //! - [`validate()`]: the whole-file validation pass and its [`ValidationReport`].
@@ -22,6 +22,6 @@ pub use anthropic::{BatchResult, MessageBatchResult};
 pub use error::{InputError, LineError, OutputError};
 pub use input::{InputFormat, InputReader, InputSpec};
 pub use output::{OutputFormat, OutputRecord, ProviderResponse, RecordError};
-pub use request::{BatchRequest, Endpoint};
+pub use request::BatchRequest;
 pub use template::{Template, TemplateError, UnknownPlaceholder};
 pub use validate::{ValidationReport, validate, write_errors_file};

@@ -1,6 +1,7 @@
 //! `paceline run`: arguments and glue for the batch runner.
 
-use crate::batch::{Endpoint, InputFormat, InputSpec, OutputFormat};
+use crate::api::Endpoint;
+use crate::batch::{InputFormat, InputSpec, OutputFormat};
 use crate::config::{self, Config};
 use crate::engine::EngineConfig;
 use crate::progress::Display;

@@ -278,7 +278,7 @@ pub async fn work(
                 continue;
             }
             let (Some(endpoint), Ok(body)) = (
-                crate::batch::Endpoint::from_path(&path),
+                crate::api::Endpoint::from_path(&path),
                 serde_json::from_str::<serde_json::Value>(&body),
             ) else {
                 continue;

@@ -3,7 +3,7 @@
 //! is booked, sent or classified.
 
 use super::respond::Responder;
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::provider::usage::Charge;
 use crate::quota::{Cost, Dimension};
 use crate::retry::RetryCause;

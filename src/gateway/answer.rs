@@ -9,7 +9,7 @@
 //! without the provider's message, which may quote part of that key.
 
 use super::errors::{ApiError, retry_after_headers};
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::engine::{Finished, ProviderAnswer, Verdict};
 use crate::retry::{Failure, RetryCause};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};

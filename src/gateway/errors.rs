@@ -172,8 +172,8 @@ impl ApiError {
 
     /// The error in the shape of `endpoint`'s API: Anthropic's for `/v1/messages`, else
     /// OpenAI's.
-    pub fn into_endpoint_response(self, endpoint: crate::batch::Endpoint) -> Response {
-        if endpoint == crate::batch::Endpoint::Messages {
+    pub fn into_endpoint_response(self, endpoint: crate::api::Endpoint) -> Response {
+        if endpoint == crate::api::Endpoint::Messages {
             self.into_anthropic_response()
         } else {
             self.into_response()

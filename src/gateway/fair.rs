@@ -179,7 +179,7 @@ pub async fn feed(queue: std::sync::Arc<FairQueue>, priority: Priority, lane: mp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Endpoint;
+    use crate::api::Endpoint;
     use serde_json::json;
 
     fn job(id: &str) -> Job {

@@ -13,7 +13,7 @@ use super::clients::{Client, ClientTicket, Refusal};
 use super::errors::ApiError;
 use super::relay::Relay;
 use super::{App, metrics, status_page};
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
 use crate::engine::{Job, Priority};
 use crate::provider::usage::Charge;

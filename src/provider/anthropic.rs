@@ -20,7 +20,7 @@
 use super::Spec;
 use super::headers::{Field, LimitHeader};
 use super::usage::{StreamUsageEvent, Usage, UsageFields};
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::quota::Dimension;
 use serde_json::Value;
 

@@ -39,7 +39,7 @@ pub mod openai;
 pub mod usage;
 pub mod values;
 
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use headers::LimitHeader;
 use std::fmt;
 use std::str::FromStr;

@@ -16,7 +16,7 @@
 use super::Spec;
 use super::headers::{Field, LimitHeader};
 use super::usage::UsageFields;
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::quota::Dimension;
 
 /// OpenAI's public API, the base URL used when none is given.

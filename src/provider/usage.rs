@@ -9,7 +9,7 @@
 //! It must not know the quota's arithmetic or any transport.
 
 use super::Provider;
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::quota::{Cost, Dimension};
 use serde_json::Value;
 

@@ -15,7 +15,7 @@
 use super::client::Upstream;
 use super::key::ApiKey;
 use super::shared::{QuotaSharing, SharedQuota};
-use crate::batch::Endpoint;
+use crate::api::Endpoint;
 use crate::quota::{Cost, Dimension, Quota, QuotaConfig, QuotaError, Reservation};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
