@@ -21,5 +21,6 @@ pub mod runner;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod tokens;
 pub mod upstream;

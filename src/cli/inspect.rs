@@ -1,8 +1,8 @@
 //! `paceline inspect PATH CUSTOM_ID`: the whole attempt history of one request.
 
-use crate::cli::status::when;
 use crate::store::report::{self, RequestHistory};
 use crate::store::{self, Store};
+use crate::time::local_time as when;
 use clap::Args;
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ use crate::provider::Provider;
 use crate::quota::QuotaConfig;
 use crate::retry::BackoffPolicy;
 use crate::runner::{self, RunError, RunPlan};
+use crate::time::parse_duration;
 use crate::tokens::DEFAULT_MAX_TOKENS;
 use crate::upstream::{ApiKey, DEFAULT_BASE_URL, Upstream};
 use anyhow::Context;
@@ -188,18 +189,6 @@ pub struct RunArgs {
     /// With --job: deliveries of one request before it fails with max_deliveries_exceeded.
     #[arg(long, default_value_t = 5)]
     pub max_deliveries: u64,
-}
-
-/// Parse `600s`, `2m`, `1500ms`, `1h`, or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    crate::provider::values::parse_go_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration (examples: 30s, 2m, 1500ms)"))
 }
 
 impl InputArgs {
@@ -434,18 +423,4 @@ async fn shared_job(
         }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("600s"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert!(parse_duration("soon").is_err());
-    }
 }

@@ -3,6 +3,7 @@
 
 use crate::store::report::{self, JobStatus, Phase};
 use crate::store::{self, Store};
+use crate::time::local_time as when;
 use clap::Args;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,17 +24,6 @@ pub struct StatusArgs {
     /// A job shared through Redis: its name (with --redis).
     #[arg(long, requires = "redis")]
     pub job: Option<String>,
-}
-
-/// A timestamp (ms since the epoch) in local time.
-pub(crate) fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn percent(part: u64, whole: u64) -> f64 {

@@ -292,7 +292,7 @@ fn duration(
 ) -> Result<Duration, GatewayConfigError> {
     match value {
         None => Ok(default),
-        Some(text) => crate::cli::run::parse_duration(text).map_err(|m| invalid(field, m)),
+        Some(text) => crate::time::parse_duration(text).map_err(|m| invalid(field, m)),
     }
 }
 

@@ -306,7 +306,7 @@ fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
 fn max_wait(app: &App, headers: &HeaderMap) -> Result<Duration, ApiError> {
     match headers.get("x-paceline-max-wait") {
         None => Ok(app.config.max_wait),
-        Some(v) => crate::cli::run::parse_duration(v.to_str().unwrap_or(""))
+        Some(v) => crate::time::parse_duration(v.to_str().unwrap_or(""))
             .map_err(|m| ApiError::bad_request(format!("x-paceline-max-wait: {m}"), None)),
     }
 }

@@ -390,7 +390,7 @@ fn ms_label(ms: u64) -> String {
 }
 
 fn when(ms: i64) -> String {
-    crate::cli::status::when(ms)
+    crate::time::local_time(ms)
 }
 
 fn tile(out: &mut String, value: &str, label: &str, bad: bool) {

@@ -75,7 +75,7 @@ impl StateLock {
                 });
             }
         }
-        let started = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let started = crate::time::local_time_now();
         let note = format!("pid {}, running since {started}\n", std::process::id());
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
