@@ -2,7 +2,7 @@
 
 use crate::api::Endpoint;
 use crate::batch::{InputFormat, InputSpec, OutputFormat};
-use crate::config::{self, Config};
+use crate::config::{self, RunConfig};
 use crate::engine::EngineConfig;
 use crate::progress::Display;
 use crate::provider::Provider;
@@ -248,7 +248,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Keys from --config, else --api-key-env, else OPENAI_API_KEY.
 fn keys(
     args: &RunArgs,
-    config: &Config,
+    config: &RunConfig,
     provider: Provider,
 ) -> anyhow::Result<Vec<(ApiKey, QuotaConfig)>> {
     let flag_limits = args.pacing.limits();
@@ -307,8 +307,8 @@ pub fn finish(result: Result<runner::RunReport, RunError>) -> anyhow::Result<Exi
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
     let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+        Some(path) => RunConfig::load(path)?,
+        None => RunConfig::default(),
     };
     let chosen = args.provider.or(config.provider);
     let base_url = match (args.base_url.clone().or(config.base_url.clone()), chosen) {
@@ -365,7 +365,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `run --redis URL --job NAME`: work on a job shared through Redis.
 async fn shared_job(
     args: &RunArgs,
-    config: &Config,
+    config: &RunConfig,
     job: &str,
     upstream: Upstream,
     keys: Vec<(ApiKey, QuotaConfig)>,

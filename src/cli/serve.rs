@@ -1,8 +1,8 @@
 //! `paceline serve`: arguments and glue for the gateway. Flags fill or override the fields of
 //! the `--config` file; the result is validated once.
 
-use crate::gateway::config::{RawConfig, RawKey};
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::config::{RawConfig, RawKey};
+use crate::gateway::{Gateway, GatewayConfig, RawGatewayConfig};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,26 +57,41 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The config file as written, with the flags applied over it.
-    pub fn raw_config(&self) -> anyhow::Result<RawConfig> {
+    /// The config file as written, with the flags applied over it (each recorded, so that an
+    /// error names the flag that wrote a wrong value).
+    pub fn raw_config(&self) -> anyhow::Result<RawGatewayConfig> {
         let mut raw = match &self.config {
-            Some(path) => RawConfig::load(path)?,
-            None => RawConfig::default(),
+            Some(path) => RawGatewayConfig::load(path)?,
+            None => RawGatewayConfig::default(),
         };
-        let set = |field: &mut Option<String>, flag: &Option<String>| {
+        let mut written = Vec::new();
+        for (field, flag, key, name) in [
+            (&mut raw.listen, &self.listen, "listen", "--listen"),
+            (&mut raw.upstream, &self.upstream, "upstream", "--upstream"),
+            (&mut raw.provider, &self.provider, "provider", "--provider"),
+            (
+                &mut raw.api_version,
+                &self.api_version,
+                "api_version",
+                "--api-version",
+            ),
+            (&mut raw.max_wait, &self.max_wait, "max_wait", "--max-wait"),
+            (&mut raw.timeout, &self.timeout, "timeout", "--timeout"),
+            (
+                &mut raw.drain_timeout,
+                &self.drain_timeout,
+                "drain_timeout",
+                "--drain-timeout",
+            ),
+        ] {
             if flag.is_some() {
                 field.clone_from(flag);
+                written.push((key, name));
             }
-        };
-        set(&mut raw.listen, &self.listen);
-        set(&mut raw.upstream, &self.upstream);
-        set(&mut raw.provider, &self.provider);
-        set(&mut raw.api_version, &self.api_version);
-        set(&mut raw.max_wait, &self.max_wait);
-        set(&mut raw.timeout, &self.timeout);
-        set(&mut raw.drain_timeout, &self.drain_timeout);
+        }
         if self.workers.is_some() {
             raw.workers = self.workers;
+            written.push(("workers", "--workers"));
         }
         if !self.api_key_env.is_empty() {
             raw.keys = self
@@ -88,6 +103,7 @@ impl ServeArgs {
                     tpm: self.tpm,
                 })
                 .collect();
+            written.push(("keys", "--api-key-env"));
         } else if raw.keys.is_empty() && (self.rpm.is_some() || self.tpm.is_some()) {
             raw.keys = vec![RawKey {
                 env: "OPENAI_API_KEY".into(),
@@ -95,13 +111,16 @@ impl ServeArgs {
                 tpm: self.tpm,
             }];
         }
+        for (key, flag) in written {
+            raw.provenance.set_by_flag(key, flag);
+        }
         Ok(raw)
     }
 }
 
 /// Start the gateway, print `listening on http://ADDR`, serve until SIGTERM, then drain.
 /// `raw` is [`ServeArgs::raw_config`], read by the caller (it sizes the runtime).
-pub async fn run(args: ServeArgs, raw: RawConfig) -> anyhow::Result<ExitCode> {
+pub async fn run(args: ServeArgs, raw: RawGatewayConfig) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init_json(args.log_file.as_deref())?;
     let shared = args.redis.connect(raw.redis.as_ref()).await?;
     let config = GatewayConfig::try_from(raw)?;
@@ -144,5 +163,19 @@ mod tests {
         assert_eq!(config.keys[1].env, "B");
         assert_eq!(config.max_wait, std::time::Duration::from_secs(5));
         assert_eq!(config.upstream, "http://127.0.0.1:9/v1");
+    }
+
+    #[test]
+    fn a_wrong_value_names_the_flag_that_wrote_it() {
+        let w = Wrapper::try_parse_from(["serve", "--max-wait", "soon", "--api-key-env", "sk-x"])
+            .unwrap();
+        let err = GatewayConfig::try_from(w.args.raw_config().unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with("--api-key-env: "), "{err}");
+        let w = Wrapper::try_parse_from(["serve", "--max-wait", "soon"]).unwrap();
+        let err = GatewayConfig::try_from(w.args.raw_config().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--max-wait: \"soon\" is not a duration (examples: 30s, 2m, 1500ms)"
+        );
     }
 }

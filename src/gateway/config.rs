@@ -1,6 +1,7 @@
-//! The gateway's configuration: the TOML file as written ([`RawConfig`], which command-line
-//! flags may override field by field), validated into [`GatewayConfig`] with `TryFrom`, so every
-//! mistake is reported with the file and the field.
+//! The gateway's configuration: the TOML file as written ([`RawGatewayConfig`], which
+//! command-line flags may override field by field, recording that they did), validated into
+//! [`GatewayConfig`] with `TryFrom`, the same path as `run`'s (`crate::config`): every mistake
+//! is a [`ConfigError`] naming the file, the line and the key, or the flag that wrote it.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
@@ -41,14 +42,18 @@
 //!
 //! `provider` and `api_version` at the top level say how to speak to `upstream` (default:
 //! inferred from its URL).
+//!
+//! It must not know how the gateway serves: only what the file and flags say, checked.
 
-use crate::config::{KeySource, limits};
+use crate::config::{
+    self, ConfigError, KeySource, Provenance, RawConfig, RawKey, RedisSection, check_env_name,
+    check_http_url, limits,
+};
 use crate::provider::Provider;
 use crate::quota::QuotaConfig;
 use crate::upstream::DEFAULT_BASE_URL;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default listen address.
@@ -58,10 +63,11 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Default request body limit, in MB.
 pub const DEFAULT_BODY_LIMIT_MB: u64 = 32;
 
-/// The configuration as written (every field optional); flags fill or override its fields.
+/// The configuration as written (every field optional); flags fill or override its fields and
+/// record that they did in [`RawGatewayConfig::provenance`].
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub struct RawGatewayConfig {
     /// `listen`.
     pub listen: Option<String>,
     /// `upstream`: the provider's base URL.
@@ -95,8 +101,11 @@ pub struct RawConfig {
     /// `[[models]]`.
     #[serde(default)]
     pub models: Vec<RawModel>,
-    /// `[redis]`: distributed mode (see [`crate::config::RedisSection`]).
-    pub redis: Option<crate::config::RedisSection>,
+    /// `[redis]`: distributed mode.
+    pub redis: Option<RedisSection>,
+    /// Where the values were written: the file, and the keys flags wrote over it.
+    #[serde(skip)]
+    pub provenance: Provenance,
 }
 
 /// A `[[models]]` entry as written.
@@ -145,18 +154,6 @@ pub struct Deployment {
     pub api_version: Option<String>,
     /// Its key and limits.
     pub key: KeySource,
-}
-
-/// One `[[keys]]` entry as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKey {
-    /// Environment variable holding the key.
-    pub env: String,
-    /// Requests per minute.
-    pub rpm: Option<u64>,
-    /// Tokens per minute.
-    pub tpm: Option<u64>,
 }
 
 /// One `[[clients]]` entry as written.
@@ -229,48 +226,13 @@ pub struct GatewayConfig {
 /// switches and a third more CPU time per request), so it pays only past that.
 pub const DEFAULT_WORKERS: usize = 1;
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayConfigError {
-    /// The file cannot be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not TOML of the expected shape.
-    #[error("config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is wrong.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The field (`max_wait`, `clients[1].key_env`, ...).
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
+impl RawConfig for RawGatewayConfig {
+    fn provenance_mut(&mut self) -> &mut Provenance {
+        &mut self.provenance
+    }
 }
 
-impl RawConfig {
-    /// Read a file as written.
-    pub fn load(path: &Path) -> Result<Self, GatewayConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GatewayConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| GatewayConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    }
-
+impl RawGatewayConfig {
     /// Threads serving requests: `workers`, else [`DEFAULT_WORKERS`] (a 0 is refused by the
     /// conversion to [`GatewayConfig`]).
     pub fn workers(&self) -> usize {
@@ -278,98 +240,60 @@ impl RawConfig {
     }
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> GatewayConfigError {
-    GatewayConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
+impl TryFrom<RawGatewayConfig> for GatewayConfig {
+    type Error = ConfigError;
 
-fn duration(
-    field: &str,
-    value: Option<&str>,
-    default: Duration,
-) -> Result<Duration, GatewayConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => crate::time::parse_duration(text).map_err(|m| invalid(field, m)),
-    }
-}
-
-fn env_name(field: String, name: &str) -> Result<(), GatewayConfigError> {
-    if name.trim().is_empty() {
-        return Err(invalid(field, "must name an environment variable"));
-    }
-    if name.starts_with("sk-") {
-        return Err(invalid(
-            field,
-            "looks like an API key: put the key in an environment variable and name the variable here",
-        ));
-    }
-    Ok(())
-}
-
-impl TryFrom<RawConfig> for GatewayConfig {
-    type Error = GatewayConfigError;
-
-    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+    fn try_from(raw: RawGatewayConfig) -> Result<Self, Self::Error> {
+        let at = &raw.provenance;
         let workers = raw.workers();
         let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text.parse().map_err(|_| {
-            invalid(
+            at.invalid(
                 "listen",
                 format!("{listen_text:?} is not an address such as 127.0.0.1:8080"),
             )
         })?;
-        let chosen = match &raw.provider {
-            Some(name) => Some(
-                name.parse::<Provider>()
-                    .map_err(|e| invalid("provider", e.to_string()))?,
-            ),
-            None => None,
-        };
+        let chosen = config::provider("provider", raw.provider.as_deref(), at)?;
         let upstream = match (raw.upstream, chosen) {
             (Some(url), _) => url,
             (None, Some(p)) => p
                 .default_base_url()
-                .ok_or_else(|| invalid("upstream", format!("is required for provider {p}")))?
+                .ok_or_else(|| {
+                    at.invalid(
+                        "upstream",
+                        format!("is required for provider {p}: give its base URL"),
+                    )
+                })?
                 .to_string(),
             (None, None) => DEFAULT_BASE_URL.to_string(),
         };
-        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
-            return Err(invalid(
-                "upstream",
-                format!("{upstream:?} is not an http:// or https:// URL"),
-            ));
-        }
+        check_http_url("upstream", &upstream, at)?;
         let provider = chosen.unwrap_or_else(|| Provider::infer(&upstream));
-        let deployments = deployments(raw.models)?;
-        let mut keys = Vec::with_capacity(raw.keys.len());
-        for (i, key) in raw.keys.into_iter().enumerate() {
-            env_name(format!("keys[{i}].env"), &key.env)?;
-            keys.push(KeySource {
-                env: key.env,
-                limits: limits(key.rpm, key.tpm),
-            });
-        }
+        let deployments = deployments(raw.models, at)?;
+        let keys = raw
+            .keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| key.validate(&format!("keys[{i}]"), at))
+            .collect::<Result<_, _>>()?;
         let mut clients: Vec<ClientSpec> = Vec::with_capacity(raw.clients.len());
         for (i, client) in raw.clients.into_iter().enumerate() {
-            env_name(format!("clients[{i}].key_env"), &client.key_env)?;
+            check_env_name(&format!("clients[{i}].key_env"), &client.key_env, at)?;
             if client.name.trim().is_empty() {
-                return Err(invalid(format!("clients[{i}].name"), "must not be empty"));
+                return Err(at.invalid(format!("clients[{i}].name"), "must not be empty"));
             }
             if clients.iter().any(|c| c.name == client.name) {
-                return Err(invalid(
+                return Err(at.invalid(
                     format!("clients[{i}].name"),
-                    format!("{:?} is used twice", client.name),
+                    format!(
+                        "{:?} is used twice: give each client its own name",
+                        client.name
+                    ),
                 ));
             }
             let weight = client.weight.unwrap_or(1);
             if weight == 0 {
-                return Err(invalid(
-                    format!("clients[{i}].weight"),
-                    "must be at least 1",
-                ));
+                return Err(at.invalid(format!("clients[{i}].weight"), "must be at least 1"));
             }
             clients.push(ClientSpec {
                 name: client.name,
@@ -380,18 +304,24 @@ impl TryFrom<RawConfig> for GatewayConfig {
         }
         let body_limit_mb = raw.body_limit_mb.unwrap_or(DEFAULT_BODY_LIMIT_MB);
         if body_limit_mb == 0 {
-            return Err(invalid("body_limit_mb", "must be at least 1"));
+            return Err(at.invalid("body_limit_mb", "must be at least 1"));
         }
         let max_attempts = raw.max_attempts.unwrap_or(8);
         if max_attempts == 0 {
-            return Err(invalid("max_attempts", "must be at least 1"));
+            return Err(at.invalid("max_attempts", "must be at least 1"));
         }
         if raw.concurrency == Some(0) {
-            return Err(invalid("concurrency", "must be at least 1"));
+            return Err(at.invalid(
+                "concurrency",
+                "must be at least 1 (leave it out for the adaptive bound)",
+            ));
         }
         if workers == 0 {
-            return Err(invalid("workers", "must be at least 1"));
+            return Err(at.invalid("workers", "must be at least 1"));
         }
+        let duration = |key, text: &Option<String>, default| {
+            config::duration(key, text.as_deref(), default, at)
+        };
         Ok(GatewayConfig {
             listen,
             upstream,
@@ -400,13 +330,9 @@ impl TryFrom<RawConfig> for GatewayConfig {
             keys,
             deployments,
             clients,
-            max_wait: duration("max_wait", raw.max_wait.as_deref(), DEFAULT_MAX_WAIT)?,
-            timeout: duration("timeout", raw.timeout.as_deref(), Duration::from_secs(600))?,
-            drain_timeout: duration(
-                "drain_timeout",
-                raw.drain_timeout.as_deref(),
-                Duration::from_secs(30),
-            )?,
+            max_wait: duration("max_wait", &raw.max_wait, DEFAULT_MAX_WAIT)?,
+            timeout: duration("timeout", &raw.timeout, Duration::from_secs(600))?,
+            drain_timeout: duration("drain_timeout", &raw.drain_timeout, Duration::from_secs(30))?,
             body_limit: usize::try_from(body_limit_mb.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
             max_attempts,
@@ -420,55 +346,47 @@ impl TryFrom<RawConfig> for GatewayConfig {
 }
 
 /// Validate `[[models]]` into deployments.
-fn deployments(models: Vec<RawModel>) -> Result<Vec<Deployment>, GatewayConfigError> {
+fn deployments(models: Vec<RawModel>, at: &Provenance) -> Result<Vec<Deployment>, ConfigError> {
     let mut all: Vec<Deployment> = Vec::new();
     for (m, model) in models.into_iter().enumerate() {
         if model.name.trim().is_empty() {
-            return Err(invalid(format!("models[{m}].name"), "must not be empty"));
+            return Err(at.invalid(format!("models[{m}].name"), "must not be empty"));
         }
         if all.iter().any(|d| d.serves == model.name) {
-            return Err(invalid(
+            return Err(at.invalid(
                 format!("models[{m}].name"),
-                format!("{:?} is used twice", model.name),
+                format!(
+                    "{:?} is used twice: list all its deployments under one [[models]]",
+                    model.name
+                ),
             ));
         }
         if model.deployments.is_empty() {
-            return Err(invalid(
+            return Err(at.invalid(
                 format!("models[{m}].deployments"),
                 "needs at least one [[models.deployments]]",
             ));
         }
         for (d, deployment) in model.deployments.into_iter().enumerate() {
-            let field = |name: &str| format!("models[{m}].deployments[{d}].{name}");
-            env_name(field("env"), &deployment.env)?;
-            let provider = match &deployment.provider {
-                Some(name) => Some(
-                    name.parse::<Provider>()
-                        .map_err(|e| invalid(field("provider"), e.to_string()))?,
-                ),
-                None => None,
-            };
+            let key = |name: &str| format!("models[{m}].deployments[{d}].{name}");
+            check_env_name(&key("env"), &deployment.env, at)?;
+            let provider = config::provider(&key("provider"), deployment.provider.as_deref(), at)?;
             let base_url = match (deployment.base_url, provider) {
                 (Some(url), _) => url,
                 (None, Some(p)) => match p.default_base_url() {
                     Some(url) => url.to_string(),
                     None => {
-                        return Err(invalid(
-                            field("base_url"),
-                            format!("is required for provider {p}"),
+                        return Err(at.invalid(
+                            key("base_url"),
+                            format!("is required for provider {p}: give its base URL"),
                         ));
                     }
                 },
                 (None, None) => {
-                    return Err(invalid(field("base_url"), "give base_url or provider"));
+                    return Err(at.invalid(key("base_url"), "give base_url or provider"));
                 }
             };
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                return Err(invalid(
-                    field("base_url"),
-                    format!("{base_url:?} is not an http:// or https:// URL"),
-                ));
-            }
+            check_http_url(&key("base_url"), &base_url, at)?;
             all.push(Deployment {
                 serves: model.name.clone(),
                 provider: provider.unwrap_or_else(|| Provider::infer(&base_url)),
@@ -488,6 +406,7 @@ fn deployments(models: Vec<RawModel>) -> Result<Vec<Deployment>, GatewayConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigFile;
     use crate::quota::Dimension;
 
     #[test]
@@ -510,13 +429,8 @@ mod tests {
         assert!(err.contains("provider") && err.contains("bedrock"), "{err}");
     }
 
-    fn parse(text: &str) -> Result<GatewayConfig, GatewayConfigError> {
-        GatewayConfig::try_from(toml::from_str::<RawConfig>(text).map_err(|e| {
-            GatewayConfigError::Parse {
-                path: "t.toml".into(),
-                message: e.to_string(),
-            }
-        })?)
+    fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+        RawGatewayConfig::from_file(ConfigFile::new("t.toml", text))?.try_into()
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::retry::BackoffPolicy;
 use crate::upstream::{ApiKey, KeyError, KeyPool, Route, Upstream, UpstreamError};
 use axum::serve::ListenerExt;
 use clients::Clients;
-pub use config::{GatewayConfig, GatewayConfigError, RawConfig};
+pub use config::{GatewayConfig, RawGatewayConfig};
 use fair::FairQueue;
 use std::net::SocketAddr;
 use std::sync::Arc;
