@@ -560,10 +560,10 @@ impl LineSource {
     /// Peeks at the first non-blank line: if it is not JSON-looking (does not start with `{` or
     /// `[`), the file is plain text given without a template. Rewinds afterwards.
     fn check_not_plain_text(&mut self) -> Result<(), RawError> {
-        if let Some((line, text)) = self.next_line()? {
-            if !text.trim_start().starts_with(['{', '[']) {
-                return Err(RawError::NeedsTemplate { line });
-            }
+        if let Some((line, text)) = self.next_line()?
+            && !text.trim_start().starts_with(['{', '['])
+        {
+            return Err(RawError::NeedsTemplate { line });
         }
         self.reader
             .seek(SeekFrom::Start(0))

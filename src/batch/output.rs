@@ -214,10 +214,10 @@ impl<'a> BodyLine<'a> {
         // A raw line break would split the output line; inside JSON strings they are escaped,
         // so one here is whitespace between tokens (a final one is common, and dropped).
         let json = bytes.trim_ascii();
-        if !json.iter().any(|&b| b == b'\n' || b == b'\r') {
-            if let Ok(raw) = serde_json::from_slice::<&RawValue>(json) {
-                return BodyLine::Raw(raw);
-            }
+        if !json.iter().any(|&b| b == b'\n' || b == b'\r')
+            && let Ok(raw) = serde_json::from_slice::<&RawValue>(json)
+        {
+            return BodyLine::Raw(raw);
         }
         BodyLine::Value(ProviderResponse::body_from_bytes(bytes))
     }

@@ -380,7 +380,7 @@ fn histogram(h: &Histogram) -> String {
 }
 
 fn ms_label(ms: u64) -> String {
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{:.1}s", ms as f64 / 1000.0)

@@ -133,19 +133,19 @@ pub fn run(
             || batch.len() >= BATCH_EVENTS
             || window.is_some_and(|t| t.elapsed() >= BATCH_WINDOW);
         if due && !batch.is_empty() {
-            if error.is_none() {
-                if let Err(e) = commit(
+            if error.is_none()
+                && let Err(e) = commit(
                     &mut store,
                     &mut output,
                     run,
                     &mut batch,
                     &mut ids,
                     inputs.format,
-                ) {
-                    tracing::error!(error = %e, "the job store stopped recording results");
-                    error = Some(e);
-                    inputs.failed.notify_one();
-                }
+                )
+            {
+                tracing::error!(error = %e, "the job store stopped recording results");
+                error = Some(e);
+                inputs.failed.notify_one();
             }
             batch.clear();
             window = None;
@@ -175,10 +175,10 @@ pub fn run(
             Wake::Timer => {}
         }
     }
-    if error.is_none() {
-        if let Err(e) = output.sync() {
-            error = Some(e.into());
-        }
+    if error.is_none()
+        && let Err(e) = output.sync()
+    {
+        error = Some(e.into());
     }
     WriterOutcome {
         store,
