@@ -5,6 +5,13 @@
 //! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider (the `paceline-mock` crate) shares no code path with the client side.
 //! See `ARCHITECTURE.md` for the module map.
 
+// Stricter than the [lints] table of Cargo.toml, which tests and benches share (they call
+// kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap (what a
+// user or a provider sends must not panic; an invariant uses `expect` and says why). Unit tests
+// may unwrap (clippy.toml).
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
 pub mod api;
 pub mod batch;
 pub mod cli;

@@ -51,7 +51,7 @@ async fn chat(
 async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let until = Instant::now() + limit;
     while !check().await {

@@ -170,14 +170,14 @@ pub struct RunArgs {
     /// TOML config with `[[keys]]` (env, rpm, tpm) and `base_url`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Input and output options (clap ignores a flattened field's doc comment).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub input_args: InputArgs,
+    /// Pacing and retry options.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub pacing: PacingArgs,
+    /// Distributed-mode options.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub redis: super::redis::RedisArgs,
     /// Run the input as a job shared by every process given the same --redis and --job NAME
     /// (results stay in Redis; `paceline export` writes them; -o exports at the end).

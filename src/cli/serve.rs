@@ -51,8 +51,8 @@ pub struct ServeArgs {
     /// Write JSON events (access log; attempts that were retried or failed) to this file instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Distributed-mode options (clap ignores a flattened field's doc comment).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub redis: super::redis::RedisArgs,
 }
 

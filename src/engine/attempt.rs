@@ -119,7 +119,10 @@ impl Engine {
 
     /// A streaming attempt got a 2xx: calibrate from its headers and hand the live answer to
     /// the job's responder. The slot is freed now; the relay settles the quota at the end.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the attempt's parts, each moved in once, from the one caller"
+    )]
     async fn hand_over(
         &self,
         mut job: Job,
