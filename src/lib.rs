@@ -3,12 +3,14 @@
 //! Data flows one way:
 //! `batch` (input) → `engine` → `quota` / `upstream` keys → upstream HTTP → `retry` (outcome)
 //! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider (the `paceline-mock` crate) shares no code path with the client side.
+//! `api` (the request types every layer shares) and `time` (durations and local times as
+//! people write them) sit at the bottom and import nothing of the crate.
 //! See `ARCHITECTURE.md` for the module map.
 
-// Stricter than the [lints] table of Cargo.toml, which tests and benches share (they call
-// kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap (what a
-// user or a provider sends must not panic; an invariant uses `expect` and says why). Unit tests
-// may unwrap (clippy.toml).
+// Stricter than the [workspace.lints] table of Cargo.toml, which tests and benches share
+// (they call kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap
+// (what a user or a provider sends must not panic; an invariant uses `expect` and says why).
+// Unit tests may unwrap (clippy.toml).
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 

@@ -1,9 +1,9 @@
 //! The `paceline` binary: parse the command line, set up telemetry, dispatch to a subcommand.
 
-// Stricter than the [lints] table of Cargo.toml, which tests and benches share (they call
-// kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap (what a
-// user or a provider sends must not panic; an invariant uses `expect` and says why). Unit tests
-// may unwrap (clippy.toml).
+// Stricter than the [workspace.lints] table of Cargo.toml, which tests and benches share
+// (they call kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap
+// (what a user or a provider sends must not panic; an invariant uses `expect` and says why).
+// Unit tests may unwrap (clippy.toml).
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
