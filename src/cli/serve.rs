@@ -122,8 +122,8 @@ impl ServeArgs {
 /// `raw` is [`ServeArgs::raw_config`], read by the caller (it sizes the runtime).
 pub async fn run(args: ServeArgs, raw: RawGatewayConfig) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init_json(args.log_file.as_deref())?;
-    let shared = args.redis.connect(raw.redis.as_ref()).await?;
     let config = GatewayConfig::try_from(raw)?;
+    let shared = args.redis.connect(config.redis.as_ref()).await?;
     let gateway = Gateway::start_shared(config, shared).await?;
     super::announce(gateway.addr())?;
     super::terminated().await;

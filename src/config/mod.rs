@@ -71,6 +71,25 @@ pub struct RedisSection {
     pub share: Option<f64>,
 }
 
+impl RedisSection {
+    /// The section with its values checked: at least one process, and a share above 0 and at
+    /// most 1 (the `--redis` flags written over it are checked by `cli::redis`).
+    pub fn validate(self, at: &Provenance) -> Result<Self, ConfigError> {
+        if self.processes == Some(0) {
+            return Err(at.invalid("redis.processes", "must be at least 1"));
+        }
+        if let Some(share) = self.share
+            && !(share > 0.0 && share <= 1.0)
+        {
+            return Err(at.invalid(
+                "redis.share",
+                format!("must be above 0 and at most 1, not {share}"),
+            ));
+        }
+        Ok(self)
+    }
+}
+
 /// Limits for a key from optional rpm/tpm values (0 or absent = learn from headers).
 pub fn limits(rpm: Option<u64>, tpm: Option<u64>) -> QuotaConfig {
     let mut config = QuotaConfig::default();

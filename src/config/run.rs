@@ -103,7 +103,7 @@ impl TryFrom<RawRunConfig> for RunConfig {
             provider,
             api_version: raw.api_version,
             keys,
-            redis: raw.redis,
+            redis: raw.redis.map(|r| r.validate(at)).transpose()?,
         })
     }
 }
@@ -143,6 +143,13 @@ mod tests {
         assert_eq!(redis.processes, Some(4));
         let err = parse("[redis]\nurll = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("p.toml"));
+        let err = parse("[redis]\nurl = \"redis://x\"\nprocesses = 0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config p.toml:3: redis.processes: must be at least 1"
+        );
+        let err = parse("[redis]\nshare = 1.5\n").unwrap_err().to_string();
+        assert!(err.starts_with("config p.toml:2: redis.share: "), "{err}");
     }
 
     #[test]

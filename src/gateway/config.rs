@@ -186,7 +186,7 @@ pub struct ClientSpec {
 }
 
 /// A validated gateway configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     /// Where to listen.
     pub listen: SocketAddr,
@@ -218,6 +218,8 @@ pub struct GatewayConfig {
     pub concurrency: Option<usize>,
     /// Threads serving requests.
     pub workers: usize,
+    /// Distributed mode, if configured (the `--redis` flags go over it).
+    pub redis: Option<RedisSection>,
 }
 
 /// Threads serving requests unless `workers` says otherwise. One thread relays some 12,000
@@ -341,6 +343,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 .unwrap_or(crate::tokens::DEFAULT_MAX_TOKENS),
             concurrency: raw.concurrency,
             workers,
+            redis: raw.redis.map(|r| r.validate(at)).transpose()?,
         })
     }
 }
