@@ -6,6 +6,10 @@
 //! `api` (the request types every layer shares) and `time` (durations and local times as
 //! people write them) sit at the bottom and import nothing of the crate.
 //! See `ARCHITECTURE.md` for the module map.
+//!
+//! This file owns only the module list: each module says at its top what it owns and what it must
+//! not know, and `ARCHITECTURE.md` states in one line the order in which they may import one
+//! another.
 
 // Stricter than the [workspace.lints] table of Cargo.toml, which tests and benches share
 // (they call kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap

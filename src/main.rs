@@ -1,4 +1,7 @@
-//! The `paceline` binary: parse the command line, set up telemetry, dispatch to a subcommand.
+//! The `paceline` binary: parse the command line, start the runtime, dispatch to a subcommand
+//! and turn its result into the exit code.
+//!
+//! It knows only [`paceline::cli`] and must not know what a subcommand does.
 
 // Stricter than the [workspace.lints] table of Cargo.toml, which tests and benches share
 // (they call kill(2) and setrlimit(2), and unwrap freely): no unsafe code at all, and no unwrap

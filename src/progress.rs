@@ -1,5 +1,8 @@
 //! What the user sees while a run goes and when it ends: a progress bar on a terminal (a status
 //! line every few seconds otherwise) and the closing summary.
+//!
+//! It reads the engine's live counters and the key pool, and must not know the job store, files or
+//! Redis (a shared quota's fallback is read through the key pool's sharing seam).
 
 use crate::engine::stats::Stats;
 use crate::quota::Dimension;

@@ -18,6 +18,10 @@
 //! count independently): this runs on every request a gateway admits, and its o200k tables
 //! cost ~24 MB resident against ~54 MB, its counting allocates nothing, and it counts a short
 //! prompt ~30× faster. A test holds the two to the same counts.
+//!
+//! It owns the estimate and nothing after it: it must not know the quota, the providers or what was
+//! really charged (settling is [`crate::provider::usage`]'s); of a request it knows only its
+//! [`Endpoint`] and its body.
 
 use crate::api::Endpoint;
 use serde_json::Value;

@@ -8,6 +8,9 @@
 //! that failed without one (attempts exhausted on timeouts, a request too large for the limits)
 //! gets an error object in the same shape with paceline's code as its `type`. A request that
 //! could not go before its deadline is `expired`.
+//!
+//! It owns the shape of those lines only, and must not know the engine, the store or the provider
+//! module: the store's writer hands it the provider's body or paceline's code.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -1,5 +1,7 @@
 //! Errors of the batch input and output: per-line problems ([`LineError`]), problems with the
 //! input as a whole ([`InputError`]) and with the output file ([`OutputError`]).
+//!
+//! It must not know what is done about an error (the runner and the command line report it).
 
 use std::fmt;
 use std::io;

@@ -2,6 +2,9 @@
 //! non-blank line (or CSV record) into a checked [`BatchRequest`] or a [`LineError`].
 //!
 //! The file is read incrementally through a `BufReader`, one line (record) at a time, never whole.
+//!
+//! It must not know the store or anything sent: it yields requests, and its callers (validation,
+//! the feeder, the distributed queue) decide what becomes of them.
 
 use std::borrow::Cow;
 use std::fmt;

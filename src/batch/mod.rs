@@ -9,6 +9,10 @@
 //!   the [`OutputFormat`] choice.
 //! - [`anthropic`]: Anthropic's Message Batches result lines (`--output-format anthropic`).
 //! - [`error`]: the error types shared by the above.
+//!
+//! It must not know the store, the quota, the keys or any transport: the runner hands what it reads
+//! to the engine, and the store's writer (or the distributed worker) calls [`output`] with what
+//! came back. Of the engine it knows only a finished request's [`Verdict`](crate::engine::Verdict).
 
 pub mod anthropic;
 pub mod error;

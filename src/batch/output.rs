@@ -2,6 +2,9 @@
 //! `custom_id`,
 //! `{"id": "batch_req_…", "custom_id": …, "response": {"status_code", "request_id", "body"} | null,
 //! "error": {"code", "message"} | null}`.
+//!
+//! It turns the engine's [`Verdict`] into a line and must not know where the line goes (the store's
+//! writer appends it, the distributed worker stores it in Redis) nor how the request was sent.
 
 use crate::engine::{ProviderAnswer, Verdict};
 use rand::Rng;

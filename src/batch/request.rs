@@ -1,4 +1,7 @@
 //! The validated request: one line of the input, checked and ready to send.
+//!
+//! It must not know the input file or its format detection ([`super::input`]), nor how the request
+//! is sent.
 
 use serde_json::{Map, Value};
 

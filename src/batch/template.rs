@@ -2,6 +2,9 @@
 //!
 //! A template is parsed once ([`Template::parse`]) and rendered per input item
 //! ([`Template::render`]) from a lookup of that item's fields.
+//!
+//! It must not know the input formats or the request body: it renders text from whatever lookup it
+//! is given.
 
 use std::borrow::Cow;
 

@@ -1,5 +1,7 @@
 //! The whole-file validation pass run before anything is sent: every line checked, duplicate
 //! `custom_id`s found, all problems collected with their line numbers.
+//!
+//! It reads through [`super::input`] and must not know the store or anything sent.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

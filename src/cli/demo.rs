@@ -1,6 +1,9 @@
 //! `paceline demo`: the 200-topic example against the built-in simulated provider — no API key,
 //! no network. It shows pacing to limits learned from headers, retries of injected faults, the
 //! progress bar and the summary.
+//!
+//! It must not know how the engine paces or the mock answers: it builds a `MockConfig` and a run
+//! plan and hands them over.
 
 use crate::batch::{InputSpec, OutputFormat};
 use crate::cli::run as run_cli;

@@ -1,5 +1,7 @@
 //! `paceline export --redis URL --job NAME -o FILE`, and `paceline status --redis URL --job
 //! NAME`: a shared job's results and progress, from Redis.
+//!
+//! Arguments and glue only: what is kept in Redis, and how, is [`crate::distributed::queue`]'s.
 
 use crate::distributed::{JobQueue, QueueStatus};
 use clap::Args;

@@ -1,4 +1,6 @@
 //! `paceline inspect PATH CUSTOM_ID`: the whole attempt history of one request.
+//!
+//! Arguments and printing only: the history is read by [`crate::store::report`].
 
 use crate::store::report::{self, RequestHistory};
 use crate::store::{self, Store};

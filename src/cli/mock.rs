@@ -1,4 +1,7 @@
 //! `paceline mock`: arguments and glue for the simulated provider.
+//!
+//! It turns flags into a `MockConfig` and must not know how the mock works; `paceline_mock` knows
+//! nothing of it.
 
 use clap::Args;
 use paceline_mock::{self as mock, ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};

@@ -1,5 +1,7 @@
 //! Command-line surface: one file per subcommand, holding its argument struct and the glue that
 //! turns arguments into library calls. No business logic lives here.
+//!
+//! Only `main` imports it: nothing in the library may depend on the command line.
 
 pub mod demo;
 pub mod export;

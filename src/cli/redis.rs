@@ -1,6 +1,7 @@
 //! `--redis` and its companions, shared by `run` and `serve`: the flags over the config file's
-//! `[redis]` section. Argument parsing only; the connection and everything sent over it are
-//! [`crate::distributed`]'s.
+//! `[redis]` section. Argument parsing, and the one call that connects the shared quotas
+//! ([`RedisArgs::connect`]); it must not know what is kept in Redis or how: the connection and
+//! everything sent over it are [`crate::distributed`]'s.
 
 use crate::config::RedisSection;
 use crate::distributed::SharedQuotas;

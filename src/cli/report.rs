@@ -1,4 +1,6 @@
 //! `paceline report PATH -o report.html`: a job's report as one self-contained HTML file.
+//!
+//! Arguments only: what the page shows is [`crate::report`]'s.
 
 use crate::report;
 use clap::Args;

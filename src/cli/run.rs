@@ -1,4 +1,7 @@
 //! `paceline run`: arguments and glue for the batch runner.
+//!
+//! It must not know how a run goes: the flags over the config file become a [`RunPlan`] (or a
+//! distributed worker's plan), and the runner does the rest.
 
 use crate::api::Endpoint;
 use crate::batch::{InputFormat, InputSpec, OutputFormat};

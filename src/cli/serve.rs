@@ -1,5 +1,8 @@
 //! `paceline serve`: arguments and glue for the gateway. Flags fill or override the fields of
 //! the `--config` file; the result is validated once.
+//!
+//! It must not know how the gateway serves: the validated [`GatewayConfig`] goes to
+//! [`crate::gateway`].
 
 use crate::config::{RawConfig, RawKey};
 use crate::gateway::{Gateway, GatewayConfig, RawGatewayConfig};

@@ -1,5 +1,7 @@
 //! `paceline status PATH`: a job's progress from its state — counts by state and by error code,
 //! tokens, the achieved rate, and whether it is running, finished or resumable.
+//!
+//! Arguments and printing only: the figures are read by [`crate::store::report`].
 
 use crate::store::report::{self, JobStatus, Phase};
 use crate::store::{self, Store};

@@ -20,6 +20,9 @@
 //!   ([`local_share`]) while the connection ([`connection`]) backs off and reconnects.
 //! * **The shared job** ([`queue`], [`worker`]) does not use the SQLite store: the queue is a
 //!   Redis stream with one consumer group; results are a hash by `custom_id`.
+//!
+//! It must not know the SQLite store, the gateway or the command line; it uses the engine, the
+//! runner's signal handling and the batch input as any caller does.
 
 pub mod admission;
 pub mod connection;

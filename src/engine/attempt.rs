@@ -1,5 +1,8 @@
 //! One attempt: send the job through the upstream's transport, feed the answer back to the
 //! quota and the concurrency bound, and act on its outcome ([`super::react`]).
+//!
+//! It must not know any provider's header names (the answer is read through
+//! [`crate::provider::headers`]), nor the store, files or Redis.
 
 use super::concurrency::{Permit, Signal};
 use super::react::{Next, Sent, attempt_record};

@@ -4,6 +4,9 @@
 //! quotas: the local one reserves (synchronously), then the key's shared quota says how much
 //! longer to wait ([`crate::upstream::SharedQuota::admit`], asynchronously); only the
 //! dispatcher's booking awaits it, so [`Engine::send_now`] leaves a shared key's jobs to it.
+//!
+//! It must not know Redis (a shared quota is only the [`crate::upstream::SharedQuota`] seam) nor
+//! how an attempt is sent.
 
 use super::lanes::{Lanes, recv_lane};
 use super::{Engine, Event, Job, Priority, Waits, lock};

@@ -17,6 +17,9 @@
 //!   median latency per unit of work against the least seen holds the window at the knee
 //!   where a server with fixed slots stops answering faster ([`Concurrency::record_work`]);
 //!   any overload signal (429, 5xx, timeout) halves the window, at most once per round trip.
+//!
+//! It imports nothing of paceline and must not know keys, quotas or providers: the engine tells it
+//! the target rate and headroom, latencies and overload signals.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The dispatcher: one task takes the next job (a due retry first, interactive before
 //! batch), waits for an in-flight slot, books it ([`super::booking`]) and hands it to an
 //! attempt task ([`super::attempt`]).
+//!
+//! It must not know how an attempt is sent or what its answer means ([`super::react`]).
 
 use super::booking::Unbookable;
 use super::lanes::{Lanes, recv_lane};

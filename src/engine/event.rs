@@ -1,4 +1,7 @@
 //! What the engine reports as it goes: one record per attempt, and each finished request.
+//!
+//! It must not know who reads the events (the store's writer, the gateway's metrics and status
+//! page).
 
 use super::finished::Finished;
 use std::fmt;

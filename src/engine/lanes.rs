@@ -1,5 +1,8 @@
 //! The engine's input lanes: interactive jobs and batch jobs arrive on two channels, and a
 //! job on the interactive one never waits behind the batch one.
+//!
+//! It must not know what is in a job or where it goes next: it only keeps the two kinds of arrival
+//! apart.
 
 use super::Job;
 use tokio::sync::mpsc;

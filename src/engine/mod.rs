@@ -1,4 +1,4 @@
-//! The scheduler shared by `run` (and later `serve`): jobs in, finished results out.
+//! The scheduler shared by `run` and `serve`: jobs in, finished results out.
 //!
 //! One dispatcher task takes a job (a due retry first, else the next input), waits for an
 //! in-flight slot ([`concurrency`]), reserves the job's cost on the key that can send it
@@ -27,6 +27,10 @@
 //!   finishes the same way.
 //! * **Result routes** ([`respond`]): a job may carry its own responder; its end goes there
 //!   instead of to the sink, and a streaming job's 2xx answer is handed over live.
+//!
+//! The engine must not know files, the job store, Redis or any provider's header names: jobs come
+//! in over channels, ends leave through the sink or a responder, a shared quota is only the
+//! [`crate::upstream::SharedQuota`] seam, and answers are read through [`crate::provider`].
 
 mod attempt;
 mod booking;

@@ -1,5 +1,7 @@
 //! The delayed queue: requests waiting to be retried, each with its not-before time. A request
 //! waiting here holds no worker and no in-flight slot.
+//!
+//! It must not know why a job waits or what happens when it is due.
 
 use super::job::Job;
 use std::cmp::Ordering;

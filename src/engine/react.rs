@@ -3,6 +3,9 @@
 //!
 //! Nothing here sends or waits: [`Engine::react`] turns an answer (or a transport failure) into
 //! an [`AttemptRecord`] and a [`Next`], which the attempt task carries out.
+//!
+//! It must not know any provider's header names or usage fields: the answer is read through
+//! [`crate::provider::headers`] and [`crate::provider::usage`] and classified by [`crate::retry`].
 
 use super::concurrency::Signal;
 use super::stats::Stats;

@@ -13,6 +13,9 @@
 //!
 //! The engine checks [`Responder::is_closed`] before booking and again before sending, so a
 //! job whose caller has gone is dropped without using the quota.
+//!
+//! It must not know HTTP routes or the SSE relay: what the caller does with a delivery is the
+//! gateway's.
 
 use super::finished::Finished;
 use super::stats::Stats;

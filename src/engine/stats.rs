@@ -1,4 +1,6 @@
 //! Live counters of a run, read by the progress display and the final summary.
+//!
+//! It counts what it is told (codes and causes as labels) and must not know who shows the counts.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

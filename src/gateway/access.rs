@@ -2,6 +2,8 @@
 //! answer is complete — for a stream, when it ends. It names the client, never a key: no
 //! header, body or key of the request or of the provider is logged. The same moment feeds the
 //! request metrics.
+//!
+//! It must not know the routes or the engine's workings: it is told what happened.
 
 use super::metrics;
 use crate::engine::Priority;

@@ -7,6 +7,8 @@
 //! 429 with an honest `retry-after-ms`; a failure with no answer becomes 502 (unreachable, cut)
 //! or 504 (timeout); and the provider refusing the gateway's own key (401/403) becomes 502
 //! without the provider's message, which may quote part of that key.
+//!
+//! It must not know how the request was paced or sent: it is handed the engine's end of it.
 
 use super::errors::{ApiError, retry_after_headers};
 use crate::api::Endpoint;

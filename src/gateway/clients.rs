@@ -9,6 +9,9 @@
 //! jitter margin since it is enforced here, not by a remote provider): a request reserves its
 //! estimated cost there first and waits its turn, up to its deadline; past it the client gets a
 //! 429 naming its own limit. The reservation is settled with the usage the provider reports.
+//!
+//! A client's quota is its own: this module must not know the engine, the fair queue or the
+//! upstream key pool.
 
 use super::config::ClientSpec;
 use super::errors::ApiError;

@@ -4,6 +4,9 @@
 //! On `/v1/messages` the rejections of a request (authentication, body, limits) use Anthropic's
 //! shape (`{"type": "error", "error": {"type", "message"}}`, types by status as in Anthropic's
 //! error guide) for the Anthropic SDKs.
+//!
+//! It must not know the engine's failures (mapped by [`super::answer`]) nor any provider's error
+//! bodies, which are relayed as they came.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

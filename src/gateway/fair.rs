@@ -12,6 +12,9 @@
 //! A feeder task per priority moves jobs into the engine's input lane of that priority, and
 //! only when the lane has room ([`feed`]): the lanes hold one job each, so the order in which
 //! jobs reach the upstream is decided here, as late as possible.
+//!
+//! It must not know HTTP, client keys or quotas: it orders engine [`Job`]s by flow, weight and
+//! cost.
 
 use crate::engine::{Job, Priority};
 use std::collections::VecDeque;

@@ -13,6 +13,9 @@
 //! | `paceline_client_rate_limited_total` | counter | `client` (429s sent to clients) |
 //! | `paceline_tokens_total` | counter | `client`, `kind` (`prompt`, `completion`) |
 //! | `paceline_quota_remaining` | gauge | `key` (fingerprint), `model`, `dimension` |
+//!
+//! It must not know the routes or the engine's workings: it is told what happened (requests,
+//! attempt records, queue depths) and reads the key pool's quotas for the gauges.
 
 use crate::engine::{AttemptRecord, Decision, Priority};
 use crate::quota::Dimension;

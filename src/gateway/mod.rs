@@ -18,6 +18,10 @@
 //! [`relay`] (streaming pass-through), [`answer`] (engine result → response, status headers),
 //! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log),
 //! [`shutdown`] (SIGTERM: stop accepting, drain, exit) and [`status_page`] (the live page).
+//!
+//! The gateway must not know files, the job store or Redis (a shared quota comes in through the key
+//! pool's seam), nor any provider's limit or usage names: answers are read through
+//! [`crate::provider`].
 
 pub mod access;
 pub mod answer;

@@ -18,6 +18,9 @@
 //! it settles the upstream quota and the client's quota with the usage seen (none: the
 //! admission estimate stays), and writes the access log line. Dropping it also drops the
 //! upstream body, which closes that connection and so cancels the request at the provider.
+//!
+//! It must not know any provider's usage fields or event names: usage is read by
+//! [`crate::provider::usage`].
 
 use super::access::RequestLog;
 use super::clients::ClientTicket;

@@ -6,6 +6,9 @@
 //! (JSON object) → read `x-paceline-priority` and `x-paceline-max-wait` → make the engine job
 //! (for a stream, asking for usage if the client did not) → wait on the client's own quota →
 //! queue it fairly → await its end: a whole answer, or a live stream to relay.
+//!
+//! It must not know how a request is paced or sent (the fair queue and the engine do that), nor any
+//! provider's limit headers.
 
 use super::access::RequestLog;
 use super::answer::{self, PASSED_HEADERS, status_headers};

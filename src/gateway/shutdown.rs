@@ -1,6 +1,9 @@
 //! Stopping: on SIGTERM (or Ctrl-C) the gateway stops accepting connections, lets the requests
 //! in flight finish — queued ones are still paced and sent, streams run to their end — for at
 //! most the drain timeout, then closes the queue so the engine finishes and exits.
+//!
+//! It must not know the routes or the engine's insides: it stops the listener, closes the queue and
+//! waits for [`EngineExit`].
 
 use super::App;
 use crate::engine::EngineExit;

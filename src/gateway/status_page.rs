@@ -6,6 +6,9 @@
 //! The figures come from a ring of per-second samples ([`LiveStatus`]): the engine's attempt
 //! records (per key), each client's answered and refused requests, and a sampler that reads
 //! the queue and the in-flight count once a second.
+//!
+//! It must not know the routes or the store; of the report it shares only the page's stylesheet and
+//! error script ([`crate::report::html`]).
 
 use super::App;
 use crate::engine::AttemptRecord;

@@ -16,6 +16,9 @@
 //!
 //! This file holds Anthropic's facts only; the reading rules are shared ([`super::headers`],
 //! [`super::usage`]).
+//!
+//! It must not know how those facts are read (the shared rules), the quota's arithmetic, the engine
+//! or any HTTP crate.
 
 use super::Spec;
 use super::headers::{Field, LimitHeader};

@@ -20,6 +20,9 @@
 //!
 //! This file holds Azure's facts only; the reading rules are shared ([`super::headers`],
 //! [`super::usage`]).
+//!
+//! Besides OpenAI's names, which it reuses, it must not know other providers' facts, how they are
+//! read, the quota's arithmetic, the engine or any HTTP crate.
 
 use super::{Spec, openai};
 

@@ -4,6 +4,9 @@
 //! arrives: with none, pacing runs on the configured limits, a 429's `retry-after` pauses the
 //! quota, and the engine's AIMD concurrency bound limits the load. Ids and usage as OpenAI's.
 //! No host is claimed: a base URL no other provider claims is taken for this one.
+//!
+//! It must not know how OpenAI's facts are read, the quota's arithmetic, the engine or any HTTP
+//! crate.
 
 use super::{Spec, openai};
 

@@ -1,5 +1,7 @@
 //! The dimensions a quota limits, and a request's cost in each of them. Neutral: which
 //! provider limits which dimension, and under what name, is the provider side's business.
+//!
+//! It must not know any provider or header name.
 
 use std::fmt;
 

@@ -13,6 +13,9 @@
 //! Over any interval of length `w`, the units admitted never exceed `burst + w / T` (plus one
 //! oversized request admitted from a full bucket) — the property test in `quota::tests` checks it.
 //! Arithmetic is integer nanoseconds with `T` rounded up, so rounding only ever slows us down.
+//!
+//! It owns one cell's arithmetic and must not know dimensions, providers, clocks or locks: the
+//! caller passes `now` and holds the lock.
 
 /// Nanoseconds since a quota's epoch.
 pub type Nanos = u64;

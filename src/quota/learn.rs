@@ -9,6 +9,9 @@
 //! never was, and at least what was sent over spans in which it always was); the most ever
 //! left (with the request's own charge) bounds the burst from below. Until a rate is known, what the provider last said was left, less what
 //! was sent since, is all that may go before the next answer ([`Learner::budget`]).
+//!
+//! It must not know any provider or header: it is told what was admitted and what each answer said
+//! was left.
 
 use super::gcra::Nanos;
 use std::collections::{BTreeSet, VecDeque};

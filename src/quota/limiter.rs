@@ -1,5 +1,8 @@
 //! [`Quota`]: the multi-dimension, reservation-based, header-calibrated limit of one upstream
 //! key (and model). See the module documentation of [`crate::quota`] for the design.
+//!
+//! It must not know HTTP, providers' headers, Redis or the engine: answers arrive as
+//! [`LimitSnapshot`]s, costs as [`Cost`]s, and time as an [`Instant`] its caller reads.
 
 use super::dimension::{Cost, Dimension};
 use super::gcra::{Gcra, Nanos};

@@ -34,6 +34,10 @@
 //! answers with a quick 429 carrying its limits, so calibration takes a fraction of one
 //! request's latency. If answers carry no limit headers at all, the quota admits immediately
 //! and the engine's adaptive concurrency bound (AIMD) limits the load instead.
+//!
+//! The quota imports nothing of paceline: it must not know HTTP, files, Redis, the engine or any
+//! provider, and it neither spawns nor awaits (time comes in as an
+//! [`Instant`](tokio::time::Instant) its caller reads).
 
 pub mod dimension;
 pub mod gcra;

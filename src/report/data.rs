@@ -1,5 +1,7 @@
 //! The report's figures, read from a job's state into one serializable model. The HTML page
 //! draws it and embeds it whole as JSON, so tests (and scripts) read the figures, not pixels.
+//!
+//! It reads the state and never writes it, and must not know how the model is drawn.
 
 use crate::retry::Failure;
 use crate::store::keys::{self, KeyLimit, KeyRemoval};

@@ -1,6 +1,8 @@
 //! The report page: inline SVG charts drawn here, tables, and the figures embedded as JSON.
 //! Everything that comes from the job (custom_ids, error messages, key fingerprints, paths) is
 //! escaped; the JSON block is escaped so no string in it can close the `<script>` element.
+//!
+//! It must not query the state: it draws only what [`super::data`] read.
 
 use super::data::{Histogram, ReportData, Series};
 use super::sparkline::sparkline;

@@ -7,6 +7,9 @@
 //! `<script type="application/json" id="paceline-data">` block; [`sparkline`] makes the
 //! one-line sparklines of the terminal summary. The page fetches nothing: it works offline and
 //! can be attached to a ticket. Keys appear only as fingerprints.
+//!
+//! It reads a job's state through [`crate::store`] and never writes it; it must not know the
+//! engine, the quota or the network.
 
 pub mod data;
 pub mod html;

@@ -1,4 +1,6 @@
 //! One-line sparklines (`▁▂▃▅▇█`) for terminals and page tiles.
+//!
+//! It must not know what the numbers count.
 
 /// The eight block heights, lowest first.
 const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

@@ -3,7 +3,8 @@
 //! Owns the status rules the official SDKs follow (which statuses are retried, what
 //! `x-should-retry` overrides) and the message recorded with a final answer. What a body's
 //! words mean is the providers' knowledge ([`crate::provider::error_body`]); this module asks
-//! and decides. It must not know the engine, the quota or any HTTP crate.
+//! and decides. It must not know the engine, the quota's state or any HTTP crate (of the quota it
+//! names only the refused [`Dimension`]).
 
 use super::cause::RetryCause;
 use super::failure::Failure;

@@ -1,6 +1,9 @@
 //! The feeder: streams the input a second time and hands the engine the requests whose rows are
 //! pending, in input order — a merge of the input with the store's pending rows, page by page,
 //! so neither the input nor the list of requests is ever held in memory.
+//!
+//! It must not know what the engine does with a job nor the output: it reads the input and the
+//! store's pending rows, and hands on jobs and "dispatched" notes.
 
 use super::RunError;
 use crate::batch::{InputReader, InputSpec};

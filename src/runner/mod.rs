@@ -6,6 +6,9 @@
 //! thread ([`crate::store::writer`]: batched commits, then the output). Ctrl-C / SIGTERM stop
 //! admitting, let in-flight requests finish (for at most the stop timeout) and leave the job
 //! resumable; a second signal exits at once, still resumable.
+//!
+//! The runner must not know HTTP, providers or Redis: it drives the engine with the keys and the
+//! upstream it is given; a shared job in Redis is [`crate::distributed::worker`]'s.
 
 mod feed;
 mod setup;

@@ -1,5 +1,8 @@
 //! Before anything is sent: take the state's lock, open (or create) the job, check that the input
 //! is the one the job began with, and bring the output up to date with the store.
+//!
+//! It must not know the engine or anything sent: it works on the lock, the input, the store and the
+//! output file only.
 
 use super::RunError;
 use crate::batch::{

@@ -1,4 +1,7 @@
 //! Ctrl-C and SIGTERM during a run.
+//!
+//! It turns signals into an [`Interrupt`] and must not know what stopping does (the runner and the
+//! distributed worker decide).
 
 use std::io;
 

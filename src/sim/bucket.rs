@@ -1,6 +1,9 @@
 //! One continuously refilling bucket: a real-valued level that grows at `limit / 60` units per
 //! second up to its capacity. `remaining` is the floor of the level; `reset` the time until
 //! the bucket is full again.
+//!
+//! It must not know the client's quota (the GCRA of [`crate::quota`]): the two arithmetics are kept
+//! apart so that one judges the other.
 
 use std::time::Duration;
 use tokio::time::Instant;

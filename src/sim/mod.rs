@@ -17,6 +17,10 @@
 //! [`oracle::ideal`] states each scenario's physical bound: the makespan of a client that
 //! knows everything in advance (the limits, every latency) and sends each attempt at the
 //! earliest moment the bucket admits it.
+//!
+//! It meets the client only at the transport seam and must not know the quota, the engine or the
+//! provider module; it counts tokens with the `paceline-mock` crate's tokenizer, not
+//! [`crate::tokens`].
 
 pub mod bucket;
 pub mod oracle;

@@ -9,6 +9,8 @@
 //! time its first answer takes (until then no limit is known). Faults the provider did not
 //! charge are left out, except against a provider that sends no rate-limit headers: no
 //! client can learn there that they were free.
+//!
+//! It must not know the client: it replays what the simulated provider admitted.
 
 use super::bucket::Bucket;
 use super::provider::Admitted;

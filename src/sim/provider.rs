@@ -1,4 +1,7 @@
 //! The simulated provider: a [`Transport`] that answers from a bucket model in virtual time.
+//!
+//! It must not know the quota, the engine or the provider module (it writes each header dialect
+//! itself); it counts tokens with `paceline_mock`'s tokenizer.
 
 use super::bucket::Bucket;
 use super::scenario::{HeaderStyle, LatencyModel, Limit, Scenario};

@@ -1,4 +1,8 @@
-//! What a simulated provider is like, and the physical bound of a run against it.
+//! What a simulated provider is like ([`Scenario`]): its header dialect, limits, latency, slots,
+//! faults, a second client and a lowered limit. The bound of a run against it is
+//! [`super::oracle`]'s.
+//!
+//! Plain settings: they must not know the transport or the client.
 
 use std::time::Duration;
 

@@ -1,4 +1,7 @@
 //! Every attempt of every request, as the engine reported it: the request's retry history.
+//!
+//! It records the engine's [`AttemptRecord`]s as given and must not know how attempts are made or
+//! classified.
 
 use super::{Store, StoreError};
 use crate::engine::AttemptRecord;

@@ -1,5 +1,8 @@
 //! The job record: which input (path, size and SHA-256 of its bytes), which settings shape its
 //! requests, where its output goes, and how many requests it holds.
+//!
+//! It reads the input's bytes only for their digest and must not know its requests or anything
+//! sent.
 
 use super::{Store, StoreError, now_ms};
 use crate::batch::{InputSpec, OutputFormat};

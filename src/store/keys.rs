@@ -1,6 +1,9 @@
 //! What each run knew about its keys when it ended: the limits in force per key, model and
 //! dimension (configured, or learned from the provider's headers), and the keys it took out of
 //! rotation. Read by `paceline report`; keys appear only as fingerprints.
+//!
+//! It reads the key pool's quotas once, when the run closes, and must not know how limits are
+//! learned or enforced.
 
 use super::{Store, StoreError};
 use crate::quota::{Dimension, QuotaConfig};

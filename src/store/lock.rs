@@ -6,6 +6,8 @@
 //! has to be trusted or timed out (pids are reused; clocks jump). SQLite's own locks cannot do
 //! this job: holding one for a whole run would also keep `paceline status` from reading.
 //! The file's content (pid and start time) only makes the refusal message useful.
+//!
+//! It must not know the database it guards: it locks a path.
 
 use super::StoreError;
 use fs4::FileExt;

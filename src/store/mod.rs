@@ -52,6 +52,9 @@
 //! releases it when the process dies in any way, kill -9 included, so there is no stale lock to
 //! clean up and no heartbeat to trust; `paceline status` reads "running" from whether the lock is
 //! held. The pid written into the file is only for the message.
+//!
+//! The store must not know HTTP, providers, the quota's arithmetic or Redis: it records the
+//! engine's events, and the lines the batch output format makes of them, as it is handed them.
 
 pub mod attempts;
 pub mod job;

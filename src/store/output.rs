@@ -7,6 +7,8 @@
 //! there and appends every stored line after it. That repairs a torn last line, fills in what
 //! was committed but not yet written, and drops any line the store does not hold (the store is
 //! the truth: such a request is still pending there and will be sent again).
+//!
+//! It must not know the output format: lines are stored and written as the writer made them.
 
 use super::{Store, StoreError};
 use crate::batch::OutputError;

@@ -1,5 +1,8 @@
 //! What `paceline status` and `paceline inspect` read from a state: a job's progress, and one
 //! request's whole history.
+//!
+//! It reads and never writes, and must not know how the figures are shown (the command line prints
+//! them, [`crate::report`] draws them).
 
 use super::attempts::{self, StoredAttempt};
 use super::job;

@@ -1,5 +1,7 @@
 //! Results: the exact output line of every finished request, in commit order (`seq`). The output
 //! file is these lines, in this order ([`super::output`]).
+//!
+//! It must not know what a line says.
 
 use super::{Store, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};

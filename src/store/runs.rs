@@ -1,5 +1,7 @@
 //! Runs: each `paceline run` on a job is one row — when it started, its last commit, how it
 //! ended (a run that never ended crashed or was killed), and what it finished.
+//!
+//! It must not know what a run sends: the runner opens and closes its row.
 
 use super::{Store, StoreError, now_ms};
 use rusqlite::{OptionalExtension, params};

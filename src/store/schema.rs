@@ -1,6 +1,9 @@
 //! The schema and its migrations. `PRAGMA application_id` marks a paceline state; `PRAGMA
 //! user_version` is the number of migrations applied. A database from a newer paceline is
 //! refused rather than misread.
+//!
+//! It owns tables, indexes and migrations, and must not know what the rows mean to the engine or
+//! the report.
 
 use super::{Store, StoreError};
 

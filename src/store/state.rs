@@ -4,6 +4,9 @@
 //!
 //! Rows are inserted in input order, so the row id orders requests as the input does; the feeder
 //! pages through pending rows by row id while it streams the input.
+//!
+//! It must not know the engine or the input's format: a request is a row with an id, a line and a
+//! state.
 
 use super::{Store, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};

@@ -7,6 +7,9 @@
 //! in commit order (see [`super::output`]). It runs on a blocking thread, never on the async
 //! runtime's workers; it waits on the channels with the runtime's handle only when they are
 //! empty.
+//!
+//! It must not know how the events came about (pacing, sending, classifying): it commits what the
+//! engine and the feeder report, in the lines the batch output format makes of them.
 
 use super::attempts;
 use super::output::OutputAppender;

@@ -2,6 +2,9 @@
 //! line for machines (every attempt of every request, with its waits and retry decision).
 //! `PACELINE_LOG` (an `EnvFilter` directive such as `info` or `paceline::attempt=info`) filters
 //! the file; stderr shows warnings unless `PACELINE_LOG` is set and no file is given.
+//!
+//! It owns where log lines go, not what they say: it imports nothing of paceline, and must not know
+//! which modules log or what (the engine's attempt events and the gateway's access log are theirs).
 
 mod writer;
 

@@ -14,6 +14,8 @@
 //! Closing ([`FlushGuard`]'s drop, or [`close_all`] before an exit that skips destructors)
 //! writes what is buffered, and the thread hands the output back: a line logged after that is
 //! written at once by the thread that logs it, so an exit loses no line logged before it.
+//!
+//! It must not know what a line says or which subscriber formatted it: it moves bytes to a writer.
 
 use parking_lot::{Condvar, Mutex};
 use std::io::Write;

@@ -1,6 +1,9 @@
 //! What comes back from the provider: a whole [`Reply`], or an answer [`Opened`] at its status
 //! and headers whose body is read later, and the [`TransportError`] of an attempt that got no
 //! complete answer.
+//!
+//! It must not know what an answer means (the provider module reads it, [`crate::retry`] classifies
+//! it), the quota or the key pool.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};

@@ -5,6 +5,9 @@
 //! [`Upstream::post`] buffers the whole answer (batch runs, non-streaming gateway requests);
 //! [`Upstream::open`] stops at the status and headers and leaves the body to be read as it
 //! arrives ([`Opened`]), which is how the gateway relays a stream chunk by chunk.
+//!
+//! It asks the [`Provider`] for the URL and the authentication; it must not know the quota, the key
+//! pool, the engine or what an answer means.
 
 use super::answer::{Opened, Reply, TransportError};
 use super::key::ApiKey;

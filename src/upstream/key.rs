@@ -1,5 +1,7 @@
 //! An upstream API key: the secret, and the short fingerprint that stands for it everywhere a
 //! key must be named (logs, progress, errors, metrics).
+//!
+//! It must not know providers, quotas or where a key is sent.
 
 use sha2::{Digest, Sha256};
 use std::fmt;

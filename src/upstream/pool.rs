@@ -11,6 +11,9 @@
 //!
 //! In distributed mode each quota has a shared counterpart ([`super::shared`]); a [`Pick`]
 //! carries both, and settling, cancelling or pausing through it reaches both.
+//!
+//! It must not know Redis (a shared quota is only the [`super::shared`] seam), the engine or what
+//! an answer means: the engine settles, cancels and pauses through the [`Pick`].
 
 use super::client::Upstream;
 use super::key::ApiKey;

@@ -7,6 +7,9 @@
 //! runs can be played in virtual time. A transport also tells the wall-clock time of an answer
 //! ([`Transport::wall_clock`]): rate-limit resets given as instants (Anthropic's RFC 3339) are
 //! read against it, so a simulated provider's instants are read against its own clock.
+//!
+//! It must not know providers, keys or quotas: a [`Request`] arrives prepared, and an answer goes
+//! back unread.
 
 use super::answer::{ByteStream, Opened, Reply, TransportError};
 use bytes::Bytes;
