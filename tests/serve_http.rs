@@ -336,6 +336,56 @@ async fn a_zero_max_wait_sends_at_once_when_there_is_capacity() {
 }
 
 #[tokio::test]
+async fn the_gateways_own_answers_carry_the_status_headers() {
+    let mock = MockProcess::start(&["--seed", "1", "--rpm", "6000"]);
+    let serve = gateway_with_clients(&mock, "", LIMITED_AND_FREE, &LIMITED_AND_FREE_KEYS);
+    let url = serve.url("/v1/chat/completions");
+    let body = chat_body("gpt-4o-mini", "hello", 8);
+
+    // 401, without a key and with an unknown one: nothing waited, nothing sent.
+    for key in [None, Some("sk-who-is-this")] {
+        let resp = chat(&url, key, &[], &body).await;
+        assert_eq!(resp.status(), 401);
+        assert_eq!(header(&resp, "x-paceline-queue-ms"), "0");
+        assert_eq!(header(&resp, "x-paceline-attempts"), "0");
+    }
+    // The client's own limit: a 429 after the time it waited so far, with no attempt made.
+    let first = chat(&url, Some("client-key-limited"), &[], &body).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-paceline-attempts"), "1");
+    let second = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-max-wait", "100ms")],
+        &body,
+    )
+    .await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(header(&second, "x-paceline-attempts"), "0");
+    let queued: u64 = header(&second, "x-paceline-queue-ms").parse().unwrap();
+    assert!(queued < 100, "x-paceline-queue-ms {queued}");
+    // A 400 the gateway answers itself, and an unknown path.
+    let resp = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-priority", "urgent")],
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(header(&resp, "x-paceline-attempts"), "0");
+    let resp = reqwest::Client::new()
+        .post(serve.url("/v1/nope"))
+        .bearer_auth("client-key-limited")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(header(&resp, "x-paceline-queue-ms"), "0");
+    assert_eq!(header(&resp, "x-paceline-attempts"), "0");
+}
+
+#[tokio::test]
 async fn streams_are_relayed_live_with_only_what_the_client_asked_for() {
     let mock = MockProcess::start(&[
         "--ms-per-token",
