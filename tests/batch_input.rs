@@ -50,6 +50,17 @@ fn only_error(spec: &InputSpec) -> LineError {
     report.errors[0].clone()
 }
 
+/// The errors file `--skip-invalid` writes for `report`, written in `dir` and read back.
+fn errors_file(spec: &InputSpec, report: &ValidationReport, dir: &TempDir) -> Vec<Value> {
+    let path = dir.path().join("errors.jsonl");
+    write_errors_file(spec, report, &path).expect("write errors");
+    fs::read_to_string(&path)
+        .expect("read errors")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
 fn template_spec(path: &Path, template: &str) -> InputSpec {
     InputSpec {
         template: Some(template.to_owned()),
@@ -199,23 +210,52 @@ fn file_level_errors_name_the_path() {
     assert!(matches!(err, InputError::Open { .. }));
     assert!(err.to_string().contains("nope.jsonl"), "{err}");
 
-    let mut bytes = format!("{}\n{}\n", batch_line("a"), batch_line("b")).into_bytes();
-    bytes.extend_from_slice(b"{\"custom_id\": \"\xff\xfe\"}\n");
-    let (_dir, path) = fixture("bad.jsonl", bytes);
-    let err = validate(&InputSpec::new(&path)).expect_err("not UTF-8");
+    // A CSV header row that is not UTF-8 names no field: nothing can be read (a line or a
+    // record that is not UTF-8 is judged alone, see below).
+    let (_dir, path) = fixture("bad.csv", b"\xff\xfe\n1\n".as_slice());
+    let err = validate(&template_spec(&path, "{a}")).expect_err("not UTF-8");
     assert!(
-        matches!(err, InputError::NotUtf8 { line: 3, .. }),
+        matches!(err, InputError::NotUtf8 { line: 1, .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("bad.jsonl"), "{err}");
+    assert!(err.to_string().contains("bad.csv"), "{err}");
+}
 
-    // The reader stops at the bad line and `finish` reports it.
-    let mut reader = InputReader::open(&InputSpec::new(&path)).expect("open");
-    assert_eq!((&mut reader).filter(Result::is_ok).count(), 2);
-    assert!(matches!(
-        reader.finish(),
-        Err(InputError::NotUtf8 { line: 3, .. })
-    ));
+#[test]
+fn a_line_that_is_not_utf8_is_one_invalid_line() {
+    let mut bytes = format!("{}\n{}\n", batch_line("a"), batch_line("b")).into_bytes();
+    bytes.extend_from_slice(b"{\"custom_id\": \"\xff\xfe\"}\n");
+    bytes.extend_from_slice(format!("{}\n", batch_line("c")).as_bytes());
+    let (dir, path) = fixture("bad.jsonl", bytes);
+    let spec = InputSpec::new(&path);
+
+    // Listed with its line number like any other invalid line; the lines after it are read.
+    let report = validate(&spec).expect("validate reads the whole file");
+    assert_eq!(report.valid, 3, "{report:?}");
+    let error = only_error(&spec);
+    assert_eq!(error.line, 3);
+    assert!(error.to_string().contains("UTF-8"), "{error}");
+    assert!(report.render(&path, 10).contains("line 3"));
+    let items = read_all(&spec);
+    assert_eq!(items.iter().filter(|r| r.is_ok()).count(), 3);
+
+    // `--skip-invalid` writes it to the errors file (its invalid bytes replaced).
+    let written = errors_file(&spec, &report, &dir);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0]["line"], 3);
+    assert_eq!(written[0]["text"], "{\"custom_id\": \"\u{fffd}\u{fffd}\"}");
+
+    // A CSV record likewise.
+    let (dir, path) = fixture("t.csv", b"a,b\n1,x\n2,\xff\n3,z\n".as_slice());
+    let spec = template_spec(&path, "{a} {b}");
+    let report = validate(&spec).expect("validate reads the whole file");
+    assert_eq!(report.valid, 2, "{report:?}");
+    assert_eq!(report.errors[0].line, 3);
+    assert!(report.errors[0].message.contains("UTF-8"), "{report:?}");
+    let written = errors_file(&spec, &report, &dir);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0]["line"], 3);
+    assert_eq!(written[0]["text"], "2,\u{fffd}");
 }
 
 #[test]
@@ -548,13 +588,7 @@ fn errors_file_holds_original_text_and_error() {
     let (dir, path) = fixture("in.jsonl", lines.join("\n"));
     let spec = InputSpec::new(&path);
     let report = validate(&spec).expect("validate");
-    let errors_path = dir.path().join("errors.jsonl");
-    write_errors_file(&spec, &report, &errors_path).expect("write errors");
-    let written: Vec<Value> = fs::read_to_string(&errors_path)
-        .expect("read errors")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let written = errors_file(&spec, &report, &dir);
     assert_eq!(
         written,
         vec![

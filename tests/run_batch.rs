@@ -663,3 +663,40 @@ async fn embeddings_and_responses_endpoints_run_too() {
         .sum();
     assert_eq!(totals(&stats)["tokens_charged"], reserved);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warnings_are_plain_text_when_stderr_is_not_a_terminal() {
+    // The mock accepts only the key `someone-else`: ours is refused and leaves rotation, which
+    // is warned about. stderr is a pipe here; colour is allowed (NO_COLOR empty) but must not
+    // be used.
+    let mock = MockProcess::start(&["--key", "someone-else"]);
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 2, 8);
+    let out = w.path("out.jsonl");
+    let run = paceline(
+        &[
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            &mock.base_url(),
+            "--quiet",
+        ],
+        &[("NO_COLOR", "")],
+    );
+    let err = stderr(&run);
+    assert!(err.contains("removed from rotation"), "{err}");
+    assert!(!err.contains("\x1b["), "{err:?}");
+}
+
+#[test]
+fn serve_help_offers_only_what_serve_accepts() {
+    let help = Command::new(env!("CARGO_BIN_EXE_paceline"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run paceline");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--redis"), "{text}");
+    assert!(!text.contains("--job"), "{text}");
+}

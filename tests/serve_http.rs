@@ -31,6 +31,41 @@ fn gateway(mock: &MockProcess, extra: &[&str]) -> ServeProcess {
     ServeProcess::start(&args, &upstream_env())
 }
 
+/// Two clients: `limited` to 60 requests a minute (one a second), `free` without limits.
+const LIMITED_AND_FREE: &str = "[[clients]]\nname = \"limited\"\nkey_env = \"CLIENT_LIMITED\"\nrpm = 60\n\
+     [[clients]]\nname = \"free\"\nkey_env = \"CLIENT_FREE\"\n";
+
+/// The keys of [`LIMITED_AND_FREE`].
+const LIMITED_AND_FREE_KEYS: [(&str, &str); 2] = [
+    ("CLIENT_LIMITED", "client-key-limited"),
+    ("CLIENT_FREE", "client-key-free"),
+];
+
+/// A gateway in front of `mock` configured by a file: `top` (top-level settings), the upstream
+/// key, then `clients` (`[[clients]]` entries); `client_keys` are the variables they name.
+fn gateway_with_clients(
+    mock: &MockProcess,
+    top: &str,
+    clients: &str,
+    client_keys: &[(&str, &str)],
+) -> ServeProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paceline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"{}\"\n{top}[[keys]]\nenv = \"UPSTREAM_KEY\"\n{clients}",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().to_string();
+    let mut env = vec![("UPSTREAM_KEY", UPSTREAM_KEY)];
+    env.extend_from_slice(client_keys);
+    // The gateway has read its config once it listens.
+    ServeProcess::start(&["--config", &config], &env)
+}
+
 async fn chat(
     url: &str,
     key: Option<&str>,
@@ -70,26 +105,11 @@ fn error_of(body: &Value) -> (&str, &str) {
 #[tokio::test]
 async fn client_keys_limits_and_error_shapes() {
     let mock = MockProcess::start(&["--seed", "1", "--rpm", "6000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("paceline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "upstream = \"{}\"\nbody_limit_mb = 1\n[[keys]]\nenv = \"UPSTREAM_KEY\"\n\
-             [[clients]]\nname = \"limited\"\nkey_env = \"CLIENT_LIMITED\"\nrpm = 60\n\
-             [[clients]]\nname = \"free\"\nkey_env = \"CLIENT_FREE\"\n",
-            mock.base_url()
-        ),
-    )
-    .unwrap();
-    let config = config.to_string_lossy().to_string();
-    let serve = ServeProcess::start(
-        &["--config", &config],
-        &[
-            ("UPSTREAM_KEY", UPSTREAM_KEY),
-            ("CLIENT_LIMITED", "client-key-limited"),
-            ("CLIENT_FREE", "client-key-free"),
-        ],
+    let serve = gateway_with_clients(
+        &mock,
+        "body_limit_mb = 1\n",
+        LIMITED_AND_FREE,
+        &LIMITED_AND_FREE_KEYS,
     );
     let url = serve.url("/v1/chat/completions");
     let body = chat_body("gpt-4o-mini", "hello", 8);
@@ -274,6 +294,98 @@ async fn client_keys_limits_and_error_shapes() {
 }
 
 #[tokio::test]
+async fn a_zero_max_wait_sends_at_once_when_there_is_capacity() {
+    let mock = MockProcess::start(&["--seed", "1", "--rpm", "6000"]);
+    let serve = gateway_with_clients(&mock, "", LIMITED_AND_FREE, &LIMITED_AND_FREE_KEYS);
+    let url = serve.url("/v1/chat/completions");
+    let body = chat_body("gpt-4o-mini", "hello", 8);
+
+    // An idle gateway: zero means "now", and now there is capacity, upstream and client alike.
+    for wait in ["0s", "0ms", "0"] {
+        let resp = chat(
+            &url,
+            Some("client-key-free"),
+            &[("x-paceline-max-wait", wait)],
+            &body,
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "max wait {wait}");
+        assert_eq!(header(&resp, "x-paceline-attempts"), "1");
+    }
+    let first = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-max-wait", "0s")],
+        &body,
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+
+    // The limited client's next request (60 rpm: one a second) cannot go now: a 429 at once.
+    let second = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-max-wait", "0s")],
+        &body,
+    )
+    .await;
+    assert_eq!(second.status(), 429);
+    let wait_ms: u64 = header(&second, "retry-after-ms").parse().unwrap();
+    assert!((500..=1000).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    assert_eq!(mock.stats().await["totals"]["requests"], 4);
+}
+
+#[tokio::test]
+async fn the_gateways_own_answers_carry_the_status_headers() {
+    let mock = MockProcess::start(&["--seed", "1", "--rpm", "6000"]);
+    let serve = gateway_with_clients(&mock, "", LIMITED_AND_FREE, &LIMITED_AND_FREE_KEYS);
+    let url = serve.url("/v1/chat/completions");
+    let body = chat_body("gpt-4o-mini", "hello", 8);
+
+    // 401, without a key and with an unknown one: nothing waited, nothing sent.
+    for key in [None, Some("sk-who-is-this")] {
+        let resp = chat(&url, key, &[], &body).await;
+        assert_eq!(resp.status(), 401);
+        assert_eq!(header(&resp, "x-paceline-queue-ms"), "0");
+        assert_eq!(header(&resp, "x-paceline-attempts"), "0");
+    }
+    // The client's own limit: a 429 after the time it waited so far, with no attempt made.
+    let first = chat(&url, Some("client-key-limited"), &[], &body).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-paceline-attempts"), "1");
+    let second = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-max-wait", "100ms")],
+        &body,
+    )
+    .await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(header(&second, "x-paceline-attempts"), "0");
+    let queued: u64 = header(&second, "x-paceline-queue-ms").parse().unwrap();
+    assert!(queued < 100, "x-paceline-queue-ms {queued}");
+    // A 400 the gateway answers itself, and an unknown path.
+    let resp = chat(
+        &url,
+        Some("client-key-limited"),
+        &[("x-paceline-priority", "urgent")],
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(header(&resp, "x-paceline-attempts"), "0");
+    let resp = reqwest::Client::new()
+        .post(serve.url("/v1/nope"))
+        .bearer_auth("client-key-limited")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(header(&resp, "x-paceline-queue-ms"), "0");
+    assert_eq!(header(&resp, "x-paceline-attempts"), "0");
+}
+
+#[tokio::test]
 async fn streams_are_relayed_live_with_only_what_the_client_asked_for() {
     let mock = MockProcess::start(&[
         "--ms-per-token",
@@ -448,26 +560,12 @@ async fn interactive_requests_do_not_wait_behind_batch() {
 #[tokio::test]
 async fn weights_share_upstream_capacity() {
     let mock = MockProcess::start(&["--rpm", "600", "--burst", "5"]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("paceline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "upstream = \"{}\"\n[[keys]]\nenv = \"UPSTREAM_KEY\"\n\
-             [[clients]]\nname = \"heavy\"\nkey_env = \"CLIENT_HEAVY\"\nweight = 3\n\
+    let serve = gateway_with_clients(
+        &mock,
+        "",
+        "[[clients]]\nname = \"heavy\"\nkey_env = \"CLIENT_HEAVY\"\nweight = 3\n\
              [[clients]]\nname = \"light\"\nkey_env = \"CLIENT_LIGHT\"\n",
-            mock.base_url()
-        ),
-    )
-    .unwrap();
-    let config = config.to_string_lossy().to_string();
-    let serve = ServeProcess::start(
-        &["--config", &config],
-        &[
-            ("UPSTREAM_KEY", UPSTREAM_KEY),
-            ("CLIENT_HEAVY", "key-heavy"),
-            ("CLIENT_LIGHT", "key-light"),
-        ],
+        &[("CLIENT_HEAVY", "key-heavy"), ("CLIENT_LIGHT", "key-light")],
     );
     let url = serve.url("/v1/chat/completions");
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -127,6 +127,28 @@ async fn retry_failed_sends_only_the_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_of_a_job_that_failed_names_retry_failed() {
+    let broken = MockProcess::start(&["--fail-500", "1.0"]);
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 5);
+    let out = w.path("out.jsonl");
+    let url = broken.base_url();
+    let first = paceline(&run(s(&input), s(&out), &url, &["--max-attempts", "1"]));
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+
+    // Nothing is left to send, and the message says how to send the failures again.
+    let again = paceline(&run(s(&input), s(&out), &url, &["--max-attempts", "1"]));
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    let err = stderr(&again);
+    assert!(
+        err.contains("nothing to send") && err.contains("5 failed"),
+        "{err}"
+    );
+    assert!(err.contains("--retry-failed"), "{err}");
+    assert_eq!(sent(&broken).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_on_the_same_state_refuses_to_start() {
     let slow = MockProcess::start(&["--latency-ms", "400"]);
     let w = Workdir::new();

@@ -61,12 +61,13 @@ pub enum InputError {
         #[source]
         source: io::Error,
     },
-    /// The input is not UTF-8 text.
+    /// The input's CSV header row is not UTF-8 text (a line or record that is not is a
+    /// [`LineError`]).
     #[error("input {}: line {line} is not valid UTF-8", path.display())]
     NotUtf8 {
         /// The input file.
         path: PathBuf,
-        /// The first line holding invalid UTF-8.
+        /// The line holding invalid UTF-8.
         line: u64,
     },
     /// Batch API JSONL was expected (no template given) but the file looks like plain text.

@@ -133,8 +133,10 @@ impl InputSpec {
 /// CSV record), in file order, reading the file incrementally.
 ///
 /// Duplicate `custom_id`s are not detected here (that needs state across lines); see
-/// [`validate`](crate::batch::validate()). A problem with the file itself (an I/O error, invalid
-/// UTF-8) ends the iteration early; call [`InputReader::finish`] afterwards to get it.
+/// [`validate`](crate::batch::validate()). A line (or CSV record) that is not UTF-8 is a
+/// [`LineError`] like any other. A problem with the file itself (an I/O error, a CSV header row
+/// that is not UTF-8) ends the iteration early; call [`InputReader::finish`] afterwards to get
+/// it.
 pub struct InputReader {
     path: PathBuf,
     format: InputFormat,
@@ -200,9 +202,12 @@ impl Iterator for InputReader {
         }
         let mode = &self.mode;
         let item = match &mut self.source {
-            RawSource::Lines(src) => src
-                .next_line()
-                .map(|raw| raw.map(|(line, text)| mode.request_from_text(line, text))),
+            RawSource::Lines(src) => src.next_line().map(|raw| {
+                raw.map(|raw| {
+                    raw.text()
+                        .and_then(|text| mode.request_from_text(raw.line, text))
+                })
+            }),
             RawSource::Csv(src) => src.next_record().map(|raw| {
                 raw.map(|CsvItem { line, problem }| match problem {
                     None => mode.request_from_csv(line, &src.headers, &src.record),
@@ -509,6 +514,34 @@ impl RawSource {
     }
 }
 
+/// One non-blank line as read: its 1-based number and its bytes, without the line ending.
+pub(crate) struct RawLine<'a> {
+    /// The line's number.
+    pub(crate) line: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> RawLine<'a> {
+    /// The line as text, or why it is not: a line that is not UTF-8 is a problem of that line
+    /// alone (listed, or skipped with `--skip-invalid`), not of the whole file.
+    pub(crate) fn text(&self) -> Result<&'a str, LineError> {
+        std::str::from_utf8(self.bytes).map_err(|err| {
+            LineError::new(
+                self.line,
+                format!(
+                    "not valid UTF-8 text (the first invalid byte is byte {} of the line)",
+                    err.valid_up_to() + 1
+                ),
+            )
+        })
+    }
+
+    /// The line as text, its invalid bytes replaced (for the errors file).
+    pub(crate) fn lossy(&self) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.bytes)
+    }
+}
+
 /// Non-blank lines of a text file, with their 1-based numbers; the buffer is reused.
 pub(crate) struct LineSource {
     reader: BufReader<File>,
@@ -527,7 +560,7 @@ impl LineSource {
 
     /// The next non-blank line without its line ending (and without a leading byte-order mark
     /// on line 1), or `None` at the end of the file.
-    pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &str)>, RawError> {
+    pub(crate) fn next_line(&mut self) -> Result<Option<RawLine<'_>>, RawError> {
         let (start, end) = loop {
             self.buf.clear();
             let read = self
@@ -554,19 +587,19 @@ impl LineSource {
                 break (start, end);
             }
         };
-        let line = self.line;
-        let text =
-            std::str::from_utf8(&self.buf[start..end]).map_err(|_| RawError::NotUtf8 { line })?;
-        Ok(Some((line, text)))
+        Ok(Some(RawLine {
+            line: self.line,
+            bytes: &self.buf[start..end],
+        }))
     }
 
     /// Peeks at the first non-blank line: if it is not JSON-looking (does not start with `{` or
     /// `[`), the file is plain text given without a template. Rewinds afterwards.
     fn check_not_plain_text(&mut self) -> Result<(), RawError> {
-        if let Some((line, text)) = self.next_line()?
-            && !text.trim_start().starts_with(['{', '['])
+        if let Some(raw) = self.next_line()?
+            && !raw.lossy().trim_start().starts_with(['{', '['])
         {
-            return Err(RawError::NeedsTemplate { line });
+            return Err(RawError::NeedsTemplate { line: raw.line });
         }
         self.reader
             .seek(SeekFrom::Start(0))
@@ -635,7 +668,10 @@ impl CsvSource {
     /// of its own (e.g. a wrong number of fields); `None` at the end of the file.
     pub(crate) fn next_record(&mut self) -> Result<Option<CsvItem>, RawError> {
         let before = self.reader.position().line();
-        let problem = match self.reader.read_record(&mut self.record) {
+        // Read as bytes (the record's buffer reused), then decoded: a record that is not UTF-8
+        // is a problem of that record alone.
+        let mut bytes = std::mem::take(&mut self.record).into_byte_record();
+        let mut problem = match self.reader.read_byte_record(&mut bytes) {
             Ok(false) => return Ok(None),
             Ok(true) => None,
             Err(err) => match err.kind() {
@@ -646,6 +682,17 @@ impl CsvSource {
                 )),
                 _ => return Err(csv_raw_error(err, before)),
             },
+        };
+        self.record = match csv::StringRecord::from_byte_record(bytes) {
+            Ok(record) => record,
+            Err(err) => {
+                let field = err.utf8_error().field() + 1;
+                problem.get_or_insert_with(|| format!("not valid UTF-8 text (CSV field {field})"));
+                err.into_byte_record()
+                    .iter()
+                    .map(String::from_utf8_lossy)
+                    .collect()
+            }
         };
         Ok(Some(CsvItem {
             line: self.record_start_line(before),

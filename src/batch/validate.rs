@@ -139,8 +139,8 @@ pub fn write_errors_file(
     let format = spec.format.resolve(&spec.path, spec.template.is_some());
     match RawSource::open(&spec.path, format)? {
         RawSource::Lines(mut lines) => {
-            while let Some((line, text)) = lines.next_line().map_err(raw_err)? {
-                if !emit(line, &|| text.to_owned())? {
+            while let Some(raw) = lines.next_line().map_err(raw_err)? {
+                if !emit(raw.line, &|| raw.lossy().into_owned())? {
                     break;
                 }
             }

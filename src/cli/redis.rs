@@ -13,8 +13,8 @@ use std::sync::Arc;
 /// Distributed-mode options.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RedisArgs {
-    /// Share quotas (and, with --job, the work queue) with other paceline processes through
-    /// this Redis (or Valkey): `redis://[user:password@]host[:port][/db]`. Also `[redis] url`.
+    /// Share quotas with other paceline processes through this Redis (or Valkey):
+    /// `redis://[user:password@]host[:port][/db]`. Also `[redis] url`.
     #[arg(long, value_name = "URL", env = "PACELINE_REDIS")]
     pub redis: Option<String>,
     /// How many paceline processes share the keys: while Redis is unreachable each paces on

@@ -52,7 +52,6 @@ impl Engine {
         let now = Instant::now();
         if job.priority != Priority::Interactive
             || self.stopping()
-            || job.deadline.is_some_and(|d| d < now)
             || lock(&self.delayed[Priority::Interactive.index()])
                 .next_due()
                 .is_some_and(|due| due <= now)
@@ -85,7 +84,9 @@ impl Engine {
     }
 
     /// The admission check shared by [`Engine::send_now`] and [`Engine::book`]: reserve `job`'s
-    /// cost on the key that can send it soonest, unless that would be after its deadline.
+    /// cost on the key that can send it soonest, unless it would have to wait past its deadline
+    /// (one that can go now goes, however late: a zero max wait means "now if there is
+    /// capacity"; with every probe out, a job at its deadline is refused).
     fn reserve(&self, job: &Job, now: Instant) -> Result<Pick, Refusal> {
         let refuse = |why| Err(Refusal::Unbookable(why));
         let pick = match self.pool.pick_for(job.want(), job.cost(), now) {
@@ -101,7 +102,7 @@ impl Engine {
             }
         };
         let go_at = pick.reservation.go_at;
-        if job.deadline.is_some_and(|d| go_at > d) {
+        if job.misses_deadline(go_at, now) {
             pick.cancel(now);
             return refuse(Unbookable::PastDeadline(
                 go_at.saturating_duration_since(now),

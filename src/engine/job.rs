@@ -62,8 +62,9 @@ pub struct Job {
     pub attempts: u32,
     /// Which queue it waits in.
     pub priority: Priority,
-    /// No attempt is sent after this time: a job that cannot go before it finishes with
-    /// [`crate::retry::Failure::DeadlineExceeded`] and the time capacity is expected.
+    /// No attempt waits past this time: a job that cannot go before it (nor at once, see
+    /// [`misses_deadline`]) finishes with [`crate::retry::Failure::DeadlineExceeded`] and the
+    /// time capacity is expected.
     pub deadline: Option<Instant>,
     /// Relay mode: a 2xx answer is handed over live to the responder, never retried after.
     pub stream: bool,
@@ -143,6 +144,13 @@ impl Job {
         self.responder.as_ref().is_some_and(Responder::is_closed)
     }
 
+    /// Whether a reservation at `go_at` would make the job wait past its deadline
+    /// ([`misses_deadline`]).
+    pub(crate) fn misses_deadline(&self, go_at: Instant, now: Instant) -> bool {
+        self.deadline
+            .is_some_and(|deadline| misses_deadline(go_at, deadline, now))
+    }
+
     /// Time from the job's creation to its latest attempt (or to `now` if none was sent).
     pub(crate) fn waited(&self, now: Instant) -> Duration {
         self.sent_at
@@ -171,5 +179,28 @@ impl Job {
     /// How the cost is settled when the usage is known.
     pub fn charge(&self) -> Charge {
         Charge::new(self.endpoint, self.estimate.max_output_tokens)
+    }
+}
+
+/// Whether going at `go_at` waits past `deadline`, seen at `now`. A request that may go at once
+/// never does, even when its deadline is already behind it: a zero max wait means "now if
+/// there is capacity", not "never". The gateway's client quotas keep the same rule.
+pub fn misses_deadline(go_at: Instant, deadline: Instant, now: Instant) -> bool {
+    go_at > deadline.max(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn going_at_once_never_misses_a_deadline() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // A zero wait, taken a little before now: going now is in time, later is not.
+        assert!(!misses_deadline(now, now - ms(1), now));
+        assert!(misses_deadline(now + ms(1), now - ms(1), now));
+        assert!(!misses_deadline(now + ms(5), now + ms(5), now));
+        assert!(misses_deadline(now + ms(6), now + ms(5), now));
     }
 }

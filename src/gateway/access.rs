@@ -16,6 +16,8 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct RequestLog {
     started: Instant,
+    /// When its wait for capacity began (the deadline counts from then), if it did.
+    waiting_since: Option<Instant>,
     /// Route path (`/v1/chat/completions`, ...).
     pub route: &'static str,
     /// Client name.
@@ -39,6 +41,7 @@ impl RequestLog {
     pub fn new(route: &'static str, client: Arc<str>) -> Self {
         RequestLog {
             started: Instant::now(),
+            waiting_since: None,
             route,
             client,
             priority: Priority::Interactive,
@@ -53,6 +56,18 @@ impl RequestLog {
     /// When the request arrived.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Its wait for capacity (client quota, queue, upstream quota) begins now.
+    pub fn waiting_from(&mut self, at: Instant) {
+        self.waiting_since = Some(at);
+    }
+
+    /// How long it has waited for capacity so far: zero if its wait has not begun (refused
+    /// before it, a 401 or a 400).
+    pub fn waited_so_far(&self) -> Duration {
+        self.waiting_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Write the event and count the request: `status` sent, `outcome` a short word (`ok`, an

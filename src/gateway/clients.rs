@@ -163,7 +163,7 @@ impl Client {
             ));
         };
         let reservation = quota.reserve(cost, now).map_err(Refusal::NeverFits)?;
-        if reservation.go_at > deadline {
+        if crate::engine::job::misses_deadline(reservation.go_at, deadline, now) {
             quota.cancel(&reservation, now);
             return Err(Refusal::TooLate(
                 reservation.go_at.saturating_duration_since(now),

@@ -70,11 +70,18 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn not_found(request: Request) -> Response {
-    ApiError::not_found(request.method().as_str(), request.uri().path()).into_response()
+    let mut response =
+        ApiError::not_found(request.method().as_str(), request.uri().path()).into_response();
+    status_headers(&mut response, Duration::ZERO, 0);
+    response
 }
 
 async fn method_not_allowed(request: Request) -> Response {
-    ApiError::method_not_allowed(request.method().as_str(), request.uri().path()).into_response()
+    let mut response =
+        ApiError::method_not_allowed(request.method().as_str(), request.uri().path())
+            .into_response();
+    status_headers(&mut response, Duration::ZERO, 0);
+    response
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
@@ -170,7 +177,8 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 body: reply.body,
                 usage: None,
             };
-            let response = answer::relay(&answer);
+            let mut response = answer::relay(&answer);
+            status_headers(&mut response, Duration::ZERO, 1);
             log.finish(reply.status, "ok");
             response
         }
@@ -178,15 +186,23 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
 }
 
+/// The gateway's own error answer, with the status headers every answer carries: the time the
+/// request waited for capacity so far and the attempts made (none: the gateway answered it).
 fn finish_error(log: RequestLog, err: ApiError) -> Response {
+    let waited = log.waited_so_far();
     log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
-    err.into_response()
+    let mut response = err.into_response();
+    status_headers(&mut response, waited, 0);
+    response
 }
 
 /// [`finish_error`] in the error shape of `endpoint`'s API (Anthropic's for `/v1/messages`).
 fn finish_endpoint_error(log: RequestLog, err: ApiError, endpoint: Endpoint) -> Response {
+    let waited = log.waited_so_far();
     log.finish(err.status.as_u16(), err.code.unwrap_or(err.kind));
-    err.into_endpoint_response(endpoint)
+    let mut response = err.into_endpoint_response(endpoint);
+    status_headers(&mut response, waited, 0);
+    response
 }
 
 /// What a proxied request ends in before the access log is written.
@@ -390,7 +406,9 @@ async fn handle(
     job.priority = log.priority;
     // The wait allowed counts from now: building a tokenizer on a family's first request is
     // not queueing.
-    let deadline = Instant::now() + max_wait;
+    let waiting_from = Instant::now();
+    log.waiting_from(waiting_from);
+    let deadline = waiting_from + max_wait;
     job.deadline = Some(deadline);
     job.stream = stream;
     let charge = job.charge();

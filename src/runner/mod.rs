@@ -192,9 +192,17 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         .await
         .map_err(internal)??;
         drop(lock);
+        let retry_hint = if counts.failed > 0 {
+            format!(
+                "\n  to send the {} failed requests again, run the same command with --retry-failed",
+                counts.failed
+            )
+        } else {
+            String::new()
+        };
         let summary = format!(
             "paceline: nothing to send: all {} requests of this job have a result ({} succeeded, \
-             {} failed)\n  output          {}\n  state           {}\n",
+             {} failed){retry_hint}\n  output          {}\n  state           {}\n",
             counts.total(),
             counts.done,
             counts.failed,

@@ -8,6 +8,7 @@
 
 mod writer;
 
+use std::io::IsTerminal;
 use std::path::Path;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -99,8 +100,10 @@ pub fn init(log_file: Option<&Path>) -> Result<LogGuard, TelemetryError> {
     } else {
         env_filter("warn")?
     };
+    // Colour only for a person at a terminal: a file or a pipe gets plain text.
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(stderr_filter);
     let (file_layer, guard) = match log_file {
