@@ -67,6 +67,11 @@ fn all_404_first_answers_stop_the_run_naming_the_url() {
     let tried = format!("{root}/chat/completions");
     assert!(err.contains(&tried), "the message names {tried}: {err}");
     assert!(err.contains("404"), "{err}");
+    // and says what the inferred provider's base URL looks like.
+    assert!(
+        err.contains("openai-compatible: http://HOST:PORT/v1"),
+        "{err}"
+    );
     assert!(!err.contains(KEY), "the key leaked: {err}");
     // It stopped at the first answers instead of failing all 200 requests one by one, and the
     // rest stays pending for a resume with the right URL.

@@ -213,9 +213,12 @@ impl Engine {
             None => (&self.upstream, job.model.as_str()),
         };
         let url = upstream.url_for(job.endpoint.path(), model);
+        let provider = upstream.provider();
         let reason = format!(
-            "the first {FIRST_ANSWERS} answers from {url} were all 404 Not Found: check the base URL \
-             (OpenAI's is https://api.openai.com/v1, Anthropic's https://api.anthropic.com)"
+            "the first {FIRST_ANSWERS} answers from {url} were all 404 Not Found: check the base \
+             URL (for provider {}: {})",
+            provider.name(),
+            provider.base_url_example()
         );
         if self.pool.remove(pick.key_index, &reason) {
             tracing::error!(key = %pick.key.label(), url = %url, "every answer so far was 404; key taken out of rotation");

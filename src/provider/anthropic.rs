@@ -33,6 +33,7 @@ pub static SPEC: Spec = Spec {
     summary: "Anthropic's Messages API (x-api-key, anthropic-ratelimit-* headers)",
     default_key_env: "ANTHROPIC_API_KEY",
     default_base_url: Some("https://api.anthropic.com/v1"),
+    base_url_example: "https://api.anthropic.com (with or without /v1)",
     claims: |host, _| host == "api.anthropic.com",
     speaks: |endpoint| endpoint == Endpoint::Messages,
     auth_headers,

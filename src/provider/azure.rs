@@ -32,6 +32,7 @@ pub static SPEC: Spec = Spec {
     summary: "Azure OpenAI (deployment URLs, api-version, api-key header)",
     default_key_env: "AZURE_OPENAI_API_KEY",
     default_base_url: None,
+    base_url_example: "https://YOUR-RESOURCE.openai.azure.com (the request's model names the deployment)",
     claims: |host, base_url| is_azure_host(host) || base_url.contains("/openai/deployments"),
     speaks: openai::speaks,
     auth_headers,

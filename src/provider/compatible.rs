@@ -17,6 +17,7 @@ pub static SPEC: Spec = Spec {
     summary: "Any OpenAI-compatible server (vLLM, llama.cpp, Groq, Together, ...)",
     default_key_env: "OPENAI_API_KEY",
     default_base_url: None,
+    base_url_example: "http://HOST:PORT/v1 (most OpenAI-compatible servers serve the API under /v1)",
     claims: |_, _| false,
     speaks: openai::speaks,
     auth_headers: openai::auth_headers,

@@ -56,6 +56,8 @@ pub struct Spec {
     pub default_key_env: &'static str,
     /// The public API's base URL, for providers that have one.
     pub default_base_url: Option<&'static str>,
+    /// What a base URL for it looks like, for a message about a wrong one.
+    pub base_url_example: &'static str,
     /// Whether a base URL (and its host) belongs to this provider; the first provider in
     /// [`Provider::ALL`] to claim a URL is inferred for it.
     pub claims: fn(host: &str, base_url: &str) -> bool,
@@ -153,6 +155,11 @@ impl Provider {
     /// are wherever they were deployed).
     pub fn default_base_url(self) -> Option<&'static str> {
         self.spec().default_base_url
+    }
+
+    /// What a base URL for this provider looks like (for a message about a wrong one).
+    pub fn base_url_example(self) -> &'static str {
+        self.spec().base_url_example
     }
 
     /// The provider a base URL belongs to: the first in [`Provider::ALL`] that claims it

@@ -31,6 +31,7 @@ pub static SPEC: Spec = Spec {
     summary: "OpenAI's API",
     default_key_env: "OPENAI_API_KEY",
     default_base_url: Some(BASE_URL),
+    base_url_example: "https://api.openai.com/v1",
     claims: |host, _| host == "api.openai.com",
     speaks,
     auth_headers,
