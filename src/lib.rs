@@ -3,8 +3,9 @@
 //! Data flows one way:
 //! `batch` (input) → `engine` → `quota` / `upstream` keys → upstream HTTP → `retry` (outcome)
 //! → `batch` (output); `gateway` (`paceline serve`) enters at the engine. The simulated provider (the `paceline-mock` crate) shares no code path with the client side.
-//! `api` (the request types every layer shares) and `time` (durations and local times as
-//! people write them) sit at the bottom and import nothing of the crate.
+//! `api` (the request types every layer shares), `time` (durations and local times as people
+//! write them), `quota` (the pacing arithmetic) and `telemetry` (logging) sit at the bottom and
+//! import nothing of the crate.
 //! See `ARCHITECTURE.md` for the module map.
 //!
 //! This file owns only the module list: each module says at its top what it owns and what it must

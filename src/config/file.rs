@@ -139,7 +139,7 @@ impl ConfigFile {
     }
 }
 
-/// `deployments[1]` → (`deployments`, [1]); `env` → (`env`, []).
+/// `deployments[1]` → (`deployments`, `[1]`); `env` → (`env`, `[]`).
 fn split_indices(segment: &str) -> (&str, Vec<usize>) {
     let name_end = segment.find('[').unwrap_or(segment.len());
     let indices = segment[name_end..]

@@ -1,5 +1,6 @@
 //! Turning the engine's end of a request into the client's HTTP response, and the status
-//! headers every proxied answer carries (`x-paceline-queue-ms`, `x-paceline-attempts`).
+//! headers every answer carries (`x-paceline-queue-ms`, `x-paceline-attempts`): proxied ones
+//! here, the gateway's own errors through `routes`.
 //!
 //! A success is relayed as the provider sent it. A failure is relayed too when the provider's
 //! answer says it all (a 400 about the request, a 5xx after the retries ran out), with three

@@ -17,7 +17,7 @@ pub fn server_hint_from_body(body: &[u8]) -> Option<Duration> {
     hint_in_text(error.message().or(error.text())?)
 }
 
-/// Finds "try again in <duration>" or "retry after <duration>" in a message.
+/// Finds "try again in `<duration>`" or "retry after `<duration>`" in a message.
 fn hint_in_text(text: &str) -> Option<Duration> {
     // ASCII lowercasing keeps byte offsets, so positions in `lower` index `text`.
     let lower = text.to_ascii_lowercase();
