@@ -486,6 +486,11 @@ async fn insufficient_quota_is_final_and_never_retried() {
         err.contains(&format!("{} requests left", 20 - requests)),
         "{err}"
     );
+    // The summary counts every 429 received, whatever its body says.
+    assert!(
+        err.contains(&format!("429s received   {}\n", requests - 1)),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -93,6 +93,10 @@ impl Engine {
         if let Some(status) = status {
             self.check_first_answers(job, pick, status);
         }
+        // Every 429 counts as received, whatever its body says (`insufficient_quota` too).
+        if status == Some(429) {
+            Stats::incr(&self.stats.rate_limited);
+        }
         let answer = result.as_ref().ok().map(|reply| ProviderAnswer {
             status: reply.status,
             request_id: headers::request_id(|name| reply.header(name)).map(str::to_string),
@@ -263,7 +267,6 @@ impl Engine {
         } = context;
         let rate_limited = status == Some(429);
         if rate_limited {
-            Stats::incr(&self.stats.rate_limited);
             // A refused request was not charged.
             pick.cancel(now);
             record.tokens = 0;

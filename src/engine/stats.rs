@@ -19,7 +19,7 @@ pub struct Stats {
     pub attempts: AtomicU64,
     /// Attempts that will be retried.
     pub retries: AtomicU64,
-    /// 429 rate-limit answers received.
+    /// 429 answers received, whatever their body says (rate limit or `insufficient_quota`).
     pub rate_limited: AtomicU64,
     /// Prompt tokens the provider reported.
     pub prompt_tokens: AtomicU64,
