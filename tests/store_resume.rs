@@ -181,6 +181,10 @@ async fn a_second_run_on_the_same_state_refuses_to_start() {
     assert!(sent(&slow).await <= before + 4);
     let _ = first.kill();
     let _ = wait_for(&mut first, Duration::from_secs(5));
+    // A killed run leaves its lock file behind: stale, since the kernel dropped the lock.
+    let lock = w.path("out.jsonl.paceline.db.lock");
+    let stale = std::fs::read_to_string(&lock).expect("the killed run's lock file");
+    assert!(stale.contains(&format!("pid {}", first.id())), "{stale}");
     // Once the holder is gone (killed), the lock is free again.
     let resumed = paceline(&run(
         s(&input),
@@ -190,6 +194,24 @@ async fn a_second_run_on_the_same_state_refuses_to_start() {
     ));
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(unique(&output_ids(&out)), all_ids(40));
+    // A run that ends normally leaves no lock file.
+    assert!(!lock.exists(), "{}", lock.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_run_leaves_no_lock_file() {
+    let mock = MockProcess::start(&[]);
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 5);
+    let out = w.path("out.jsonl");
+    let done = paceline(&run(s(&input), s(&out), &mock.base_url(), &[]));
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(w.path("out.jsonl.paceline.db").exists());
+    assert!(!w.path("out.jsonl.paceline.db.lock").exists());
+    // Nor does a rerun with nothing left to send.
+    let again = paceline(&run(s(&input), s(&out), &mock.base_url(), &[]));
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(!w.path("out.jsonl.paceline.db.lock").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -66,7 +66,8 @@ fn discard(store: Store, lock: StateLock) {
     let path = store.path().to_path_buf();
     drop(store);
     let _ = Store::remove_files(&path);
-    let _ = std::fs::remove_file(lock.path());
+    // Dropping the lock removes its file.
+    drop(lock);
 }
 
 /// Lock, open, check and reconcile (a blocking function: it reads the whole input).
@@ -77,7 +78,6 @@ pub(super) fn prepare(plan: &SetupPlan) -> Result<Prepared, RunError> {
     }
     let fresh = !plan.state.exists();
     if fresh && !plan.restart && !plan.retry_failed && non_empty(&plan.output) {
-        let _ = std::fs::remove_file(lock.path());
         return Err(RunError::OutputExists(plan.output.clone()));
     }
     let mut store = Store::open(&plan.state)?;
