@@ -705,3 +705,32 @@ fn serve_help_offers_only_what_serve_accepts() {
     assert!(text.contains("--redis"), "{text}");
     assert!(!text.contains("--job"), "{text}");
 }
+
+#[test]
+fn a_missing_key_variable_says_the_cause_first_then_what_to_do() {
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 1, 8);
+    let out = w.path("out.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_paceline"))
+        .args([
+            "run",
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("PACELINE_LOG")
+        .output()
+        .expect("run paceline");
+    assert_eq!(run.status.code(), Some(2));
+    let err = stderr(&run);
+    assert!(
+        err.starts_with(
+            "error: environment variable OPENAI_API_KEY is not set; set it to the provider's API \
+             key, or name other variables with --api-key-env K1,K2"
+        ),
+        "{err}"
+    );
+}

@@ -714,3 +714,60 @@ async fn responses_api_passes_through_whole_and_streamed() {
         "{metrics}"
     );
 }
+
+/// `paceline serve` with `args` and the environment minus OPENAI_API_KEY, plus `envs`: it must
+/// refuse to start; its exit code and stderr.
+fn serve_refused(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paceline"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("PACELINE_LOG")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run paceline serve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_without_a_key_variable_says_what_to_set() {
+    let (code, err) = serve_refused(&[], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with("error: environment variable OPENAI_API_KEY is not set; set it to the provider's API key, or name other variables with --api-key-env K1,K2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_client_key_variable_names_its_config_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("paceline.toml");
+    std::fs::write(
+        &config,
+        "[[clients]]\nname = \"web\"\nkey_env = \"PACELINE_TEST_NO_SUCH_CLIENT_KEY\"\n",
+    )
+    .expect("write config");
+    let (code, err) = serve_refused(
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[("OPENAI_API_KEY", "sk-upstream")],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(
+            "error: environment variable PACELINE_TEST_NO_SUCH_CLIENT_KEY is not set; set it to \
+             the key client \"web\" sends (clients[0].key_env"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("[[clients]] entry with name = \"web\""),
+        "{err}"
+    );
+}

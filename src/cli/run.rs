@@ -259,13 +259,20 @@ fn keys(
         return config
             .keys
             .iter()
-            .map(|k| {
+            .enumerate()
+            .map(|(i, k)| {
                 let limits = if k.limits == QuotaConfig::default() {
                     flag_limits
                 } else {
                     k.limits
                 };
-                Ok((ApiKey::from_env(&k.env)?, limits))
+                let key = ApiKey::from_env(&k.env).map_err(|e| {
+                    e.with_fix(format!(
+                        "set it to the API key of keys[{i}] (the config's [[keys]] entry with env = {:?})",
+                        k.env
+                    ))
+                })?;
+                Ok((key, limits))
             })
             .collect();
     }
@@ -279,7 +286,13 @@ fn keys(
         .map(|name| {
             ApiKey::from_env(name.trim())
                 .map(|key| (key, flag_limits))
-                .with_context(|| "set it, or name other variables with --api-key-env K1,K2")
+                .map_err(|e| {
+                    e.with_fix(
+                        "set it to the provider's API key, or name other variables with \
+                         --api-key-env K1,K2",
+                    )
+                    .into()
+                })
         })
         .collect()
 }

@@ -17,7 +17,7 @@ use super::config::ClientSpec;
 use super::errors::ApiError;
 use crate::provider::usage::{Charge, Usage};
 use crate::quota::{Cost, Quota, QuotaError, Reservation};
-use crate::upstream::KeyError;
+use crate::upstream::{KeyError, KeyProblem};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,7 +69,7 @@ pub struct ClientTicket {
 impl Clients {
     /// Clients from their specs, reading each key from its environment variable; no specs
     /// makes an open gateway.
-    pub fn load(specs: &[ClientSpec]) -> Result<Self, KeyError> {
+    pub fn load(specs: &[ClientSpec]) -> Result<Self, KeyProblem> {
         Self::load_with(specs, |name| std::env::var(name).ok())
     }
 
@@ -77,7 +77,7 @@ impl Clients {
     pub fn load_with(
         specs: &[ClientSpec],
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, KeyProblem> {
         if specs.is_empty() {
             return Ok(Clients {
                 by_digest: HashMap::new(),
@@ -92,10 +92,17 @@ impl Clients {
         let now = Instant::now();
         let mut by_digest = HashMap::new();
         for (index, spec) in specs.iter().enumerate() {
+            let fix = || {
+                format!(
+                    "set it to the key client {:?} sends (clients[{index}].key_env, the config's \
+                     [[clients]] entry with name = {:?})",
+                    spec.name, spec.name
+                )
+            };
             let key = match lookup(&spec.key_env) {
-                None => return Err(KeyError::Missing(spec.key_env.clone())),
+                None => return Err(KeyError::Missing(spec.key_env.clone()).with_fix(fix())),
                 Some(key) if key.trim().is_empty() => {
-                    return Err(KeyError::Empty(spec.key_env.clone()));
+                    return Err(KeyError::Empty(spec.key_env.clone()).with_fix(fix()));
                 }
                 Some(key) => key.trim().to_string(),
             };
@@ -216,10 +223,21 @@ mod tests {
         };
         let env =
             |name: &str| (name == "PACELINE_TEST_CLIENT_A").then(|| "client-secret-a".to_string());
+        let missing = Clients::load_with(std::slice::from_ref(&spec), |_| None);
         assert!(matches!(
-            Clients::load_with(std::slice::from_ref(&spec), |_| None),
-            Err(KeyError::Missing(_))
+            missing,
+            Err(KeyProblem {
+                error: KeyError::Missing(_),
+                ..
+            })
         ));
+        let text = missing.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("environment variable PACELINE_TEST_CLIENT_A is not set; ")
+                && text.contains("clients[0].key_env")
+                && text.contains("[[clients]] entry with name = \"a\""),
+            "{text}"
+        );
         let clients = Clients::load_with(&[spec], env).unwrap();
         let a = clients
             .authenticate(Some("Bearer client-secret-a"))

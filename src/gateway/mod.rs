@@ -37,7 +37,7 @@ pub mod status_page;
 
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
 use crate::retry::BackoffPolicy;
-use crate::upstream::{ApiKey, KeyError, KeyPool, Route, Upstream, UpstreamError};
+use crate::upstream::{ApiKey, KeyPool, KeyProblem, Route, Upstream, UpstreamError};
 use axum::serve::ListenerExt;
 use clients::Clients;
 pub use config::{GatewayConfig, RawGatewayConfig};
@@ -69,9 +69,9 @@ pub struct App {
 /// A gateway that cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// An upstream or client key cannot be read.
+    /// An upstream or client key cannot be read (the message says what to do).
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] KeyProblem),
     /// The upstream URL or HTTP client is unusable.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -112,17 +112,29 @@ impl Gateway {
         let upstream = Upstream::new(&config.upstream, config.timeout)?
             .with_provider(config.provider, config.api_version.as_deref());
         let mut keys = if config.keys.is_empty() && config.deployments.is_empty() {
-            vec![(
-                ApiKey::from_env(config.provider.default_key_env())?,
-                crate::quota::QuotaConfig::default(),
-                None,
-            )]
+            let key = ApiKey::from_env(config.provider.default_key_env()).map_err(|e| {
+                e.with_fix(
+                    "set it to the provider's API key, or name other variables with \
+                     --api-key-env K1,K2 (or [[keys]] env = \"NAME\" in the config)",
+                )
+            })?;
+            vec![(key, crate::quota::QuotaConfig::default(), None)]
         } else {
             config
                 .keys
                 .iter()
-                .map(|k| Ok((ApiKey::from_env(&k.env)?, k.limits, None)))
-                .collect::<Result<Vec<_>, KeyError>>()?
+                .enumerate()
+                .map(|(i, k)| {
+                    let key = ApiKey::from_env(&k.env).map_err(|e| {
+                        e.with_fix(format!(
+                            "set it to the upstream API key of keys[{i}] (--api-key-env, or the \
+                             config's [[keys]] entry with env = {:?})",
+                            k.env
+                        ))
+                    })?;
+                    Ok((key, k.limits, None))
+                })
+                .collect::<Result<Vec<_>, KeyProblem>>()?
         };
         for deployment in &config.deployments {
             let route = Route {
@@ -134,7 +146,13 @@ impl Gateway {
                     deployment.api_version.as_deref(),
                 )?,
             };
-            let key = ApiKey::from_env(&deployment.key.env)?;
+            let key = ApiKey::from_env(&deployment.key.env).map_err(|e| {
+                e.with_fix(format!(
+                    "set it to the API key of a deployment of model {:?} (the config's \
+                     [[models.deployments]] entry with env = {:?})",
+                    deployment.serves, deployment.key.env
+                ))
+            })?;
             keys.push((key, deployment.key.limits, Some(route)));
         }
         let clients = Clients::load(&config.clients)?;

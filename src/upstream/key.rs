@@ -62,11 +62,31 @@ impl fmt::Display for ApiKey {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The variable is not set.
-    #[error("environment variable {0} is not set (it should hold an API key)")]
+    #[error("environment variable {0} is not set")]
     Missing(String),
     /// The variable is set but empty.
-    #[error("environment variable {0} is empty (it should hold an API key)")]
+    #[error("environment variable {0} is empty")]
     Empty(String),
+}
+
+impl KeyError {
+    /// This error followed by what to do about it (`fix` names where the variable comes from).
+    pub fn with_fix(self, fix: impl Into<String>) -> KeyProblem {
+        KeyProblem {
+            error: self,
+            fix: fix.into(),
+        }
+    }
+}
+
+/// A [`KeyError`] and what to do about it: the cause first, then the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}; {fix}")]
+pub struct KeyProblem {
+    /// What is wrong with the variable.
+    pub error: KeyError,
+    /// What to do, naming the flag or config entry that names the variable.
+    pub fix: String,
 }
 
 #[cfg(test)]

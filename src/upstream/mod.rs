@@ -15,7 +15,7 @@ pub mod transport;
 
 pub use answer::{ByteStream, Opened, Reply, TransportError};
 pub use client::{DEFAULT_BASE_URL, Upstream, UpstreamError};
-pub use key::{ApiKey, KeyError};
+pub use key::{ApiKey, KeyError, KeyProblem};
 pub use pool::{KeyPool, Pick, PickError, Route, Want};
 pub use shared::{QuotaSharing, SharedAdmission, SharedQuota};
 pub use transport::{HttpTransport, Method, Request, Transport};
