@@ -32,6 +32,11 @@ fn worker(input: &str, redis: &str, mock: &MockProcess, out: &str) -> Child {
         .expect("spawn paceline")
 }
 
+/// `paceline export --redis URL --job JOB -o OUT`.
+fn export_job(redis: &str, job: &str, out: &std::path::Path) -> std::process::Output {
+    paceline(&["export", "--redis", redis, "--job", job, "-o", s(out)])
+}
+
 /// Output lines by custom_id; panics if an id appears twice.
 fn by_id(text: &str) -> HashMap<String, Value> {
     let mut map = HashMap::new();
@@ -99,15 +104,7 @@ fn killed_and_stopped_workers_lose_nothing_and_duplicate_nothing() {
     let last = workers.remove(1).wait_with_output().unwrap();
     assert!(last.status.success(), "{}", stderr(&last));
     let export = w.path("export.jsonl");
-    let run = paceline(&[
-        "export",
-        "--redis",
-        &redis.url(),
-        "--job",
-        "articles",
-        "-o",
-        s(&export),
-    ]);
+    let run = export_job(&redis.url(), "articles", &export);
     assert!(run.status.success(), "{}", stderr(&run));
     let results = by_id(&std::fs::read_to_string(&export).unwrap());
     assert_eq!(results.len(), N);
@@ -120,4 +117,78 @@ fn killed_and_stopped_workers_lose_nothing_and_duplicate_nothing() {
     assert_eq!(by_id(&std::fs::read_to_string(&outs[2]).unwrap()).len(), N);
     let status = paceline(&["status", "--redis", &redis.url(), "--job", "articles"]);
     assert!(stdout(&status).contains("finished"), "{}", stdout(&status));
+}
+
+#[test]
+fn an_unknown_job_is_an_error_and_the_results_file_has_a_normal_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = RedisServer::start();
+    let mock = MockProcess::start(&[]);
+    let w = Workdir::new();
+    let input = w.batch("in.jsonl", 5);
+    let shared = w.path("shared.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_paceline"))
+        .args([
+            "run",
+            s(&input),
+            "-q",
+            "-o",
+            s(&shared),
+            "--job",
+            "articles",
+        ])
+        .args(["--base-url", &mock.base_url(), "--redis", &redis.url()])
+        .env("OPENAI_API_KEY", KEY)
+        .env_remove("PACELINE_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run paceline");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let plain = w.path("plain.jsonl");
+    let run = paceline(&[
+        "run",
+        s(&input),
+        "-q",
+        "-o",
+        s(&plain),
+        "--base-url",
+        &mock.base_url(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .expect("results file")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // The shared job's results file gets the mode of a plain run's output (0644 under umask 022).
+    assert_eq!(mode(&shared), mode(&plain));
+    let export = w.path("export.jsonl");
+    let run = export_job(&redis.url(), "articles", &export);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(mode(&export), mode(&plain));
+
+    // A job name Redis has never seen is an error naming it, not a job "still loading".
+    let status = paceline(&["status", "--redis", &redis.url(), "--job", "typo"]);
+    assert_eq!(status.status.code(), Some(2), "{}", stdout(&status));
+    assert!(
+        stderr(&status).contains("no job named \"typo\""),
+        "{}",
+        stderr(&status)
+    );
+    let status = paceline(&["status", "--redis", &redis.url(), "--job", "typo", "--json"]);
+    assert_eq!(status.status.code(), Some(2), "{}", stdout(&status));
+    let typo = w.path("typo.jsonl");
+    let run = export_job(&redis.url(), "typo", &typo);
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("no job named \"typo\""),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!typo.exists());
+    // The real job still answers.
+    let status = paceline(&["status", "--redis", &redis.url(), "--job", "articles"]);
+    assert!(status.status.success(), "{}", stderr(&status));
 }

@@ -22,9 +22,10 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
-/// Write a shared job's results.
+/// Write a shared job's results (a job Redis has never seen is an error).
 pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let queue = JobQueue::connect(&args.redis, &args.job).await?;
+    queue.ensure_known(&args.job).await?;
     let status = queue.status(&args.job).await?;
     let written = queue.export(&args.output).await?;
     eprintln!(
@@ -56,9 +57,10 @@ pub fn render(s: &QueueStatus) -> String {
     )
 }
 
-/// `paceline status --redis URL --job NAME`.
+/// `paceline status --redis URL --job NAME` (a job Redis has never seen is an error).
 pub async fn status(url: &str, job: &str, json: bool) -> anyhow::Result<ExitCode> {
     let queue = JobQueue::connect(url, job).await?;
+    queue.ensure_known(job).await?;
     let status = queue.status(job).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -76,6 +76,17 @@ pub enum QueueError {
         /// What is wrong.
         message: String,
     },
+    /// Redis holds nothing of a job of this name (a typo, or a job not started yet).
+    #[error(
+        "redis at {url} has no job named {job:?} (a job exists once `paceline run --job NAME` has \
+         started loading it)"
+    )]
+    UnknownJob {
+        /// The URL, password removed.
+        url: String,
+        /// The name asked for.
+        job: String,
+    },
     /// The export file cannot be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -215,6 +226,26 @@ impl JobQueue {
             .await
             .map_err(|e| self.fail(e))?;
         Ok(added)
+    }
+
+    /// Fail with [`QueueError::UnknownJob`] when Redis holds nothing of job `job` (neither its
+    /// stream, created when a process starts loading it, nor its ids nor its size).
+    pub async fn ensure_known(&self, job: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let found: u64 = redis::cmd("EXISTS")
+            .arg(self.key("stream"))
+            .arg(self.key("ids"))
+            .arg(self.key("total"))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if found == 0 {
+            return Err(QueueError::UnknownJob {
+                url: self.url.clone(),
+                job: job.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The job's progress.
@@ -375,7 +406,8 @@ impl JobQueue {
     }
 
     /// Write every result, in input order, each `custom_id` once, to `path` (through a
-    /// temporary file renamed into place). Returns how many lines were written.
+    /// temporary file renamed into place, created with the mode a plain file gets: 0666 less
+    /// the umask, as a run's own output). Returns how many lines were written.
     pub async fn export(&self, path: &Path) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
         let write_err = |source| QueueError::Write {
@@ -386,7 +418,14 @@ impl JobQueue {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+        let mut builder = tempfile::Builder::new();
+        // A temporary file is private (0600) by default; the export is an output like any other.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut file = builder.tempfile_in(dir).map_err(write_err)?;
         let mut written = 0;
         let mut start = "-".to_string();
         loop {
