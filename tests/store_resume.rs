@@ -296,6 +296,12 @@ async fn status_and_inspect_show_progress_and_history() {
         "{}",
         stderr(&none)
     );
+    // The output of a shared `--job` run has no state beside it: the message says where it is.
+    assert!(
+        stderr(&none).contains("paceline status --redis URL --job ID"),
+        "{}",
+        stderr(&none)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -168,7 +168,8 @@ pub enum StoreError {
     },
     /// No state exists at the path given to `status` / `inspect`.
     #[error(
-        "no paceline state at {} (a run keeps it in OUTPUT.paceline.db unless --state was given)",
+        "no paceline state at {} (a run keeps it in OUTPUT.paceline.db unless --state was given; \
+         a shared job's is in Redis: paceline status --redis URL --job ID)",
         path.display()
     )]
     Missing {
