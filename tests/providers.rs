@@ -158,6 +158,40 @@ async fn anthropic_message_batch_round_trips_to_its_result_format() {
 }
 
 #[tokio::test]
+async fn message_batches_lines_choose_anthropic_without_provider() {
+    // Message Batches lines speak Anthropic's API: with no --provider and a base URL no
+    // provider claims (a local server), they go out as Anthropic requests (before, every one
+    // was refused 400 for want of an `anthropic-version` header).
+    let mock = MockProcess::start(&["--rpm", "6000", "--tpm", "1000000", "--seed", "1"]);
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &message_batch(3, 8));
+    let output = dir.path("out.jsonl");
+    let base = mock.base_url();
+    let out = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--base-url",
+        &base,
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "-q",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let results = lines(&output);
+    assert_eq!(results.len(), 3, "{err}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r["response"]["status_code"] == 200 && r["error"].is_null()),
+        "{results:?}"
+    );
+    assert_eq!(mock.stats().await["totals"]["ok"], 3);
+}
+
+#[tokio::test]
 async fn anthropic_529_is_retried_and_429_pauses_until_the_reset() {
     let overloaded = MockProcess::start(&["--fail-529", "0.4", "--seed", "11", "--rpm", "6000"]);
     let dir = Workdir::new();

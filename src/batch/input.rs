@@ -20,6 +20,30 @@ use crate::batch::error::{InputError, LineError};
 use crate::batch::request::{BatchRequest, parse_json_object};
 use crate::batch::template::{Template, UnknownPlaceholder};
 
+/// Whether `spec`'s first non-blank line is an Anthropic Message Batches line
+/// (`{"custom_id", "params"}` with no `url` or `method`): a job written that way speaks
+/// Anthropic's API. Anything unreadable says no (reading the input reports it properly).
+pub fn starts_with_message_batches_line(spec: &InputSpec) -> bool {
+    if spec.format.resolve(&spec.path, spec.template.is_some()) != InputFormat::BatchJsonl {
+        return false;
+    }
+    let Ok(file) = File::open(&spec.path) else {
+        return false;
+    };
+    let mut lines = BufReader::new(file).lines();
+    let first = lines.find_map(|line| match line {
+        Ok(text) if text.trim().is_empty() => None,
+        Ok(text) => Some(Some(text)),
+        Err(_) => Some(None),
+    });
+    let Some(Some(text)) = first else {
+        return false;
+    };
+    serde_json::from_str::<Map<String, Value>>(&text).is_ok_and(|map| {
+        map.contains_key("params") && !map.contains_key("url") && !map.contains_key("method")
+    })
+}
+
 /// The shape of the input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InputFormat {

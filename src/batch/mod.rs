@@ -24,7 +24,7 @@ pub mod validate;
 
 pub use anthropic::{BatchResult, MessageBatchResult};
 pub use error::{InputError, LineError, OutputError};
-pub use input::{InputFormat, InputReader, InputSpec};
+pub use input::{InputFormat, InputReader, InputSpec, starts_with_message_batches_line};
 pub use output::{OutputFormat, OutputRecord, ProviderResponse, RecordError};
 pub use request::BatchRequest;
 pub use template::{Template, TemplateError, UnknownPlaceholder};

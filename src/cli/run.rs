@@ -4,7 +4,7 @@
 //! distributed worker's plan), and the runner does the rest.
 
 use crate::api::Endpoint;
-use crate::batch::{InputFormat, InputSpec, OutputFormat};
+use crate::batch::{InputFormat, InputSpec, OutputFormat, starts_with_message_batches_line};
 use crate::config::{self, RunConfig};
 use crate::engine::EngineConfig;
 use crate::progress::Display;
@@ -157,7 +157,8 @@ pub struct RunArgs {
     /// Provider base URL (default: OpenAI's API, or base_url from --config).
     #[arg(long)]
     pub base_url: Option<String>,
-    /// The provider's API (default: provider from --config, else inferred from the base URL).
+    /// The provider's API (default: provider from --config, else inferred from the base URL;
+    /// Message Batches lines with no URL, or one no provider claims, mean anthropic).
     #[arg(long, value_parser = provider_parser())]
     pub provider: Option<Provider>,
     /// Azure OpenAI's api-version (default: api_version from --config, else 2024-10-21).
@@ -326,8 +327,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => RunConfig::load(path)?,
         None => RunConfig::default(),
     };
-    let chosen = args.provider.or(config.provider);
-    let base_url = match (args.base_url.clone().or(config.base_url.clone()), chosen) {
+    let given_url = args.base_url.clone().or(config.base_url.clone());
+    // Message Batches lines speak Anthropic's API: with no provider named and no URL that
+    // belongs to another provider, that is the provider.
+    let chosen = args.provider.or(config.provider).or_else(|| {
+        let open_url = given_url
+            .as_deref()
+            .is_none_or(|url| Provider::infer(url) == Provider::Compatible);
+        (open_url && starts_with_message_batches_line(&args.input_args.spec(&args.input)))
+            .then_some(Provider::Anthropic)
+    });
+    let base_url = match (given_url, chosen) {
         (Some(url), _) => url,
         (None, Some(provider)) => provider
             .default_base_url()
