@@ -253,6 +253,59 @@ async fn the_report_of_a_seeded_run_holds_its_figures_and_renders_cleanly() {
     assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_never_sent_are_named_beside_the_chart_they_cannot_be_in() {
+    // One request needs more tokens than the whole configured limit: it fails
+    // `request_too_large` before any attempt, so no attempt marks its time in the series.
+    let mock = MockProcess::start(&["--seed", "2"]);
+    let w = Workdir::new();
+    let mut text = common::job::batch_text(3);
+    text.push_str(
+        &json!({
+            "custom_id": "huge",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50000}
+        })
+        .to_string(),
+    );
+    text.push('\n');
+    let input = w.write("in.jsonl", &text);
+    let out = w.path("out.jsonl");
+    let run = paceline(
+        &[
+            "run",
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            &mock.base_url(),
+            "--tpm",
+            "10000",
+            "-q",
+        ],
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let report = w.path("report.html");
+    let made = paceline(&["report", s(&out), "-o", s(&report)], &[]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let html = std::fs::read_to_string(&report).expect("report written");
+    let data = embedded_data(&html);
+    assert_eq!(data["failures_total"], 1);
+    assert_eq!(data["unsent_failures"]["request_too_large"], 1, "{data}");
+    assert!(
+        data["series"]["failures_by_code"]
+            .as_object()
+            .expect("by code")
+            .is_empty()
+    );
+    assert!(
+        html.contains("not in this chart: 1 failed before being sent (request_too_large × 1)"),
+        "the chart's note names the unsent failure"
+    );
+}
+
 #[test]
 fn a_report_needs_a_state() {
     let w = Workdir::new();

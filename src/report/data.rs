@@ -57,6 +57,9 @@ pub struct ReportData {
     pub failures: Vec<FailureRow>,
     /// Final failures in all (the table may hold fewer).
     pub failures_total: u64,
+    /// Final failures of requests never sent (refused before any attempt: too large for the
+    /// limit, no route, past their deadline), by code: no attempt puts them in the series.
+    pub unsent_failures: BTreeMap<String, u64>,
     /// The slowest attempts (at most [`MAX_SLOWEST`]).
     pub slowest: Vec<SlowRow>,
 }
@@ -385,6 +388,7 @@ pub fn load(store: &Store) -> Result<ReportData, StoreError> {
     let key_figures = key_figures(&rows, &key_names, &limits, &removals, token_data);
     let limits = total_limits(&limits);
     let (failures, failures_total) = failures(store)?;
+    let unsent_failures = unsent_failures(store)?;
     let slowest = slowest(store)?;
     Ok(ReportData {
         version: DATA_VERSION,
@@ -396,6 +400,7 @@ pub fn load(store: &Store) -> Result<ReportData, StoreError> {
         keys: key_figures,
         failures,
         failures_total,
+        unsent_failures,
         slowest,
     })
 }
@@ -607,6 +612,29 @@ fn key_figures(
 }
 
 /// The final failures in input order, with the message from each one's output line.
+/// Failed requests that never had an attempt, counted by code.
+fn unsent_failures(store: &Store) -> Result<BTreeMap<String, u64>, StoreError> {
+    let read = |e| store.err("read", e);
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT coalesce(error_code, 'unknown'), count(*) FROM requests
+             WHERE state = ?1 AND attempts = 0 GROUP BY 1",
+        )
+        .map_err(read)?;
+    let rows = stmt
+        .query_map(params![RequestState::Failed.code()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(read)?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (code, count) = row.map_err(read)?;
+        out.insert(code, u64::try_from(count).unwrap_or(0));
+    }
+    Ok(out)
+}
+
 fn failures(store: &Store) -> Result<(Vec<FailureRow>, u64), StoreError> {
     let read = |e| store.err("read", e);
     let conn = store.conn();

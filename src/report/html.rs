@@ -485,6 +485,19 @@ fn charts(out: &mut String, s: &Series, d: &ReportData) {
         series.push((code.clone(), PALETTE[(i + 1) % PALETTE.len()], &values[..]));
     }
     out.push_str(&stacked_bars("Final failures by code", bin_secs, &series));
+    if !d.unsent_failures.is_empty() {
+        let count: u64 = d.unsent_failures.values().sum();
+        let codes: Vec<String> = d
+            .unsent_failures
+            .iter()
+            .map(|(code, n)| format!("{} × {n}", esc(code)))
+            .collect();
+        let _ = write!(
+            out,
+            "<p class=\"meta\">not in this chart: {count} failed before being sent ({}), so no attempt marks their time; the failures table lists them</p>",
+            codes.join(", ")
+        );
+    }
     out.push_str("<h2>Latency and concurrency</h2>");
     let pct = |v: &[Option<u64>]| v.iter().map(|x| x.map(|x| x as f64)).collect();
     out.push_str(&line_chart(
