@@ -82,10 +82,7 @@ fn run_and_report(w: &Workdir, mock: &MockProcess) -> (Value, String, HashMap<St
         &[("K_BAD", "sk-unknown-to-the-mock"), ("K_GOOD", "good-key")],
     );
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
-    let report = w.path("report.html");
-    let made = paceline(&["report", s(&out), "-o", s(&report)], &[]);
-    assert!(made.status.success(), "{}", stderr(&made));
-    let html = std::fs::read_to_string(&report).expect("report written");
+    let (data, html) = report_of(w, &out);
     let results: HashMap<String, Value> = std::fs::read_to_string(&out)
         .expect("output")
         .lines()
@@ -94,7 +91,16 @@ fn run_and_report(w: &Workdir, mock: &MockProcess) -> (Value, String, HashMap<St
             (v["custom_id"].as_str().expect("custom_id").to_string(), v)
         })
         .collect();
-    (embedded_data(&html), html, results)
+    (data, html, results)
+}
+
+/// `paceline report` of the run whose output is `out`: its embedded data and its HTML.
+fn report_of(w: &Workdir, out: &Path) -> (Value, String) {
+    let report = w.path("report.html");
+    let made = paceline(&["report", s(out), "-o", s(&report)], &[]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let html = std::fs::read_to_string(&report).expect("report written");
+    (embedded_data(&html), html)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,11 +293,7 @@ async fn failures_never_sent_are_named_beside_the_chart_they_cannot_be_in() {
         &[],
     );
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
-    let report = w.path("report.html");
-    let made = paceline(&["report", s(&out), "-o", s(&report)], &[]);
-    assert!(made.status.success(), "{}", stderr(&made));
-    let html = std::fs::read_to_string(&report).expect("report written");
-    let data = embedded_data(&html);
+    let (data, html) = report_of(&w, &out);
     assert_eq!(data["failures_total"], 1);
     assert_eq!(data["unsent_failures"]["request_too_large"], 1, "{data}");
     assert!(

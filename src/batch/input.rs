@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::Endpoint;
 use crate::batch::error::{InputError, LineError};
-use crate::batch::request::{BatchRequest, parse_json_object};
+use crate::batch::request::{BatchRequest, is_message_batches, parse_json_object};
 use crate::batch::template::{Template, UnknownPlaceholder};
 
 /// Whether `spec`'s first non-blank line is an Anthropic Message Batches line
@@ -30,18 +30,11 @@ pub fn starts_with_message_batches_line(spec: &InputSpec) -> bool {
     let Ok(file) = File::open(&spec.path) else {
         return false;
     };
-    let mut lines = BufReader::new(file).lines();
-    let first = lines.find_map(|line| match line {
-        Ok(text) if text.trim().is_empty() => None,
-        Ok(text) => Some(Some(text)),
-        Err(_) => Some(None),
-    });
-    let Some(Some(text)) = first else {
-        return false;
-    };
-    serde_json::from_str::<Map<String, Value>>(&text).is_ok_and(|map| {
-        map.contains_key("params") && !map.contains_key("url") && !map.contains_key("method")
-    })
+    let first = BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find(|text| !text.trim().is_empty());
+    first.is_some_and(|text| parse_json_object(&text, 1).is_ok_and(|map| is_message_batches(&map)))
 }
 
 /// The shape of the input file.

@@ -53,6 +53,12 @@ pub(crate) fn parse_json_object(text: &str, line: u64) -> Result<Map<String, Val
     }
 }
 
+/// Whether a line's object is an Anthropic Message Batches request (`{"custom_id", "params"}`,
+/// with no `url` or `method`) rather than an OpenAI Batch API one.
+pub(crate) fn is_message_batches(map: &Map<String, Value>) -> bool {
+    map.contains_key("params") && !map.contains_key("url") && !map.contains_key("method")
+}
+
 /// Checks the fields of a Batch API line already parsed into an object.
 fn parse_batch_value(mut map: Map<String, Value>, line: u64) -> Result<BatchRequest, LineError> {
     let fail = |message: String| Err(LineError::new(line, message));
@@ -67,7 +73,7 @@ fn parse_batch_value(mut map: Map<String, Value>, line: u64) -> Result<BatchRequ
             ));
         }
     };
-    if !map.contains_key("url") && !map.contains_key("method") && map.contains_key("params") {
+    if is_message_batches(&map) {
         return parse_params_value(custom_id, map, line);
     }
     match map.get("method") {

@@ -38,6 +38,14 @@ pub struct RawKey {
     pub tpm: Option<u64>,
 }
 
+/// The `[[keys]]` entries, each checked and named by its place (`keys[0]`, ...).
+pub fn keys(raw: Vec<RawKey>, at: &Provenance) -> Result<Vec<KeySource>, ConfigError> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, key)| key.validate(&format!("keys[{i}]"), at))
+        .collect()
+}
+
 impl RawKey {
     /// The key as configured; `key` is where it is written (`keys[0]`).
     pub fn validate(self, key: &str, at: &Provenance) -> Result<KeySource, ConfigError> {

@@ -81,12 +81,7 @@ impl TryFrom<RawRunConfig> for RunConfig {
 
     fn try_from(raw: RawRunConfig) -> Result<Self, Self::Error> {
         let at = &raw.provenance;
-        let keys = raw
-            .keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, key)| key.validate(&format!("keys[{i}]"), at))
-            .collect::<Result<_, _>>()?;
+        let keys = super::keys(raw.keys, at)?;
         let provider = super::provider("provider", raw.provider.as_deref(), at)?;
         if raw
             .api_version

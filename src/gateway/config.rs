@@ -272,12 +272,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
         check_http_url("upstream", &upstream, at)?;
         let provider = chosen.unwrap_or_else(|| Provider::infer(&upstream));
         let deployments = deployments(raw.models, at)?;
-        let keys = raw
-            .keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, key)| key.validate(&format!("keys[{i}]"), at))
-            .collect::<Result<_, _>>()?;
+        let keys = config::keys(raw.keys, at)?;
         let mut clients: Vec<ClientSpec> = Vec::with_capacity(raw.clients.len());
         for (i, client) in raw.clients.into_iter().enumerate() {
             check_env_name(&format!("clients[{i}].key_env"), &client.key_env, at)?;
