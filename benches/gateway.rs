@@ -146,7 +146,7 @@ fn gateway(mock: &Process, log: &std::path::Path) -> Process {
     let upstream = format!("http://{}/v1", mock.addr);
     Process::start(&[
         "serve",
-        "--upstream",
+        "--base-url",
         &upstream,
         "--api-key-env",
         "UPSTREAM_KEY",

@@ -434,7 +434,7 @@ async fn serve_relays_anthropic_messages_and_meters_the_stream() {
     let config = dir.write(
         "serve.toml",
         &format!(
-            "upstream = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\n\
+            "base_url = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\n\
              [[clients]]\nname = \"app\"\nkey_env = \"CLIENT_KEY\"\n",
             mock.base_url()
         ),
@@ -524,7 +524,7 @@ async fn serve_answers_its_own_errors_on_messages_in_anthropics_shape() {
     let limited = dir.write(
         "limited.toml",
         &format!(
-            "upstream = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\nrpm = 1\n",
+            "base_url = \"{}\"\nprovider = \"anthropic\"\n[[keys]]\nenv = \"ANTHROPIC_KEY\"\nrpm = 1\n",
             mock.base_url()
         ),
     );
@@ -556,7 +556,7 @@ async fn serve_answers_its_own_errors_on_messages_in_anthropics_shape() {
     drop(closed);
     let gone = ServeProcess::start(
         &[
-            "--upstream",
+            "--base-url",
             &format!("http://127.0.0.1:{port}/v1"),
             "--provider",
             "anthropic",

@@ -327,7 +327,7 @@ fn two_gateways_share_one_limit() {
         .map(|_| {
             ServeProcess::start(
                 &[
-                    "--upstream",
+                    "--base-url",
                     &mock.base_url(),
                     "--api-key-env",
                     "UPSTREAM_KEY",

@@ -22,7 +22,7 @@ fn upstream_env() -> Vec<(&'static str, &'static str)> {
 fn gateway(mock: &MockProcess, extra: &[&str]) -> ServeProcess {
     let upstream = mock.base_url();
     let mut args = vec![
-        "--upstream",
+        "--base-url",
         upstream.as_str(),
         "--api-key-env",
         "UPSTREAM_KEY",
@@ -54,17 +54,20 @@ fn gateway_with_clients(
     std::fs::write(
         &config,
         format!(
-            "upstream = \"{}\"\n{top}[[keys]]\nenv = \"UPSTREAM_KEY\"\n{clients}",
+            "base_url = \"{}\"\nadmin_key_env = \"ADMIN_KEY\"\n{top}[[keys]]\nenv = \"UPSTREAM_KEY\"\n{clients}",
             mock.base_url()
         ),
     )
     .unwrap();
     let config = config.to_string_lossy().to_string();
-    let mut env = vec![("UPSTREAM_KEY", UPSTREAM_KEY)];
+    let mut env = vec![("UPSTREAM_KEY", UPSTREAM_KEY), ("ADMIN_KEY", ADMIN_KEY)];
     env.extend_from_slice(client_keys);
     // The gateway has read its config once it listens.
-    ServeProcess::start(&["--config", &config], &env)
+    ServeProcess::start(&["--config", &config], &env).with_admin_key(ADMIN_KEY)
 }
+
+/// The admin key of the gateways made by [`gateway_with_clients`].
+const ADMIN_KEY: &str = "admin-key-test";
 
 async fn chat(
     url: &str,
@@ -605,7 +608,7 @@ async fn upstream_unreachable_or_silent_becomes_502_or_504() {
     drop(closed);
     let serve = ServeProcess::start(
         &[
-            "--upstream",
+            "--base-url",
             &dead,
             "--api-key-env",
             "UPSTREAM_KEY",

@@ -54,7 +54,7 @@ fn gateway(mock: &MockProcess) -> ServeProcess {
     let upstream = mock.base_url();
     ServeProcess::start(
         &[
-            "--upstream",
+            "--base-url",
             upstream.as_str(),
             "--api-key-env",
             "UPSTREAM_KEY",

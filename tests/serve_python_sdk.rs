@@ -38,7 +38,7 @@ async fn official_python_sdk_works_through_the_gateway() {
     std::fs::write(
         &config,
         format!(
-            "upstream = \"{}\"\nmax_wait = \"15s\"\n[[keys]]\nenv = \"UPSTREAM_KEY\"\n\
+            "base_url = \"{}\"\nmax_wait = \"15s\"\n[[keys]]\nenv = \"UPSTREAM_KEY\"\n\
              [[clients]]\nname = \"sdk\"\nkey_env = \"CLIENT_SDK\"\n\
              [[clients]]\nname = \"tight\"\nkey_env = \"CLIENT_TIGHT\"\nrpm = 60\n",
             mock.base_url()

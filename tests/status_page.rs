@@ -55,15 +55,22 @@ async fn the_live_page_counts_per_key_and_client_and_renders_cleanly() {
     std::fs::write(
         &config,
         format!(
-            "upstream = \"{}\"\n[[keys]]\nenv = \"KEY_A\"\n[[keys]]\nenv = \"KEY_B\"\n\
+            "base_url = \"{}\"\n[[keys]]\nenv = \"KEY_A\"\n[[keys]]\nenv = \"KEY_B\"\n\
              [[clients]]\nname = \"web <ui>\"\nkey_env = \"CLIENT_WEB\"\nrpm = 60\n\
              [[clients]]\nname = \"evals\"\nkey_env = \"CLIENT_EVALS\"\n",
             mock.base_url()
         ),
     )
     .expect("write config");
-    let serve = ServeProcess::start(
-        &["--config", config.to_str().expect("utf-8 path")],
+    // A gateway with clients serves its status page on `admin_listen` (here without an admin
+    // key: the address is meant to stay on loopback), not on the address its clients reach.
+    let mut serve = ServeProcess::start(
+        &[
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
         &[
             ("KEY_A", KEY_A),
             ("KEY_B", KEY_B),
@@ -71,6 +78,15 @@ async fn the_live_page_counts_per_key_and_client_and_renders_cleanly() {
             ("CLIENT_EVALS", CLIENT_EVALS),
         ],
     );
+    let admin_line = serve.stdout_line();
+    let admin = admin_line
+        .strip_prefix("status page and /metrics on ")
+        .unwrap_or_else(|| panic!("no admin address: {admin_line:?}"))
+        .to_string();
+    let closed = reqwest::get(serve.url("/status.json"))
+        .await
+        .expect("GET /status.json on listen");
+    assert_eq!(closed.status(), 403);
     let url = serve.url("/v1/chat/completions");
     let evals = send(&url, CLIENT_EVALS, 30, "30s").await;
     let web = send(&url, CLIENT_WEB, 10, "20ms").await;
@@ -83,7 +99,7 @@ async fn the_live_page_counts_per_key_and_client_and_renders_cleanly() {
         "the web client's own 60 rpm refuses some: {web:?}"
     );
 
-    let text = reqwest::get(serve.url("/status.json"))
+    let text = reqwest::get(format!("{admin}/status.json"))
         .await
         .expect("status.json")
         .text()
@@ -130,14 +146,14 @@ async fn the_live_page_counts_per_key_and_client_and_renders_cleanly() {
     assert!(evals_c["requests_per_min"].is_null());
 
     // `/` is the same page as `/status`.
-    let root = reqwest::get(serve.url("/")).await.expect("GET /");
+    let root = reqwest::get(format!("{admin}/")).await.expect("GET /");
     assert_eq!(root.status(), 200);
     let page = root.text().await.expect("page");
     assert!(page.contains("live status") && page.contains("/status.json"));
 
     // A real browser: it fetches the JSON, draws, refreshes, and throws nothing.
     let shot = browser::artifacts().join("status.png");
-    let visit = browser::visit(&serve.url("/status"), 5_000, &shot, 1600);
+    let visit = browser::visit(&format!("{admin}/status"), 5_000, &shot, 1600);
     assert_eq!(visit.js_errors(), Vec::<String>::new(), "{}", visit.log);
     let refreshes = visit
         .dom

@@ -14,6 +14,11 @@ use crate::retry::BackoffPolicy;
 use crate::runner::{self, RunError, RunPlan};
 use crate::time::parse_duration;
 use crate::tokens::DEFAULT_MAX_TOKENS;
+
+/// Attempts per request unless `--max-attempts` or the config says otherwise.
+const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// Per-attempt timeout unless `--timeout` or the config says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 use crate::upstream::{ApiKey, DEFAULT_BASE_URL, Upstream};
 use anyhow::Context;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
@@ -108,15 +113,17 @@ pub struct PacingArgs {
     /// Ceiling for the adaptive number of requests in flight.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrency: usize,
-    /// Attempts per request before it fails with max_attempts_exceeded.
-    #[arg(long, default_value_t = 8)]
-    pub max_attempts: u32,
-    /// Per-attempt timeout (e.g. 600s, 2m, 1500ms).
-    #[arg(long, default_value = "600s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Output tokens assumed (for pacing) when a request sets no max_tokens.
-    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
-    pub default_max_tokens: u64,
+    /// Attempts per request before it fails with max_attempts_exceeded [default: 8, or
+    /// max_attempts in --config].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Per-attempt timeout (e.g. 600s, 2m, 1500ms) [default: 600s, or timeout in --config].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Output tokens assumed (for pacing) when a request sets no max_tokens [default: 4096, or
+    /// default_max_tokens in --config].
+    #[arg(long)]
+    pub default_max_tokens: Option<u64>,
     /// Seed for retry jitter, for reproducible runs.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -224,13 +231,31 @@ impl InputArgs {
 }
 
 impl PacingArgs {
+    /// Fill what the flags left unset from the config file's settings of the same names.
+    pub fn fill_from(&mut self, config: &RunConfig) {
+        self.concurrency = self.concurrency.or(config.concurrency);
+        self.max_attempts = self.max_attempts.or(config.max_attempts);
+        self.timeout = self.timeout.or(config.timeout);
+        self.default_max_tokens = self.default_max_tokens.or(config.default_max_tokens);
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Output tokens assumed when a request sets none.
+    pub fn default_max_tokens(&self) -> u64 {
+        self.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
+    }
+
     /// Engine settings.
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
             concurrency: self.concurrency,
             max_concurrency: self.max_concurrency,
             backoff: BackoffPolicy {
-                max_attempts: self.max_attempts.max(1),
+                max_attempts: self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
                 ..BackoffPolicy::default()
             },
             seed: self.seed,
@@ -321,12 +346,13 @@ pub fn finish(result: Result<runner::RunReport, RunError>) -> anyhow::Result<Exi
 }
 
 /// Run a batch.
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
     let config = match &args.config {
         Some(path) => RunConfig::load(path)?,
         None => RunConfig::default(),
     };
+    args.pacing.fill_from(&config);
     let given_url = args.base_url.clone().or(config.base_url.clone());
     // Message Batches lines speak Anthropic's API: with no provider named and no URL that
     // belongs to another provider, that is the provider.
@@ -347,7 +373,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .to_string(),
         (None, None) => DEFAULT_BASE_URL.to_string(),
     };
-    let upstream = Upstream::new(&base_url, args.pacing.timeout)?;
+    let upstream = Upstream::new(&base_url, args.pacing.timeout())?;
     let provider = chosen.unwrap_or(upstream.provider());
     let api_version = args
         .api_version
@@ -381,7 +407,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         upstream,
         keys,
         engine: args.pacing.engine(),
-        default_max_tokens: args.pacing.default_max_tokens,
+        default_max_tokens: args.pacing.default_max_tokens(),
         display: Display::detect(args.pacing.quiet),
         shared: args.redis.connect(config.redis.as_ref()).await?,
     };
@@ -421,7 +447,7 @@ async fn shared_job(
         claim_idle: args.claim_idle,
         max_deliveries: args.max_deliveries.max(1),
         window,
-        default_max_tokens: args.pacing.default_max_tokens,
+        default_max_tokens: args.pacing.default_max_tokens(),
         output: args.output.clone(),
         stop_timeout: args.stop_timeout,
     };

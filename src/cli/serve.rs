@@ -13,7 +13,7 @@ use std::process::ExitCode;
 /// Arguments of `paceline serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// TOML config: listen, upstream, `max_wait`, `[[keys]]`, `[[clients]]` (see the README).
+    /// TOML config: listen, `base_url`, `max_wait`, `[[keys]]`, `[[clients]]` (see the README).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:8080); port 0 picks a free port.
@@ -21,6 +21,9 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     /// Provider base URL (default OpenAI's API, or the --provider's public API).
     #[arg(long)]
+    pub base_url: Option<String>,
+    /// The old name of --base-url, still read (with a deprecation note).
+    #[arg(long, hide = true, conflicts_with = "base_url")]
     pub upstream: Option<String>,
     /// The upstream's API: openai, anthropic, azure, openai-compatible (default: from the URL).
     #[arg(long)]
@@ -51,6 +54,14 @@ pub struct ServeArgs {
     /// provider's limits; more add cross-thread wake-ups to every request and pay only past that).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Environment variable holding the key the status page and /metrics ask for (needed to
+    /// read them on --listen when the config has `[[clients]]`).
+    #[arg(long)]
+    pub admin_key_env: Option<String>,
+    /// A second address serving only the status page and /metrics (keep it on loopback or a
+    /// private network).
+    #[arg(long)]
+    pub admin_listen: Option<String>,
     /// Write JSON events (access log; attempts that were retried or failed) to this file instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -70,7 +81,20 @@ impl ServeArgs {
         let mut written = Vec::new();
         for (field, flag, key, name) in [
             (&mut raw.listen, &self.listen, "listen", "--listen"),
+            (&mut raw.base_url, &self.base_url, "base_url", "--base-url"),
             (&mut raw.upstream, &self.upstream, "upstream", "--upstream"),
+            (
+                &mut raw.admin_key_env,
+                &self.admin_key_env,
+                "admin_key_env",
+                "--admin-key-env",
+            ),
+            (
+                &mut raw.admin_listen,
+                &self.admin_listen,
+                "admin_listen",
+                "--admin-listen",
+            ),
             (&mut raw.provider, &self.provider, "provider", "--provider"),
             (
                 &mut raw.api_version,
@@ -129,6 +153,12 @@ pub async fn run(args: ServeArgs, raw: RawGatewayConfig) -> anyhow::Result<ExitC
     let shared = args.redis.connect(config.redis.as_ref()).await?;
     let gateway = Gateway::start_shared(config, shared).await?;
     super::announce(gateway.addr())?;
+    if let Some(admin) = gateway.admin_addr() {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "status page and /metrics on http://{admin}")?;
+        out.flush()?;
+    }
     super::terminated().await;
     gateway.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -151,7 +181,7 @@ mod tests {
             "serve",
             "--listen",
             "127.0.0.1:0",
-            "--upstream",
+            "--base-url",
             "http://127.0.0.1:9/v1",
             "--api-key-env",
             "A,B",
@@ -165,7 +195,11 @@ mod tests {
         assert_eq!(config.keys.len(), 2);
         assert_eq!(config.keys[1].env, "B");
         assert_eq!(config.max_wait, std::time::Duration::from_secs(5));
-        assert_eq!(config.upstream, "http://127.0.0.1:9/v1");
+        assert_eq!(config.base_url, "http://127.0.0.1:9/v1");
+        let old =
+            Wrapper::try_parse_from(["serve", "--upstream", "http://127.0.0.1:7/v1"]).unwrap();
+        let config = GatewayConfig::try_from(old.args.raw_config().unwrap()).unwrap();
+        assert_eq!(config.base_url, "http://127.0.0.1:7/v1");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 pub mod file;
 pub mod run;
 
+/// The deprecation note of the gateway's old name for `base_url`.
+pub const UPSTREAM_RENAMED: &str = "`upstream` (--upstream) is now called `base_url` \
+     (--base-url), as in both commands' configs; the old name is still read";
+
 pub use file::{ConfigError, ConfigFile, Place, Provenance, RawConfig};
 pub use run::{RawRunConfig, RunConfig};
 

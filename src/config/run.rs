@@ -18,10 +18,20 @@
 //! [[keys]]
 //! env = "OPENAI_KEY_B"
 //!
+//! timeout = "600s"          # optional: per attempt (--timeout)
+//! max_attempts = 8          # optional (--max-attempts)
+//! concurrency = 64          # optional: a fixed number in flight (--concurrency)
+//! default_max_tokens = 4096 # optional (--default-max-tokens)
+//!
 //! [redis]                   # optional: distributed mode (flags --redis, --processes override)
 //! url = "redis://cache:6379"
 //! processes = 4             # processes sharing the keys: 1/4 of each limit while Redis is down
 //! ```
+//!
+//! The names are the gateway's too (`crate::gateway::config`): one `paceline.toml` serves both
+//! commands. The settings only the gateway has (`listen`, `max_wait`, `[[clients]]`,
+//! `[[models]]`, …) are accepted here and left alone, and `upstream`, the gateway's old name
+//! of `base_url`, is read as it.
 
 use super::{ConfigError, KeySource, Provenance, RawConfig, RawKey, RedisSection};
 use crate::provider::Provider;
@@ -41,8 +51,37 @@ pub struct RawRunConfig {
     /// `[[keys]]`.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// `timeout`, per attempt.
+    pub timeout: Option<String>,
+    /// `max_attempts` per request.
+    pub max_attempts: Option<u32>,
+    /// `concurrency`: a fixed number of requests in flight.
+    pub concurrency: Option<usize>,
+    /// `default_max_tokens`.
+    pub default_max_tokens: Option<u64>,
     /// `[redis]`: distributed mode.
     pub redis: Option<RedisSection>,
+    /// `upstream`: the gateway's old name of `base_url`, read as it.
+    pub upstream: Option<String>,
+    /// The settings only `paceline serve` has, accepted so that one file serves both commands
+    /// and not read (any other unknown name is still an error).
+    pub listen: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub max_wait: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub drain_timeout: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub body_limit_mb: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub workers: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub admin_key_env: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub admin_listen: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub clients: Option<toml::Value>,
+    /// See [`RawRunConfig::listen`].
+    pub models: Option<toml::Value>,
     /// Where the values were written.
     #[serde(skip)]
     pub provenance: Provenance,
@@ -65,6 +104,14 @@ pub struct RunConfig {
     pub api_version: Option<String>,
     /// Upstream keys.
     pub keys: Vec<KeySource>,
+    /// Per-attempt timeout, if set.
+    pub timeout: Option<std::time::Duration>,
+    /// Attempts per request, if set.
+    pub max_attempts: Option<u32>,
+    /// A fixed number of requests in flight, if set.
+    pub concurrency: Option<usize>,
+    /// Output tokens assumed when a request sets none, if set.
+    pub default_max_tokens: Option<u64>,
     /// Distributed mode, if configured.
     pub redis: Option<RedisSection>,
 }
@@ -93,11 +140,46 @@ impl TryFrom<RawRunConfig> for RunConfig {
                 "must not be empty: give Azure's api-version, such as 2024-10-21, or leave it out",
             ));
         }
+        let base_url = match (raw.base_url, raw.upstream) {
+            (Some(_), Some(_)) => {
+                return Err(at.invalid(
+                    "upstream",
+                    "is the old name of base_url: give only base_url",
+                ));
+            }
+            (None, Some(old)) => {
+                tracing::warn!("{}", super::UPSTREAM_RENAMED);
+                Some(old)
+            }
+            (url, None) => url,
+        };
+        if raw.max_attempts == Some(0) {
+            return Err(at.invalid("max_attempts", "must be at least 1"));
+        }
+        if raw.concurrency == Some(0) {
+            return Err(at.invalid(
+                "concurrency",
+                "must be at least 1 (leave it out for the adaptive bound)",
+            ));
+        }
+        let timeout = match raw.timeout.as_deref() {
+            Some(text) => Some(super::duration(
+                "timeout",
+                Some(text),
+                Default::default(),
+                at,
+            )?),
+            None => None,
+        };
         Ok(RunConfig {
-            base_url: raw.base_url,
+            base_url,
             provider,
             api_version: raw.api_version,
             keys,
+            timeout,
+            max_attempts: raw.max_attempts,
+            concurrency: raw.concurrency,
+            default_max_tokens: raw.default_max_tokens,
             redis: raw.redis.map(|r| r.validate(at)).transpose()?,
         })
     }
@@ -164,6 +246,19 @@ mod tests {
             text.contains("p.toml:1: provider") && text.contains("bedrock"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_gateway_file_is_a_run_file() {
+        let text = "listen = \"0.0.0.0:8080\"\nupstream = \"http://127.0.0.1:9/v1\"\nmax_wait = \"30s\"\ntimeout = \"90s\"\nmax_attempts = 3\nworkers = 2\n[[keys]]\nenv = \"A\"\n[[clients]]\nname = \"web\"\nkey_env = \"W\"\n[[models]]\nname = \"fast\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.base_url.as_deref(), Some("http://127.0.0.1:9/v1"));
+        assert_eq!(config.timeout, Some(std::time::Duration::from_secs(90)));
+        assert_eq!(config.max_attempts, Some(3));
+        let err = parse("timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("config p.toml:1: timeout"), "{err}");
+        let err = parse("max_atempts = 3\n").unwrap_err().to_string();
+        assert!(err.contains("max_atempts"), "{err}");
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
-//! upstream = "https://api.openai.com/v1"
+//! base_url = "https://api.openai.com/v1"   # `upstream` is its old name, still read
 //! max_wait = "30s"          # longest a request may wait for capacity before a 429
 //! timeout = "600s"          # per upstream attempt (a stream: to its headers, then between chunks)
 //! drain_timeout = "30s"     # on SIGTERM, how long in-flight requests may take to finish
 //! body_limit_mb = 32
 //! workers = 1               # threads serving requests (default 1; see `paceline serve --help`)
+//! admin_key_env = "PACELINE_ADMIN_KEY"  # the key the status page and /metrics ask for
+//! admin_listen = "127.0.0.1:9090"       # optional: the status page and /metrics on their own address
 //!
 //! [[keys]]                  # upstream keys: each has its own quota, learned from headers
 //! env = "OPENAI_KEY_A"
@@ -40,8 +42,9 @@
 //! env = "OPENAI_API_KEY"
 //! ```
 //!
-//! `provider` and `api_version` at the top level say how to speak to `upstream` (default:
-//! inferred from its URL).
+//! `provider` and `api_version` at the top level say how to speak to `base_url` (default:
+//! inferred from its URL). The names are `run`'s (`crate::config::run`): one file serves both
+//! commands; `run` leaves the settings only the gateway has alone.
 //!
 //! It must not know how the gateway serves: only what the file and flags say, checked.
 
@@ -70,7 +73,9 @@ pub const DEFAULT_BODY_LIMIT_MB: u64 = 32;
 pub struct RawGatewayConfig {
     /// `listen`.
     pub listen: Option<String>,
-    /// `upstream`: the provider's base URL.
+    /// `base_url`: the provider's base URL.
+    pub base_url: Option<String>,
+    /// `upstream`: the old name of `base_url`, read with a deprecation note.
     pub upstream: Option<String>,
     /// `provider` of `upstream` (default: inferred from its URL).
     pub provider: Option<String>,
@@ -92,6 +97,10 @@ pub struct RawGatewayConfig {
     pub concurrency: Option<usize>,
     /// `workers`: threads serving requests (default [`DEFAULT_WORKERS`]).
     pub workers: Option<usize>,
+    /// `admin_key_env`: the variable holding the key the admin surface asks for.
+    pub admin_key_env: Option<String>,
+    /// `admin_listen`: a second address serving only the admin surface.
+    pub admin_listen: Option<String>,
     /// `[[keys]]`.
     #[serde(default)]
     pub keys: Vec<RawKey>,
@@ -190,8 +199,12 @@ pub struct ClientSpec {
 pub struct GatewayConfig {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where to serve the admin surface alone, if anywhere (see [`super::admin`]).
+    pub admin_listen: Option<SocketAddr>,
+    /// The variable holding the admin key, if set.
+    pub admin_key_env: Option<String>,
     /// The provider's base URL.
-    pub upstream: String,
+    pub base_url: String,
     /// How to speak to it.
     pub provider: Provider,
     /// Its `api-version` (Azure), if set.
@@ -255,22 +268,51 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 format!("{listen_text:?} is not an address such as 127.0.0.1:8080"),
             )
         })?;
+        let admin_listen = raw
+            .admin_listen
+            .as_deref()
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    at.invalid(
+                        "admin_listen",
+                        format!("{text:?} is not an address such as 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(env) = &raw.admin_key_env {
+            check_env_name("admin_key_env", env, at)?;
+        }
         let chosen = config::provider("provider", raw.provider.as_deref(), at)?;
-        let upstream = match (raw.upstream, chosen) {
+        let given = match (raw.base_url, raw.upstream) {
+            (Some(_), Some(_)) => {
+                return Err(at.invalid(
+                    "upstream",
+                    "is the old name of base_url: give only base_url",
+                ));
+            }
+            (Some(url), None) => Some(url),
+            (None, Some(url)) => {
+                tracing::warn!("{}", config::UPSTREAM_RENAMED);
+                Some(url)
+            }
+            (None, None) => None,
+        };
+        let base_url = match (given, chosen) {
             (Some(url), _) => url,
             (None, Some(p)) => p
                 .default_base_url()
                 .ok_or_else(|| {
                     at.invalid(
-                        "upstream",
+                        "base_url",
                         format!("is required for provider {p}: give its base URL"),
                     )
                 })?
                 .to_string(),
             (None, None) => DEFAULT_BASE_URL.to_string(),
         };
-        check_http_url("upstream", &upstream, at)?;
-        let provider = chosen.unwrap_or_else(|| Provider::infer(&upstream));
+        check_http_url("base_url", &base_url, at)?;
+        let provider = chosen.unwrap_or_else(|| Provider::infer(&base_url));
         let deployments = deployments(raw.models, at)?;
         let keys = config::keys(raw.keys, at)?;
         let mut clients: Vec<ClientSpec> = Vec::with_capacity(raw.clients.len());
@@ -321,7 +363,9 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
         };
         Ok(GatewayConfig {
             listen,
-            upstream,
+            admin_listen,
+            admin_key_env: raw.admin_key_env,
+            base_url,
             provider,
             api_version: raw.api_version,
             keys,
@@ -414,7 +458,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.provider, Provider::Anthropic);
-        assert_eq!(c.upstream, "https://api.anthropic.com/v1");
+        assert_eq!(c.base_url, "https://api.anthropic.com/v1");
         assert_eq!(c.deployments.len(), 2);
         assert_eq!(c.deployments[0].provider, Provider::Azure);
         assert_eq!(c.deployments[1].base_url, "https://api.openai.com/v1");
@@ -434,7 +478,7 @@ mod tests {
     #[test]
     fn full_example_parses() {
         let c = parse(
-            "listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9/v1\"\nmax_wait = \"5s\"\nbody_limit_mb = 2\n\
+            "listen = \"127.0.0.1:0\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmax_wait = \"5s\"\nbody_limit_mb = 2\n\
              [[keys]]\nenv = \"K\"\nrpm = 60\n[[clients]]\nname = \"web\"\nkey_env = \"C\"\ntpm = 1000\nweight = 3\n",
         )
         .unwrap();
@@ -462,7 +506,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.max_wait, DEFAULT_MAX_WAIT);
         assert_eq!(c.body_limit, 32 * 1024 * 1024);
-        assert_eq!(c.upstream, DEFAULT_BASE_URL);
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
         assert_eq!(c.workers, DEFAULT_WORKERS);
         assert_eq!(parse("workers = 4").unwrap().workers, 4);
         let err = parse("workers = 0").unwrap_err().to_string();
@@ -481,5 +525,43 @@ mod tests {
             .to_string();
         assert!(err.contains("clients[0].weight"), "{err}");
         assert!(parse("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn one_vocabulary_with_run_and_the_old_name_still_read() {
+        let old = parse("upstream = \"http://127.0.0.1:9/v1\"\n").unwrap();
+        assert_eq!(old.base_url, "http://127.0.0.1:9/v1");
+        let err = parse("base_url = \"http://a/v1\"\nupstream = \"http://b/v1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml:2: upstream") && err.contains("base_url"),
+            "{err}"
+        );
+        // run's file, as run reads it, is a gateway's file too.
+        let run = "base_url = \"http://127.0.0.1:9/v1\"\nprovider = \"openai\"\n[[keys]]\nenv = \"A\"\nrpm = 5\n[redis]\nurl = \"redis://127.0.0.1:1\"\n";
+        let c = parse(run).unwrap();
+        assert_eq!(
+            (c.base_url.as_str(), c.keys.len()),
+            ("http://127.0.0.1:9/v1", 1)
+        );
+    }
+
+    #[test]
+    fn the_admin_settings() {
+        let c = parse("admin_key_env = \"ADMIN\"\nadmin_listen = \"127.0.0.1:9090\"\n").unwrap();
+        assert_eq!(c.admin_key_env.as_deref(), Some("ADMIN"));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        let err = parse("admin_listen = \"loopback\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.toml:1: admin_listen"), "{err}");
+        let err = parse("admin_key_env = \"sk-123\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin_key_env") && !err.contains("sk-123"),
+            "{err}"
+        );
     }
 }

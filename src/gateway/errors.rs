@@ -29,7 +29,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(
+    /// An error of `status` with OpenAI's `type` and `code`.
+    pub(super) fn new(
         status: StatusCode,
         kind: &'static str,
         code: Option<&'static str>,

@@ -16,7 +16,8 @@
 //! One concept per module: [`config`] (TOML and flags, validated), [`routes`] (the HTTP
 //! surface), [`clients`] (virtual keys and their quotas), [`fair`] (weighted fair share),
 //! [`relay`] (streaming pass-through), [`answer`] (engine result → response, status headers),
-//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log),
+//! [`errors`] (OpenAI-shaped errors), [`metrics`], [`access`] (the access log), [`admin`] (who
+//! may read the status page and metrics),
 //! [`shutdown`] (SIGTERM: stop accepting, drain, exit) and [`status_page`] (the live page).
 //!
 //! The gateway must not know files, the job store or Redis (a shared quota comes in through the key
@@ -24,6 +25,7 @@
 //! [`crate::provider`].
 
 pub mod access;
+pub mod admin;
 pub mod answer;
 pub mod clients;
 pub mod config;
@@ -88,6 +90,7 @@ pub enum GatewayError {
 /// A running gateway.
 pub struct Gateway {
     addr: SocketAddr,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     engine: JoinHandle<EngineExit>,
@@ -109,7 +112,7 @@ impl Gateway {
         shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
     ) -> Result<Gateway, GatewayError> {
         metrics::install();
-        let upstream = Upstream::new(&config.upstream, config.timeout)?
+        let upstream = Upstream::new(&config.base_url, config.timeout)?
             .with_provider(config.provider, config.api_version.as_deref());
         let mut keys = if config.keys.is_empty() && config.deployments.is_empty() {
             let key = ApiKey::from_env(config.provider.default_key_env()).map_err(|e| {
@@ -156,16 +159,45 @@ impl Gateway {
             keys.push((key, deployment.key.limits, Some(route)));
         }
         let clients = Clients::load(&config.clients)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let admin_key = match &config.admin_key_env {
+            Some(env) => Some(ApiKey::from_env(env).map_err(|e| {
+                e.with_fix(
+                    "set it to the key the status page and /metrics ask for (admin_key_env, \
+                     --admin-key-env)",
+                )
+            })?),
+            None => None,
+        };
+        let has_clients = !config.clients.is_empty();
+        let access = |listener| {
+            Arc::new(admin::AdminAccess::new(
+                listener,
+                has_clients,
+                admin_key.as_ref().map(ApiKey::secret),
+            ))
+        };
+        let (listener, addr) = bind(config.listen).await?;
+        let admin_listener = match config.admin_listen {
+            Some(at) => Some(bind(at).await?),
+            None => None,
+        };
+        if has_clients && admin_key.is_none() {
+            match &admin_listener {
+                Some((_, at)) => tracing::info!(
+                    "the status page and /metrics are served on http://{at} only: this gateway has \
+                     [[clients]] and no admin_key_env"
+                ),
+                None => tracing::warn!(
+                    "the status page and /metrics are closed: this gateway has [[clients]]; set \
+                     admin_key_env (--admin-key-env) or admin_listen (--admin-listen) to read them"
+                ),
+            }
+        } else if admin_key.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "the gateway, its status page and /metrics are open to anyone who reaches {addr}: \
+                 add [[clients]] and admin_key_env to require keys"
+            );
+        }
 
         let pool = KeyPool::with_routes(keys);
         let pool = Arc::new(match shared {
@@ -208,8 +240,26 @@ impl Gateway {
             live,
         });
         status_page::spawn_sampler(Arc::downgrade(&app));
-        let (stop, stopped) = watch::channel(false);
-        let router = routes::router(Arc::clone(&app));
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = stop_rx.clone();
+        let router = routes::router(Arc::clone(&app), access(admin::Listener::Api));
+        let admin = admin_listener.map(|(listener, at)| {
+            let router =
+                routes::admin_router(access(admin::Listener::Admin)).with_state(Arc::clone(&app));
+            let mut stopped = stop_rx.clone();
+            let server = tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(err) = axum::serve(listener, router.into_make_service())
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!(%err, "admin server stopped");
+                }
+            });
+            (at, server)
+        });
         // Relayed events are small writes: without TCP_NODELAY, Nagle's algorithm would hold
         // each one back until the client acknowledged the previous one.
         let listener = listener.tap_io(|tcp| {
@@ -233,6 +283,7 @@ impl Gateway {
         });
         Ok(Gateway {
             addr,
+            admin,
             stop,
             server,
             engine: engine_task,
@@ -246,12 +297,30 @@ impl Gateway {
         self.addr
     }
 
+    /// The address serving the admin surface alone (`admin_listen`), if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(at, _)| *at)
+    }
+
     /// Stop accepting, let in-flight requests (streams included) finish within the drain
     /// timeout, then stop the engine. See [`shutdown`].
     pub async fn shutdown(self) {
         shutdown::drain(self.stop, self.server, self.engine, &self.app).await;
+        if let Some((_, admin)) = self.admin {
+            admin.abort();
+        }
         self.upkeep.abort();
     }
+}
+
+/// Bind `at`; the listener and the address it got (port 0 picks one).
+async fn bind(at: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), GatewayError> {
+    let bind_error = |source| GatewayError::Bind { addr: at, source };
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
 }
 
 /// Run the engine fed from the fair queue; when it stops, refuse and drop what is queued.

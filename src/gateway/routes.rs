@@ -1,5 +1,5 @@
-//! The HTTP surface: the OpenAI routes, `/v1/models`, `/metrics`, `/healthz`, the live status
-//! page (`/`, `/status`, `/status.json`), and OpenAI-style
+//! The HTTP surface: the OpenAI routes, `/v1/models`, `/healthz`, the admin surface (`/metrics`
+//! and the live status page: `/`, `/status`, `/status.json`, behind [`admin`]), and OpenAI-style
 //! answers for unknown paths and methods.
 //!
 //! A proxied request goes: authenticate the client → read the body (size limit) and parse it
@@ -11,6 +11,7 @@
 //! provider's limit headers.
 
 use super::access::RequestLog;
+use super::admin::{self, AdminAccess};
 use super::answer::{self, PASSED_HEADERS, status_headers};
 use super::clients::{Client, ClientTicket, Refusal};
 use super::errors::ApiError;
@@ -43,8 +44,20 @@ const BLOCKING_ESTIMATE_BYTES: usize = 64 * 1024;
 /// must not start a blocking thread (and a cache) each.
 static LARGE_ESTIMATES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// The gateway's router.
-pub fn router(app: Arc<App>) -> Router {
+/// The admin surface (the live page, `/status.json`, `/metrics`) behind `access`, plus
+/// `/healthz`: served on `listen` beside the API and, alone, on `admin_listen`.
+pub fn admin_router(access: Arc<AdminAccess>) -> Router<Arc<App>> {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/", get(status_page::page))
+        .route("/status", get(status_page::page))
+        .route("/status.json", get(status_page::json))
+        .route_layer(axum::middleware::from_fn_with_state(access, admin::guard))
+        .route("/healthz", get(healthz))
+}
+
+/// The gateway's router: the API, and the admin surface behind `admin` (see [`admin`]).
+pub fn router(app: Arc<App>, admin: Arc<AdminAccess>) -> Router {
     let route = |endpoint: Endpoint| {
         post(
             move |State(app): State<Arc<App>>, headers: HeaderMap, body: Body| async move {
@@ -59,11 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/responses", route(Endpoint::Responses))
         .route("/v1/messages", route(Endpoint::Messages))
         .route("/v1/models", get(models))
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(healthz))
-        .route("/", get(status_page::page))
-        .route("/status", get(status_page::page))
-        .route("/status.json", get(status_page::json))
+        .merge(admin_router(admin))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

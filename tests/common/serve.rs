@@ -13,21 +13,31 @@ pub struct ServeProcess {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
-    _stdout: BufReader<ChildStdout>,
+    stdout: BufReader<ChildStdout>,
+    admin_key: Option<String>,
 }
 
 impl ServeProcess {
     /// Spawn the gateway with `args` and environment `envs`, and wait for its
     /// `listening on http://ADDR` line.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_on("127.0.0.1:0", args, envs)
+    }
+
+    /// [`ServeProcess::start`] listening on `listen` (an unspecified address such as
+    /// `0.0.0.0:0` is reached on loopback).
+    pub fn start_on(listen: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_paceline"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .env_remove("PACELINE_LOG")
             .envs(envs.iter().copied());
         let server = spawn(command, &format!("paceline serve {args:?}"));
-        let (mut child, addr, stdout) = (server.child, server.addr, server.stdout);
+        let (mut child, mut addr, stdout) = (server.child, server.addr, server.stdout);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("serve stderr");
         let sink = Arc::clone(&log);
@@ -40,8 +50,23 @@ impl ServeProcess {
             child,
             addr,
             log,
-            _stdout: stdout,
+            stdout,
+            admin_key: None,
         }
+    }
+
+    /// Send `key` as the admin credential when reading `/metrics` (for a gateway started with
+    /// `admin_key_env` naming a variable that holds it).
+    pub fn with_admin_key(mut self, key: &str) -> Self {
+        self.admin_key = Some(key.to_string());
+        self
+    }
+
+    /// The next line the gateway printed on stdout after `listening on`.
+    pub fn stdout_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read serve stdout");
+        line.trim_end().to_string()
     }
 
     /// `http://ADDR/v1`.
@@ -71,7 +96,12 @@ impl ServeProcess {
 
     /// `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        let mut request = reqwest::Client::new().get(self.url("/metrics"));
+        if let Some(key) = &self.admin_key {
+            request = request.bearer_auth(key);
+        }
+        request
+            .send()
             .await
             .expect("GET /metrics")
             .text()
