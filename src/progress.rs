@@ -5,7 +5,9 @@
 //! Redis (a shared quota's fallback is read through the key pool's sharing seam).
 
 use crate::engine::stats::Stats;
+use crate::numbers::compact;
 use crate::quota::Dimension;
+use crate::store::figures::RunFigures;
 use crate::upstream::KeyPool;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::VecDeque;
@@ -66,20 +68,6 @@ impl RateWindow {
             (attempts - a0) as f64 / span,
             (tokens - k0) as f64 / span * 60.0,
         )
-    }
-}
-
-fn compact(n: f64) -> String {
-    if n >= 1e6 {
-        format!("{:.1}M", n / 1e6)
-    } else if n >= 1e4 {
-        format!("{:.0}k", n / 1e3)
-    } else if n >= 1e3 {
-        format!("{:.1}k", n / 1e3)
-    } else if n >= 100.0 {
-        format!("{n:.0}")
-    } else {
-        format!("{n:.1}")
     }
 }
 
@@ -246,8 +234,15 @@ impl Progress {
     }
 }
 
-/// The closing summary of a run.
-pub fn summary(stats: &Stats, pool: &KeyPool, wall: Duration, output: &str) -> String {
+/// The closing summary of a run; `figures` are its rate and budget use as the state records
+/// them ([`crate::store::figures`], the definition `status` and `report` print too).
+pub fn summary(
+    stats: &Stats,
+    pool: &KeyPool,
+    figures: Option<&RunFigures>,
+    wall: Duration,
+    output: &str,
+) -> String {
     let mut out = String::new();
     let secs = wall.as_secs_f64().max(1e-9);
     let attempts = Stats::get(&stats.attempts);
@@ -283,28 +278,12 @@ pub fn summary(stats: &Stats, pool: &KeyPool, wall: Duration, output: &str) -> S
         Stats::get(&stats.prompt_tokens),
         Stats::get(&stats.completion_tokens)
     ));
-    let achieved = attempts as f64 / secs;
-    let limits = pool.limit_totals();
-    let vs = limits[Dimension::Requests.index()]
-        .map(|l| format!(" (limit {:.1} req/s)", l as f64 / 60.0))
-        .unwrap_or_default();
-    out.push_str(&format!("  achieved rate   {achieved:.1} req/s{vs}"));
-    let mut above = limits[Dimension::Requests.index()].is_some_and(|l| achieved * 60.0 > l as f64);
-    if let Some(tpm) = limits[Dimension::Tokens.index()] {
-        let tokens = Stats::get(&stats.tokens_charged) as f64 / secs * 60.0;
-        above |= tokens > tpm as f64;
-        out.push_str(&format!(
-            ", {} tok/min (limit {})",
-            compact(tokens),
-            compact(tpm as f64)
-        ));
-    }
-    out.push('\n');
-    if above {
-        // Not an overshoot: a provider's bucket starts full, and a short run spends that too.
-        out.push_str(
-            "                  (above a per-minute limit: the provider's bucket starts full, and a run under a minute also spends that)\n",
-        );
+    match figures {
+        Some(figures) => {
+            out.push_str(&format!("  achieved rate   {}\n", figures.rate_text()));
+            out.push_str(&format!("  budget used     {}\n", figures.budget_text()));
+        }
+        None => out.push_str("  achieved rate   nothing was sent\n"),
     }
     out.push_str(&format!("  output          {output}\n"));
     let removed = pool.removal_summary();
@@ -336,44 +315,36 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_above_the_per_minute_limit_is_explained() {
-        use crate::quota::{LimitSpec, QuotaConfig};
-        use crate::upstream::ApiKey;
-        use std::sync::atomic::Ordering;
-        let config = QuotaConfig::default().with(
-            Dimension::Requests,
-            LimitSpec {
-                per_minute: 60,
-                burst: None,
-            },
-        );
-        let pool = KeyPool::new(vec![(ApiKey::new("secret".into(), "K"), config)]);
-        // A (key, model) quota exists once a request for the model was booked.
-        let want = crate::upstream::Want {
-            model: "gpt-4o-mini",
-            endpoint: crate::api::Endpoint::ChatCompletions,
-            avoid: None,
-        };
-        assert!(
-            pool.pick_for(want, crate::quota::Cost::request(1), Instant::now())
-                .is_ok()
-        );
+    fn the_summary_prints_the_state_s_figures() {
+        use crate::quota::budget::{Budget, Throughput};
+        use std::collections::BTreeMap;
+        let pool = KeyPool::new(Vec::new());
         let stats = Stats::default();
-        stats.attempts.store(10, Ordering::Relaxed);
-        stats.succeeded.store(10, Ordering::Relaxed);
-        // 10 requests in 10 s: 1/s, the limit itself.
-        let at_limit = summary(&stats, &pool, Duration::from_secs(10), "out.jsonl");
-        assert!(!at_limit.contains("bucket starts full"), "{at_limit}");
-        // 10 requests in 2 s: 5/s against 1/s, which only a full bucket allows.
-        let above = summary(&stats, &pool, Duration::from_secs(2), "out.jsonl");
-        assert!(above.contains("bucket starts full"), "{above}");
-    }
-
-    #[test]
-    fn compact_numbers() {
-        assert_eq!(compact(12.34), "12.3");
-        assert_eq!(compact(1234.0), "1.2k");
-        assert_eq!(compact(200_000.0), "200k");
-        assert_eq!(compact(3_500_000.0), "3.5M");
+        // `run --rpm 60` on 80 requests: 60 at once, then one a second, in 20 s.
+        let budgets = BTreeMap::from([(
+            Dimension::Requests,
+            Budget {
+                per_minute: 60,
+                burst: 60,
+            },
+        )]);
+        let throughput = Throughput {
+            requests: 80,
+            input_tokens: 800,
+            output_tokens: 1_200,
+            span: Duration::from_secs(20),
+        };
+        let figures = RunFigures::new(1, throughput, &budgets);
+        let text = summary(&stats, &pool, Some(&figures), Duration::from_secs(21), "o");
+        assert!(
+            text.contains("  achieved rate   4.0 req/s, 6.0k tok/min used (over 20.0 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  budget used     requests 100% of 80 (a bucket of 60 + 60/min)"),
+            "{text}"
+        );
+        let nothing = summary(&stats, &pool, None, Duration::from_secs(1), "o");
+        assert!(nothing.contains("nothing was sent"), "{nothing}");
     }
 }

@@ -213,8 +213,16 @@ async fn a_second_sigint_exits_at_once_and_the_job_still_resumes() {
     let mut args = run_args(s(&input), s(&out), &base);
     args.extend(["--concurrency", "8"]);
     let mut child = spawn(&args);
-    // Let requests get in flight.
-    std::thread::sleep(Duration::from_millis(700));
+    // Let requests get in flight, and the run say so (once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    // `status` of a running job: the store knows what the process holds, the process what it
+    // is sending (8 at a time, each answer 3 s away).
+    let running = common::job::stdout(&paceline(&["status", s(&out)]));
+    assert!(
+        running.contains("held by the running process")
+            && running.contains("  now       8 being sent, "),
+        "{running}"
+    );
     signal(&child, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(100));
     let asked = Instant::now();
@@ -222,11 +230,13 @@ async fn a_second_sigint_exits_at_once_and_the_job_still_resumes() {
     let status = wait_for(&mut child, Duration::from_secs(2)).expect("exits at once");
     assert_eq!(status.code(), Some(130));
     assert!(asked.elapsed() < Duration::from_secs(2));
-    let st = paceline(&["status", s(&out)]);
+    // Nothing is in flight without a process: what it held counts as pending.
+    let stopped = common::job::stdout(&paceline(&["status", s(&out)]));
+    assert!(stopped.contains("resumable"), "{stopped}");
     assert!(
-        common::job::stdout(&st).contains("resumable"),
-        "{}",
-        common::job::stdout(&st)
+        stopped.contains(&format!("0 done, 0 failed, {N} pending ("))
+            && stopped.contains("were in flight when the last run stopped"),
+        "{stopped}"
     );
     // Resume against a fast mock.
     let fast = MockProcess::start(&["--seed", "4"]);

@@ -176,3 +176,51 @@ async fn the_live_page_counts_per_key_and_client_and_renders_cleanly() {
         "a refresh failed"
     );
 }
+
+/// An idle gateway: its key is listed (in rotation, nothing sent), nothing is being sent, and
+/// a `[[models]]` deployment's key says which model it serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_gateway_lists_its_keys_and_sends_nothing() {
+    let mock = MockProcess::start(&["--key", &format!("{KEY_A}:600")]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("paceline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "base_url = \"{url}\"\n[[keys]]\nenv = \"KEY_A\"\n\
+             [[models]]\nname = \"fast\"\n[[models.deployments]]\nprovider = \"openai\"\n\
+             base_url = \"{url}\"\nmodel = \"gpt-4o-mini\"\nenv = \"KEY_B\"\n",
+            url = mock.base_url()
+        ),
+    )
+    .expect("write config");
+    let serve = ServeProcess::start(
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[("KEY_A", KEY_A), ("KEY_B", KEY_B)],
+    );
+    // Let the sampler record a few seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let status: Value = reqwest::get(serve.url("/status.json"))
+        .await
+        .expect("GET /status.json")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(status["in_flight_now"], 0, "{status}");
+    assert!(
+        status["in_flight"]
+            .as_array()
+            .expect("in_flight")
+            .iter()
+            .all(|v| v.is_null() || v == 0),
+        "{status}"
+    );
+    let keys = status["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2, "{status}");
+    assert!(
+        keys.iter()
+            .all(|k| k["removed"].is_null() && k["sending_now"] == 0)
+    );
+    let served: Vec<&str> = keys.iter().filter_map(|k| k["serves"].as_str()).collect();
+    assert_eq!(served, ["fast → gpt-4o-mini (openai)"], "{status}");
+}

@@ -41,7 +41,7 @@ pub fn render(s: &JobStatus) -> String {
     let mut out = String::new();
     let finished = s.done + s.failed;
     let phase = match &s.phase {
-        Phase::Running { holder } => format!("running ({holder})"),
+        Phase::Running { holder, .. } => format!("running ({holder})"),
         Phase::Finished => "finished".to_string(),
         Phase::Resumable { last_run } => {
             format!("resumable (last run: {last_run}); run the same command again to resume")
@@ -57,16 +57,47 @@ pub fn render(s: &JobStatus) -> String {
     let _ = writeln!(out, "  input     {} (sha256 {sha}…)", s.input);
     let _ = writeln!(out, "  output    {}", s.output);
     let _ = writeln!(out, "  began     {}", when(s.created_at));
-    let _ = writeln!(
-        out,
-        "  progress  {finished}/{} ({:.1}%): {} done, {} failed, {} in flight, {} pending",
-        s.total,
-        percent(finished, s.total),
-        s.done,
-        s.failed,
-        s.in_flight,
-        s.pending
-    );
+    match &s.phase {
+        // The store knows which requests the running process holds (queued in it, being sent,
+        // or waiting to retry); the process itself says how many it is sending.
+        Phase::Running { activity, .. } => {
+            let _ = writeln!(
+                out,
+                "  progress  {finished}/{} ({:.1}%): {} done, {} failed, {} held by the running \
+                 process, {} not yet read",
+                s.total,
+                percent(finished, s.total),
+                s.done,
+                s.failed,
+                s.in_flight,
+                s.pending
+            );
+            if let Some(activity) = activity {
+                let _ = writeln!(out, "  now       {activity}");
+            }
+        }
+        // Nothing is in flight without a process: what the last run held is sent again on
+        // resume.
+        _ => {
+            let held = if s.in_flight > 0 {
+                format!(
+                    " ({} were in flight when the last run stopped: they are sent again)",
+                    s.in_flight
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "  progress  {finished}/{} ({:.1}%): {} done, {} failed, {} pending{held}",
+                s.total,
+                percent(finished, s.total),
+                s.done,
+                s.failed,
+                s.pending + s.in_flight
+            );
+        }
+    }
     if !s.failed_by_code.is_empty() {
         let list: Vec<String> = s
             .failed_by_code
@@ -104,12 +135,14 @@ pub fn render(s: &JobStatus) -> String {
             run.mode,
             when(run.started_at)
         );
-        if let Some(rate) = s.last_run_rate {
-            let _ = writeln!(
-                out,
-                "  rate      {rate:.1} requests/s finished in the last run ({} requests, {} attempts)",
-                run.finished, run.attempts
-            );
+        if let Some(figures) = &s.figures {
+            let which = if figures.run == run.id {
+                "the last run"
+            } else {
+                "the last run that sent"
+            };
+            let _ = writeln!(out, "  rate      {} in {which}", figures.rate_text());
+            let _ = writeln!(out, "  budget    {}", figures.budget_text());
         }
     }
     out

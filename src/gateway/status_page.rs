@@ -13,6 +13,7 @@
 use super::App;
 use crate::engine::AttemptRecord;
 use crate::quota::Dimension;
+use crate::quota::budget::Budget;
 use crate::report::html::{ERROR_CATCHER, STYLE};
 use axum::extract::State;
 use axum::http::header;
@@ -131,7 +132,7 @@ pub fn spawn_sampler(app: Weak<App>) {
                 .iter()
                 .map(|p| app.queue.len(*p))
                 .sum();
-            app.live.sample(queue, app.engine.concurrency().in_flight());
+            app.live.sample(queue, app.pool.sending());
         }
     });
 }
@@ -149,6 +150,15 @@ pub struct RateSeries {
     pub requests_per_min: Option<u64>,
     /// The tokens-per-minute limit, if one is known.
     pub tokens_per_min: Option<u64>,
+    /// The requests limit's bucket, if known (it allows bursts above the per-minute rate).
+    pub requests_burst: Option<u64>,
+    /// What the window's requests used of the budget the requests limit allowed over it (a full
+    /// bucket plus its refill: [`crate::quota::budget`]), in percent.
+    pub budget_percent: Option<f64>,
+    /// For a `[[models]]` deployment's key: `public name → upstream model (provider)`.
+    pub serves: Option<String>,
+    /// Attempts being sent with it now (keys).
+    pub sending_now: Option<u64>,
     /// Why a key left rotation, if it did.
     pub removed: Option<String>,
 }
@@ -164,8 +174,8 @@ pub struct StatusJson {
     pub t: Vec<u64>,
     /// Requests waiting in the fair queue, sampled each second.
     pub queue_depth: Vec<Option<u64>>,
-    /// In-flight slots in use, sampled each second: requests sent or booked and waiting for
-    /// their time (the dispatcher holds one while it waits for work).
+    /// Attempts being sent upstream, sampled each second (requests waiting for their time are
+    /// in `queue_depth` or booked, not here).
     pub in_flight: Vec<Option<u64>>,
     /// Mean time waited before the last attempt, of the requests answered in each second (ms).
     pub wait_ms: Vec<Option<f64>>,
@@ -175,7 +185,7 @@ pub struct StatusJson {
     pub clients: Vec<RateSeries>,
     /// Requests waiting now.
     pub queue_now: u64,
-    /// In-flight slots in use now.
+    /// Attempts being sent upstream now.
     pub in_flight_now: u64,
     /// The in-flight bound now.
     pub in_flight_limit: u64,
@@ -219,36 +229,48 @@ pub fn snapshot(app: &App) -> StatusJson {
         })
         .collect();
     let mut keys: Vec<RateSeries> = Vec::new();
-    let mut limits: BTreeMap<String, (Option<u64>, Option<u64>)> = BTreeMap::new();
+    // Per key, each dimension at its largest per-model limit (with that limit's bucket).
+    let mut limits: BTreeMap<String, [Option<(u64, u64)>; 2]> = BTreeMap::new();
     for (key, _model, quota) in app.pool.quotas() {
         let l = quota.limits();
         let entry = limits.entry(key).or_default();
-        let max = |a: Option<u64>, b: Option<(u64, u64)>| match (a, b) {
-            (Some(a), Some((b, _))) => Some(a.max(b)),
-            (a, b) => a.or(b.map(|b| b.0)),
-        };
-        entry.0 = max(entry.0, l[Dimension::Requests.index()]);
-        entry.1 = max(entry.1, l[Dimension::Tokens.index()]);
+        for (slot, dimension) in entry
+            .iter_mut()
+            .zip([Dimension::Requests, Dimension::Tokens])
+        {
+            if let Some(limit) = l[dimension.index()]
+                && slot.is_none_or(|(rate, _)| limit.0 > rate)
+            {
+                *slot = Some(limit);
+            }
+        }
     }
-    let removed: BTreeMap<String, String> = app.pool.removed().into_iter().collect();
+    let window = Duration::from_secs(seconds.len() as u64);
+    let pool_keys = app.pool.keys();
     let mut key_names: Vec<String> = seconds
         .iter()
         .flat_map(|s| s.attempts.keys().map(|k| k.to_string()))
-        .chain(limits.keys().cloned())
-        .chain(removed.keys().cloned())
+        .chain(pool_keys.iter().map(|k| k.label.clone()))
         .collect();
     key_names.sort();
     key_names.dedup();
     for name in key_names {
         let (rate, rate_limited) = series_of(&seconds, &name, |s| (&s.attempts, &s.rate_limited));
-        let (rpm, tpm) = limits.get(&name).copied().unwrap_or_default();
+        let [requests, tokens] = limits.get(&name).copied().unwrap_or_default();
+        let view = pool_keys.iter().find(|k| k.label == name);
+        let sent: u64 = rate.iter().sum();
         keys.push(RateSeries {
-            removed: removed.get(&name).cloned(),
+            removed: view.and_then(|k| k.removed.clone()),
+            serves: view.and_then(|k| k.serves.clone()),
+            sending_now: view.map(|k| k.sending as u64),
+            budget_percent: requests
+                .map(|(per_minute, burst)| Budget { per_minute, burst }.used_percent(sent, window)),
             name,
             rate,
             rate_limited,
-            requests_per_min: rpm,
-            tokens_per_min: tpm,
+            requests_per_min: requests.map(|l| l.0),
+            requests_burst: requests.map(|l| l.1),
+            tokens_per_min: tokens.map(|l| l.0),
         });
     }
     let mut clients: Vec<RateSeries> = Vec::new();
@@ -275,6 +297,10 @@ pub fn snapshot(app: &App) -> StatusJson {
             rate_limited,
             requests_per_min: rpm,
             tokens_per_min: tpm,
+            requests_burst: None,
+            budget_percent: None,
+            serves: None,
+            sending_now: None,
             removed: None,
         });
     }
@@ -295,7 +321,7 @@ pub fn snapshot(app: &App) -> StatusJson {
         keys,
         clients,
         queue_now,
-        in_flight_now: app.engine.concurrency().in_flight() as u64,
+        in_flight_now: app.pool.sending() as u64,
         in_flight_limit: app.engine.concurrency().limit() as u64,
     }
 }
@@ -433,9 +459,11 @@ const LIVE_SCRIPT: &str = r##"
   function rateCharts(kind, list) {
     var grid = el("div", {"class": "charts2"});
     list.forEach(function (s, i) {
-      var limits = s.requests_per_min ? [{name: "limit " + fmt(s.requests_per_min / 60) + " req/s", value: s.requests_per_min / 60, limit: true}] : [];
-      var title = kind + " " + s.name + (s.removed ? " (removed: " + s.removed + ")" : "");
-      grid.appendChild(chart(title + " — req/s (10 s mean)", [
+      var refill = s.requests_burst ? "refill " + fmt(s.requests_per_min / 60) + " req/s (a bucket of " + fmt(s.requests_burst) + " allows bursts above)" : "limit " + fmt(s.requests_per_min / 60) + " req/s";
+      var limits = s.requests_per_min ? [{name: refill, value: s.requests_per_min / 60, limit: true}] : [];
+      var title = kind + " " + s.name + (s.serves ? " · " + s.serves : "") + (s.removed ? " (removed: " + s.removed + ")" : "");
+      var budget = (s.budget_percent === null || s.budget_percent === undefined) ? "" : " · " + (s.budget_percent > 0 && s.budget_percent < 0.5 ? "<1" : s.budget_percent.toFixed(0)) + "% of the window's budget";
+      grid.appendChild(chart(title + " — req/s (10 s mean)" + budget, [
         {name: kind === "key" ? "sent" : "answered", color: COLORS[i % COLORS.length], values: smooth(s.rate, 10)},
         {name: kind === "key" ? "429 from provider" : "429 sent (own limit)", color: "#dc2626", values: smooth(s.rate_limited, 10)}
       ], limits));
@@ -448,7 +476,7 @@ const LIVE_SCRIPT: &str = r##"
     var tiles = document.getElementById("tiles");
     tiles.textContent = "";
     tiles.appendChild(tile(fmt(d.queue_now), "queued now"));
-    tiles.appendChild(tile(fmt(d.in_flight_now) + " / " + fmt(d.in_flight_limit), "in-flight slots in use / bound"));
+    tiles.appendChild(tile(fmt(d.in_flight_now) + " / " + fmt(d.in_flight_limit), "sending now / in-flight bound"));
     var waits = d.wait_ms.slice(Math.max(0, last - 59)).filter(function (v) { return v !== null; });
     tiles.appendChild(tile(waits.length ? fmt(sum(waits) / waits.length) + " ms" : "–", "mean wait, last minute"));
     tiles.appendChild(tile(fmt(d.keys.reduce(function (s, k) { return s + recent(k.rate); }, 0) / 60), "req/s upstream, last minute"));
@@ -458,15 +486,15 @@ const LIVE_SCRIPT: &str = r##"
     charts.textContent = "";
     charts.appendChild(el("h2", {}, "Queue"));
     var two = el("div", {"class": "charts2"});
-    two.appendChild(chart("Queue depth and in-flight slots in use", [
+    two.appendChild(chart("Queue depth and requests being sent", [
       {name: "queued", color: COLORS[0], values: d.queue_depth},
-      {name: "in-flight slots", color: COLORS[3], values: d.in_flight}
+      {name: "sending", color: COLORS[3], values: d.in_flight}
     ], []));
     two.appendChild(chart("Wait before the last attempt (ms, mean per second)", [
       {name: "wait", color: COLORS[2], values: d.wait_ms}
     ], []));
     charts.appendChild(two);
-    charts.appendChild(el("h2", {}, "Upstream keys: rate against the limit"));
+    charts.appendChild(el("h2", {}, "Upstream keys: rate against the limit (its refill; a full bucket allows bursts above it)"));
     charts.appendChild(rateCharts("key", d.keys));
     charts.appendChild(el("h2", {}, "Clients: rate against their own limit"));
     charts.appendChild(rateCharts("client", d.clients));

@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// One limited quantity, each counted per minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dimension {
     /// Requests per minute.
     Requests,

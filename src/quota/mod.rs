@@ -39,6 +39,7 @@
 //! provider, and it neither spawns nor awaits (time comes in as an
 //! [`Instant`](tokio::time::Instant) its caller reads).
 
+pub mod budget;
 pub mod dimension;
 pub mod gcra;
 pub mod learn;

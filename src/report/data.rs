@@ -156,8 +156,10 @@ pub struct KeyFigures {
     pub rate_limited: u64,
     /// Attempts that waited for a pause of its quota.
     pub paused_attempts: u64,
-    /// Tokens charged to it.
+    /// Tokens the quota reserved on it for its attempts (the admission charge).
     pub tokens: Option<u64>,
+    /// Tokens used through it: the provider's usage of the requests it answered.
+    pub tokens_used: u64,
     /// Requests per minute in force at the end of its latest run.
     pub requests_per_min: Option<u64>,
     /// Tokens per minute in force at the end of its latest run.
@@ -385,7 +387,11 @@ pub fn load(store: &Store) -> Result<ReportData, StoreError> {
         }
     }
     totals.peak_in_flight = peak_in_flight(&rows);
-    let key_figures = key_figures(&rows, &key_names, &limits, &removals, token_data);
+    let mut key_figures = key_figures(&rows, &key_names, &limits, &removals, token_data);
+    let used = tokens_used_by_key(store)?;
+    for k in &mut key_figures {
+        k.tokens_used = used.get(&k.key).copied().unwrap_or(0);
+    }
     let limits = total_limits(&limits);
     let (failures, failures_total) = failures(store)?;
     let unsent_failures = unsent_failures(store)?;
@@ -403,6 +409,31 @@ pub fn load(store: &Store) -> Result<ReportData, StoreError> {
         unsent_failures,
         slowest,
     })
+}
+
+/// Tokens used per key: the provider's usage of each request, on the key of the attempt that
+/// succeeded.
+fn tokens_used_by_key(store: &Store) -> Result<BTreeMap<String, u64>, StoreError> {
+    let read = |e| store.err("read", e);
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT a.key, sum(r.prompt_tokens + r.completion_tokens)
+             FROM attempts a JOIN requests r ON r.id = a.request_id
+             WHERE a.decision = 'succeeded' GROUP BY a.key",
+        )
+        .map_err(read)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(read)?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (key, tokens) = row.map_err(read)?;
+        out.insert(key, tokens.max(0) as u64);
+    }
+    Ok(out)
 }
 
 fn series(rows: &[Row], keys: &[String], start: i64, end: i64, token_data: bool) -> Series {
@@ -561,6 +592,7 @@ fn key_figures(
         .map(|key| KeyFigures {
             key: key.clone(),
             tokens: token_data.then_some(0),
+            tokens_used: 0,
             ..KeyFigures::default()
         })
         .collect();

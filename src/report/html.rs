@@ -70,23 +70,7 @@ pub fn json_for_script(value: &impl serde::Serialize) -> String {
         .replace('&', "\\u0026")
 }
 
-/// A number in few characters (1.2k, 3.4M).
-pub fn compact(n: f64) -> String {
-    let a = n.abs();
-    if a >= 1e6 {
-        format!("{:.1}M", n / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.0}k", n / 1e3)
-    } else if a >= 1e3 {
-        format!("{:.1}k", n / 1e3)
-    } else if a >= 100.0 || n.fract() == 0.0 {
-        format!("{n:.0}")
-    } else if a >= 10.0 {
-        format!("{n:.1}")
-    } else {
-        format!("{n:.2}")
-    }
-}
+pub use crate::numbers::compact;
 
 /// A duration in seconds as `42s`, `3m20s`, `1h05m`.
 pub fn duration_label(secs: f64) -> String {
@@ -544,7 +528,7 @@ fn keys_table(out: &mut String, d: &ReportData) {
     out.push_str(
         "<table class=\"sortable\" id=\"keys\"><thead><tr><th>key</th><th class=\"n\">attempts</th>\
          <th>share</th><th class=\"n\">429s (pauses)</th><th class=\"n\">waited on a pause</th>\
-         <th class=\"n\">tokens</th><th class=\"n\">limit req/min</th><th class=\"n\">limit tok/min</th>\
+         <th class=\"n\">tokens used</th><th class=\"n\">limit req/min</th><th class=\"n\">limit tok/min</th>\
          <th>rotation</th></tr></thead><tbody>",
     );
     for k in &d.keys {
@@ -587,8 +571,7 @@ fn keys_table(out: &mut String, d: &ReportData) {
             k.share * 100.0,
             k.rate_limited,
             k.paused_attempts,
-            k.tokens
-                .map_or_else(|| "–".to_string(), |t| compact(t as f64)),
+            compact(k.tokens_used as f64),
             limit(k.requests_per_min),
             limit(k.tokens_per_min),
         );
@@ -754,17 +737,31 @@ pub fn render(d: &ReportData) -> String {
             "first send to last answer",
             false,
         );
-        if span > 0.0 {
-            let rate = t.attempts as f64 / span;
-            let vs = d
-                .limits
-                .requests_per_min
-                .map(|l| format!(" of {}", compact(l as f64 / 60.0)))
-                .unwrap_or_default();
+    }
+    // The rate and budget use of the latest run, as the summary and `status` print them.
+    if let Some(f) = &d.job.figures {
+        let which = if d.job.runs > 1 {
+            format!(" (run {})", f.run)
+        } else {
+            String::new()
+        };
+        tile(
+            &mut out,
+            &format!("{:.1}", f.requests_per_s),
+            &format!("req/s achieved{which}"),
+            false,
+        );
+        for u in &f.budget {
             tile(
                 &mut out,
-                &format!("{}{}", compact(rate), esc(&vs)),
-                "req/s achieved (limit)",
+                &esc(&crate::numbers::percent(u.percent)),
+                &format!(
+                    "of the {} budget ({} allowed: a bucket of {} + {}/min)",
+                    u.dimension.replace('_', " "),
+                    compact(u.allowed.floor()),
+                    compact(u.burst as f64),
+                    compact(u.per_minute as f64)
+                ),
                 false,
             );
         }
@@ -814,7 +811,7 @@ pub fn render(d: &ReportData) -> String {
 fn phase_text(d: &ReportData) -> String {
     use crate::store::report::Phase;
     match &d.job.phase {
-        Phase::Running { holder } => format!("running now ({holder})"),
+        Phase::Running { holder, .. } => format!("running now ({holder})"),
         Phase::Finished => "finished".to_string(),
         Phase::Resumable { last_run } => format!("resumable (last run: {last_run})"),
         Phase::Empty => "no job recorded".to_string(),

@@ -18,6 +18,7 @@ use crate::batch::{InputError, InputSpec, OutputError, OutputFormat};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
+use crate::store::figures;
 use crate::store::keys::{self, KeyLimit, KeyRemoval};
 use crate::store::runs::{self, RunMode};
 use crate::store::state::{self, StateCounts};
@@ -34,6 +35,8 @@ use tokio::time::Instant;
 
 /// Requests handed to the engine and not yet taken by it.
 const JOB_QUEUE: usize = 256;
+/// How often a run says on its lock file what it is sending (for `paceline status`).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything a run needs, validated.
 pub struct RunPlan {
@@ -176,7 +179,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     note_start(&prepared, &plan, &mut notes);
     eprint!("{notes}");
     let setup::Prepared {
-        lock,
+        mut lock,
         store,
         output,
         run: run_id,
@@ -186,7 +189,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     } = prepared;
 
     if start_counts.unfinished() == 0 {
-        let counts = tokio::task::spawn_blocking(move || {
+        let (counts, _) = tokio::task::spawn_blocking(move || {
             close(&store, run_id, "completed", &Default::default())
         })
         .await
@@ -222,7 +225,8 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         Some(shared) => pool.with_shared(shared),
         None => pool,
     });
-    let window = Arc::new(Semaphore::new(window_size(&plan.engine)));
+    let window_total = window_size(&plan.engine);
+    let window = Arc::new(Semaphore::new(window_total));
     let engine = Engine::new(plan.engine, Arc::clone(&pool), plan.upstream);
     let stats = engine.stats();
     stats.total.store(start_counts.pending, Ordering::Relaxed);
@@ -274,9 +278,20 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     let mut interrupted: Option<Interrupt> = None;
     let mut deadline: Option<Instant> = None;
     let mut store_failed = false;
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
     let exit = loop {
         tokio::select! {
             exit = &mut engine_run => break Some(exit),
+            _ = publish.tick() => {
+                let held = window_total.saturating_sub(window.available_permits());
+                let sending = pool.sending();
+                lock.publish(&format!(
+                    "{sending} being sent, {} more queued in the process or waiting to retry \
+                     (as of {})",
+                    held.saturating_sub(sending),
+                    crate::time::local_time_now()
+                ));
+            }
             signal = signals.recv() => {
                 if interrupted.is_some() {
                     eprintln!(
@@ -332,7 +347,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     };
     let writer_store = outcome.store;
     let known = keys::snapshot(&pool, &configs, run_id);
-    let counts =
+    let closed =
         tokio::task::spawn_blocking(move || close(&writer_store, run_id, outcome_name, &known))
             .await
             .map_err(internal)?;
@@ -341,9 +356,15 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         return Err(e.into());
     }
     feed_result?;
-    let counts = counts?;
+    let (counts, figures) = closed?;
 
-    let mut summary = progress::summary(&stats, &pool, wall, &plan.output.display().to_string());
+    let mut summary = progress::summary(
+        &stats,
+        &pool,
+        figures.as_ref(),
+        wall,
+        &plan.output.display().to_string(),
+    );
     if let Some(line) = progress::rate_line(&rates) {
         summary.push_str(&line);
     }
@@ -448,7 +469,7 @@ fn close(
     run: i64,
     outcome: &str,
     known: &(Vec<KeyLimit>, Vec<KeyRemoval>),
-) -> Result<StateCounts, RunError> {
+) -> Result<(StateCounts, Option<figures::RunFigures>), RunError> {
     // Every attempt has ended (or was abandoned): what has no result is pending again.
     state::reset_in_flight(store)?;
     keys::record(store, &known.0, &known.1)?;
@@ -460,7 +481,7 @@ fn close(
             .conn()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
-    Ok(counts)
+    Ok((counts, figures::of_run(store, run)?))
 }
 
 async fn sleep_until(at: Option<Instant>) {

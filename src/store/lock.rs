@@ -25,13 +25,14 @@ use std::path::{Path, PathBuf};
 /// removes the lock file first, while the lock is still held.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    file: File,
     path: PathBuf,
+    note: String,
 }
 
 impl Drop for StateLock {
     fn drop(&mut self) {
-        // Still locked here: `_file` closes after this body. Whoever opened the file before
+        // Still locked here: `file` closes after this body. Whoever opened the file before
         // its removal finds, once it holds the lock, that the path no longer names it.
         let _ = std::fs::remove_file(&self.path);
     }
@@ -100,7 +101,7 @@ impl StateLock {
                 Err(TryLockError::WouldBlock) => {
                     return Err(StoreError::Locked {
                         path: state.to_path_buf(),
-                        holder: holder(&mut file),
+                        holder: holder(&mut file).replace('\n', "; "),
                     });
                 }
                 Err(TryLockError::Error(source)) => {
@@ -122,7 +123,18 @@ impl StateLock {
                 action: "write lock file",
                 source,
             })?;
-        Ok(StateLock { _file: file, path })
+        Ok(StateLock { file, path, note })
+    }
+
+    /// Say what the run is doing now, on the lock file's second line (for `status`: the store
+    /// knows which requests the run holds, not which of them are being sent). Best effort.
+    pub fn publish(&mut self, activity: &str) {
+        let text = format!("{}{}\n", self.note, activity.trim());
+        let _ = self
+            .file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.write_all(text.as_bytes()))
+            .and_then(|()| self.file.set_len(text.len() as u64));
     }
 
     /// The lock file.

@@ -21,6 +21,9 @@ pub enum Phase {
     Running {
         /// The holder, as written in the lock file.
         holder: String,
+        /// What it said it was doing last (requests being sent, held in the process), if it
+        /// said anything yet.
+        activity: Option<String>,
     },
     /// Every request has a result.
     Finished,
@@ -77,8 +80,8 @@ pub struct JobStatus {
     pub runs: u64,
     /// The latest run.
     pub last_run: Option<RunRow>,
-    /// Requests finished per second over the latest run (to its end, its last commit, or now).
-    pub last_run_rate: Option<f64>,
+    /// The latest run's rate and budget use ([`super::figures`]), if it sent anything.
+    pub figures: Option<super::figures::RunFigures>,
 }
 
 /// Read the progress of the job in `store`.
@@ -129,7 +132,13 @@ pub fn job_status(store: &Store) -> Result<JobStatus, StoreError> {
         .map_err(read)?;
     let (runs, last_run) = runs::latest(store)?;
     let phase = match (StateLock::holder(store.path()), &job) {
-        (Some(holder), _) => Phase::Running { holder },
+        (Some(text), _) => {
+            let mut lines = text.lines();
+            Phase::Running {
+                holder: lines.next().unwrap_or_default().to_string(),
+                activity: lines.next().map(str::to_string),
+            }
+        }
         (None, None) => Phase::Empty,
         (None, Some(_)) if counts.unfinished() == 0 => Phase::Finished,
         (None, Some(_)) => Phase::Resumable {
@@ -139,14 +148,7 @@ pub fn job_status(store: &Store) -> Result<JobStatus, StoreError> {
                 .unwrap_or_else(|| "crashed".to_string()),
         },
     };
-    let last_run_rate = last_run.as_ref().and_then(|r| {
-        let end = r
-            .ended_at
-            .or(r.last_commit_at)
-            .unwrap_or_else(super::now_ms);
-        let secs = (end - r.started_at) as f64 / 1000.0;
-        (secs > 0.0).then(|| r.finished as f64 / secs)
-    });
+    let figures = super::figures::latest(store)?;
     let (input, input_sha256, output, skipped, created_at) = match &job {
         Some(j) => (
             j.input_path.display().to_string(),
@@ -178,7 +180,7 @@ pub fn job_status(store: &Store) -> Result<JobStatus, StoreError> {
         completion_tokens: completion_tokens as u64,
         runs,
         last_run,
-        last_run_rate,
+        figures,
     })
 }
 

@@ -36,6 +36,19 @@ pub struct Route {
     pub upstream: Upstream,
 }
 
+/// One key as [`KeyPool::keys`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    /// Its label (variable and fingerprint).
+    pub label: String,
+    /// For a `[[models]]` deployment: `public name → upstream model (provider)`.
+    pub serves: Option<String>,
+    /// Attempts being sent with it now.
+    pub sending: usize,
+    /// Why it left rotation, if it did.
+    pub removed: Option<String>,
+}
+
 /// One key and its state.
 #[derive(Debug)]
 struct Slot {
@@ -341,6 +354,34 @@ impl KeyPool {
             }
         }
         all
+    }
+
+    /// Every key, removed ones included, as a status page shows it.
+    pub fn keys(&self) -> Vec<KeyView> {
+        self.slots
+            .iter()
+            .map(|slot| KeyView {
+                label: slot.key.label().to_string(),
+                serves: slot.route.as_ref().map(|r| {
+                    format!(
+                        "{} → {} ({})",
+                        r.serves,
+                        r.model,
+                        r.upstream.provider().name()
+                    )
+                }),
+                sending: slot.in_flight.load(Ordering::Relaxed),
+                removed: lock(&slot.removed).clone(),
+            })
+            .collect()
+    }
+
+    /// Attempts being sent now, over every key.
+    pub fn sending(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A key without a route still in rotation (the first), for calls that are not paced
