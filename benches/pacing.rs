@@ -959,6 +959,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture, concurrency: Option<usize
                 ..BackoffPolicy::default()
             },
             seed: Some(7),
+            stop_on_uniform_refusals: true,
         },
         default_max_tokens: DEFAULT_MAX_TOKENS,
         display: Display::Quiet,

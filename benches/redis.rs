@@ -187,6 +187,7 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
                         max_concurrency: 1024,
                         backoff: BackoffPolicy::default(),
                         seed: Some(run as u64),
+                        stop_on_uniform_refusals: true,
                     },
                     default_max_tokens: 16,
                     display: Display::Quiet,

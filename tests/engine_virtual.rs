@@ -256,6 +256,7 @@ fn engine(transport: Arc<dyn Transport>, limits: QuotaConfig) -> Arc<Engine> {
             max_concurrency: 1024,
             backoff: BackoffPolicy::default(),
             seed: Some(7),
+            stop_on_uniform_refusals: true,
         },
         pool,
         upstream,

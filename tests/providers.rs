@@ -354,15 +354,20 @@ async fn azure_run_uses_deployment_urls_and_its_retry_hints() {
     assert!(out.status.success(), "{summary}");
     // Remaining-only headers teach at most a lower bound of the rate (2 req/s at the mock),
     // and -1 for the unlimited tokens teaches nothing.
-    if let Some(rest) = summary.split("(limit ").nth(1) {
-        let limit: f64 = rest
-            .split(' ')
-            .next()
+    let budget = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("  budget used     "))
+        .unwrap_or_else(|| panic!("no budget line: {summary}"));
+    if let Some(rest) = budget.strip_prefix("requests ") {
+        let per_minute: f64 = rest
+            .split(" + ")
+            .nth(1)
+            .and_then(|v| v.split("/min").next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(f64::INFINITY);
-        assert!(limit <= 2.0, "{summary}");
+        assert!(per_minute <= 120.0, "{summary}");
     }
-    assert!(!summary.contains("tok/min (limit"), "{summary}");
+    assert!(!budget.contains("tokens"), "{summary}");
     let results = lines(&output);
     assert_eq!(results.len(), 6);
     assert!(
@@ -577,7 +582,8 @@ async fn serve_answers_its_own_errors_on_messages_in_anthropics_shape() {
             .contains("could not be reached"),
         "{err}"
     );
-    // The OpenAI routes of the same gateway keep OpenAI's shape.
+    // The OpenAI routes of the same gateway keep OpenAI's shape; an Anthropic upstream serves
+    // none of them, which the gateway says itself.
     let openai = client
         .post(gone.url("/v1/chat/completions"))
         .header("x-paceline-max-wait", "200ms")
@@ -585,10 +591,13 @@ async fn serve_answers_its_own_errors_on_messages_in_anthropics_shape() {
         .send()
         .await
         .unwrap();
-    assert_eq!(openai.status(), 502);
+    assert_eq!(openai.status(), 404);
     let err: Value = openai.json().await.unwrap();
     assert!(
-        err["error"]["message"].is_string() && err.get("type").is_none(),
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("provider anthropic (it serves /v1/messages)"))
+            && err.get("type").is_none(),
         "{err}"
     );
 }
@@ -697,4 +706,109 @@ env = "ANTHROPIC_KEY"
     assert_eq!(unknown.status(), 400);
     let err: Value = unknown.json().await.unwrap();
     assert_eq!(err["error"]["code"], "model_not_found");
+}
+
+/// A line a provider cannot serve is refused before anything is sent (Azure's deployment URLs
+/// have no Responses API), by line like any invalid line; the gateway answers such a route
+/// itself, saying which endpoints its upstream serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_provider_cannot_serve_is_refused_before_anything_is_sent() {
+    let mock = MockProcess::start(&[]);
+    let dir = Workdir::new();
+    let mut text = chat_batch(2);
+    text.push_str(
+        &(json!({"custom_id": "resp", "method": "POST", "url": "/v1/responses",
+                 "body": {"model": "gpt-4o-mini", "input": "hello"}})
+        .to_string()
+            + "\n"),
+    );
+    let input = dir.write("in.jsonl", &text);
+    let output = dir.path("out.jsonl");
+    let base = mock.url("");
+    let out = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--provider",
+        "azure",
+        "--base-url",
+        &base,
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "-q",
+    ]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(
+            "line 3: /v1/responses is not served by provider azure (it serves /v1/chat/completions"
+        ) && said.contains("nothing was sent"),
+        "{said}"
+    );
+    assert_eq!(mock.stats().await["totals"]["requests"], 0);
+
+    let gateway = ServeProcess::start(
+        &[
+            "--base-url",
+            &base,
+            "--provider",
+            "azure",
+            "--api-key-env",
+            "UPSTREAM",
+        ],
+        &[("UPSTREAM", KEY)],
+    );
+    let resp = reqwest::Client::new()
+        .post(gateway.url("/v1/responses"))
+        .json(&json!({"model": "gpt-4o-mini", "input": "hello"}))
+        .send()
+        .await
+        .expect("POST /v1/responses");
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.expect("error JSON");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("provider azure"), "{message}");
+    assert_eq!(mock.stats().await["totals"]["requests"], 0);
+}
+
+/// When a run's first answers are all the same refusal (here every message lacks its `role`:
+/// the same 400 and message), it stops sending and says why, with the provider's words,
+/// instead of failing every line alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_refusals_stop_a_run_early_and_say_why() {
+    let mock = MockProcess::start(&[]);
+    let dir = Workdir::new();
+    let text: String = (0..300)
+        .map(|i| {
+            json!({"custom_id": format!("r{i}"), "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"content": "hi"}]}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &text);
+    let output = dir.path("out.jsonl");
+    let base = mock.base_url();
+    let out = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&output),
+        "--base-url",
+        &base,
+        "-q",
+    ]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("were all HTTP 400") && said.contains("role"),
+        "the provider's words: {said}"
+    );
+    let sent = mock.stats().await["totals"]["requests"]
+        .as_u64()
+        .expect("requests");
+    assert!(sent < 60, "{sent} of 300 sent: {said}");
+    // What was refused is recorded as such; the rest is left for a fixed rerun.
+    assert!(said.contains("requests left"), "{said}");
 }

@@ -114,6 +114,7 @@ async fn run_paused(cell: &Cell, seed: u64) -> Run {
             max_concurrency: 1024,
             backoff: BackoffPolicy::default(),
             seed: Some(seed),
+            stop_on_uniform_refusals: true,
         },
         pool,
         upstream,

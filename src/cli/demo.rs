@@ -106,6 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             max_concurrency: 1024,
             backoff: BackoffPolicy::default(),
             seed: None,
+            stop_on_uniform_refusals: true,
         },
         default_max_tokens: crate::tokens::DEFAULT_MAX_TOKENS,
         display: Display::detect(args.quiet),

@@ -259,6 +259,7 @@ impl PacingArgs {
                 ..BackoffPolicy::default()
             },
             seed: self.seed,
+            stop_on_uniform_refusals: true,
         }
     }
 

@@ -78,6 +78,12 @@ pub struct EngineConfig {
     pub backoff: BackoffPolicy,
     /// Seed for the backoff jitter (reproducible runs); `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Whether a key whose first answers are all the same refusal (one 4xx status and one
+    /// message) leaves rotation, ending the run with the provider's words instead of failing
+    /// every request alike: right for a batch, whose requests share one shape (`run`); wrong
+    /// for a gateway, whose clients' mistakes are their own (`serve` keeps only the rule of a
+    /// wrong base URL: all 404 without a model named missing).
+    pub stop_on_uniform_refusals: bool,
 }
 
 /// Why the engine stopped.
@@ -106,8 +112,10 @@ pub struct Engine {
     probes: Notify,
     /// Probe requests sent after this instant are called back.
     called_back_after: Mutex<Option<Instant>>,
-    /// Per key: its first answers and how many of them were 404 (see `react`).
-    first_answers: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
+    /// Per key: its first answers (see `react`).
+    first_answers: Mutex<std::collections::HashMap<usize, react::FirstAnswers>>,
+    /// [`EngineConfig::stop_on_uniform_refusals`].
+    stop_on_uniform_refusals: bool,
     /// Every key has had its first answers judged.
     first_answers_done: AtomicBool,
     pool: Arc<KeyPool>,
@@ -149,6 +157,7 @@ impl Engine {
             probes: Notify::new(),
             called_back_after: Mutex::new(None),
             first_answers: Mutex::default(),
+            stop_on_uniform_refusals: config.stop_on_uniform_refusals,
             first_answers_done: AtomicBool::new(false),
             pool,
             upstream,

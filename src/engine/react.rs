@@ -10,6 +10,7 @@
 use super::concurrency::Signal;
 use super::stats::Stats;
 use super::{AttemptRecord, Decision, Engine, Job, ProviderAnswer, Verdict, Waits, lock};
+use crate::provider::error_body::ErrorBody;
 use crate::provider::headers::{self, parse_limit_headers};
 use crate::provider::usage::{Usage, usage_of_body};
 use crate::quota::{Dimension, LimitSnapshot};
@@ -19,8 +20,25 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-/// How many first answers from an upstream, all 404, mean its URL is wrong.
+/// How many first answers from an upstream, all the same refusal, mean that every request
+/// would be refused alike (all 404: its URL is wrong).
 const FIRST_ANSWERS: u32 = 3;
+
+/// A key's first answers: how many came, and the refusal they all were so far (if they were).
+#[derive(Debug, Default)]
+pub(super) struct FirstAnswers {
+    seen: u32,
+    /// The status and the provider's words of every answer so far, while they were the same
+    /// refusal; `None` once one differed (or before the first).
+    same: Option<(u16, String)>,
+    differed: bool,
+}
+
+/// A refusal the same for every request that repeats it: a 4xx that is not about limits, the
+/// key or time (429, 401, 403, 408 and 409 have their own handling).
+fn uniform_refusal(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 409 | 429)
+}
 
 /// Pause applied after a 429 that carries no hint at all.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
@@ -90,8 +108,8 @@ impl Engine {
         };
         let (outcome, usage) = outcome_of(&result);
         let status = result.as_ref().map(|r| r.status).ok();
-        if let Some(status) = status {
-            self.check_first_answers(job, pick, status);
+        if let Ok(reply) = &result {
+            self.check_first_answers(job, pick, reply.status, &reply.body);
         }
         // Every 429 counts as received, whatever its body says (`insufficient_quota` too).
         if status == Some(429) {
@@ -186,10 +204,13 @@ impl Engine {
         lock(&self.called_back_after).is_some_and(|after| sent > after)
     }
 
-    /// When the first answers from a key's upstream are all 404, the URL is wrong (a base URL
-    /// without the `/v1` OpenAI expects, or with one too many): take the key out of rotation
-    /// with a message naming the URL tried, instead of failing every request the same way.
-    fn check_first_answers(&self, job: &Job, pick: &Pick, status: u16) {
+    /// When the first answers from a key's upstream are all the same refusal, every request
+    /// would be refused alike: take the key out of rotation with the provider's words instead of
+    /// failing every request the same way. All 404 (without a model named missing) means a
+    /// wrong URL (a base URL without the `/v1` OpenAI expects, or with one too many), whatever
+    /// [`EngineConfig::stop_on_uniform_refusals`](super::EngineConfig) says; any other
+    /// uniform refusal only when it is set.
+    fn check_first_answers(&self, job: &Job, pick: &Pick, status: u16, body: &[u8]) {
         // Once every key has had its first answers, the hot path skips the lock.
         if self.first_answers_done.load(Ordering::Relaxed) {
             return;
@@ -197,35 +218,74 @@ impl Engine {
         let verdict = {
             let mut seen = lock(&self.first_answers);
             let entry = seen.entry(pick.key_index).or_default();
-            if entry.0 >= FIRST_ANSWERS {
+            if entry.seen >= FIRST_ANSWERS {
                 return;
             }
-            entry.0 += 1;
-            entry.1 += u32::from(status == 404);
-            let verdict = entry.0 == FIRST_ANSWERS && entry.1 == FIRST_ANSWERS;
-            let judged = seen.values().filter(|e| e.0 >= FIRST_ANSWERS).count();
+            entry.seen += 1;
+            let words = || {
+                let said = ErrorBody::parse(body);
+                let words = said
+                    .message()
+                    .or(said.provider_code())
+                    .or(said.text())
+                    .unwrap_or("")
+                    .to_string();
+                (said.provider_code() == Some("model_not_found"), words)
+            };
+            if uniform_refusal(status) && !entry.differed {
+                let (model_missing, words) = words();
+                let wrong_url = status == 404 && !model_missing;
+                let counted = wrong_url || self.stop_on_uniform_refusals;
+                match &entry.same {
+                    _ if !counted => entry.differed = true,
+                    None => entry.same = Some((status, words)),
+                    Some(same) if *same == (status, words.clone()) => {}
+                    Some(_) => entry.differed = true,
+                }
+            } else {
+                entry.differed = true;
+            }
+            let verdict = (entry.seen == FIRST_ANSWERS && !entry.differed)
+                .then(|| entry.same.clone())
+                .flatten();
+            let judged = seen.values().filter(|e| e.seen >= FIRST_ANSWERS).count();
             if judged >= self.pool.len() {
                 self.first_answers_done.store(true, Ordering::Relaxed);
             }
             verdict
         };
-        if !verdict {
+        let Some((status, words)) = verdict else {
             return;
-        }
+        };
         let (upstream, model) = match &pick.route {
             Some(route) => (&route.upstream, route.model.as_str()),
             None => (&self.upstream, job.model.as_str()),
         };
         let url = upstream.url_for(job.endpoint.path(), model);
         let provider = upstream.provider();
-        let reason = format!(
-            "the first {FIRST_ANSWERS} answers from {url} were all 404 Not Found: check the base \
-             URL (for provider {}: {})",
-            provider.name(),
-            provider.base_url_example()
-        );
+        let said: String = words.chars().take(300).collect();
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(" ({said})")
+        };
+        let reason = if status == 404 {
+            format!(
+                "the first {FIRST_ANSWERS} answers from {url} were all 404 Not Found{said}: check \
+                 the base URL (for provider {}: {})",
+                provider.name(),
+                provider.base_url_example()
+            )
+        } else {
+            format!(
+                "the first {FIRST_ANSWERS} answers from {url} were all HTTP {status}{said}: every \
+                 request would be refused alike, so nothing more is sent; fix the requests or the \
+                 settings (is provider {} the right one?)",
+                provider.name()
+            )
+        };
         if self.pool.remove(pick.key_index, &reason) {
-            tracing::error!(key = %pick.key.label(), url = %url, "every answer so far was 404; key taken out of rotation");
+            tracing::error!(key = %pick.key.label(), url = %url, status, "every answer so far was the same refusal; key taken out of rotation");
         }
     }
 

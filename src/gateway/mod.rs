@@ -213,6 +213,7 @@ impl Gateway {
                     ..BackoffPolicy::default()
                 },
                 seed: None,
+                stop_on_uniform_refusals: false,
             },
             Arc::clone(&pool),
             upstream.clone(),

@@ -364,6 +364,18 @@ fn ask_for_usage(endpoint: Endpoint, body: &mut serde_json::Map<String, Value>) 
     true
 }
 
+/// Whether some upstream of the gateway serves `endpoint`: the top-level one (when keys
+/// without a route use it) or a `[[models]]` deployment.
+fn served(app: &App, endpoint: Endpoint) -> bool {
+    let config = &app.config;
+    let top_level = config.deployments.is_empty() || !config.keys.is_empty();
+    (top_level && app.upstream.provider().speaks(endpoint))
+        || config
+            .deployments
+            .iter()
+            .any(|d| d.provider.speaks(endpoint))
+}
+
 async fn handle(
     app: &Arc<App>,
     endpoint: Endpoint,
@@ -372,6 +384,20 @@ async fn handle(
     body: Body,
     log: &mut RequestLog,
 ) -> Result<Proxied, ApiError> {
+    if !served(app, endpoint) {
+        let provider = app.upstream.provider();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("unknown_url"),
+            format!(
+                "{} is not served by this gateway's upstream: provider {}{}",
+                endpoint.path(),
+                provider.name(),
+                provider.endpoints_hint()
+            ),
+        ));
+    }
     let bytes = read_body(app, headers, body).await?;
     let mut object = parse_json(&bytes)?;
     log.priority = priority(headers)?;

@@ -17,6 +17,8 @@
 //!   OpenAI S0 pricing tier. Please retry after 6 seconds."}}`: "token rate limit" is the tokens
 //!   dimension, "call rate limit" the requests one, and "retry after N seconds" a hint.
 //! - Request id: `x-request-id`; usage as OpenAI's.
+//! - Endpoints: OpenAI's but `/v1/responses`, which Azure serves at the resource, not under a
+//!   deployment: refused before anything is sent ([`speaks`]).
 //!
 //! This file holds Azure's facts only; the reading rules are shared ([`super::headers`],
 //! [`super::usage`]).
@@ -25,6 +27,14 @@
 //! read, the quota's arithmetic, the engine or any HTTP crate.
 
 use super::{Spec, openai};
+use crate::api::Endpoint;
+
+/// The operations of a deployment URL: OpenAI's endpoints but the Responses API, which Azure
+/// serves at the resource (`/openai/responses` or its `v1` API), not under a deployment, and
+/// Anthropic's Messages.
+pub fn speaks(endpoint: Endpoint) -> bool {
+    openai::speaks(endpoint) && endpoint != Endpoint::Responses
+}
 
 /// What paceline knows about Azure OpenAI.
 pub static SPEC: Spec = Spec {
@@ -34,7 +44,7 @@ pub static SPEC: Spec = Spec {
     default_base_url: None,
     base_url_example: "https://YOUR-RESOURCE.openai.azure.com (the request's model names the deployment)",
     claims: |host, base_url| is_azure_host(host) || base_url.contains("/openai/deployments"),
-    speaks: openai::speaks,
+    speaks,
     auth_headers,
     url,
     limit_headers: openai::LIMIT_HEADERS,

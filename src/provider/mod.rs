@@ -145,6 +145,17 @@ impl Provider {
         (self.spec().speaks)(endpoint)
     }
 
+    /// `" (it serves /v1/chat/completions, …)"`: the endpoints it does serve, for a message
+    /// refusing one it does not.
+    pub fn endpoints_hint(self) -> String {
+        let served: Vec<&str> = Endpoint::ALL
+            .into_iter()
+            .filter(|e| self.speaks(*e))
+            .map(|e| e.path())
+            .collect();
+        format!(" (it serves {})", served.join(", "))
+    }
+
     /// The environment variable holding the key when none is named: `OPENAI_API_KEY`,
     /// `ANTHROPIC_API_KEY` or `AZURE_OPENAI_API_KEY` (the SDKs' own defaults).
     pub fn default_key_env(self) -> &'static str {

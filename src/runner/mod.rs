@@ -171,6 +171,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         skip_invalid: plan.skip_invalid,
         errors_file: plan.errors_file.clone(),
         output_format: plan.output_format,
+        provider: plan.upstream.provider(),
     };
     let prepared = tokio::task::spawn_blocking(move || setup::prepare(&setup_plan))
         .await

@@ -8,6 +8,7 @@ use super::RunError;
 use crate::batch::{
     InputReader, InputSpec, LineError, OutputFormat, ValidationReport, write_errors_file,
 };
+use crate::provider::Provider;
 use crate::store::output::{self, ReconcileError};
 use crate::store::runs::{self, RunMode};
 use crate::store::state::{self, Insert, RequestInserter, StateCounts};
@@ -27,6 +28,8 @@ pub(super) struct SetupPlan {
     pub skip_invalid: bool,
     pub errors_file: PathBuf,
     pub output_format: OutputFormat,
+    /// Who the requests go to: a line for an endpoint it does not serve is invalid.
+    pub provider: Provider,
 }
 
 /// A job ready to run.
@@ -169,6 +172,17 @@ fn begin_job(
         let mut reader = InputReader::open(&plan.input)?;
         for item in &mut reader {
             match item {
+                Ok(request) if !plan.provider.speaks(request.endpoint) => {
+                    report.errors.push(LineError::new(
+                        request.line,
+                        format!(
+                            "{} is not served by provider {}{}",
+                            request.endpoint.path(),
+                            plan.provider.name(),
+                            plan.provider.endpoints_hint()
+                        ),
+                    ));
+                }
                 Ok(request) => match inserter
                     .add(&request.custom_id, request.line)
                     .map_err(sql)?
