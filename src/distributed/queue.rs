@@ -21,10 +21,9 @@
 //! Keys share the hash tag `{paceline:job:NAME}` (valid on Redis Cluster) and carry the layout's
 //! version (`…:v1:…`).
 
-use super::connection::redact;
+use super::connection::{Connection, Link, RedisError, RedisTarget};
 use crate::batch::{InputReader, InputSpec};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,9 +51,16 @@ end
 return 0
 ";
 
+/// How long one queue command may take (a read blocks up to 200 ms; an export page holds
+/// 1,000 results).
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A work-queue error.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// Redis cannot be reached or used at all (URL, TLS, password).
+    #[error(transparent)]
+    Connect(#[from] RedisError),
     /// Redis failed.
     #[error("redis at {url}: {message}")]
     Redis {
@@ -100,7 +106,7 @@ pub enum QueueError {
 /// A job's queue in Redis.
 #[derive(Clone)]
 pub struct JobQueue {
-    conn: ConnectionManager,
+    conn: Link,
     url: String,
     prefix: String,
     load: Arc<redis::Script>,
@@ -124,22 +130,16 @@ pub struct QueueStatus {
 }
 
 impl JobQueue {
-    /// Connect to the queue of job `name`.
-    pub async fn connect(url: &str, name: &str) -> Result<Self, QueueError> {
-        let shown = redact(url);
-        let fail = |e: redis::RedisError| QueueError::Redis {
-            url: shown.clone(),
-            message: e.to_string(),
-        };
-        let client = redis::Client::open(url).map_err(fail)?;
-        let conn = ConnectionManager::new(client).await.map_err(fail)?;
+    /// Connect to the queue of job `name` on `target` (one node or a cluster).
+    pub async fn connect(target: &RedisTarget, name: &str) -> Result<Self, QueueError> {
+        let conn = Connection::open(target, QUEUE_TIMEOUT).await?;
         let name: String = name
             .chars()
             .map(|c| if matches!(c, '{' | '}') { '_' } else { c })
             .collect();
         Ok(JobQueue {
-            conn,
-            url: shown.clone(),
+            conn: conn.link(),
+            url: conn.url().to_string(),
             prefix: format!("{{paceline:job:{name}}}:v1"),
             load: Arc::new(redis::Script::new(LOAD_SCRIPT)),
         })
