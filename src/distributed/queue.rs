@@ -33,12 +33,6 @@ use std::time::Duration;
 /// The consumer group every process reads through.
 const GROUP: &str = "workers";
 
-/// Wait before Redis is tried again by a shared job.
-pub(super) const REDIS_RETRY: Duration = Duration::from_millis(500);
-
-/// Tries to store one result before the process gives up (about two minutes).
-const STORE_TRIES: u32 = 240;
-
 /// Requests offered to Redis per pipeline while loading.
 const LOAD_BATCH: usize = 256;
 
@@ -68,6 +62,10 @@ pub enum QueueError {
         url: String,
         /// What failed.
         message: String,
+        /// Whether the same call may succeed later: Redis unreachable, restarting (`LOADING`),
+        /// or a cluster in failover (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, `READONLY`) —
+        /// not a refusal such as `NOPERM` or a wrong type.
+        transient: bool,
     },
     /// The input cannot be read.
     #[error(transparent)]
@@ -101,6 +99,19 @@ pub enum QueueError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl QueueError {
+    /// Whether the same call may succeed later (Redis away for a while).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Redis {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// A job's queue in Redis.
@@ -153,6 +164,7 @@ impl JobQueue {
         QueueError::Redis {
             url: self.url.clone(),
             message: e.to_string(),
+            transient: !matches!(e.retry_method(), redis::RetryMethod::NoRetry),
         }
     }
 
@@ -360,31 +372,9 @@ impl JobQueue {
             .map_err(|e| self.fail(e))
     }
 
-    /// [`JobQueue::store_once`], tried again while Redis is unreachable: a result is never
-    /// dropped for a passing outage.
+    /// Store a result (the first one wins) and acknowledge its entry, in one `MULTI`: both or
+    /// neither, so a result lost with a Redis crash leaves its entry pending, to be taken again.
     pub(super) async fn store(
-        &self,
-        entry: &str,
-        custom_id: &str,
-        line: &str,
-        failed: bool,
-    ) -> Result<(), QueueError> {
-        let mut tries = 0;
-        loop {
-            match self.store_once(entry, custom_id, line, failed).await {
-                Ok(()) => return Ok(()),
-                Err(e) if tries < STORE_TRIES => {
-                    tries += 1;
-                    tracing::warn!(error = %e, custom_id, "Redis unreachable: storing the result again shortly");
-                    tokio::time::sleep(REDIS_RETRY).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Store a result (the first one wins) and acknowledge its entry.
-    async fn store_once(
         &self,
         entry: &str,
         custom_id: &str,
