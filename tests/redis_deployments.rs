@@ -357,4 +357,6 @@ fn redis_cluster() {
         cluster.node(primary).kill();
     });
     cluster.wait_ok();
+    // The job's slot is served by the replica now.
+    assert_ne!(cluster.primary_of("{paceline:job:failover}"), primary);
 }

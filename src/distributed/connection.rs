@@ -423,11 +423,6 @@ impl Connection {
         })
     }
 
-    /// Whether the link is to a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.link, Link::Cluster(_))
-    }
-
     /// The URL, password removed.
     pub fn url(&self) -> &str {
         &self.url

@@ -36,8 +36,12 @@ const GROUP: &str = "workers";
 /// Requests offered to Redis per pipeline while loading.
 const LOAD_BATCH: usize = 256;
 
-/// Adds a request to the stream unless its custom_id is already there.
+/// Adds a request to the stream unless its custom_id is already there. Its two keys (the id set
+/// and the stream) share the job's hash tag, so on a Redis Cluster they are in one slot and the
+/// script runs on that slot's primary; every other command and `MULTI` of a job stays in that
+/// slot too (the cluster client routes a pipeline by its first key).
 const LOAD_SCRIPT: &str = r"
+-- KEYS[1] {paceline:job:NAME}:v1:ids, KEYS[2] {paceline:job:NAME}:v1:stream: one hash slot.
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'e', ARGV[2], 'b', ARGV[3])
   return 1
@@ -99,6 +103,34 @@ pub enum QueueError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Whether a Redis failure may pass: the connection (lost, timed out), a server loading its
+/// AOF, a cluster in failover (a redirect to a primary that is gone, `TRYAGAIN`, `CLUSTERDOWN`,
+/// `MASTERDOWN`, `READONLY` from a primary demoted to replica) — also when the cluster's
+/// answer came inside an aborted `MULTI`. Not a refusal (`NOPERM`, a wrong type, a script error).
+fn transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, RetryMethod, ServerErrorKind as K};
+    let passes = |kind: Option<K>| {
+        matches!(
+            kind,
+            Some(
+                K::Moved
+                    | K::Ask
+                    | K::TryAgain
+                    | K::MasterDown
+                    | K::ClusterDown
+                    | K::BusyLoading
+                    | K::ReadOnly
+            )
+        )
+    };
+    if e.kind() == ErrorKind::Server(K::ExecAbort) {
+        return e.clone().into_server_errors().is_some_and(|errors| {
+            !errors.is_empty() && errors.iter().all(|(_, error)| passes(error.kind()))
+        });
+    }
+    !matches!(e.retry_method(), RetryMethod::NoRetry) || e.kind() == ErrorKind::Server(K::ReadOnly)
 }
 
 impl QueueError {
@@ -164,7 +196,7 @@ impl JobQueue {
         QueueError::Redis {
             url: self.url.clone(),
             message: e.to_string(),
-            transient: !matches!(e.retry_method(), redis::RetryMethod::NoRetry),
+            transient: transient(&e),
         }
     }
 

@@ -334,16 +334,21 @@ impl RedisCluster {
         }
     }
 
-    /// The URL of one node (paceline finds the others).
+    /// The URL of one node (paceline finds the others: it may be the one killed later).
     pub fn url(&self) -> String {
         self.nodes[0].url()
     }
 
     /// The node that holds `key`'s slot as primary.
     pub fn primary_of(&self, key: &str) -> usize {
-        let slot = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]);
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.cli(&["PING"]).trim() == "PONG")
+            .expect("a live node");
+        let slot = live.cli(&["CLUSTER", "KEYSLOT", key]);
         let slot: u16 = slot.trim().parse().expect("a slot");
-        let shards = self.nodes[0].cli(&["CLUSTER", "SLOTS"]);
+        let shards = live.cli(&["CLUSTER", "SLOTS"]);
         // `redis-cli` prints CLUSTER SLOTS flat: start, end, then each node's ip, port, id.
         let lines: Vec<&str> = shards.lines().map(str::trim).collect();
         let mut i = 0;
