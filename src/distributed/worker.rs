@@ -16,7 +16,7 @@
 //! timeout; what it still held is reclaimed by the others.
 //!
 //! **Redis away** (a restart, a cluster's failover): every queue call goes through
-//! [`Patience`]: a failure that may pass (connection lost, `LOADING`, `CLUSTERDOWN`, ...) is
+//! `Patience`: a failure that may pass (connection lost, `LOADING`, `CLUSTERDOWN`, ...) is
 //! tried again after a backoff with full jitter (100 ms doubling to 2 s, so N processes do not
 //! come back in step), for as long as it takes, logged once when Redis goes and once when it is
 //! back; the requests held meanwhile finish and are stored once Redis answers. Only Ctrl-C or
