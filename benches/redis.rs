@@ -9,7 +9,7 @@
 //! `cargo bench --bench redis` (release). Needs `redis-server` on the PATH.
 
 use paceline::batch::{InputFormat, InputSpec};
-use paceline::distributed::{Op, SharedQuotas};
+use paceline::distributed::{Op, RedisTarget, SharedQuotas};
 use paceline::engine::EngineConfig;
 use paceline::progress::Display;
 use paceline::quota::QuotaConfig;
@@ -100,9 +100,13 @@ async fn admissions(url: &str, clients: usize, span: Duration) -> f64 {
         .map(|_| {
             let url = url.to_string();
             tokio::spawn(async move {
-                let shared = SharedQuotas::connect(&url, 1.0, tokio::runtime::Handle::current())
-                    .await
-                    .expect("connect");
+                let shared = SharedQuotas::connect(
+                    &RedisTarget::new(url.as_str()),
+                    1.0,
+                    tokio::runtime::Handle::current(),
+                )
+                .await
+                .expect("connect");
                 let cell = shared.cell("sk-admissions", "m");
                 let limits = [Some((1_000_000_000, 1_000_000_000)), None, None, None];
                 let mut n = 0u64;
@@ -161,7 +165,7 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
             let url = redis.url();
             tokio::spawn(async move {
                 let shared = SharedQuotas::connect(
-                    &url,
+                    &RedisTarget::new(url.as_str()),
                     1.0 / runs as f64,
                     tokio::runtime::Handle::current(),
                 )

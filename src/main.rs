@@ -33,7 +33,9 @@ fn main() -> ExitCode {
         Command::Run(args) => block_on(builder, paceline::cli::run::run(*args)),
         Command::Status(args) => block_on(builder, async move {
             match (&args.redis, &args.job) {
-                (Some(url), Some(job)) => paceline::cli::export::status(url, job, args.json).await,
+                (Some(url), Some(job)) => {
+                    paceline::cli::export::status(url, &args.redis_access, job, args.json).await
+                }
                 _ => paceline::cli::status::run(args),
             }
         }),

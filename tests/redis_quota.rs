@@ -8,7 +8,7 @@ use common::job::{KEY, Workdir, s, stderr};
 use common::mock::{MockProcess, chat_body};
 use common::redis::RedisServer;
 use common::serve::ServeProcess;
-use paceline::distributed::{Op, SharedQuotas};
+use paceline::distributed::{Op, RedisTarget, SharedQuotas};
 use serde_json::Value;
 use std::process::Command;
 use std::sync::Mutex;
@@ -22,9 +22,13 @@ static PROCESSES: Mutex<()> = Mutex::new(());
 #[tokio::test]
 async fn the_script_matches_the_in_process_cell() {
     let redis = RedisServer::start();
-    let shared = SharedQuotas::connect(&redis.url(), 1.0, tokio::runtime::Handle::current())
-        .await
-        .unwrap();
+    let shared = SharedQuotas::connect(
+        &RedisTarget::new(redis.url()),
+        1.0,
+        tokio::runtime::Handle::current(),
+    )
+    .await
+    .unwrap();
     let cases: Value = serde_json::from_str(include_str!("../src/quota/gcra_cases.json")).unwrap();
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -64,9 +68,13 @@ async fn the_script_matches_the_in_process_cell() {
 #[tokio::test]
 async fn every_dimension_is_reserved_at_once() {
     let redis = RedisServer::start();
-    let shared = SharedQuotas::connect(&redis.url(), 1.0, tokio::runtime::Handle::current())
-        .await
-        .unwrap();
+    let shared = SharedQuotas::connect(
+        &RedisTarget::new(redis.url()),
+        1.0,
+        tokio::runtime::Handle::current(),
+    )
+    .await
+    .unwrap();
     let cell = shared.cell("sk-any", "gpt-4o-mini");
     // 60 requests/min (burst 10) and 600 tokens/min (burst 100): 100 tokens at once, then
     // 10 tokens per second.
@@ -100,9 +108,13 @@ async fn every_dimension_is_reserved_at_once() {
 #[tokio::test]
 async fn callers_probe_on_one_schedule_until_a_limit_is_known() {
     let redis = RedisServer::start();
-    let shared = SharedQuotas::connect(&redis.url(), 1.0, tokio::runtime::Handle::current())
-        .await
-        .unwrap();
+    let shared = SharedQuotas::connect(
+        &RedisTarget::new(redis.url()),
+        1.0,
+        tokio::runtime::Handle::current(),
+    )
+    .await
+    .unwrap();
     let cells: Vec<_> = (0..4)
         .map(|_| shared.cell("sk-new", "gpt-4o-mini"))
         .collect();

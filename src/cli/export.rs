@@ -3,6 +3,7 @@
 //!
 //! Arguments and glue only: what is kept in Redis, and how, is [`crate::distributed::queue`]'s.
 
+use super::redis::RedisAccess;
 use crate::distributed::{JobQueue, QueueStatus};
 use clap::Args;
 use std::path::PathBuf;
@@ -20,11 +21,15 @@ pub struct ExportArgs {
     /// Where to write the results (Batch API output JSONL, each custom_id once).
     #[arg(long, short)]
     pub output: PathBuf,
+    /// TLS CA and password.
+    #[command(flatten)]
+    pub access: RedisAccess,
 }
 
 /// Write a shared job's results (a job Redis has never seen is an error).
 pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let queue = JobQueue::connect(&args.redis, &args.job).await?;
+    let target = args.access.target(&args.redis, None)?;
+    let queue = JobQueue::connect(&target, &args.job).await?;
     queue.ensure_known(&args.job).await?;
     let status = queue.status(&args.job).await?;
     let written = queue.export(&args.output).await?;
@@ -58,8 +63,13 @@ pub fn render(s: &QueueStatus) -> String {
 }
 
 /// `paceline status --redis URL --job NAME` (a job Redis has never seen is an error).
-pub async fn status(url: &str, job: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let queue = JobQueue::connect(url, job).await?;
+pub async fn status(
+    url: &str,
+    access: &RedisAccess,
+    job: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let queue = JobQueue::connect(&access.target(url, None)?, job).await?;
     queue.ensure_known(job).await?;
     let status = queue.status(job).await?;
     if json {

@@ -423,7 +423,7 @@ async fn shared_job(
     upstream: Upstream,
     keys: Vec<(ApiKey, QuotaConfig)>,
 ) -> anyhow::Result<ExitCode> {
-    let Some((url, _)) = args.redis.settings(config.redis.as_ref())? else {
+    let Some((target, _)) = args.redis.target(config.redis.as_ref())? else {
         anyhow::bail!("--job needs --redis URL (or [redis] url in --config)");
     };
     let shared = args.redis.connect(config.redis.as_ref()).await?;
@@ -441,7 +441,9 @@ async fn shared_job(
         pool,
         std::sync::Arc::clone(engine.concurrency()),
     );
-    let queue = crate::distributed::JobQueue::connect(&url, job).await?;
+    let queue = crate::distributed::JobQueue::connect(&target, job)
+        .await
+        .context("a shared job needs Redis at start (--redis)")?;
     let plan = crate::distributed::WorkerPlan {
         input: args.input_args.spec(&args.input),
         job: job.to_string(),

@@ -26,6 +26,9 @@ pub struct StatusArgs {
     /// A job shared through Redis: its name (with --redis).
     #[arg(long, requires = "redis")]
     pub job: Option<String>,
+    /// A job shared through Redis: TLS CA and password.
+    #[command(flatten)]
+    pub redis_access: super::redis::RedisAccess,
 }
 
 fn percent(part: u64, whole: u64) -> f64 {

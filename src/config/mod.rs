@@ -28,6 +28,7 @@ pub use run::{RawRunConfig, RunConfig};
 use crate::provider::Provider;
 use crate::quota::{Dimension, LimitSpec, QuotaConfig};
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One `[[keys]]` entry as written.
@@ -75,18 +76,25 @@ pub struct KeySource {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// `url`: `redis://[user:password@]host[:port][/db]`.
+    /// `url`: `redis://[user[:password]@]host[:port][/db]`, `rediss://` for TLS.
     pub url: Option<String>,
     /// `processes`: how many paceline processes share the keys.
     pub processes: Option<u32>,
     /// `share`: the part of each limit used while Redis is unreachable.
     pub share: Option<f64>,
+    /// `ca`: PEM file of the CA that signed the server's certificate (`rediss://`).
+    pub ca: Option<PathBuf>,
+    /// `password_env`: environment variable holding the Redis user's password.
+    pub password_env: Option<String>,
 }
 
 impl RedisSection {
     /// The section with its values checked: at least one process, and a share above 0 and at
     /// most 1 (the `--redis` flags written over it are checked by `cli::redis`).
     pub fn validate(self, at: &Provenance) -> Result<Self, ConfigError> {
+        if let Some(name) = &self.password_env {
+            check_env_name("redis.password_env", name, at)?;
+        }
         if self.processes == Some(0) {
             return Err(at.invalid("redis.processes", "must be at least 1"));
         }

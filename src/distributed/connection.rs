@@ -1,12 +1,35 @@
-//! The Redis connection of the shared quotas, and what every Redis user here shares: the URL as
-//! logs may show it ([`redact`]) and the typed error ([`RedisError`]).
+//! The Redis connection of distributed mode, and what every Redis user here shares: where Redis
+//! is and how to reach it ([`RedisTarget`]: URL, private CA, password), the URL as logs may show
+//! it ([`redact`]), the link itself ([`Link`]: one node or a Redis Cluster) and the typed error
+//! ([`RedisError`]).
 //!
-//! A [`Connection`] is one multiplexed connection (`redis-rs`'s connection manager, which
-//! reconnects by itself) with a response timeout, plus its health: after a failure it is tried
-//! again only after a backoff (100 ms doubling to [`MAX_BACKOFF`]), and it remembers when it came
-//! back ([`Connection::recovering`]). It must not know what is sent over it.
+//! A [`Connection`] is one multiplexed link with a response timeout, plus its health: after a
+//! failure it is tried again only after a backoff (100 ms doubling to [`MAX_BACKOFF`]), and it
+//! remembers when it came back ([`Connection::recovering`]). It must not know what is sent over
+//! it.
+//!
+//! # Design
+//!
+//! * **TLS** (`rediss://`): the system's trust store, or the PEM file given with `--redis-ca`
+//!   (then only that CA); a certificate that does not verify is an error naming the URL and the
+//!   flag, never a fallback to plain text. A CA with a `redis://` URL is refused for the same
+//!   reason.
+//! * **The password** comes from the URL or, better, from the environment variable named by
+//!   `--redis-password-env` (it then replaces the URL's); it is never printed: every message
+//!   shows the URL through [`redact`].
+//! * **One node or a cluster**: at connect, `CLUSTER SLOTS` on the node the URL names tells
+//!   which. On a cluster the link is `redis-rs`'s cluster client (it routes each command by its
+//!   key's hash slot, follows `MOVED` / `ASK`, and rebuilds its slot map when a node stops
+//!   answering), seeded with every node the cluster listed, so the topology can be read again
+//!   after a failover even when the node the URL names is the one that died. Everything sent is
+//!   single-slot: every key of one quota or one job shares one hash tag.
+//! * **Single node**: `redis-rs`'s connection manager, which reconnects by itself.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,6 +59,34 @@ pub enum RedisError {
         /// What is wrong.
         message: String,
     },
+    /// The password's environment variable (`--redis-password-env`) is not set.
+    #[error(
+        "--redis-password-env {var}: the variable is not set (export {var}=... with the Redis \
+         user's password)"
+    )]
+    NoPassword {
+        /// The variable's name.
+        var: String,
+    },
+    /// The private CA file (`--redis-ca`) cannot be read or holds no certificate.
+    #[error("--redis-ca {}: {message}", path.display())]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The server's certificate does not verify: no connection was made.
+    #[error(
+        "redis at {url}: the server's TLS certificate does not verify ({message}); if it is \
+         signed by a private CA, give that CA's PEM file with --redis-ca FILE"
+    )]
+    Certificate {
+        /// The URL, password removed.
+        url: String,
+        /// What the TLS layer said.
+        message: String,
+    },
     /// Redis did not answer, or answered with an error.
     #[error("redis at {url}: {message}")]
     Unavailable {
@@ -52,6 +103,194 @@ pub enum RedisError {
         /// What came back.
         answer: String,
     },
+}
+
+/// Where Redis is and how to reach it: the URL, a private CA for TLS, and a password read from
+/// the environment. Its `Debug` shows neither password.
+#[derive(Clone, Default)]
+pub struct RedisTarget {
+    url: String,
+    ca: Option<(PathBuf, Vec<u8>)>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &redact(&self.url))
+            .field("ca", &self.ca.as_ref().map(|(path, _)| path))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RedisTarget {
+    /// Redis at `url` (`redis://` or `rediss://`, `[user:password@]host[:port][/db]`).
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisTarget {
+            url: url.into(),
+            ..RedisTarget::default()
+        }
+    }
+
+    /// Trust only the CA certificates (PEM) in `path` for `rediss://`.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Result<Self, RedisError> {
+        let path = path.into();
+        let pem = std::fs::read(&path).map_err(|e| RedisError::BadCa {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(RedisError::BadCa {
+                path,
+                message: "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".into(),
+            });
+        }
+        self.ca = Some((path, pem));
+        Ok(self)
+    }
+
+    /// Use the password held by the environment variable `var` (it replaces the URL's).
+    pub fn with_password_env(mut self, var: &str) -> Result<Self, RedisError> {
+        match std::env::var(var) {
+            Ok(password) if !password.is_empty() => {
+                self.password = Some(password);
+                Ok(self)
+            }
+            _ => Err(RedisError::NoPassword {
+                var: var.to_string(),
+            }),
+        }
+    }
+
+    /// The URL, password removed.
+    pub fn shown(&self) -> String {
+        redact(&self.url)
+    }
+
+    fn bad_url(&self, message: impl std::fmt::Display) -> RedisError {
+        RedisError::BadUrl {
+            url: self.shown(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The URL's connection settings with the password from the environment, if any.
+    fn info(&self) -> Result<redis::ConnectionInfo, RedisError> {
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| self.bad_url(e))?;
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if self.ca.is_some() && !tls {
+            return Err(self.bad_url(
+                "--redis-ca is for TLS: use a rediss:// URL (paceline never falls back to plain \
+                 text)",
+            ));
+        }
+        // No `CLIENT SETINFO` on connect: one command less for the ACL to allow (and Redis
+        // before 7.2 does not know it).
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        Ok(info.set_redis_settings(settings))
+    }
+
+    fn certificates(&self) -> Option<TlsCertificates> {
+        self.ca.as_ref().map(|(_, pem)| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
+
+    /// A failure to connect, a certificate that does not verify told apart.
+    fn connect_error(&self, err: &redis::RedisError) -> RedisError {
+        let message = err.to_string();
+        if message.contains("certificate") || message.contains("Certificate") {
+            RedisError::Certificate {
+                url: self.shown(),
+                message,
+            }
+        } else {
+            RedisError::Unavailable {
+                url: self.shown(),
+                message,
+            }
+        }
+    }
+}
+
+/// The link to Redis: one node (through the connection manager) or a Redis Cluster (through
+/// the cluster client, which routes by hash slot). Cheap to clone; commands are sent through it
+/// as through any `redis-rs` connection.
+#[derive(Clone)]
+pub enum Link {
+    /// One Redis node.
+    Node(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Node(conn) => conn.req_packed_command(cmd),
+            Link::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Node(conn) => conn.get_db(),
+            Link::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The nodes a `CLUSTER SLOTS` answer lists (primaries and replicas), as `host:port`; `None`
+/// when the server is not a cluster node (or the user may not ask).
+fn cluster_nodes(reply: &Value) -> Vec<(String, u16)> {
+    let mut nodes = Vec::new();
+    let Value::Array(ranges) = reply else {
+        return nodes;
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        for node in fields.iter().skip(2) {
+            let Value::Array(parts) = node else {
+                continue;
+            };
+            let host = parts
+                .first()
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+            let port = parts
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref::<u16>(v).ok());
+            if let (Some(host), Some(port)) = (host, port)
+                && !host.is_empty()
+                && !nodes.contains(&(host.clone(), port))
+            {
+                nodes.push((host, port));
+            }
+        }
+    }
+    nodes
 }
 
 /// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`: a URL fit for logs.
@@ -92,7 +331,7 @@ pub enum Transition {
 /// One connection to Redis with its health, cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
-    manager: ConnectionManager,
+    link: Link,
     url: Arc<str>,
     down: Arc<AtomicBool>,
     backoff: Arc<Mutex<Backoff>>,
@@ -105,28 +344,80 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connect to `url` (`redis://[user:password@]host[:port][/db]`), every command bounded by
-    /// [`RESPONSE_TIMEOUT`].
-    pub async fn open(url: &str) -> Result<Self, RedisError> {
-        let shown = redact(url);
-        let client = redis::Client::open(url).map_err(|e| RedisError::BadUrl {
-            url: shown.clone(),
-            message: e.to_string(),
-        })?;
+    /// Connect to `target`, every command bounded by `response_timeout`: one node, or every
+    /// node of the cluster it belongs to.
+    pub async fn open(
+        target: &RedisTarget,
+        response_timeout: Duration,
+    ) -> Result<Self, RedisError> {
+        let info = target.info()?;
+        let client = match target.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(info.clone(), certificates),
+            None => redis::Client::open(info.clone()),
+        }
+        .map_err(|e| target.bad_url(e))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT.max(Duration::from_secs(2))))
+            .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let manager = ConnectionManager::new_with_config(client, config)
+            .set_max_delay(MAX_BACKOFF);
+        let mut manager = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|e| RedisError::Unavailable {
-                url: shown.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| target.connect_error(&e))?;
+        // A cluster node answers with the slots and their nodes; any other server with an error
+        // ("cluster support disabled"), as does a user not allowed to ask.
+        let slots: redis::RedisResult<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut manager)
+            .await;
+        let nodes = slots.as_ref().map(cluster_nodes).unwrap_or_default();
+        let link = if nodes.is_empty() {
+            Link::Node(manager)
+        } else {
+            drop(manager);
+            let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+            let seeds: Vec<redis::ConnectionInfo> = nodes
+                .into_iter()
+                .map(|(host, port)| {
+                    info.clone().set_addr(if tls {
+                        redis::ConnectionAddr::TcpTls {
+                            host,
+                            port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        redis::ConnectionAddr::Tcp(host, port)
+                    })
+                })
+                .collect();
+            let settings = info.redis_settings();
+            let mut builder = ClusterClientBuilder::new(seeds)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(response_timeout)
+                .retries(4)
+                .min_retry_wait(50)
+                .max_retry_wait(u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(2000));
+            if let Some(user) = settings.username() {
+                builder = builder.username(user);
+            }
+            if let Some(password) = settings.password() {
+                builder = builder.password(password);
+            }
+            if let Some(certificates) = target.certificates() {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build().map_err(|e| target.bad_url(e))?;
+            Link::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| target.connect_error(&e))?,
+            )
+        };
         Ok(Connection {
-            manager,
-            url: shown.into(),
+            link,
+            url: target.shown().into(),
             down: Arc::new(AtomicBool::new(false)),
             backoff: Arc::new(Mutex::new(Backoff::default())),
         })
@@ -137,9 +428,9 @@ impl Connection {
         &self.url
     }
 
-    /// A handle on the connection to send commands through.
-    pub fn manager(&self) -> ConnectionManager {
-        self.manager.clone()
+    /// A handle on the link to send commands through.
+    pub fn link(&self) -> Link {
+        self.link.clone()
     }
 
     /// A Redis failure as this connection's error.

@@ -31,8 +31,18 @@ pub mod queue;
 pub mod shared_quota;
 pub mod worker;
 
+/// The least a Redis ACL user needs for everything paceline does (shared quotas, shared jobs,
+/// `status`, `export`), as the rules of `ACL SETUSER NAME on >PASSWORD <rules>`: its keys only
+/// (every key paceline writes starts with `{paceline:`), no channels, and exactly the commands
+/// sent — those the two scripts run count too, since Redis checks a script's calls against the
+/// user's ACL. `cluster|slots` reads a cluster's topology (and tells a cluster from one node).
+pub const MINIMAL_ACL: &str = "~{paceline:* resetchannels -@all +ping \
++cluster|slots +evalsha +script|load +time +hmget +hset +pexpire +sadd +xadd +scard +set +get \
++exists +hlen +hexists +hsetnx +hincrby +xgroup|create +xreadgroup +xautoclaim +xpending +xack \
++xrange +multi +exec";
+
 pub use admission::KeyShare;
-pub use connection::{RedisError, redact};
+pub use connection::{Link, RedisError, RedisTarget, redact};
 pub use queue::{JobQueue, QueueError, QueueStatus};
 pub use shared_quota::{Op, SharedCell, SharedQuotas};
 pub use worker::{WorkerPlan, WorkerReport, work};

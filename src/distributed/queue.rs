@@ -21,10 +21,9 @@
 //! Keys share the hash tag `{paceline:job:NAME}` (valid on Redis Cluster) and carry the layout's
 //! version (`…:v1:…`).
 
-use super::connection::redact;
+use super::connection::{Connection, Link, RedisError, RedisTarget};
 use crate::batch::{InputReader, InputSpec};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,17 +33,15 @@ use std::time::Duration;
 /// The consumer group every process reads through.
 const GROUP: &str = "workers";
 
-/// Wait before Redis is tried again by a shared job.
-pub(super) const REDIS_RETRY: Duration = Duration::from_millis(500);
-
-/// Tries to store one result before the process gives up (about two minutes).
-const STORE_TRIES: u32 = 240;
-
 /// Requests offered to Redis per pipeline while loading.
 const LOAD_BATCH: usize = 256;
 
-/// Adds a request to the stream unless its custom_id is already there.
+/// Adds a request to the stream unless its custom_id is already there. Its two keys (the id set
+/// and the stream) share the job's hash tag, so on a Redis Cluster they are in one slot and the
+/// script runs on that slot's primary; every other command and `MULTI` of a job stays in that
+/// slot too (the cluster client routes a pipeline by its first key).
 const LOAD_SCRIPT: &str = r"
+-- KEYS[1] {paceline:job:NAME}:v1:ids, KEYS[2] {paceline:job:NAME}:v1:stream: one hash slot.
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'e', ARGV[2], 'b', ARGV[3])
   return 1
@@ -52,9 +49,16 @@ end
 return 0
 ";
 
+/// How long one queue command may take (a read blocks up to 200 ms; an export page holds
+/// 1,000 results).
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A work-queue error.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// Redis cannot be reached or used at all (URL, TLS, password).
+    #[error(transparent)]
+    Connect(#[from] RedisError),
     /// Redis failed.
     #[error("redis at {url}: {message}")]
     Redis {
@@ -62,6 +66,10 @@ pub enum QueueError {
         url: String,
         /// What failed.
         message: String,
+        /// Whether the same call may succeed later: Redis unreachable, restarting (`LOADING`),
+        /// or a cluster in failover (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, `READONLY`) —
+        /// not a refusal such as `NOPERM` or a wrong type.
+        transient: bool,
     },
     /// The input cannot be read.
     #[error(transparent)]
@@ -97,10 +105,51 @@ pub enum QueueError {
     },
 }
 
+/// Whether a Redis failure may pass: the connection (lost, timed out), a server loading its
+/// AOF, a cluster in failover (a redirect to a primary that is gone, `TRYAGAIN`, `CLUSTERDOWN`,
+/// `MASTERDOWN`, `READONLY` from a primary demoted to replica) — also when the cluster's
+/// answer came inside an aborted `MULTI`. Not a refusal (`NOPERM`, a wrong type, a script error).
+fn transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, RetryMethod, ServerErrorKind as K};
+    let passes = |kind: Option<K>| {
+        matches!(
+            kind,
+            Some(
+                K::Moved
+                    | K::Ask
+                    | K::TryAgain
+                    | K::MasterDown
+                    | K::ClusterDown
+                    | K::BusyLoading
+                    | K::ReadOnly
+            )
+        )
+    };
+    if e.kind() == ErrorKind::Server(K::ExecAbort) {
+        return e.clone().into_server_errors().is_some_and(|errors| {
+            !errors.is_empty() && errors.iter().all(|(_, error)| passes(error.kind()))
+        });
+    }
+    !matches!(e.retry_method(), RetryMethod::NoRetry) || e.kind() == ErrorKind::Server(K::ReadOnly)
+}
+
+impl QueueError {
+    /// Whether the same call may succeed later (Redis away for a while).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Redis {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
 /// A job's queue in Redis.
 #[derive(Clone)]
 pub struct JobQueue {
-    conn: ConnectionManager,
+    conn: Link,
     url: String,
     prefix: String,
     load: Arc<redis::Script>,
@@ -124,22 +173,16 @@ pub struct QueueStatus {
 }
 
 impl JobQueue {
-    /// Connect to the queue of job `name`.
-    pub async fn connect(url: &str, name: &str) -> Result<Self, QueueError> {
-        let shown = redact(url);
-        let fail = |e: redis::RedisError| QueueError::Redis {
-            url: shown.clone(),
-            message: e.to_string(),
-        };
-        let client = redis::Client::open(url).map_err(fail)?;
-        let conn = ConnectionManager::new(client).await.map_err(fail)?;
+    /// Connect to the queue of job `name` on `target` (one node or a cluster).
+    pub async fn connect(target: &RedisTarget, name: &str) -> Result<Self, QueueError> {
+        let conn = Connection::open(target, QUEUE_TIMEOUT).await?;
         let name: String = name
             .chars()
             .map(|c| if matches!(c, '{' | '}') { '_' } else { c })
             .collect();
         Ok(JobQueue {
-            conn,
-            url: shown.clone(),
+            conn: conn.link(),
+            url: conn.url().to_string(),
             prefix: format!("{{paceline:job:{name}}}:v1"),
             load: Arc::new(redis::Script::new(LOAD_SCRIPT)),
         })
@@ -153,6 +196,7 @@ impl JobQueue {
         QueueError::Redis {
             url: self.url.clone(),
             message: e.to_string(),
+            transient: transient(&e),
         }
     }
 
@@ -360,31 +404,9 @@ impl JobQueue {
             .map_err(|e| self.fail(e))
     }
 
-    /// [`JobQueue::store_once`], tried again while Redis is unreachable: a result is never
-    /// dropped for a passing outage.
+    /// Store a result (the first one wins) and acknowledge its entry, in one `MULTI`: both or
+    /// neither, so a result lost with a Redis crash leaves its entry pending, to be taken again.
     pub(super) async fn store(
-        &self,
-        entry: &str,
-        custom_id: &str,
-        line: &str,
-        failed: bool,
-    ) -> Result<(), QueueError> {
-        let mut tries = 0;
-        loop {
-            match self.store_once(entry, custom_id, line, failed).await {
-                Ok(()) => return Ok(()),
-                Err(e) if tries < STORE_TRIES => {
-                    tries += 1;
-                    tracing::warn!(error = %e, custom_id, "Redis unreachable: storing the result again shortly");
-                    tokio::time::sleep(REDIS_RETRY).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Store a result (the first one wins) and acknowledge its entry.
-    async fn store_once(
         &self,
         entry: &str,
         custom_id: &str,

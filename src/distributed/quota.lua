@@ -2,6 +2,8 @@
 -- of one quota, in Redis, on the server's clock. See the design note in src/distributed/shared_quota.rs.
 --
 -- KEYS[1]  the quota's hash: {paceline:quota:<key fingerprint>:<model>}:v1
+--          The only key the script touches: on a Redis Cluster it runs on the primary of that
+--          key's hash slot (EVALSHA is routed by KEYS[1]), and must stay a one-key script.
 -- ARGV[1]  operation: admit | settle | pause
 -- ARGV[2]  clock: "" for the server's TIME, else nanoseconds since the quota's epoch (the
 --          conformance table in src/quota/gcra_cases.json runs on a fixed clock)

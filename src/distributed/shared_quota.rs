@@ -34,7 +34,7 @@
 //! finds a quota Redis no longer holds starts it empty (the provider's bucket was used
 //! meanwhile).
 
-use super::connection::{Connection, RESPONSE_TIMEOUT, RedisError, Transition};
+use super::connection::{Connection, RESPONSE_TIMEOUT, RedisError, RedisTarget, Transition};
 use crate::quota::Dimension;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -65,26 +65,28 @@ impl std::fmt::Debug for SharedQuotas {
 }
 
 impl SharedQuotas {
-    /// Connect to `url` (`redis://[user:password@]host[:port][/db]`). `share` (0 < share ≤ 1) is
-    /// the part of each limit this process uses on its own while Redis is unreachable;
-    /// `runtime` runs what is sent without being waited for.
+    /// Connect to `target` (one node or a cluster). `share` (0 < share ≤ 1) is the part of each
+    /// limit this process uses on its own while Redis is unreachable; `runtime` runs what is
+    /// sent without being waited for.
     pub async fn connect(
-        url: &str,
+        target: &RedisTarget,
         share: f64,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, RedisError> {
         if !(share > 0.0 && share <= 1.0) {
             return Err(RedisError::BadUrl {
-                url: super::connection::redact(url),
+                url: target.shown(),
                 message: format!("the local share must be above 0 and at most 1, not {share}"),
             });
         }
-        let conn = Connection::open(url).await?;
+        let conn = Connection::open(target, RESPONSE_TIMEOUT).await?;
         let script = Arc::new(redis::Script::new(SCRIPT));
-        let mut manager = conn.manager();
+        let mut link = conn.link();
+        // On a cluster `SCRIPT LOAD` goes to every primary; a primary that did not have it
+        // (a failover, a restart) gets it again on its first `NOSCRIPT`.
         script
             .prepare_invoke()
-            .load_async(&mut manager)
+            .load_async(&mut link)
             .await
             .map_err(|e| conn.unavailable(e))?;
         Ok(SharedQuotas {
@@ -277,7 +279,7 @@ impl SharedCell {
             .arg(refused)
             .arg(fresh_empty)
             .arg(probe_step);
-        let mut conn = self.quotas.conn.manager();
+        let mut conn = self.quotas.conn.link();
         let reply: Vec<i64> = invocation
             .invoke_async(&mut conn)
             .await

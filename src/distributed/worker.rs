@@ -14,17 +14,87 @@
 //! it then exports, so the last process to finish leaves the complete file. Ctrl-C or SIGTERM
 //! stops one process: it takes no more entries and stores what finishes within the stop
 //! timeout; what it still held is reclaimed by the others.
+//!
+//! **Redis away** (a restart, a cluster's failover): every queue call goes through
+//! `Patience`: a failure that may pass (connection lost, `LOADING`, `CLUSTERDOWN`, ...) is
+//! tried again after a backoff with full jitter (100 ms doubling to 2 s, so N processes do not
+//! come back in step), for as long as it takes, logged once when Redis goes and once when it is
+//! back; the requests held meanwhile finish and are stored once Redis answers. Only Ctrl-C or
+//! SIGTERM ends the wait. With AOF on (or a replica), what Redis held comes back; what a crash
+//! lost of its last second is a suffix of what was written (AOF and replication keep order):
+//! results stored with their acknowledgement in one `MULTI`, so a lost result leaves its entry
+//! pending, reclaimed after `--claim-idle` and run again; the export still has it once.
 
-use super::queue::{JobQueue, QueueError, REDIS_RETRY};
+use super::connection::{MAX_BACKOFF, MIN_BACKOFF};
+use super::queue::{JobQueue, QueueError};
 use crate::batch::{InputSpec, OutputRecord};
 use crate::engine::{Engine, Event, Finished, Job, Verdict};
+use crate::retry::BackoffPolicy;
 use crate::runner::signals::{Interrupt, Signals};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// The shared job's Redis calls, tried again while Redis is away (see the module
+/// documentation); a stop signal ends the wait.
+struct Patience {
+    stop: watch::Receiver<Option<Interrupt>>,
+    backoff: BackoffPolicy,
+    away: bool,
+}
+
+impl Patience {
+    fn new(stop: watch::Receiver<Option<Interrupt>>) -> Self {
+        Patience {
+            stop,
+            backoff: BackoffPolicy {
+                base: MIN_BACKOFF,
+                cap: MAX_BACKOFF,
+                max_attempts: u32::MAX,
+            },
+            away: false,
+        }
+    }
+
+    /// `op` until it succeeds, fails for good, or a stop signal comes while Redis is away.
+    async fn call<T, F, Fut>(&mut self, mut op: F) -> Result<T, QueueError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, QueueError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(value) => {
+                    if self.away {
+                        self.away = false;
+                        tracing::warn!("Redis reachable again: the shared job goes on");
+                    }
+                    return Ok(value);
+                }
+                Err(e) if e.is_transient() && self.stop.borrow().is_none() => {
+                    if !self.away {
+                        self.away = true;
+                        tracing::warn!(error = %e, "Redis unreachable: the shared job waits for it, trying again with backoff");
+                    }
+                    attempt += 1;
+                    let delay = self
+                        .backoff
+                        .delay(attempt, None, &mut rand::rng())
+                        .max(MIN_BACKOFF / 2);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = self.stop.changed() => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
 
 /// How one process works on a shared job.
 #[derive(Debug, Clone)]
@@ -88,13 +158,16 @@ fn internal_error_line(custom_id: &str, err: &serde_json::Error) -> String {
 /// Store a finished request's result, if this process holds its entry, and count it.
 async fn store_finished(
     queue: &JobQueue,
+    patience: &mut Patience,
     held: &mut HashMap<String, String>,
     report: &mut WorkerReport,
     finished: Finished,
 ) -> Result<(), QueueError> {
     let (custom_id, line, failed) = output_line(finished);
     if let Some(entry) = held.remove(&custom_id) {
-        queue.store(&entry, &custom_id, &line, failed).await?;
+        patience
+            .call(|| queue.store(&entry, &custom_id, &line, failed))
+            .await?;
         report.finished += 1;
         report.failed += u64::from(failed);
     }
@@ -140,7 +213,8 @@ pub async fn work(
     );
     // Ctrl-C / SIGTERM: take no more entries, let those held finish (up to the stop timeout)
     // and store their results; entries still unfinished are reclaimed by the other processes.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let mut patience = Patience::new(stop_rx.clone());
     let listener = match Signals::listen() {
         Ok(mut signals) => Some(tokio::spawn(async move {
             let _ = stop_tx.send(Some(signals.recv().await));
@@ -165,7 +239,15 @@ pub async fn work(
             while !held.is_empty() {
                 match tokio::time::timeout_at(deadline, sink_rx.recv()).await {
                     Ok(Some(Event::Finished(finished))) => {
-                        store_finished(&queue, &mut held, &mut report, finished).await?;
+                        // Stopping: Redis is not waited for; an entry whose result cannot be
+                        // stored stays pending and is taken over by the others.
+                        if let Err(e) =
+                            store_finished(&queue, &mut patience, &mut held, &mut report, finished)
+                                .await
+                        {
+                            tracing::warn!(error = %e, "stopping without storing every result");
+                            break;
+                        }
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
@@ -176,7 +258,9 @@ pub async fn work(
         // Store what finished.
         while let Ok(event) = sink_rx.try_recv() {
             if let Event::Finished(finished) = event {
-                if let Err(e) = store_finished(&queue, &mut held, &mut report, finished).await {
+                if let Err(e) =
+                    store_finished(&queue, &mut patience, &mut held, &mut report, finished).await
+                {
                     error = Some(e);
                     break 'outer;
                 }
@@ -187,7 +271,10 @@ pub async fn work(
         if room == 0 {
             match sink_rx.recv().await {
                 Some(Event::Finished(finished)) => {
-                    if let Err(e) = store_finished(&queue, &mut held, &mut report, finished).await {
+                    if let Err(e) =
+                        store_finished(&queue, &mut patience, &mut held, &mut report, finished)
+                            .await
+                    {
                         error = Some(e);
                         break 'outer;
                     }
@@ -203,24 +290,26 @@ pub async fn work(
         } else {
             Duration::from_millis(20)
         };
-        let entries = match queue.take(&consumer, room, plan.claim_idle, block).await {
+        // While Redis is away the requests held meanwhile finish; their results are stored at
+        // the next pass, once it answers.
+        let entries = match patience
+            .call(|| queue.take(&consumer, room, plan.claim_idle, block))
+            .await
+        {
             Ok(entries) => entries,
             Err(e) => {
-                // The queue lives in Redis: wait for it to come back (the connection manager
-                // reconnects); the requests held meanwhile finish and are stored afterwards.
-                tracing::warn!(error = %e, "Redis unreachable: the shared job waits for it");
-                tokio::time::sleep(REDIS_RETRY).await;
-                continue;
+                error = Some(e);
+                break 'outer;
             }
         };
         if entries.is_empty() {
             if held.is_empty() {
-                match queue.complete().await {
+                match patience.call(|| queue.complete()).await {
                     Ok(true) => break,
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "Redis unreachable: the shared job waits for it");
-                        tokio::time::sleep(REDIS_RETRY).await;
+                        error = Some(e);
+                        break 'outer;
                     }
                 }
             }
@@ -238,16 +327,16 @@ pub async fn work(
                 continue;
             }
             let outcome = async {
-                if queue.has_result(&custom_id).await? {
+                if patience.call(|| queue.has_result(&custom_id)).await? {
                     return Ok::<_, QueueError>(None);
                 }
-                Ok(Some(queue.delivered(&custom_id).await?))
+                Ok(Some(patience.call(|| queue.delivered(&custom_id)).await?))
             }
             .await;
             let deliveries = match outcome {
                 Ok(Some(n)) => n,
                 Ok(None) => {
-                    if let Err(e) = queue.ack(&entry.id).await {
+                    if let Err(e) = patience.call(|| queue.ack(&entry.id)).await {
                         error = Some(e);
                         break 'outer;
                     }
@@ -269,7 +358,10 @@ pub async fn work(
                     ),
                 );
                 let line = record_line(&record);
-                if let Err(e) = queue.store(&entry.id, &custom_id, &line, true).await {
+                if let Err(e) = patience
+                    .call(|| queue.store(&entry.id, &custom_id, &line, true))
+                    .await
+                {
                     error = Some(e);
                     break 'outer;
                 }
@@ -299,6 +391,10 @@ pub async fn work(
     }
     drop(jobs_tx);
     engine.stop_admitting();
+    // A stop signal that ended a wait for Redis is a stop, not a failure.
+    if report.interrupted.is_none() && error.as_ref().is_some_and(QueueError::is_transient) {
+        report.interrupted = *stop_rx.borrow();
+    }
     if report.interrupted.is_some() {
         let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
         return Ok(report);
@@ -308,7 +404,7 @@ pub async fn work(
         return Err(e);
     }
     if let Some(path) = &plan.output {
-        report.exported = Some(queue.export(path).await?);
+        report.exported = Some(patience.call(|| queue.export(path)).await?);
     }
     Ok(report)
 }
