@@ -89,16 +89,33 @@ fn input(dir: &std::path::Path, run: usize, n: usize) -> std::path::PathBuf {
     path
 }
 
-/// `runs` runs of `per_run` requests sharing one key with `rpm` through Redis.
-async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64) {
-    let provider = mock::start(MockConfig {
+/// The simulated provider at `rpm`, burst 20; `soft`: observe-only limits (what is beyond the
+/// limit is admitted and counted), else enforced (429).
+async fn provider(rpm: u64, soft: bool) -> mock::MockHandle {
+    mock::start(MockConfig {
         rpm,
         burst: Some(20),
-        soft_limits: true,
+        soft_limits: soft,
         ..MockConfig::default()
     })
     .await
-    .expect("start the simulated provider");
+    .expect("start the simulated provider")
+}
+
+/// Admissions per second over the whole seconds strictly inside the run (the first and last
+/// are partial), and how many seconds that is.
+fn inner_rate(per_second: &std::collections::VecDeque<(u64, u64)>) -> (f64, usize) {
+    let counts: Vec<u64> = per_second.iter().map(|(_, n)| *n).collect();
+    let inner = &counts[1..counts.len().saturating_sub(1).max(1)];
+    (
+        inner.iter().sum::<u64>() as f64 / inner.len().max(1) as f64,
+        inner.len(),
+    )
+}
+
+/// `runs` runs of `per_run` requests sharing one key with `rpm` through Redis.
+async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64) {
+    let provider = provider(rpm, true).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (calls_before, evalsha_before) = (all_calls(redis), redis.command_calls("evalsha"));
     let started = Instant::now();
@@ -154,9 +171,7 @@ async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64)
     let stats = provider.stats();
     provider.shutdown().await;
     let totals = &stats.totals;
-    let counts: Vec<u64> = totals.per_second.iter().map(|(_, n)| *n).collect();
-    let inner = &counts[1..counts.len().saturating_sub(1).max(1)];
-    let rate = inner.iter().sum::<u64>() as f64 / inner.len().max(1) as f64;
+    let (rate, seconds) = inner_rate(&totals.per_second);
     let limit = rpm as f64 / 60.0;
     let requests = totals.requests as f64;
     println!(
@@ -165,7 +180,7 @@ async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64)
          admitted beyond the limit {}; 429s {}; EVALSHA per request {:.2}; \
          Redis commands per request {:.2} (script-internal calls included)",
         totals.requests,
-        inner.len(),
+        seconds,
         rate / limit * 100.0,
         totals.admitted_beyond_limit,
         totals.rate_limited,
@@ -231,14 +246,7 @@ async fn many_processes(
     rpm: u64,
     soft: bool,
 ) {
-    let provider = mock::start(MockConfig {
-        rpm,
-        burst: Some(20),
-        soft_limits: soft,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("start the simulated provider");
+    let provider = provider(rpm, soft).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let key = format!("{KEY}-{}-{soft}", deployment.name().replace(' ', "-"));
     let before = deployment.round_trips();
@@ -278,9 +286,7 @@ async fn many_processes(
     let stats = provider.stats();
     provider.shutdown().await;
     let totals = &stats.totals;
-    let counts: Vec<u64> = totals.per_second.iter().map(|(_, n)| *n).collect();
-    let inner = &counts[1..counts.len().saturating_sub(1).max(1)];
-    let rate = inner.iter().sum::<u64>() as f64 / inner.len().max(1) as f64;
+    let (rate, seconds) = inner_rate(&totals.per_second);
     let limit = rpm as f64 / 60.0;
     println!(
         "{processes} processes × {per_process} requests through {}, limit {limit:.0}/s, {} \
@@ -290,7 +296,7 @@ async fn many_processes(
         deployment.name(),
         if soft { "observe-only" } else { "enforced" },
         totals.requests,
-        inner.len(),
+        seconds,
         rate / limit,
         totals.admitted_beyond_limit,
         totals.rate_limited,
