@@ -1,12 +1,26 @@
-//! Distributed-mode benchmark: a real `redis-server` on a free loopback port.
+//! Distributed-mode benchmark: real `redis-server`s on free loopback ports.
 //!
 //! 1. Admissions per second through the shared quota's script, from 1 and from 4 clients
 //!    (each with its own connection, as separate processes would have).
 //! 2. 16 runs sharing one key through Redis against the simulated provider (observe-only
 //!    limits): the aggregate admitted rate against the limit, requests admitted beyond it,
 //!    and Redis commands per request from `INFO commandstats`.
+//! 3. 32 `paceline run` processes (the release binary) sharing one key, through one plain
+//!    Redis and through a 3-primary / 3-replica Redis Cluster, against the simulated provider
+//!    in this process: once with observe-only limits (requests admitted beyond the limit are
+//!    counted instead of refused) and once with enforced limits (429s). Aggregate rate / limit,
+//!    admissions beyond the limit, 429s, and Redis round trips per request (the commands the
+//!    clients sent, summed over every node: `EVALSHA`, `SCRIPT LOAD`, `CLUSTER SLOTS`, `PING`;
+//!    not the script's own calls).
 //!
-//! `cargo bench --bench redis` (release). Needs `redis-server` on the PATH.
+//! `cargo bench --bench redis` (release). Needs `redis-server` and `redis-cli` on the PATH.
+
+#[path = "../tests/common/redis.rs"]
+#[allow(
+    dead_code,
+    reason = "the tests' Redis helpers; the bench uses some of them"
+)]
+mod servers;
 
 use paceline::batch::{InputFormat, InputSpec};
 use paceline::distributed::{Op, RedisTarget, SharedQuotas};
@@ -18,80 +32,12 @@ use paceline::runner::{self, RunPlan};
 use paceline::upstream::{ApiKey, Upstream};
 use paceline_mock::{self as mock, MockConfig};
 use serde_json::json;
+use servers::{RedisCluster, RedisServer};
 use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-bench-shared-key";
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let redis = Redis { child, port };
-        let until = Instant::now() + Duration::from_secs(10);
-        while redis.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < until, "redis-server never answered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// Every command's calls (scripts' inner commands included) and EVALSHA's alone.
-    fn calls(&self) -> (u64, u64) {
-        let info = self.cli(&["INFO", "commandstats"]);
-        let mut total = 0;
-        let mut evalsha = 0;
-        for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
-            let calls = line
-                .split("calls=")
-                .nth(1)
-                .and_then(|r| r.split(',').next())
-                .and_then(|c| c.parse::<u64>().ok())
-                .unwrap_or(0);
-            total += calls;
-            if line.starts_with("cmdstat_evalsha:") {
-                evalsha += calls;
-            }
-        }
-        (total, evalsha)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Admissions per second from `clients` clients over `span`.
 async fn admissions(url: &str, clients: usize, span: Duration) -> f64 {
@@ -143,18 +89,35 @@ fn input(dir: &std::path::Path, run: usize, n: usize) -> std::path::PathBuf {
     path
 }
 
-/// `runs` runs of `per_run` requests sharing one key with `rpm` through Redis.
-async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
-    let provider = mock::start(MockConfig {
+/// The simulated provider at `rpm`, burst 20; `soft`: observe-only limits (what is beyond the
+/// limit is admitted and counted), else enforced (429).
+async fn provider(rpm: u64, soft: bool) -> mock::MockHandle {
+    mock::start(MockConfig {
         rpm,
         burst: Some(20),
-        soft_limits: true,
+        soft_limits: soft,
         ..MockConfig::default()
     })
     .await
-    .expect("start the simulated provider");
+    .expect("start the simulated provider")
+}
+
+/// Admissions per second over the whole seconds strictly inside the run (the first and last
+/// are partial), and how many seconds that is.
+fn inner_rate(per_second: &std::collections::VecDeque<(u64, u64)>) -> (f64, usize) {
+    let counts: Vec<u64> = per_second.iter().map(|(_, n)| *n).collect();
+    let inner = &counts[1..counts.len().saturating_sub(1).max(1)];
+    (
+        inner.iter().sum::<u64>() as f64 / inner.len().max(1) as f64,
+        inner.len(),
+    )
+}
+
+/// `runs` runs of `per_run` requests sharing one key with `rpm` through Redis.
+async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64) {
+    let provider = provider(rpm, true).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (calls_before, evalsha_before) = redis.calls();
+    let (calls_before, evalsha_before) = (all_calls(redis), redis.command_calls("evalsha"));
     let started = Instant::now();
     let tasks: Vec<_> = (0..runs)
         .map(|run| {
@@ -205,13 +168,11 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
         task.await.expect("run task");
     }
     let wall = started.elapsed().as_secs_f64();
-    let (calls_after, evalsha_after) = redis.calls();
+    let (calls_after, evalsha_after) = (all_calls(redis), redis.command_calls("evalsha"));
     let stats = provider.stats();
     provider.shutdown().await;
     let totals = &stats.totals;
-    let counts: Vec<u64> = totals.per_second.iter().map(|(_, n)| *n).collect();
-    let inner = &counts[1..counts.len().saturating_sub(1).max(1)];
-    let rate = inner.iter().sum::<u64>() as f64 / inner.len().max(1) as f64;
+    let (rate, seconds) = inner_rate(&totals.per_second);
     let limit = rpm as f64 / 60.0;
     let requests = totals.requests as f64;
     println!(
@@ -220,7 +181,7 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
          admitted beyond the limit {}; 429s {}; EVALSHA per request {:.2}; \
          Redis commands per request {:.2} (script-internal calls included)",
         totals.requests,
-        inner.len(),
+        seconds,
         rate / limit * 100.0,
         totals.admitted_beyond_limit,
         totals.rate_limited,
@@ -229,12 +190,127 @@ async fn shared_runs(redis: &Redis, runs: usize, per_run: usize, rpm: u64) {
     );
 }
 
+/// Every command's calls in `INFO commandstats` (the scripts' inner calls included).
+fn all_calls(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|r| r.split(',').next())
+        .filter_map(|c| c.parse::<u64>().ok())
+        .sum()
+}
+
+/// The commands paceline's clients send for a shared quota (not the script's own calls).
+const CLIENT_COMMANDS: [&str; 4] = ["evalsha", "script|load", "cluster|slots", "ping"];
+
+/// Where the processes meet: one Redis or a cluster.
+enum Deployment {
+    Plain(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Deployment {
+    fn name(&self) -> &'static str {
+        match self {
+            Deployment::Plain(_) => "one Redis",
+            Deployment::Cluster(_) => "3-primary cluster",
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Deployment::Plain(redis) => redis.url(),
+            Deployment::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The calls of the clients' commands, summed over every node.
+    fn round_trips(&self) -> u64 {
+        CLIENT_COMMANDS
+            .iter()
+            .map(|command| match self {
+                Deployment::Plain(redis) => redis.command_calls(command),
+                Deployment::Cluster(cluster) => cluster.command_calls(command),
+            })
+            .sum()
+    }
+}
+
+/// `processes` `paceline run` processes of `per_process` requests each, sharing one key of
+/// `rpm` through `deployment`; `soft`: observe-only limits, else enforced.
+async fn many_processes(
+    deployment: &Deployment,
+    processes: usize,
+    per_process: usize,
+    rpm: u64,
+    soft: bool,
+) {
+    let provider = provider(rpm, soft).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = format!("{KEY}-{}-{soft}", deployment.name().replace(' ', "-"));
+    let before = deployment.round_trips();
+    let started = Instant::now();
+    let children: Vec<_> = (0..processes)
+        .map(|i| {
+            let input = input(dir.path(), i, per_process);
+            let output = dir.path().join(format!("out{i}.jsonl"));
+            Command::new(env!("CARGO_BIN_EXE_paceline"))
+                .args(["run", input.to_str().expect("path"), "-q", "--restart"])
+                .args(["-o", output.to_str().expect("path")])
+                .args(["--base-url", &provider.base_url()])
+                .args(["--redis", &deployment.url()])
+                .args(["--processes", &processes.to_string()])
+                .env("OPENAI_API_KEY", &key)
+                .env_remove("PACELINE_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn paceline")
+        })
+        .collect();
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let round_trips = deployment.round_trips() - before;
+    let stats = provider.stats();
+    provider.shutdown().await;
+    let totals = &stats.totals;
+    let (rate, seconds) = inner_rate(&totals.per_second);
+    let limit = rpm as f64 / 60.0;
+    println!(
+        "{processes} processes × {per_process} requests through {}, limit {limit:.0}/s, {} \
+         limits: {} requests in {wall:.1}s; admitted {rate:.1}/s over the {} whole seconds \
+         inside the run ({:.3} of the limit); admitted beyond the limit {}; 429s {}; Redis \
+         round trips per request {:.3}",
+        deployment.name(),
+        if soft { "observe-only" } else { "enforced" },
+        totals.requests,
+        seconds,
+        rate / limit,
+        totals.admitted_beyond_limit,
+        totals.rate_limited,
+        round_trips as f64 / totals.requests.max(1) as f64,
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     runtime.block_on(async {
         for clients in [1, 4] {
             let rate = admissions(&redis.url(), clients, Duration::from_secs(3)).await;
@@ -242,5 +318,16 @@ fn main() {
         }
         shared_runs(&redis, 4, 300, 12_000).await;
         shared_runs(&redis, 16, 100, 12_000).await;
+    });
+    let deployments = [
+        Deployment::Plain(redis),
+        Deployment::Cluster(RedisCluster::start()),
+    ];
+    runtime.block_on(async {
+        for deployment in &deployments {
+            for soft in [true, false] {
+                many_processes(deployment, 32, 100, 12_000, soft).await;
+            }
+        }
     });
 }

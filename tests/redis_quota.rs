@@ -17,18 +17,23 @@ use std::sync::Mutex;
 /// compete for the machine's cores.
 static PROCESSES: Mutex<()> = Mutex::new(());
 
-/// The table `src/quota/gcra.rs`'s unit test runs on the in-process cell, run by the script on
-/// a fixed clock: the same operations give the same times.
-#[tokio::test]
-async fn the_script_matches_the_in_process_cell() {
-    let redis = RedisServer::start();
-    let shared = SharedQuotas::connect(
+/// The shared quotas on `redis`, the whole of each limit this process's own.
+async fn connect(redis: &RedisServer) -> SharedQuotas {
+    SharedQuotas::connect(
         &RedisTarget::new(redis.url()),
         1.0,
         tokio::runtime::Handle::current(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// The table `src/quota/gcra.rs`'s unit test runs on the in-process cell, run by the script on
+/// a fixed clock: the same operations give the same times.
+#[tokio::test]
+async fn the_script_matches_the_in_process_cell() {
+    let redis = RedisServer::start();
+    let shared = connect(&redis).await;
     let cases: Value = serde_json::from_str(include_str!("../src/quota/gcra_cases.json")).unwrap();
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -68,13 +73,7 @@ async fn the_script_matches_the_in_process_cell() {
 #[tokio::test]
 async fn every_dimension_is_reserved_at_once() {
     let redis = RedisServer::start();
-    let shared = SharedQuotas::connect(
-        &RedisTarget::new(redis.url()),
-        1.0,
-        tokio::runtime::Handle::current(),
-    )
-    .await
-    .unwrap();
+    let shared = connect(&redis).await;
     let cell = shared.cell("sk-any", "gpt-4o-mini");
     // 60 requests/min (burst 10) and 600 tokens/min (burst 100): 100 tokens at once, then
     // 10 tokens per second.
@@ -108,13 +107,7 @@ async fn every_dimension_is_reserved_at_once() {
 #[tokio::test]
 async fn callers_probe_on_one_schedule_until_a_limit_is_known() {
     let redis = RedisServer::start();
-    let shared = SharedQuotas::connect(
-        &RedisTarget::new(redis.url()),
-        1.0,
-        tokio::runtime::Handle::current(),
-    )
-    .await
-    .unwrap();
+    let shared = connect(&redis).await;
     let cells: Vec<_> = (0..4)
         .map(|_| shared.cell("sk-new", "gpt-4o-mini"))
         .collect();

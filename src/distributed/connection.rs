@@ -261,8 +261,8 @@ impl ConnectionLike for Link {
     }
 }
 
-/// The nodes a `CLUSTER SLOTS` answer lists (primaries and replicas), as `host:port`; `None`
-/// when the server is not a cluster node (or the user may not ask).
+/// The nodes a `CLUSTER SLOTS` answer lists (primaries and replicas), each once, as host and
+/// port; none when the answer is not one.
 fn cluster_nodes(reply: &Value) -> Vec<(String, u16)> {
     let mut nodes = Vec::new();
     let Value::Array(ranges) = reply else {
@@ -493,6 +493,78 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_never_shows_its_password() {
+        let target = RedisTarget {
+            url: "rediss://paceline:in-url@cache:6380".into(),
+            ca: None,
+            password: Some("from-env".into()),
+        };
+        let shown = format!("{target:?} {}", target.shown());
+        assert!(
+            !shown.contains("in-url") && !shown.contains("from-env"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("rediss://paceline:***@cache:6380"),
+            "{shown}"
+        );
+        // The password from the environment replaces the URL's.
+        let info = target.info().unwrap();
+        assert_eq!(info.redis_settings().password(), Some("from-env"));
+        assert_eq!(info.redis_settings().username(), Some("paceline"));
+    }
+
+    #[test]
+    fn a_private_ca_needs_a_tls_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let err = RedisTarget::new("rediss://cache")
+            .with_ca_file(&path)
+            .unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let target = RedisTarget::new("redis://cache")
+            .with_ca_file(&path)
+            .unwrap();
+        let err = target.info().unwrap_err();
+        assert!(err.to_string().contains("use a rediss:// URL"), "{err}");
+    }
+
+    #[test]
+    fn the_cluster_slots_answer_lists_every_node_once() {
+        let node = |port: i64, id: &str| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(id.as_bytes().to_vec()),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node(7000, "a"),
+                node(7003, "d"),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(10922),
+                node(7001, "b"),
+                node(7004, "e"),
+            ]),
+            Value::Array(vec![Value::Int(10923), Value::Int(16383), node(7000, "a")]),
+        ]);
+        let nodes: Vec<u16> = cluster_nodes(&reply).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(nodes, [7000, 7003, 7001, 7004]);
+        assert!(cluster_nodes(&Value::Nil).is_empty());
+    }
 
     #[test]
     fn urls_lose_their_password() {

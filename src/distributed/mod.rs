@@ -46,3 +46,17 @@ pub use connection::{Link, RedisError, RedisTarget, redact};
 pub use queue::{JobQueue, QueueError, QueueStatus};
 pub use shared_quota::{Op, SharedCell, SharedQuotas};
 pub use worker::{WorkerPlan, WorkerReport, work};
+
+#[cfg(test)]
+mod tests {
+    use super::MINIMAL_ACL;
+
+    #[test]
+    fn the_readme_documents_the_acl_the_tests_use() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&format!("ACL SETUSER paceline on >PASSWORD {MINIMAL_ACL}")),
+            "README.md's minimal ACL is not distributed::MINIMAL_ACL"
+        );
+    }
+}

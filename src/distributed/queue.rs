@@ -487,3 +487,18 @@ impl JobQueue {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+    use redis::ErrorKind;
+
+    #[test]
+    fn a_lost_connection_passes_and_a_refusal_does_not() {
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(transient(&io));
+        let refused =
+            redis::RedisError::from((ErrorKind::Client, "NOPERM this user has no permissions"));
+        assert!(!transient(&refused));
+    }
+}

@@ -78,6 +78,22 @@ impl TestCa {
     }
 }
 
+/// `--port PORT`, no snapshots, and AOF in `aof` if given (else none).
+fn persistence(port: u16, aof: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "--port".into(),
+        port.to_string(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        if aof.is_some() { "yes" } else { "no" }.into(),
+    ];
+    if let Some(dir) = aof {
+        args.extend(["--dir".into(), s(dir)]);
+    }
+    args
+}
+
 impl RedisServer {
     /// A plain one on a free port, without persistence.
     pub fn start() -> Self {
@@ -86,32 +102,14 @@ impl RedisServer {
 
     /// A plain one on `port` (a restart on the same port), without persistence.
     pub fn on_port(port: u16) -> Self {
-        let args = vec![
-            "--port".into(),
-            port.to_string(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-        ];
-        Self::spawn(port, args, Vec::new(), "redis")
+        Self::spawn(port, persistence(port, None), Vec::new(), "redis")
     }
 
     /// A plain one with AOF on (fsync every second), its files in `dir`: a restart on the same
     /// port ([`RedisServer::restart`]) comes back with what it held.
     pub fn with_aof(dir: &Path) -> Self {
         let port = free_port();
-        let args = vec![
-            "--port".into(),
-            port.to_string(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "yes".into(),
-            "--dir".into(),
-            s(dir),
-        ];
-        Self::spawn(port, args, Vec::new(), "redis")
+        Self::spawn(port, persistence(port, Some(dir)), Vec::new(), "redis")
     }
 
     /// One speaking only TLS, with the certificate `ca` signed (clients need no certificate).
