@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             Ok(raw) => {
                 // A 0 is refused by `serve::run`, with the field named.
                 builder.worker_threads(raw.workers().max(1));
-                block_on(builder, paceline::cli::serve::run(args, raw))
+                block_on(builder, paceline::cli::serve::run(*args, raw))
             }
             Err(err) => fail(&err),
         },

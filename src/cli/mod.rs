@@ -35,7 +35,7 @@ pub enum Command {
     /// the same command again resumes it.
     Run(Box<run::RunArgs>),
     /// Run an OpenAI-compatible gateway that queues, paces, retries and spreads requests over keys.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show a job's progress from its state (the state database or the output file).
     Status(status::StatusArgs),
     /// Show the whole attempt history of one request of a job.
