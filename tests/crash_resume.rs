@@ -213,11 +213,17 @@ async fn a_second_sigint_exits_at_once_and_the_job_still_resumes() {
     let mut args = run_args(s(&input), s(&out), &base);
     args.extend(["--concurrency", "8"]);
     let mut child = spawn(&args);
-    // Let requests get in flight, and the run say so (once a second).
-    std::thread::sleep(Duration::from_millis(1500));
     // `status` of a running job: the store knows what the process holds, the process what it
-    // is sending (8 at a time, each answer 3 s away).
-    let running = common::job::stdout(&paceline(&["status", s(&out)]));
+    // is sending (8 at a time, each answer 3 s away), said once a second.
+    let asked = Instant::now();
+    let running = loop {
+        let text = common::job::stdout(&paceline(&["status", s(&out)]));
+        if text.contains("  now       8 being sent, ") || asked.elapsed() > Duration::from_secs(10)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         running.contains("held by the running process")
             && running.contains("  now       8 being sent, "),
