@@ -26,6 +26,7 @@ pub mod config;
 pub mod distributed;
 pub mod engine;
 pub mod gateway;
+pub mod offline;
 pub mod progress;
 pub mod provider;
 pub mod quota;

@@ -18,6 +18,7 @@
 //!
 //! It knows no HTTP ([`crate::batch_routes`] maps the paths here) and no client.
 
+use crate::anthropic::MessagesRequest;
 use crate::api::{AnswerCtx, Endpoint, Payload};
 use crate::chat::ChatRequest;
 use crate::completions::CompletionRequest;
@@ -25,8 +26,8 @@ use crate::config::{BatchConfig, MockConfig};
 use crate::embeddings::EmbeddingRequest;
 use crate::errors::{ApiError, Flavor};
 use crate::responses::ResponsesRequest;
+use crate::seed::splitmix;
 use crate::stats::BatchStats;
-use crate::{anthropic::MessagesRequest, server::splitmix};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -239,7 +240,8 @@ impl Batches {
             if t <= start {
                 0
             } else {
-                (((t - start) * speed).floor() as usize).min(n)
+                // The epsilon keeps a whole number of requests whole through the subtraction.
+                (((t - start) * speed + 1e-6).floor() as usize).min(n)
             }
         };
         let mut line = Timeline {

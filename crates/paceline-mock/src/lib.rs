@@ -98,6 +98,7 @@ pub mod keys;
 pub mod latency;
 pub mod responses;
 pub mod routes;
+pub mod seed;
 pub mod server;
 pub mod slots;
 pub mod stats;

@@ -12,6 +12,7 @@ use crate::faults::{self, Fault};
 use crate::headers;
 use crate::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
 use crate::latency;
+use crate::seed::splitmix;
 use crate::slots::Slots;
 use crate::stats::StatsSnapshot;
 use axum::body::{Body, Bytes};
@@ -38,14 +39,6 @@ pub struct App {
     shutdown: watch::Receiver<bool>,
     slots: Option<Arc<Slots>>,
     batches: Batches,
-}
-
-/// SplitMix64: spreads consecutive numbers into independent-looking seeds.
-pub(crate) fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 impl App {
