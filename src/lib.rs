@@ -27,6 +27,7 @@ pub mod distributed;
 pub mod engine;
 pub mod gateway;
 pub mod offline;
+pub mod plan;
 pub mod progress;
 pub mod provider;
 pub mod quota;

@@ -417,13 +417,9 @@ pub fn finish(result: Result<runner::RunReport, RunError>) -> anyhow::Result<Exi
     }
 }
 
-/// Run a batch.
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
-    let config = match &args.config {
-        Some(path) => RunConfig::load(path)?,
-        None => RunConfig::default(),
-    };
+/// The provider endpoint of a run: `--base-url` / `--provider` over the config, Message Batches
+/// lines meaning Anthropic when nothing else says (shared by `run` and `plan`).
+pub fn upstream_of(args: &RunArgs, config: &RunConfig) -> anyhow::Result<Upstream> {
     let given_url = args.base_url.clone().or(config.base_url.clone());
     // Message Batches lines speak Anthropic's API: with no provider named and no URL that
     // belongs to another provider, that is the provider.
@@ -451,6 +447,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .or(config.api_version.as_deref());
     let upstream = upstream.with_provider(provider, api_version);
+    Ok(upstream)
+}
+
+/// Run a batch.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
+    let config = match &args.config {
+        Some(path) => RunConfig::load(path)?,
+        None => RunConfig::default(),
+    };
+    let upstream = upstream_of(&args, &config)?;
+    let provider = upstream.provider();
     let keys = keys(&args, &config, provider)?;
     if let Some(job) = &args.job {
         if args.via.via != ViaArg::Live {
