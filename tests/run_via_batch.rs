@@ -263,13 +263,14 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
     let n = 6_000;
     let dir = Workdir::new();
     let input = dir.batch("in.jsonl", n);
-    // Six shards of 1,000, each ~0.5 s at the mock: kills land in uploads, creates, polls and
-    // downloads alike.
+    // Twelve shards of 500 (~9,500 enqueued tokens each) under a configured enqueued limit of
+    // 20,000: two at a time, ~1.5 s each at the mock, so the job spans the ten kills, which
+    // land in setup, uploads, creates, polls and downloads (the log below shows where).
     let mock = MockProcess::start(&[
         "--seed",
         "9",
         "--batch-speed",
-        "4000",
+        "400",
         "--batch-validation",
         "150ms",
     ]);
@@ -287,7 +288,9 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
         "--via",
         "batch",
         "--batch-max-requests",
-        "1000",
+        "500",
+        "--batch-enqueued-tokens",
+        "20000",
         "--batch-poll-min",
         "30ms",
         "--batch-poll-max",
@@ -297,14 +300,17 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
     let mut rng = rand::rngs::SmallRng::seed_from_u64(15);
     for kill in 0..10 {
         let mut child = spawn(&args);
-        let after = Duration::from_millis(rng.random_range(40..700));
+        let after = Duration::from_millis(rng.random_range(300..2500));
         std::thread::sleep(after);
         let _ = child.kill();
         let _ = child.wait();
-        let created = mock.stats().await["batches"]["batches_created"]
-            .as_u64()
-            .unwrap();
-        eprintln!("kill {kill} after {after:?}: {created} batches created so far");
+        let b = mock.stats().await["batches"].clone();
+        eprintln!(
+            "kill {kill} after {after:?}: {} files uploaded, {} batches created, {} lines out",
+            b["files_uploaded"],
+            b["batches_created"],
+            output_ids(&out).len()
+        );
     }
     let last = paceline(&args);
     assert!(last.status.success(), "{}", stderr(&last));
@@ -332,5 +338,5 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
             .unwrap(),
         batches.len() as u64
     );
-    assert!(batches.len() >= 6);
+    assert_eq!(batches.len(), 12);
 }
