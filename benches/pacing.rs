@@ -964,6 +964,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture, concurrency: Option<usize
         default_max_tokens: DEFAULT_MAX_TOKENS,
         display: Display::Quiet,
         shared: None,
+        batch: None,
     };
     capture.start();
     let start_unix = unix_now();

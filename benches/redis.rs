@@ -159,6 +159,7 @@ async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64)
                     default_max_tokens: 16,
                     display: Display::Quiet,
                     shared: Some(std::sync::Arc::new(shared)),
+                    batch: None,
                 };
                 runner::run(plan).await.expect("run")
             })

@@ -27,6 +27,8 @@ pub mod distributed;
 pub mod engine;
 pub mod gateway;
 pub mod numbers;
+pub mod offline;
+pub mod plan;
 pub mod progress;
 pub mod provider;
 pub mod quota;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => block_on(builder, paceline::cli::demo::run(args)),
         Command::Mock(args) => block_on(builder, paceline::cli::mock::run(args)),
         Command::Run(args) => block_on(builder, paceline::cli::run::run(*args)),
+        Command::Plan(args) => block_on(builder, async { paceline::cli::plan::run(*args) }),
         Command::Status(args) => block_on(builder, async move {
             match (&args.redis, &args.job) {
                 (Some(url), Some(job)) => {

@@ -111,6 +111,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         default_max_tokens: crate::tokens::DEFAULT_MAX_TOKENS,
         display: Display::detect(args.quiet),
         shared: None,
+        batch: None,
     };
     let result = runner::run(plan).await;
     provider.shutdown().await;

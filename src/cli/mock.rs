@@ -92,6 +92,26 @@ pub struct MockArgs {
     /// "slots". Default: no limit.
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,
+    /// Batch APIs: requests each batch processes per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub batch_speed: f64,
+    /// Batch APIs: how long a batch validates (OpenAI), finalizes and cancels.
+    #[arg(long, default_value = "1s", value_parser = crate::time::parse_duration)]
+    pub batch_validation: std::time::Duration,
+    /// Batch APIs: the completion window; a batch not done by then expires.
+    #[arg(long, default_value = "24h", value_parser = crate::time::parse_duration)]
+    pub batch_window: std::time::Duration,
+    /// Batch APIs: OpenAI's enqueued-token limit per model (a batch that would pass it fails
+    /// with token_limit_exceeded). Default: unlimited.
+    #[arg(long, value_name = "TOKENS")]
+    pub batch_enqueued_tokens: Option<u64>,
+    /// Batch APIs: Anthropic's limit of requests in the processing queue (a Message Batch that
+    /// would pass it is refused with 429). Default: unlimited.
+    #[arg(long, value_name = "REQUESTS")]
+    pub batch_queued_requests: Option<u64>,
+    /// Batch APIs: probability that a processed request fails with a server error.
+    #[arg(long, default_value_t = 0.0)]
+    pub batch_fail: f64,
 }
 
 impl TryFrom<&MockArgs> for MockConfig {
@@ -135,6 +155,14 @@ impl TryFrom<&MockArgs> for MockConfig {
             soft_limits: args.soft_limits,
             faults_charge: args.faults_charge,
             slots: args.slots,
+            batch: mock::BatchConfig {
+                speed: args.batch_speed,
+                validation: args.batch_validation,
+                window: args.batch_window,
+                enqueued_tokens: args.batch_enqueued_tokens,
+                queued_requests: args.batch_queued_requests,
+                fail_rate: args.batch_fail,
+            },
             ..MockConfig::default()
         };
         config.validate()?;

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod export;
 pub mod inspect;
 pub mod mock;
+pub mod plan;
 pub mod redis;
 pub mod report;
 pub mod run;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Run a batch of requests (Batch API JSONL, or lines + a prompt template) to the end;
     /// the same command again resumes it.
     Run(Box<run::RunArgs>),
+    /// What a job will cost and take, live and through the provider's Batch API (sends nothing;
+    /// takes run's flags).
+    Plan(Box<plan::PlanArgs>),
     /// Run an OpenAI-compatible gateway that queues, paces, retries and spreads requests over keys.
     Serve(Box<serve::ServeArgs>),
     /// Show a job's progress from its state (the state database or the output file).

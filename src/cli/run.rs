@@ -135,6 +135,49 @@ pub struct PacingArgs {
     pub log_file: Option<PathBuf>,
 }
 
+/// `--via`: how the job's requests are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViaArg {
+    /// Live requests, paced at the key's limits (full price, fastest).
+    Live,
+    /// The provider's Batch API (half the price, within 24 hours, its own limit pool).
+    Batch,
+}
+
+/// `--on-interrupt`: what Ctrl-C does to the provider's batches with `--via batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnInterruptArg {
+    /// Leave them running; the same command collects them later.
+    Leave,
+    /// Cancel them (what they finished is still collected on resume).
+    Cancel,
+}
+
+/// Options of the batch path (`--via batch`).
+#[derive(Debug, Clone, Args)]
+pub struct ViaArgs {
+    /// How to send the requests: live (paced at the key's limits) or batch (the provider's
+    /// Batch API: half the price, within 24 hours).
+    #[arg(long, value_enum, default_value_t = ViaArg::Live)]
+    pub via: ViaArg,
+    /// --via batch: the enqueued-token limit of each model (default: learned from the
+    /// provider's refusal).
+    #[arg(long, value_name = "TOKENS")]
+    pub batch_enqueued_tokens: Option<u64>,
+    /// --via batch: at most this many requests per batch (below the provider's own limit).
+    #[arg(long, value_name = "N")]
+    pub batch_max_requests: Option<u64>,
+    /// --via batch: the first wait between polls of a batch (it grows by half each poll).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub batch_poll_min: Duration,
+    /// --via batch: the longest wait between polls of a batch.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub batch_poll_max: Duration,
+    /// --via batch: what Ctrl-C / SIGTERM does to the provider's batches.
+    #[arg(long, value_enum, default_value_t = OnInterruptArg::Leave)]
+    pub on_interrupt: OnInterruptArg,
+}
+
 /// Arguments of `paceline run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -187,6 +230,9 @@ pub struct RunArgs {
     /// Pacing and retry options.
     #[command(flatten)]
     pub pacing: PacingArgs,
+    /// Batch-path options.
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// Distributed-mode options.
     #[command(flatten)]
     pub redis: super::redis::RedisArgs,
@@ -244,6 +290,11 @@ impl PacingArgs {
         self.timeout.unwrap_or(DEFAULT_TIMEOUT)
     }
 
+    /// Attempts per request (at least 1).
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1)
+    }
+
     /// Output tokens assumed when a request sets none.
     pub fn default_max_tokens(&self) -> u64 {
         self.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
@@ -255,7 +306,7 @@ impl PacingArgs {
             concurrency: self.concurrency,
             max_concurrency: self.max_concurrency,
             backoff: BackoffPolicy {
-                max_attempts: self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
+                max_attempts: self.max_attempts(),
                 ..BackoffPolicy::default()
             },
             seed: self.seed,
@@ -266,6 +317,57 @@ impl PacingArgs {
     /// Limits given on the command line, for keys that have none of their own.
     pub fn limits(&self) -> QuotaConfig {
         config::limits(self.rpm, self.tpm)
+    }
+}
+
+impl ViaArgs {
+    /// The batch path's settings for `plan` (`None` with `--via live`).
+    pub fn settings(
+        &self,
+        plan: &RunPlan,
+        pacing: &PacingArgs,
+    ) -> anyhow::Result<Option<crate::offline::BatchSettings>> {
+        if self.via == ViaArg::Live {
+            return Ok(None);
+        }
+        let provider = plan.upstream.provider();
+        let Some(spec) = provider.batch() else {
+            anyhow::bail!(
+                "--via batch: provider {provider} has no Batch API paceline speaks (openai and \
+                 anthropic have one); use --via live"
+            );
+        };
+        let Some((key, _)) = plan.keys.first() else {
+            anyhow::bail!("--via batch needs an API key");
+        };
+        if plan.keys.len() > 1 {
+            eprintln!(
+                "paceline: --via batch sends every batch with the first key, {}",
+                key.label()
+            );
+        }
+        let Some(client) =
+            crate::offline::client::BatchClient::new(plan.upstream.clone(), key.clone())?
+        else {
+            anyhow::bail!("--via batch: provider {provider} has no Batch API paceline speaks");
+        };
+        Ok(Some(crate::offline::BatchSettings {
+            client,
+            limits: crate::offline::cut::ShardLimits {
+                spec,
+                max_requests: self.batch_max_requests,
+                enqueued: Default::default(),
+                enqueued_default: self.batch_enqueued_tokens,
+                default_max_tokens: pacing.default_max_tokens(),
+            },
+            max_attempts: pacing.max_attempts(),
+            poll_min: self.batch_poll_min.max(Duration::from_millis(10)),
+            poll_max: self.batch_poll_max.max(self.batch_poll_min),
+            on_interrupt: match self.on_interrupt {
+                OnInterruptArg::Leave => crate::offline::OnInterrupt::Leave,
+                OnInterruptArg::Cancel => crate::offline::OnInterrupt::Cancel,
+            },
+        }))
     }
 }
 
@@ -346,14 +448,9 @@ pub fn finish(result: Result<runner::RunReport, RunError>) -> anyhow::Result<Exi
     }
 }
 
-/// Run a batch.
-pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
-    let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
-    let config = match &args.config {
-        Some(path) => RunConfig::load(path)?,
-        None => RunConfig::default(),
-    };
-    args.pacing.fill_from(&config);
+/// The provider endpoint of a run: `--base-url` / `--provider` over the config, Message Batches
+/// lines meaning Anthropic when nothing else says (shared by `run` and `plan`).
+pub fn upstream_of(args: &RunArgs, config: &RunConfig) -> anyhow::Result<Upstream> {
     let given_url = args.base_url.clone().or(config.base_url.clone());
     // Message Batches lines speak Anthropic's API: with no provider named and no URL that
     // belongs to another provider, that is the provider.
@@ -381,8 +478,26 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .or(config.api_version.as_deref());
     let upstream = upstream.with_provider(provider, api_version);
+    Ok(upstream)
+}
+
+/// Run a batch.
+pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    let _log = crate::telemetry::init(args.pacing.log_file.as_deref())?;
+    let config = match &args.config {
+        Some(path) => RunConfig::load(path)?,
+        None => RunConfig::default(),
+    };
+    args.pacing.fill_from(&config);
+    let upstream = upstream_of(&args, &config)?;
+    let provider = upstream.provider();
     let keys = keys(&args, &config, provider)?;
     if let Some(job) = &args.job {
+        if args.via.via != ViaArg::Live {
+            anyhow::bail!(
+                "--job {job}: a job shared through Redis is sent live; --via batch needs a job of its own (no --job)"
+            );
+        }
         return shared_job(&args, &config, job, upstream, keys).await;
     }
     let output = args
@@ -411,6 +526,11 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         default_max_tokens: args.pacing.default_max_tokens(),
         display: Display::detect(args.pacing.quiet),
         shared: args.redis.connect(config.redis.as_ref()).await?,
+        batch: None,
+    };
+    let plan = RunPlan {
+        batch: args.via.settings(&plan, &args.pacing)?,
+        ..plan
     };
     finish(runner::run(plan).await)
 }

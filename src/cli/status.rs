@@ -151,6 +151,30 @@ pub fn render(s: &JobStatus) -> String {
     out
 }
 
+/// The shards of a job sent with `--via batch`: each one's provider id and state.
+pub fn render_shards(shards: &[store::shards::Shard]) -> String {
+    let mut out = String::new();
+    if shards.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "  shards    {} (--via batch)", shards.len());
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "    {:>4}  {:<9}  {:<40}  {:<12}  {} requests of {} ({} done, {} failed at the last poll)",
+            s.id,
+            s.state.as_str(),
+            s.provider_id.as_deref().unwrap_or("-"),
+            s.status.as_deref().unwrap_or("-"),
+            s.requests,
+            s.model,
+            s.completed,
+            s.failed
+        );
+    }
+    out
+}
+
 /// Show a job's status.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let Some(path) = &args.path else {
@@ -159,10 +183,16 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let path = store::locate(path)?;
     let store = Store::open_existing(&path)?;
     let status = report::job_status(&store)?;
+    let shards = store::shards::all(&store)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut value = serde_json::to_value(&status)?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("shards".into(), serde_json::to_value(&shards)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", render(&status));
+        print!("{}", render_shards(&shards));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,9 +20,9 @@
 //! It must not know how those facts are read (the shared rules), the quota's arithmetic, the engine
 //! or any HTTP crate.
 
-use super::Spec;
 use super::headers::{Field, LimitHeader};
 use super::usage::{StreamUsageEvent, Usage, UsageFields};
+use super::{BatchApi, BatchSpec, Spec};
 use crate::api::Endpoint;
 use crate::quota::Dimension;
 use serde_json::Value;
@@ -56,6 +56,15 @@ pub static SPEC: Spec = Spec {
         },
     ],
     output_at_completion: true,
+    batch: Some(BatchSpec {
+        api: BatchApi::Anthropic,
+        // https://docs.anthropic.com/en/docs/build-with-claude/batch-processing: 100,000
+        // requests or 256 MB per Message Batch, whichever comes first.
+        max_requests: 100_000,
+        max_bytes: 256 * 1024 * 1024,
+        endpoints: &[Endpoint::Messages],
+        price_factor: 0.5,
+    }),
 };
 
 /// `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`

@@ -53,6 +53,7 @@ pub static SPEC: Spec = Spec {
     usage_fields: openai::USAGE_FIELDS,
     stream_usage_events: &[],
     output_at_completion: false,
+    batch: None,
 };
 
 /// The `api-version` used when none is configured (the current GA data-plane version).

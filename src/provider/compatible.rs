@@ -28,6 +28,7 @@ pub static SPEC: Spec = Spec {
     usage_fields: openai::USAGE_FIELDS,
     stream_usage_events: &[],
     output_at_completion: false,
+    batch: None,
 };
 
 #[cfg(test)]

@@ -82,6 +82,34 @@ pub struct Spec {
     /// Whether it corrects the output admitted (`max_tokens`) to the output produced once the
     /// answer is complete, so that the output settles to what `usage` reports.
     pub output_at_completion: bool,
+    /// Its Batch API, if it has one paceline speaks (`run --via batch`).
+    pub batch: Option<BatchSpec>,
+}
+
+/// Which Batch API shape a provider follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchApi {
+    /// OpenAI's: a JSONL input file uploaded through the Files API (`purpose=batch`), a batch
+    /// created from it (`completion_window=24h`, `metadata`), output and error files.
+    OpenAi,
+    /// Anthropic's Message Batches: requests inline, results as JSONL, no metadata.
+    Anthropic,
+}
+
+/// A provider's Batch API and the limits of one batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchSpec {
+    /// Its shape.
+    pub api: BatchApi,
+    /// Most requests in one batch (for embeddings, also most inputs).
+    pub max_requests: u64,
+    /// Largest batch: the input file (OpenAI) or the request body (Anthropic), in bytes.
+    pub max_bytes: u64,
+    /// The endpoints a batch may carry.
+    pub endpoints: &'static [Endpoint],
+    /// The discount of a batched request against the live price, as the multiplier of the
+    /// live price (both providers: 0.5).
+    pub price_factor: f64,
 }
 
 /// The API family of one upstream.
@@ -193,6 +221,11 @@ impl Provider {
     /// the upstream's `base_url` (no trailing slash) and, for Azure, its `api_version`.
     pub fn url(self, base_url: &str, path: &str, model: &str, api_version: &str) -> String {
         (self.spec().url)(base_url, path, model, api_version)
+    }
+
+    /// Its Batch API, if paceline speaks one for it.
+    pub fn batch(self) -> Option<BatchSpec> {
+        self.spec().batch
     }
 }
 

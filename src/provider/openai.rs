@@ -16,9 +16,9 @@
 //! It must not know how those facts are read (the shared rules), the quota's arithmetic, the engine
 //! or any HTTP crate.
 
-use super::Spec;
 use super::headers::{Field, LimitHeader};
 use super::usage::UsageFields;
+use super::{BatchApi, BatchSpec, Spec};
 use crate::api::Endpoint;
 use crate::quota::Dimension;
 
@@ -42,6 +42,20 @@ pub static SPEC: Spec = Spec {
     usage_fields: USAGE_FIELDS,
     stream_usage_events: &[],
     output_at_completion: false,
+    batch: Some(BatchSpec {
+        api: BatchApi::OpenAi,
+        // https://platform.openai.com/docs/guides/batch: 50,000 requests and 200 MB per
+        // input file (and 50,000 embedding inputs across an embeddings batch).
+        max_requests: 50_000,
+        max_bytes: 200 * 1024 * 1024,
+        endpoints: &[
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Responses,
+        ],
+        price_factor: 0.5,
+    }),
 };
 
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (Azure OpenAI and OpenAI-compatible

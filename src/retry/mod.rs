@@ -73,3 +73,4 @@ pub use classify::classify;
 pub use failure::Failure;
 pub use hint::server_hint_from_body;
 pub use outcome::{AttemptResult, Outcome};
+pub use redact::redact_keys;

@@ -12,7 +12,7 @@ fn is_key_char(c: char) -> bool {
 /// Replaces every token starting with `sk-` (OpenAI `sk-…`, `sk-proj-…`; Anthropic
 /// `sk-ant-…`) with `sk-…`. A `sk-` inside a word (`task-`, `disk-`) is left alone; after
 /// punctuation, even a hyphen, it is redacted: better too much than a leaked key.
-pub(super) fn redact_keys(text: &str) -> String {
+pub fn redact_keys(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut previous: Option<char> = None;

@@ -16,6 +16,7 @@ pub(crate) mod signals;
 
 use crate::batch::{InputError, InputSpec, OutputError, OutputFormat};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
+use crate::offline::{self, BatchSettings, OfflineError, OfflinePlan};
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
 use crate::store::figures;
@@ -70,6 +71,8 @@ pub struct RunPlan {
     pub display: Display,
     /// How the quotas are shared with other processes, if distributed.
     pub shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
+    /// `--via batch`: send the job through the provider's Batch API instead of live requests.
+    pub batch: Option<BatchSettings>,
 }
 
 /// How a run ended.
@@ -127,6 +130,9 @@ pub enum RunError {
     /// A background task failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The batch path (`--via batch`) could not go on.
+    #[error("--via batch: {0}")]
+    Offline(#[from] OfflineError),
 }
 
 impl RunError {
@@ -216,6 +222,19 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         return Ok(report(counts, skipped, None, None, summary));
     }
 
+    if let Some(settings) = plan.batch.clone() {
+        let outcome = RunStart {
+            lock,
+            store,
+            output,
+            run_id,
+            start_counts,
+            skipped,
+            state_path,
+        };
+        return run_via_batch(plan, settings, outcome).await;
+    }
+
     let configs: Vec<(String, QuotaConfig)> = plan
         .keys
         .iter()
@@ -295,12 +314,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
             }
             signal = signals.recv() => {
                 if interrupted.is_some() {
-                    eprintln!(
-                        "\npaceline: second {}: exiting now; run the same command to resume",
-                        signal.name()
-                    );
-                    crate::telemetry::flush_before_exit();
-                    std::process::exit(i32::from(signal.exit_code()));
+                    exit_now(signal);
                 }
                 interrupted = Some(signal);
                 engine.stop_admitting();
@@ -485,9 +499,152 @@ fn close(
     Ok((counts, figures::of_run(store, run)?))
 }
 
+/// A second signal: exit at once (the job stays resumable).
+fn exit_now(signal: Interrupt) -> ! {
+    eprintln!(
+        "\npaceline: second {}: exiting now; run the same command to resume",
+        signal.name()
+    );
+    crate::telemetry::flush_before_exit();
+    std::process::exit(i32::from(signal.exit_code()))
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// What setup handed over, for the batch path.
+struct RunStart {
+    lock: crate::store::StateLock,
+    store: Store,
+    output: crate::store::OutputAppender,
+    run_id: i64,
+    start_counts: StateCounts,
+    skipped: u64,
+    state_path: PathBuf,
+}
+
+/// `--via batch`: the provider's Batch API drives the job ([`offline::drive`]); its results go
+/// through the same writer as live results.
+async fn run_via_batch(
+    plan: RunPlan,
+    settings: BatchSettings,
+    start: RunStart,
+) -> Result<RunReport, RunError> {
+    let RunStart {
+        lock,
+        store,
+        output,
+        run_id,
+        start_counts,
+        skipped,
+        state_path,
+    } = start;
+    let (event_tx, event_rx) = mpsc::channel::<Event>(4096);
+    let (dispatched_tx, dispatched_rx) = mpsc::channel::<Dispatched>(1);
+    drop(dispatched_tx);
+    let (writer_stop_tx, writer_stop_rx) = watch::channel(false);
+    let inputs = WriterInputs {
+        events: event_rx,
+        dispatched: dispatched_rx,
+        stop: writer_stop_rx,
+        failed: Arc::new(Notify::new()),
+        window: Arc::new(Semaphore::new(0)),
+        format: plan.output_format,
+    };
+    let handle = tokio::runtime::Handle::current();
+    let writer_task =
+        tokio::task::spawn_blocking(move || writer::run(store, output, run_id, inputs, handle));
+    let offline_plan = OfflinePlan {
+        input: plan.input.clone(),
+        state: state_path.clone(),
+        verbose: plan.display != Display::Quiet,
+        via: settings,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut signals = signals::Signals::listen()
+        .map_err(|e| RunError::Internal(format!("cannot listen for signals: {e}")))?;
+    let started = Instant::now();
+    let mut driving = Box::pin(offline::drive(offline_plan, event_tx, stop_rx));
+    let mut interrupted: Option<Interrupt> = None;
+    let driven = loop {
+        tokio::select! {
+            done = &mut driving => break done,
+            signal = signals.recv() => {
+                if interrupted.is_some() {
+                    exit_now(signal);
+                }
+                interrupted = Some(signal);
+                let _ = stop_tx.send(true);
+                eprintln!(
+                    "\npaceline: {}: stopping; the provider's batches are {} (again to exit at once)",
+                    signal.name(),
+                    match plan.batch.as_ref().map(|b| b.on_interrupt) {
+                        Some(offline::OnInterrupt::Cancel) => "being cancelled",
+                        _ => "left running: the same command collects them",
+                    }
+                );
+            }
+        }
+    };
+    drop(driving);
+    let outcome = writer_task.await.map_err(internal)?;
+    drop(writer_stop_tx);
+    let outcome_name = match (&driven, interrupted) {
+        (_, Some(_)) => "interrupted",
+        (Err(_), None) => "error",
+        _ => "completed",
+    };
+    let writer_store = outcome.store;
+    let counts = tokio::task::spawn_blocking(move || {
+        close(&writer_store, run_id, outcome_name, &Default::default())
+    })
+    .await
+    .map_err(internal)?;
+    drop(lock);
+    if let Some(e) = outcome.error {
+        return Err(e.into());
+    }
+    let report_of = driven?;
+    let (counts, _) = counts?;
+    let wall = started.elapsed();
+    let mut summary = format!(
+        "paceline: --via batch: {} succeeded, {} failed of {} in {:.1}s\n  batches         {} created, {} found from an earlier run, {} collected, {} refused for the queue limit{}\n  output          {}\n",
+        counts.done,
+        counts.failed,
+        counts.total(),
+        wall.as_secs_f64(),
+        report_of.created,
+        report_of.adopted,
+        report_of.collected,
+        report_of.refusals,
+        if report_of.cancelled > 0 {
+            format!(", {} cancelled", report_of.cancelled)
+        } else {
+            String::new()
+        },
+        plan.output.display()
+    );
+    let earlier = start_counts.done + start_counts.failed;
+    if earlier > 0 {
+        summary.push_str(&format!("  earlier runs    {earlier} requests finished\n"));
+    }
+    if skipped > 0 {
+        summary.push_str(&format!(
+            "  skipped         {skipped} invalid lines (see {})\n",
+            plan.errors_file.display()
+        ));
+    }
+    let unsent_reason = interrupted.map(|signal| format!("interrupted by {}", signal.name()));
+    if let Some(reason) = &unsent_reason {
+        summary.push_str(&format!(
+            "  stopped         {} requests left ({reason}); run the same command to resume\n",
+            counts.unfinished()
+        ));
+    }
+    summary.push_str(&format!("  state           {}\n", state_path.display()));
+    Ok(report(counts, skipped, unsent_reason, interrupted, summary))
 }

@@ -66,6 +66,7 @@ pub mod report;
 pub mod results;
 pub mod runs;
 pub mod schema;
+pub mod shards;
 pub mod state;
 pub mod writer;
 

@@ -90,6 +90,32 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, key)
     ) WITHOUT ROWID;
     ",
+    // 3 (issue 15; its own entry so that a merge can renumber it): the shards of a job sent
+    // through the providers' Batch APIs (`run --via batch`) and which requests each one holds.
+    "
+    CREATE TABLE shards (
+        id          INTEGER PRIMARY KEY,
+        model       TEXT    NOT NULL,
+        endpoint    TEXT    NOT NULL,
+        requests    INTEGER NOT NULL,
+        tokens      INTEGER NOT NULL,
+        state       TEXT    NOT NULL,
+        file_id     TEXT,
+        provider_id TEXT,
+        status      TEXT,
+        creating_at INTEGER,
+        completed   INTEGER NOT NULL DEFAULT 0,
+        failed      INTEGER NOT NULL DEFAULT 0,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE TABLE shard_requests (
+        shard      INTEGER NOT NULL,
+        request_id INTEGER NOT NULL,
+        active     INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (shard, request_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX shard_requests_by_request ON shard_requests (request_id, active);
+",
 ];
 
 fn version(store: &Store) -> Result<(i32, i32), StoreError> {
@@ -203,7 +229,10 @@ mod tests {
         drop(reader);
 
         let mut writer = Store::open(&path).unwrap();
-        assert_eq!(version(&writer).unwrap(), (APPLICATION_ID, 2));
+        assert_eq!(
+            version(&writer).unwrap(),
+            (APPLICATION_ID, MIGRATIONS.len() as i32)
+        );
         let tokens: Option<i64> = writer
             .conn()
             .query_row("SELECT tokens FROM attempts", [], |row| row.get(0))

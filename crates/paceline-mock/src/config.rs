@@ -55,6 +55,8 @@ pub struct MockConfig {
     /// self-hosted inference server); the latency model is then the service time once a slot
     /// is taken. `None` = no limit.
     pub slots: Option<usize>,
+    /// How the Batch APIs' batches behave.
+    pub batch: BatchConfig,
 }
 
 impl Default for MockConfig {
@@ -77,6 +79,37 @@ impl Default for MockConfig {
             stall_duration: Duration::from_secs(3600),
             faults_charge: true,
             slots: None,
+            batch: BatchConfig::default(),
+        }
+    }
+}
+
+/// How the simulated batches behave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// Requests each batch processes per second (of the mock's clock).
+    pub speed: f64,
+    /// Time spent validating (OpenAI), finalizing and cancelling.
+    pub validation: Duration,
+    /// The completion window: a batch not done by then expires.
+    pub window: Duration,
+    /// OpenAI's enqueued-token limit per model (`None`: unlimited).
+    pub enqueued_tokens: Option<u64>,
+    /// Anthropic's limit of requests in the processing queue (`None`: unlimited).
+    pub queued_requests: Option<u64>,
+    /// Share of processed requests that fail with a server error.
+    pub fail_rate: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            speed: 1000.0,
+            validation: Duration::from_secs(1),
+            window: Duration::from_secs(24 * 3600),
+            enqueued_tokens: None,
+            queued_requests: None,
+            fail_rate: 0.0,
         }
     }
 }
@@ -224,12 +257,24 @@ pub enum ConfigError {
     /// `--listen` that is not an address.
     #[error("invalid --listen {0:?}: expected HOST:PORT, e.g. 127.0.0.1:8089")]
     Listen(String),
+    /// `--batch-speed` that is not a positive number.
+    #[error("invalid --batch-speed {0}: requests per second must be a positive number")]
+    BatchSpeed(f64),
 }
 
 impl MockConfig {
     /// Check the whole configuration; the error names the offending flag and value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.faults.validate()?;
+        if !(self.batch.speed.is_finite() && self.batch.speed > 0.0) {
+            return Err(ConfigError::BatchSpeed(self.batch.speed));
+        }
+        if !(0.0..=1.0).contains(&self.batch.fail_rate) {
+            return Err(ConfigError::Probability {
+                flag: "--batch-fail",
+                value: self.batch.fail_rate,
+            });
+        }
         if self.burst == Some(0) {
             return Err(ConfigError::ZeroBurst("--burst"));
         }

@@ -245,6 +245,19 @@ impl ApiError {
         e
     }
 
+    /// Anthropic's refusal of a Message Batch whose requests would pass the processing queue's
+    /// limit (429 `rate_limit_error`; a wait for queued batches to finish cures it).
+    pub fn rate_limited_batch_queue(limit: u64) -> Self {
+        Self::new(
+            Flavor::Anthropic,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!(
+                "Number of batch requests in the processing queue would exceed the rate limit for your organization (org-mock) of {limit} requests. Please try again once some batches have ended."
+            ),
+        )
+    }
+
     /// The request's token cost exceeds the TPM limit itself: no wait helps (no retry hint).
     pub fn request_too_large(flavor: Flavor, model: &str, limit: u64, requested: u64) -> Self {
         match flavor {

@@ -64,12 +64,26 @@
 //!   held until the answer's last byte (a stream's whole generation); a client that disconnects
 //!   while queued leaves the queue. `GET /_mock/stats` shows `slots` (in service, queued, their
 //!   peaks, served, left the queue, waits).
+//! - **Batch APIs** ([`batches`], [`batch_routes`]): OpenAI's Files (`/v1/files`: multipart
+//!   upload with `purpose=batch`, retrieve, content, delete) and Batches (`/v1/batches`: create
+//!   with `completion_window=24h` and `metadata`, retrieve, list in pages, cancel), Anthropic's
+//!   Message Batches (`/v1/messages/batches`: inline requests, retrieve, list, cancel, JSONL
+//!   results). In memory; a batch moves validating → in_progress → finalizing → completed
+//!   (failed, expired, cancelling → cancelled) at `--batch-speed` requests per second, on a
+//!   clock `POST /_mock/advance {"seconds": N}` moves forward. `--batch-enqueued-tokens` fails an
+//!   OpenAI batch that would pass the model's enqueued tokens (`token_limit_exceeded`, when its
+//!   validation ends); `--batch-queued-requests` refuses a Message Batch with 429;
+//!   `--batch-fail` fails a share of processed requests with a server error. `/_mock/stats`
+//!   counts files and batches created (`batches`). Rate limits and faults of the live endpoints
+//!   do not apply to batches, as at the providers (a separate pool).
 //! - **Bounded memory**: per-second counts keep 600 seconds; at most 10,000 undeclared keys are
 //!   tracked, further new keys get 401 until `POST /_mock/reset`.
 
 pub mod anthropic;
 pub mod api;
 pub mod azure;
+pub mod batch_routes;
+pub mod batches;
 pub mod bucket;
 pub mod chat;
 pub mod completions;
@@ -84,16 +98,17 @@ pub mod keys;
 pub mod latency;
 pub mod responses;
 pub mod routes;
+pub mod seed;
 pub mod server;
 pub mod slots;
 pub mod stats;
 pub mod text;
 pub mod tokens;
 
-pub use config::{ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
+pub use config::{BatchConfig, ConfigError, FaultRates, KeySpec, LatencyConfig, MockConfig};
 pub use errors::MockError;
 pub use slots::SlotStats;
-pub use stats::{FaultCounts, KeyStats, StatsSnapshot};
+pub use stats::{BatchStats, FaultCounts, KeyStats, StatsSnapshot};
 
 use server::App;
 use std::net::SocketAddr;

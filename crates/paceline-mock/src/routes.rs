@@ -43,6 +43,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats))
         .route("/_mock/reset", post(reset))
+        .merge(crate::batch_routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -4,6 +4,7 @@
 //! [`crate::routes`] maps paths to [`handle`], and [`crate::azure`] wraps it.
 
 use crate::api::{AnswerCtx, Endpoint, Payload};
+use crate::batches::Batches;
 use crate::config::MockConfig;
 use crate::delivery::{self, Completion};
 use crate::errors::{ApiError, Flavor};
@@ -11,6 +12,7 @@ use crate::faults::{self, Fault};
 use crate::headers;
 use crate::keys::{Admission, KeyState, KeyTable, LimitView, Lookup, MAX_UNDECLARED_KEYS};
 use crate::latency;
+use crate::seed::splitmix;
 use crate::slots::Slots;
 use crate::stats::StatsSnapshot;
 use axum::body::{Body, Bytes};
@@ -36,14 +38,7 @@ pub struct App {
     seq: AtomicU64,
     shutdown: watch::Receiver<bool>,
     slots: Option<Arc<Slots>>,
-}
-
-/// SplitMix64: spreads consecutive numbers into independent-looking seeds.
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+    batches: Batches,
 }
 
 impl App {
@@ -52,7 +47,9 @@ impl App {
         let seed = config.seed.unwrap_or_else(rand::random);
         let keys = KeyTable::new(&config);
         let slots = config.slots.map(|n| Arc::new(Slots::new(n)));
+        let batches = Batches::new(config.batch.clone(), seed);
         Self {
+            batches,
             config,
             keys,
             seed,
@@ -66,13 +63,38 @@ impl App {
     pub fn stats(&self) -> StatsSnapshot {
         let mut snapshot = StatsSnapshot::from_keys(self.keys.stats());
         snapshot.slots = self.slots.as_ref().map(|slots| slots.stats());
+        snapshot.batches = self.batches.stats();
         snapshot
+    }
+
+    /// The Batch APIs' state.
+    pub fn batches(&self) -> &Batches {
+        &self.batches
+    }
+
+    /// The mock's configuration.
+    pub fn config(&self) -> &MockConfig {
+        &self.config
+    }
+
+    /// Whether the request presents a key this mock accepts; the 401 to answer with if not.
+    pub fn authorize(&self, headers: &HeaderMap, flavor: Flavor) -> Result<(), ApiError> {
+        if flavor == Flavor::Anthropic && !headers.contains_key("anthropic-version") {
+            return Err(ApiError::missing_version());
+        }
+        let presented = presented_key(headers, flavor);
+        match self.keys.lookup(presented) {
+            Lookup::Key(_) => Ok(()),
+            Lookup::Unknown => Err(ApiError::unauthorized(flavor, presented)),
+            Lookup::TableFull => Err(ApiError::key_table_full(flavor, MAX_UNDECLARED_KEYS)),
+        }
     }
 
     /// Clear counters, refill buckets, restart the request sequence (so seeded runs repeat).
     pub fn reset(&self) {
         self.keys.reset();
         self.seq.store(0, Ordering::SeqCst);
+        self.batches.reset();
         if let Some(slots) = &self.slots {
             slots.reset();
         }

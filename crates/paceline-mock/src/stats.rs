@@ -151,6 +151,24 @@ pub struct StatsSnapshot {
     /// The slots and their queue (`--slots`; absent without).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<SlotStats>,
+    /// The Batch APIs' counters.
+    #[serde(default)]
+    pub batches: BatchStats,
+}
+
+/// Counters of the Batch APIs (`GET /_mock/stats`, under `batches`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStats {
+    /// Files uploaded.
+    pub files_uploaded: u64,
+    /// Batches created (OpenAI and Anthropic; refused ones included).
+    pub batches_created: u64,
+    /// OpenAI batches that failed for the enqueued-token limit.
+    pub refused_enqueued: u64,
+    /// Anthropic creations refused (429) for the processing queue.
+    pub refused_queue: u64,
+    /// Batches cancelled.
+    pub cancelled: u64,
 }
 
 impl StatsSnapshot {
@@ -169,6 +187,7 @@ impl StatsSnapshot {
             keys,
             totals,
             slots: None,
+            batches: BatchStats::default(),
         }
     }
 }
