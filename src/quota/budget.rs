@@ -15,7 +15,7 @@
 //! // 60 requests/min with a bucket of 60: 80 sent in 20 s is 36 % above the refill rate, and
 //! // exactly the whole budget (60 at once, then 1 a second).
 //! let budget = Budget { per_minute: 60, burst: 60 };
-//! let run = Throughput { requests: 80, tokens: 0, span: Duration::from_secs(20) };
+//! let run = Throughput { requests: 80, span: Duration::from_secs(20), ..Throughput::default() };
 //! assert_eq!(run.requests_per_s(), 4.0);
 //! assert_eq!(budget.allowance(run.span), 80.0);
 //! assert_eq!(budget.used_percent(run.requests, run.span), 100.0);
