@@ -155,6 +155,11 @@ impl Gateway {
             })?;
             keys.push((key, deployment.key.limits, Some(route)));
         }
+        // The tokenizers of the models the config names are built in the background from now;
+        // requests do not wait for them (see routes).
+        for deployment in &config.deployments {
+            crate::tokens::Encoding::for_model(&deployment.serves).prepare();
+        }
         let clients = Clients::load(&config.clients)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
