@@ -2,7 +2,7 @@
 //! real HTTP on loopback against `paceline mock` (zero latency, no limits to speak of).
 //!
 //! ```text
-//! cargo bench --bench gateway -- [latency|throughput|streams|all] [--rate N] [--secs S] [--rounds N]
+//! cargo bench --bench gateway -- [latency|start|throughput|streams|all] [--rate N] [--secs S] [--rounds N]
 //! ```
 //!
 //! * **latency**: an open-loop load generator sends non-streaming chat requests at a fixed rate
@@ -16,6 +16,11 @@
 //!   machine one round's p99 swings by milliseconds with whatever else is scheduled. The
 //!   gateway's CPU time and context switches per request (from `/proc`) are printed too: they
 //!   do not depend on what else runs.
+//! * **start**: the same open loop at 500 req/s from the moment a new gateway (and a new mock
+//!   behind it) says it listens, for `--secs` (default 10), then for as long again ("later");
+//!   beside it, the same two periods straight to a new mock. Reported: p99 and p99.9 of each
+//!   period and the gateway's added p99 / p99.9 in each (a request must not wait for a model
+//!   family's tokenizer to be built); `--rounds` rounds (default 1 for this mode unless given).
 //! * **throughput**: a closed loop of 64 connections sends back to back for the same duration;
 //!   completed requests per second, direct and through the gateway.
 //! * **streams**: 1,000 concurrent streaming requests through the gateway (the mock spreads 20
@@ -397,6 +402,60 @@ fn latency(
     );
 }
 
+/// The first `secs` after a new gateway starts, and the `secs` after them, at 500 req/s, beside
+/// the direct path's same two periods after a new mock starts.
+fn start(rt: &tokio::runtime::Runtime, secs: Duration, rounds: usize, dir: &std::path::Path) {
+    let rate = 500.0;
+    let path = "/v1/chat/completions";
+    println!(
+        "start: open loop, {rate} req/s from the moment a new process listens: the first {secs:?}, then {secs:?} later; {rounds} rounds"
+    );
+    println!(
+        "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>7}  load avg",
+        "", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "requests", "failed"
+    );
+    let row = |name: String, s: &Summary| {
+        println!(
+            "  {:<18} {:>8} {:>8} {:>9} {:>8} {:>9} {:>7}  {}",
+            name,
+            ms(s.p[0]),
+            ms(s.p[2]),
+            ms(s.p[3]),
+            ms(s.p[4]),
+            s.sent,
+            s.failed,
+            load_average()
+        );
+    };
+    let mut added = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        let direct_mock = mock(&[]);
+        let direct_first = open_loop(rt, &direct_mock.url(path), rate, Duration::ZERO, secs);
+        let direct_later = open_loop(rt, &direct_mock.url(path), rate, Duration::ZERO, secs);
+        drop(direct_mock);
+        let upstream = mock(&[]);
+        let serve = gateway(&upstream, &dir.join(format!("start-{round}.log")));
+        let gateway_first = open_loop(rt, &serve.url(path), rate, Duration::ZERO, secs);
+        let gateway_later = open_loop(rt, &serve.url(path), rate, Duration::ZERO, secs);
+        row(format!("direct first {round}"), &direct_first);
+        row(format!("gateway first {round}"), &gateway_first);
+        row(format!("direct later {round}"), &direct_later);
+        row(format!("gateway later {round}"), &gateway_later);
+        let diff = |g: &Summary, d: &Summary, i: usize| (g.p[i] as f64 - d.p[i] as f64) / 1000.0;
+        added[0].push(diff(&gateway_first, &direct_first, 2));
+        added[1].push(diff(&gateway_first, &direct_first, 3));
+        added[2].push(diff(&gateway_later, &direct_later, 2));
+        added[3].push(diff(&gateway_later, &direct_later, 3));
+    }
+    println!(
+        "  added by the gateway (median of {rounds} rounds): first {secs:?}: p99 {:+.3} ms, p99.9 {:+.3} ms; later: p99 {:+.3} ms, p99.9 {:+.3} ms",
+        median(&added[0]),
+        median(&added[1]),
+        median(&added[2]),
+        median(&added[3])
+    );
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -500,21 +559,22 @@ fn main() {
     let mut what = "all".to_string();
     let mut rate = 2000.0;
     let mut secs = 10.0;
-    let mut rounds = 5;
+    let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rate" => rate = args.next().and_then(|v| v.parse().ok()).expect("--rate N"),
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).expect("--secs S"),
             "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .expect("--rounds N")
+                rounds = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|&n| n > 0)
+                        .expect("--rounds N"),
+                )
             }
             "--bench" => {}
-            "latency" | "throughput" | "streams" | "all" => what = arg,
+            "latency" | "start" | "throughput" | "streams" | "all" => what = arg,
             other => panic!("unknown argument {other:?}"),
         }
     }
@@ -527,7 +587,10 @@ fn main() {
         .build()
         .expect("a runtime");
     if matches!(what.as_str(), "latency" | "all") {
-        latency(&rt, rate, secs, rounds, dir.path());
+        latency(&rt, rate, secs, rounds.unwrap_or(5), dir.path());
+    }
+    if matches!(what.as_str(), "start" | "all") {
+        start(&rt, secs, rounds.unwrap_or(1), dir.path());
     }
     if matches!(what.as_str(), "throughput" | "all") {
         throughput(&rt, secs, dir.path());

@@ -58,6 +58,8 @@ pub enum Encoding {
 
 /// Which encodings have been built in this process (index: `Encoding as usize`).
 static LOADED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+/// Which encodings a background build has been started for.
+static BUILDING: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
 
 impl Encoding {
     /// The encoding `model` uses.
@@ -78,47 +80,87 @@ impl Encoding {
         }
     }
 
-    /// The encoder, built on first use. Building takes ~80 ms and its tables some 10–25 MB,
-    /// so a process builds only the encodings it meets; see [`Encoding::is_loaded`].
+    /// The encoder, built on first use (the caller waits for the build). Building takes
+    /// ~80 ms and its tables some 10–25 MB, so a process builds only the encodings it meets;
+    /// see [`Encoding::ready`] for the caller that must not wait.
     pub fn bpe(self) -> &'static CoreBpe {
         // Both vocabularies are compiled in (the crate's features in Cargo.toml).
         let bpe = tiktoken::get_encoding(self.name())
             .expect("the o200k and cl100k vocabularies are compiled in");
-        LOADED[self as usize].store(true, Ordering::Relaxed);
+        LOADED[self as usize].store(true, Ordering::Release);
         bpe
     }
 
     /// Whether the encoder is built already (using it now will not block for its build).
     pub fn is_loaded(self) -> bool {
-        LOADED[self as usize].load(Ordering::Relaxed)
+        LOADED[self as usize].load(Ordering::Acquire)
     }
 
-    /// Make sure the encoder is built, building it on a blocking thread if need be. Callers
-    /// arriving during the build wait for that one build (a burst of first requests must not
-    /// start a blocking thread each).
-    pub async fn load(self) {
-        static BUILDS: [tokio::sync::OnceCell<()>; 2] = [
-            tokio::sync::OnceCell::const_new(),
-            tokio::sync::OnceCell::const_new(),
-        ];
+    /// The encoder if it is built; else `None`, with its build started in the background.
+    pub fn ready(self) -> Option<&'static CoreBpe> {
         if self.is_loaded() {
+            return Some(self.bpe());
+        }
+        self.prepare();
+        None
+    }
+
+    /// Start building the encoder on a thread of its own, unless it is built or being built;
+    /// returns at once. The gateway calls it at start for the families its config names.
+    pub fn prepare(self) {
+        if self.is_loaded() || BUILDING[self as usize].swap(true, Ordering::AcqRel) {
             return;
         }
-        BUILDS[self as usize]
-            .get_or_init(|| async move {
-                let _ = tokio::task::spawn_blocking(move || self.bpe()).await;
-            })
-            .await;
+        let spawned = std::thread::Builder::new()
+            .name(format!("tokenizer {}", self.name()))
+            .spawn(move || {
+                self.bpe();
+            });
+        if spawned.is_err() {
+            // No thread to build it on now: the next caller tries again.
+            BUILDING[self as usize].store(false, Ordering::Release);
+        }
     }
+}
+
+/// How a count is made when the model family's tokenizer is not built yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Build it and wait (`paceline run`: its feeder thread waits once, ~100 ms).
+    Exact,
+    /// Never wait (the gateway): until the tokenizer is built, count with [`bytes_bound`], and
+    /// have it built in the background.
+    NoWait,
+    /// Always [`bytes_bound`] (what [`Counting::NoWait`] counts before the build is done).
+    Bound,
+}
+
+/// An upper bound of the tokens of `text` in any of paceline's encodings: its length in bytes.
+/// Both are byte-level BPE: a text starts as one token per byte and every merge joins two
+/// tokens into one, so no text has more tokens than bytes.
+pub fn bytes_bound(text: &str) -> u64 {
+    text.len() as u64
 }
 
 /// Tokens in `text` for `model` (special tokens such as `<|endoftext|>` count as text, as
 /// they do when a provider tokenizes a prompt).
 pub fn count(model: &str, text: &str) -> u64 {
+    count_by(Counting::Exact, model, text)
+}
+
+/// [`count`], or [`bytes_bound`] when `counting` is [`Counting::NoWait`] and the tokenizer is
+/// not built yet.
+pub fn count_by(counting: Counting, model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    Encoding::for_model(model).bpe().count(text) as u64
+    let encoding = Encoding::for_model(model);
+    let bpe = match counting {
+        Counting::Exact => Some(encoding.bpe()),
+        Counting::NoWait => encoding.ready(),
+        Counting::Bound => None,
+    };
+    bpe.map_or_else(|| bytes_bound(text), |bpe| bpe.count(text) as u64)
 }
 
 /// The text of a message `content`: a string, or the text parts of an array of parts.
@@ -135,33 +177,33 @@ fn content_text(content: &Value) -> String {
 }
 
 /// Prompt tokens of a list of chat messages (OpenAI's counting).
-pub fn chat_prompt_tokens(model: &str, messages: &[Value]) -> u64 {
+pub fn chat_prompt_tokens(counting: Counting, model: &str, messages: &[Value]) -> u64 {
     let mut total = 3;
     for message in messages {
         total += 3;
         if let Some(role) = message.get("role").and_then(Value::as_str) {
-            total += count(model, role);
+            total += count_by(counting, model, role);
         }
         if let Some(content) = message.get("content") {
-            total += count(model, &content_text(content));
+            total += count_by(counting, model, &content_text(content));
         }
         if let Some(name) = message.get("name").and_then(Value::as_str) {
-            total += 1 + count(model, name);
+            total += 1 + count_by(counting, model, name);
         }
     }
     total
 }
 
 /// Tokens of a prompt or embedding `input`: a string, an array of strings, or token ids.
-pub fn input_tokens(model: &str, input: &Value) -> u64 {
+pub fn input_tokens(counting: Counting, model: &str, input: &Value) -> u64 {
     match input {
-        Value::String(s) => count(model, s),
+        Value::String(s) => count_by(counting, model, s),
         Value::Array(items) => items
             .iter()
             .map(|item| match item {
                 Value::Number(_) => 1,
                 Value::Array(ids) => ids.len() as u64,
-                other => input_tokens(model, other),
+                other => input_tokens(counting, model, other),
             })
             .sum(),
         _ => 0,
@@ -174,8 +216,20 @@ fn u64_field(body: &Value, names: &[&str]) -> Option<u64> {
         .find_map(|name| body.get(*name).and_then(Value::as_u64))
 }
 
-/// Estimate the admission cost of `body` sent to `endpoint`.
+/// Estimate the admission cost of `body` sent to `endpoint`, waiting for the tokenizer if it
+/// is not built yet.
 pub fn estimate(endpoint: Endpoint, body: &Value, default_max_tokens: u64) -> Estimate {
+    estimate_by(Counting::Exact, endpoint, body, default_max_tokens)
+}
+
+/// [`estimate`], counting as `counting` says: with [`Counting::NoWait`] it never waits, and
+/// before the tokenizer is built its prompt count is never below the exact one.
+pub fn estimate_by(
+    counting: Counting,
+    endpoint: Endpoint,
+    body: &Value,
+    default_max_tokens: u64,
+) -> Estimate {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let choices = u64_field(body, &["n"]).unwrap_or(1).max(1);
     let output_cap =
@@ -188,16 +242,20 @@ pub fn estimate(endpoint: Endpoint, body: &Value, default_max_tokens: u64) -> Es
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
             Estimate {
-                prompt_tokens: chat_prompt_tokens(model, messages),
+                prompt_tokens: chat_prompt_tokens(counting, model, messages),
                 max_output_tokens: output_cap(&["max_completion_tokens", "max_tokens"]),
             }
         }
         Endpoint::Completions => Estimate {
-            prompt_tokens: body.get("prompt").map_or(0, |p| input_tokens(model, p)),
+            prompt_tokens: body
+                .get("prompt")
+                .map_or(0, |p| input_tokens(counting, model, p)),
             max_output_tokens: output_cap(&["max_tokens"]),
         },
         Endpoint::Embeddings => Estimate {
-            prompt_tokens: body.get("input").map_or(0, |i| input_tokens(model, i)),
+            prompt_tokens: body
+                .get("input")
+                .map_or(0, |i| input_tokens(counting, model, i)),
             max_output_tokens: 0,
         },
         Endpoint::Messages => {
@@ -208,21 +266,21 @@ pub fn estimate(endpoint: Endpoint, body: &Value, default_max_tokens: u64) -> Es
                 .unwrap_or(&[]);
             let system = body
                 .get("system")
-                .map_or(0, |s| count(model, &content_text(s)));
+                .map_or(0, |s| count_by(counting, model, &content_text(s)));
             Estimate {
-                prompt_tokens: chat_prompt_tokens(model, messages) + system,
+                prompt_tokens: chat_prompt_tokens(counting, model, messages) + system,
                 max_output_tokens: u64_field(body, &["max_tokens"]).unwrap_or(default_max_tokens),
             }
         }
         Endpoint::Responses => {
             let prompt_tokens = match body.get("input") {
-                Some(Value::Array(items)) => chat_prompt_tokens(model, items),
-                Some(other) => input_tokens(model, other),
+                Some(Value::Array(items)) => chat_prompt_tokens(counting, model, items),
+                Some(other) => input_tokens(counting, model, other),
                 None => 0,
             } + body
                 .get("instructions")
                 .and_then(Value::as_str)
-                .map_or(0, |s| count(model, s));
+                .map_or(0, |s| count_by(counting, model, s));
             Estimate {
                 prompt_tokens,
                 max_output_tokens: u64_field(body, &["max_output_tokens"])
@@ -276,6 +334,72 @@ mod tests {
                 proptest::prop_assert_eq!(count(model, &text), reference, "{} {:?}", model, text);
             }
         }
+    }
+
+    /// A chat body of sampled texts: a system and a user message, one with a name.
+    fn sample_chat() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        (sample_text(), sample_text(), sample_text()).prop_map(|(system, user, name)| {
+            json!({
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": [{"type": "text", "text": user}], "name": name}
+                ],
+                "max_tokens": 16
+            })
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// What admission counts before a family's tokenizer is built is never below the exact
+        /// count, in either family.
+        #[test]
+        fn the_bytes_bound_is_never_below_the_count(text in sample_text()) {
+            for model in ["gpt-4o-mini", "gpt-4"] {
+                proptest::prop_assert!(bytes_bound(&text) >= count(model, &text), "{} {:?}", model, text);
+            }
+        }
+
+        /// The same holds for a whole request's estimate, on every endpoint that counts text.
+        #[test]
+        fn an_estimate_without_the_tokenizer_is_never_below_the_exact_one(body in sample_chat()) {
+            for model in ["gpt-4o-mini", "gpt-4", "claude-3-5-haiku-latest"] {
+                let mut body = body.clone();
+                body["model"] = json!(model);
+                for endpoint in [Endpoint::ChatCompletions, Endpoint::Messages, Endpoint::Responses] {
+                    let exact = estimate_by(Counting::Exact, endpoint, &body, 64);
+                    let bound = estimate_by(Counting::Bound, endpoint, &body, 64);
+                    proptest::prop_assert!(bound.prompt_tokens >= exact.prompt_tokens, "{:?} {}", endpoint, body);
+                    proptest::prop_assert_eq!(bound.max_output_tokens, exact.max_output_tokens);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_meets_the_count_on_one_byte_and_exceeds_it_on_words() {
+        assert_eq!(count("gpt-4o-mini", "a"), bytes_bound("a"));
+        assert_eq!(bytes_bound("hello world"), 11);
+        assert_eq!(count("gpt-4o-mini", "hello world"), 2);
+    }
+
+    #[test]
+    fn without_waiting_a_family_counts_exactly_once_its_tokenizer_is_built() {
+        let text = "Größenwahn, tokens/min";
+        let encoding = Encoding::for_model("gpt-4");
+        encoding.prepare();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !encoding.is_loaded() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(encoding.is_loaded());
+        assert_eq!(
+            count_by(Counting::NoWait, "gpt-4", text),
+            count("gpt-4", text)
+        );
     }
 
     /// The simulated provider chooses each model's encoding from its own table: on a text the

@@ -112,6 +112,19 @@ impl Job {
             .unwrap_or_default()
             .to_string();
         let estimate = tokens::estimate(endpoint, body, default_max_tokens);
+        Self::with_estimate(custom_id, endpoint, model, bytes, estimate)
+    }
+
+    /// A job for the serialized body `bytes` naming `model`, whose cost the caller has
+    /// estimated already (the gateway: without waiting for a tokenizer, see
+    /// [`tokens::Counting`]).
+    pub fn with_estimate(
+        custom_id: String,
+        endpoint: Endpoint,
+        model: String,
+        bytes: Bytes,
+        estimate: Estimate,
+    ) -> Self {
         Job {
             custom_id,
             endpoint,

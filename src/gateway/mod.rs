@@ -158,6 +158,11 @@ impl Gateway {
             })?;
             keys.push((key, deployment.key.limits, Some(route)));
         }
+        // The tokenizers of the models the config names are built in the background from now;
+        // requests do not wait for them (see routes).
+        for deployment in &config.deployments {
+            crate::tokens::Encoding::for_model(&deployment.serves).prepare();
+        }
         let clients = Clients::load(&config.clients)?;
         let admin_key = match &config.admin_key_env {
             Some(env) => Some(ApiKey::from_env(env).map_err(|e| {

@@ -21,6 +21,7 @@ use crate::api::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
 use crate::engine::{Job, Priority};
 use crate::provider::usage::Charge;
+use crate::tokens::{self, Counting};
 use crate::upstream::TransportError;
 use axum::Router;
 use axum::body::Body;
@@ -414,18 +415,22 @@ async fn handle(
     let value = Value::Object(object);
     let id = format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed));
     let default_max_tokens = app.config.default_max_tokens;
-    // The model family's tokenizer is built on its first request (~100 ms, off the async
-    // threads); a large body is estimated on a blocking thread.
-    crate::tokens::Encoding::for_model(&log.model).load().await;
+    // Nothing waits for a tokenizer: until the model family's is built (in the background,
+    // from the first request of the family or at start), the estimate counts bytes, never
+    // below the exact count, and settles from usage as always. A large body is estimated on a
+    // blocking thread.
+    let model = log.model.clone();
     let large = bytes.len() > BLOCKING_ESTIMATE_BYTES;
     let build = move || {
-        if strip_usage {
-            // The body was changed (usage asked for): send the new one.
-            Job::new(id, endpoint, &value, default_max_tokens)
+        let estimate = tokens::estimate_by(Counting::NoWait, endpoint, &value, default_max_tokens);
+        // An unchanged request goes upstream byte for byte; one whose body was changed (usage
+        // asked for) sends the new body.
+        let bytes = if strip_usage {
+            Bytes::from(value.to_string())
         } else {
-            // Unchanged requests go upstream byte for byte.
-            Job::with_bytes(id, endpoint, &value, bytes, default_max_tokens)
-        }
+            bytes
+        };
+        Job::with_estimate(id, endpoint, model, bytes, estimate)
     };
     let mut job = if large {
         let _turn = LARGE_ESTIMATES
@@ -439,8 +444,7 @@ async fn handle(
         build()
     };
     job.priority = log.priority;
-    // The wait allowed counts from now: building a tokenizer on a family's first request is
-    // not queueing.
+    // The wait allowed counts from now: estimating a large body is not queueing.
     let waiting_from = Instant::now();
     log.waiting_from(waiting_from);
     let deadline = waiting_from + max_wait;

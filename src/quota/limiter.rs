@@ -131,12 +131,16 @@ const RECENT_MAX: usize = 65_536;
 
 impl DimState {
     fn remember(&mut self, go: Nanos, through: u64, cost: u64) {
+        // Make room before adding, so the queue never grows past RECENT_MAX (a VecDeque full
+        // at 65,536 would double to 131,072 places, 3 MB, for one entry).
+        while self.recent.len() >= RECENT_MAX {
+            self.recent.pop_front();
+        }
         self.recent.push_back((go, through, cost));
-        while self.recent.len() > RECENT_MAX
-            || self
-                .recent
-                .front()
-                .is_some_and(|(at, _, _)| go.saturating_sub(*at) > RECENT_SPAN)
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _, _)| go.saturating_sub(*at) > RECENT_SPAN)
         {
             self.recent.pop_front();
         }

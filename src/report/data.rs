@@ -6,6 +6,7 @@
 use crate::retry::Failure;
 use crate::store::keys::{self, KeyLimit, KeyRemoval};
 use crate::store::report::{self, JobStatus};
+use crate::store::results;
 use crate::store::state::RequestState;
 use crate::store::{Store, StoreError};
 use rusqlite::params;
@@ -679,9 +680,8 @@ fn failures(store: &Store) -> Result<(Vec<FailureRow>, u64), StoreError> {
         .map_err(read)?;
     let mut stmt = conn
         .prepare(
-            "SELECT r.custom_id, coalesce(r.error_code, 'unknown'), r.attempts, res.line
-             FROM requests r LEFT JOIN results res ON res.seq = r.result_seq
-             WHERE r.state = ?1 ORDER BY r.line LIMIT ?2",
+            "SELECT custom_id, coalesce(error_code, 'unknown'), attempts, result_seq
+             FROM requests WHERE state = ?1 ORDER BY line LIMIT ?2",
         )
         .map_err(read)?;
     let rows = stmt
@@ -692,14 +692,18 @@ fn failures(store: &Store) -> Result<(Vec<FailureRow>, u64), StoreError> {
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, i64>(2)?,
-                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, Option<i64>>(3)?,
                 ))
             },
         )
         .map_err(read)?;
     let mut out = Vec::new();
     for row in rows {
-        let (custom_id, code, attempts, line) = row.map_err(read)?;
+        let (custom_id, code, attempts, seq) = row.map_err(read)?;
+        let line = match seq {
+            Some(seq) => results::line(store, seq)?,
+            None => None,
+        };
         let message = line
             .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
             .and_then(|v| {

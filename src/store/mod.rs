@@ -9,8 +9,9 @@
 //! **What.** One job ([`job`]: the input's path, its SHA-256 and size, and the settings that shape
 //! the requests), one row per request ([`state`]: `custom_id`, input line, state pending /
 //! in_flight / done / failed, attempts so far), one row per attempt ([`attempts`]: when it
-//! ended, key fingerprint, status, latency, what it waited for, the retry decision), one row per
-//! result ([`results`]: the exact output line), one row per run of the command (`runs`), and
+//! ended, key fingerprint, status, latency, what it waited for, the retry decision), every
+//! result's exact output line ([`results`]: compressed together with the other lines of its
+//! commit, in blocks), one row per run of the command (`runs`), and
 //! what each run knew of its keys when it ended ([`keys`]: limits in force, removals).
 //! The schema is versioned with `PRAGMA user_version` ([`schema`]).
 //!

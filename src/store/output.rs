@@ -10,7 +10,7 @@
 //!
 //! It must not know the output format: lines are stored and written as the writer made them.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, results};
 use crate::batch::OutputError;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -100,10 +100,6 @@ pub fn reconcile(
         path: path.to_path_buf(),
         source,
     };
-    let write_err = |source| OutputError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     let file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -113,49 +109,67 @@ pub fn reconcile(
     let len = file.metadata().map_err(open_err)?.len();
     // Read no further than the length seen now (a device such as /dev/full never ends).
     let mut reader = BufReader::with_capacity(256 * 1024, (&file).take(len));
-    let mut stmt = store
-        .conn()
-        .prepare("SELECT line FROM results ORDER BY seq")
-        .map_err(|e| store.err("read", e))?;
-    let mut rows = stmt.query([]).map_err(|e| store.err("read", e))?;
     let mut report = Reconciled::default();
     let mut offset = 0u64;
     let mut buf = Vec::with_capacity(4096);
-    // The first stored line the file does not hold at its place, if any.
-    let mut first_missing: Option<String> = None;
-    while let Some(row) = rows.next().map_err(|e| store.err("read", e))? {
-        let stored: String = row.get(0).map_err(|e| store.err("read", e))?;
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(open_err)?;
-        let matches = n > 0 && buf.last() == Some(&b'\n') && &buf[..n - 1] == stored.as_bytes();
-        if !matches {
-            first_missing = Some(stored);
-            break;
+    // Walk the stored lines: while the file holds each at its place, keep it; from the first
+    // one it does not, cut the file there and append that line and every one after it.
+    let mut appender: Option<OutputAppender> = None;
+    results::each_line(store, |stored| -> Result<(), ReconcileError> {
+        if appender.is_none() {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(open_err)?;
+            let matches = n > 0 && buf.last() == Some(&b'\n') && &buf[..n - 1] == stored.as_bytes();
+            if matches {
+                offset += n as u64;
+                report.kept += 1;
+                return Ok(());
+            }
+            appender = Some(cut(&file, path, offset, len, &mut buf, &mut report)?);
         }
-        offset += n as u64;
-        report.kept += 1;
-    }
-    if offset < len {
-        // Count what is cut: complete lines are dropped, a last line without newline is torn.
-        drop(reader);
-        count_cut(&file, offset, len, &mut buf, &mut report).map_err(open_err)?;
-        file.set_len(offset).map_err(write_err)?;
-    }
-    let mut appender = OutputAppender {
-        path: path.to_path_buf(),
-        out: BufWriter::with_capacity(256 * 1024, file),
-    };
-    if let Some(line) = first_missing {
-        appender.append(&line)?;
-        report.appended += 1;
-        while let Some(row) = rows.next().map_err(|e| store.err("read", e))? {
-            let line: String = row.get(0).map_err(|e| store.err("read", e))?;
-            appender.append(&line)?;
+        if let Some(appender) = appender.as_mut() {
+            appender.append(stored)?;
             report.appended += 1;
         }
-    }
+        Ok(())
+    })?;
+    drop(reader);
+    let mut appender = match appender {
+        Some(appender) => appender,
+        None => cut(&file, path, offset, len, &mut buf, &mut report)?,
+    };
     appender.flush()?;
     Ok((appender, report))
+}
+
+/// Cut `file` at `offset` (counting what is cut) and return an appender at its new end.
+fn cut(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+    report: &mut Reconciled,
+) -> Result<OutputAppender, OutputError> {
+    if offset < len {
+        // Complete lines are dropped, a last line without newline is torn.
+        count_cut(file, offset, len, buf, report).map_err(|source| OutputError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        file.set_len(offset).map_err(|source| OutputError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let handle = file.try_clone().map_err(|source| OutputError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(OutputAppender {
+        path: path.to_path_buf(),
+        out: BufWriter::with_capacity(256 * 1024, handle),
+    })
 }
 
 /// Count the complete lines (and a torn tail) between `from` and `to` in `file`.

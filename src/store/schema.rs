@@ -116,6 +116,18 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX shard_requests_by_request ON shard_requests (request_id, active);
 ",
+    // 4: result lines compressed in blocks (zstd), one or more per commit, and the lines
+    // `--retry-failed` took out of them; rows of `results` (written before) stay as they are.
+    "
+    CREATE TABLE result_blocks (
+        first_seq INTEGER PRIMARY KEY,
+        lines     INTEGER NOT NULL,
+        data      BLOB    NOT NULL
+    );
+    CREATE TABLE removed_results (
+        seq INTEGER PRIMARY KEY
+    );
+    ",
 ];
 
 fn version(store: &Store) -> Result<(i32, i32), StoreError> {

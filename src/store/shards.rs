@@ -162,7 +162,10 @@ pub fn plan(
         action: "write",
         source,
     };
-    let tx = store.conn_mut().transaction().map_err(err)?;
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
     tx.execute(
         "INSERT INTO shards (model, endpoint, requests, tokens, state, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'planned', ?5)",
@@ -267,7 +270,10 @@ pub fn end(store: &mut Store, shard: i64, release: &[i64]) -> Result<(), StoreEr
         action: "write",
         source,
     };
-    let tx = store.conn_mut().transaction().map_err(err)?;
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
     {
         let mut stmt = tx
             .prepare("UPDATE shard_requests SET active = 0 WHERE shard = ?1 AND request_id = ?2")

@@ -131,14 +131,12 @@ pub fn retry_failed(store: &mut Store) -> Result<usize, StoreError> {
         action: "write",
         source,
     };
-    let tx = store.conn_mut().transaction().map_err(err)?;
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
     let failed = RequestState::Failed.code();
-    tx.execute(
-        "DELETE FROM results WHERE seq IN
-           (SELECT result_seq FROM requests WHERE state = ?1 AND result_seq IS NOT NULL)",
-        params![failed],
-    )
-    .map_err(err)?;
+    super::results::remove_of_state(&tx, failed).map_err(err)?;
     let n = tx
         .execute(
             "UPDATE requests SET state = ?1, attempts = 0, error_code = NULL, result_seq = NULL

@@ -13,7 +13,7 @@
 
 use super::attempts;
 use super::output::OutputAppender;
-use super::results;
+use super::results::BlockWriter;
 use super::state::RequestState;
 use super::{Store, StoreError, now_ms};
 use crate::batch::{MessageBatchResult, OutputError, OutputFormat, OutputRecord, ProviderResponse};
@@ -102,9 +102,10 @@ pub fn run(
 ) -> WriterOutcome {
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH_EVENTS);
     let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut error: Option<WriterError> = None;
+    let mut blocks = BlockWriter::default();
     let (mut events_open, mut dispatched_open, mut stop_open) = (true, true, true);
     let mut window: Option<Instant> = None;
-    let mut error: Option<WriterError> = None;
     loop {
         let mut received = false;
         while dispatched_open && batch.len() < BATCH_EVENTS {
@@ -143,6 +144,7 @@ pub fn run(
                     run,
                     &mut batch,
                     &mut ids,
+                    &mut blocks,
                     inputs.format,
                 )
             {
@@ -219,6 +221,7 @@ fn commit(
     run: i64,
     batch: &mut Vec<Item>,
     ids: &mut HashMap<String, i64>,
+    blocks: &mut BlockWriter,
     format: OutputFormat,
 ) -> Result<(), WriterError> {
     let path = store.path().to_path_buf();
@@ -228,7 +231,15 @@ fn commit(
         source,
     };
     let now = now_ms();
-    let tx = store.conn_mut().transaction().map_err(sql)?;
+    // IMMEDIATE: the write lock up front. Another connection may write the state too (the
+    // Batch API driver's, `crate::offline`); a deferred transaction that read first could not
+    // upgrade its snapshot after that one's commit and would fail at once with "database is
+    // locked" instead of waiting its turn (busy_timeout applies only to taking the lock).
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    blocks.begin();
     let mut lines = Vec::new();
     let mut attempts_made = 0i64;
     for item in batch.drain(..) {
@@ -263,7 +274,7 @@ fn commit(
                     continue;
                 };
                 let result = ResultLine::of(finished, format).map_err(sql)?;
-                let seq = results::insert(&tx, id, &result.line).map_err(sql)?;
+                let seq = blocks.add(&tx, &result.line).map_err(sql)?;
                 tx.prepare_cached(
                     "UPDATE requests SET state = ?2, attempts = ?3, error_code = ?4,
                          prompt_tokens = ?5, completion_tokens = ?6, result_seq = ?7
@@ -285,6 +296,7 @@ fn commit(
             }
         }
     }
+    blocks.finish(&tx).map_err(sql)?;
     tx.prepare_cached(
         "UPDATE runs SET finished = finished + ?2, attempts = attempts + ?3, last_commit_at = ?4
          WHERE id = ?1",
