@@ -77,6 +77,19 @@ async fn warm_up(serve: &ServeProcess) {
         .await
         .expect("the warm-up request");
     assert_eq!(reply.status(), 200);
+    // The gateway builds the model family's tokenizer in the background (requests do not
+    // wait for it): idle is once its resident memory has stopped growing.
+    let mut last = serve.rss_kib();
+    let mut still = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = serve.rss_kib();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still >= 5 {
+            break;
+        }
+    }
 }
 
 /// How a client reads its stream.
