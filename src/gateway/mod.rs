@@ -252,19 +252,7 @@ impl Gateway {
         let admin = admin_listener.map(|(listener, at)| {
             let router =
                 routes::admin_router(access(admin::Listener::Admin)).with_state(Arc::clone(&app));
-            let mut stopped = stop_rx.clone();
-            let server = tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                if let Err(err) = axum::serve(listener, router.into_make_service())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(%err, "admin server stopped");
-                }
-            });
-            (at, server)
+            (at, spawn_server(listener, router, stop_rx.clone(), "admin"))
         });
         // Relayed events are small writes: without TCP_NODELAY, Nagle's algorithm would hold
         // each one back until the client acknowledged the previous one.
@@ -273,20 +261,7 @@ impl Gateway {
                 tracing::debug!(%err, "cannot set TCP_NODELAY on a client connection");
             }
         });
-        let server = tokio::spawn(async move {
-            let mut stopped = stopped;
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            // As a make-service each connection gets a cheap clone of the router; served as a
-            // plain `Router`, axum rebuilds its route table for every connection (~4.5 KB).
-            if let Err(err) = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%err, "gateway server stopped");
-            }
-        });
+        let server = spawn_server(listener, router, stopped, "gateway");
         Ok(Gateway {
             addr,
             admin,
@@ -317,6 +292,32 @@ impl Gateway {
         }
         self.upkeep.abort();
     }
+}
+
+/// Serve `router` on `listener` until `stopped` turns true, then let open connections finish.
+fn spawn_server<L>(
+    listener: L,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+    what: &'static str,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        // As a make-service each connection gets a cheap clone of the router; served as a
+        // plain `Router`, axum rebuilds its route table for every connection (~4.5 KB).
+        if let Err(err) = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%err, "{what} server stopped");
+        }
+    })
 }
 
 /// Bind `at`; the listener and the address it got (port 0 picks one).

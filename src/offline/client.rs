@@ -466,10 +466,7 @@ impl BatchClient {
                     let body = self
                         .send(&what, self.request(reqwest::Method::GET, &path))
                         .await?;
-                    for line in body.split(|b| *b == b'\n') {
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            continue;
-                        }
+                    for line in jsonl_lines(&body) {
                         lines.push(openai_line(&what, line)?);
                     }
                 }
@@ -480,16 +477,19 @@ impl BatchClient {
                 let body = self
                     .send(&what, self.request(reqwest::Method::GET, &path))
                     .await?;
-                for line in body.split(|b| *b == b'\n') {
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
+                for line in jsonl_lines(&body) {
                     lines.push(anthropic_line(&what, line)?);
                 }
             }
         }
         Ok(lines)
     }
+}
+
+/// The lines of a JSONL body, blank ones skipped.
+fn jsonl_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
 }
 
 /// One line of an OpenAI output or error file.

@@ -755,13 +755,7 @@ pub fn render(d: &ReportData) -> String {
             tile(
                 &mut out,
                 &esc(&crate::numbers::percent(u.percent)),
-                &format!(
-                    "of the {} budget ({} allowed: a bucket of {} + {}/min)",
-                    u.dimension.replace('_', " "),
-                    compact(u.allowed.floor()),
-                    compact(u.burst as f64),
-                    compact(u.per_minute as f64)
-                ),
+                &format!("of the {} budget of {}", u.name(), u.allowance_text()),
                 false,
             );
         }

@@ -392,20 +392,40 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
             counts.total()
         ));
     }
+    summary.push_str(&summary_end(
+        skipped,
+        &plan.errors_file,
+        unsent_reason.as_deref(),
+        &counts,
+        &state_path,
+    ));
+    Ok(report(counts, skipped, unsent_reason, interrupted, summary))
+}
+
+/// The summary's last lines, the same whichever way the requests went: the invalid lines
+/// skipped, what was left unsent and why, and the state.
+fn summary_end(
+    skipped: u64,
+    errors_file: &std::path::Path,
+    unsent_reason: Option<&str>,
+    counts: &StateCounts,
+    state_path: &std::path::Path,
+) -> String {
+    let mut out = String::new();
     if skipped > 0 {
-        summary.push_str(&format!(
+        out.push_str(&format!(
             "  skipped         {skipped} invalid lines (see {})\n",
-            plan.errors_file.display()
+            errors_file.display()
         ));
     }
-    if let Some(reason) = &unsent_reason {
-        summary.push_str(&format!(
+    if let Some(reason) = unsent_reason {
+        out.push_str(&format!(
             "  stopped         {} requests left ({reason}); run the same command to resume\n",
             counts.unfinished()
         ));
     }
-    summary.push_str(&format!("  state           {}\n", state_path.display()));
-    Ok(report(counts, skipped, unsent_reason, interrupted, summary))
+    out.push_str(&format!("  state           {}\n", state_path.display()));
+    out
 }
 
 /// How many requests may be between the feeder and the store at once: twice the engine's
@@ -632,19 +652,13 @@ async fn run_via_batch(
     if earlier > 0 {
         summary.push_str(&format!("  earlier runs    {earlier} requests finished\n"));
     }
-    if skipped > 0 {
-        summary.push_str(&format!(
-            "  skipped         {skipped} invalid lines (see {})\n",
-            plan.errors_file.display()
-        ));
-    }
     let unsent_reason = interrupted.map(|signal| format!("interrupted by {}", signal.name()));
-    if let Some(reason) = &unsent_reason {
-        summary.push_str(&format!(
-            "  stopped         {} requests left ({reason}); run the same command to resume\n",
-            counts.unfinished()
-        ));
-    }
-    summary.push_str(&format!("  state           {}\n", state_path.display()));
+    summary.push_str(&summary_end(
+        skipped,
+        &plan.errors_file,
+        unsent_reason.as_deref(),
+        &counts,
+        &state_path,
+    ));
     Ok(report(counts, skipped, unsent_reason, interrupted, summary))
 }

@@ -58,6 +58,23 @@ pub struct BudgetUse {
     pub burst: u64,
 }
 
+impl BudgetUse {
+    /// The dimension for people: `input tokens`.
+    pub fn name(&self) -> String {
+        self.dimension.replace('_', " ")
+    }
+
+    /// What the budget allowed and why: `205 (a bucket of 10 + 1.2k/min)`.
+    pub fn allowance_text(&self) -> String {
+        format!(
+            "{} (a bucket of {} + {}/min)",
+            compact(self.allowed.floor()),
+            compact(self.burst as f64),
+            compact(self.per_minute as f64)
+        )
+    }
+}
+
 impl RunFigures {
     /// The figures of `throughput` against `budgets`.
     pub fn new(run: i64, throughput: Throughput, budgets: &BTreeMap<Dimension, Budget>) -> Self {
@@ -115,12 +132,10 @@ impl RunFigures {
             .iter()
             .map(|u| {
                 format!(
-                    "{} {} of {} (a bucket of {} + {}/min)",
-                    u.dimension.replace('_', " "),
+                    "{} {} of {}",
+                    u.name(),
                     percent(u.percent),
-                    compact(u.allowed.floor()),
-                    compact(u.burst as f64),
-                    compact(u.per_minute as f64)
+                    u.allowance_text()
                 )
             })
             .collect();
@@ -183,18 +198,11 @@ pub fn latest(store: &Store) -> Result<Option<RunFigures>, StoreError> {
 /// (with that limit's bucket), summed over keys. Limits the run did not record (it crashed
 /// before its end) are the latest recorded before it.
 fn budgets(store: &Store, run: i64) -> Result<BTreeMap<Dimension, Budget>, StoreError> {
-    let read = |e| store.err("read", e);
-    let conn = store.conn();
-    let present: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'key_limits'",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(read)?;
-    if !present {
+    if !super::keys::present(store)? {
         return Ok(BTreeMap::new());
     }
+    let read = |e| store.err("read", e);
+    let conn = store.conn();
     let recorded: Option<i64> = conn
         .query_row(
             "SELECT max(run) FROM key_limits WHERE run <= ?1",

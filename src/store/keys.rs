@@ -123,7 +123,8 @@ pub fn record(
 
 /// Whether the state has the key tables (states written before schema 2 do not, and a
 /// read-only reader does not migrate them).
-fn present(store: &Store) -> Result<bool, StoreError> {
+/// Whether the state has the `key_limits` table (states written before it have not).
+pub(super) fn present(store: &Store) -> Result<bool, StoreError> {
     store
         .conn()
         .query_row(
