@@ -345,7 +345,20 @@ fn a_job_outlives_a_redis_restart_with_aof() {
 fn redis_cluster() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut cluster = RedisCluster::start();
-    let deployment = Deployment::plain(cluster.url());
+    // As a managed cluster is used: an ACL user with exactly the documented rules on every
+    // node, its password in the environment (the default user stays on for the test's own
+    // `redis-cli` calls).
+    const PASSWORD: &str = "cluster-horse-battery";
+    cluster.add_user("paceline", PASSWORD, MINIMAL_ACL);
+    let deployment = Deployment {
+        flags: vec![
+            "--redis".into(),
+            cluster.url().replace("redis://", "redis://paceline@"),
+            "--redis-password-env".into(),
+            "REDIS_PASSWORD".into(),
+        ],
+        env: vec![("REDIS_PASSWORD".into(), PASSWORD.into())],
+    };
     four_processes_share_one_key(&deployment);
     three_workers_one_killed(&deployment);
     // Every command the scripts' keys need went to the one primary holding their slot.

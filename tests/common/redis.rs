@@ -367,6 +367,13 @@ impl RedisCluster {
         panic!("no primary for slot {slot}: {shards}");
     }
 
+    /// Add an ACL user on every node (each node keeps its own users).
+    pub fn add_user(&self, name: &str, password: &str, rules: &str) {
+        for node in &self.nodes {
+            node.add_user(name, password, rules);
+        }
+    }
+
     /// Node `i`.
     pub fn node(&mut self, i: usize) -> &mut RedisServer {
         &mut self.nodes[i]
