@@ -581,21 +581,20 @@ const DEFAULT_SEED: u64 = 7;
 
 /// Cells that do not yet reach the bound (issue 13 stays open for them). They still run, and
 /// must still answer every request exactly once; their figures are printed with the rest.
-/// - Azure's remaining-only headers: the rate is learned from the refill between answers,
-///   which takes seconds of readings (and readings with the bucket not full); until then no
-///   more goes than was last left, which costs rate with small buckets and long latencies, and
-///   a one-request "ask" when nothing is left draws a 429 per second with a minute bucket.
+/// - Azure's remaining-only headers on a bucket of 1: every answer reads "nothing left"
+///   whether paceline sends too slowly or exactly at the rate, so only a refusal says how fast
+///   the bucket refills; ×2.1 with three refusals after the first answer.
+/// - Azure, tokens-bound: several requests go on one reading of what is left, and the
+///   provider counts a request's tokens differently from the admission estimate; refusals
+///   come in threes.
+/// - Azure with uncharged 503s, and Azure with the limit halved mid-run: the refill the
+///   readings show moves with failures the provider did not count and with the new limit,
+///   and is followed only after refusals (three and four after the first answer).
 /// - Anthropic with a second client on a bucket of 5: one refusal more than allowed while the
 ///   other client's use is learned from whole-second resets.
 const KNOWN_GAPS: &[&str] = &[
     "azure/requests-cap1/lat200/20x-burst",
-    "azure/requests-cap5/lat200/2x-burst",
-    "azure/requests-minute/lat200/2x-burst",
-    "azure/requests-minute/lat200/20x-burst",
     "azure/tokens-cap5/lat200/20x-burst",
-    "azure/requests-cap5/lat0/20x-burst",
-    "azure/requests-cap5/lognormal2s/20x-burst",
-    "azure/requests-cap5/per-token/20x-burst",
     "azure/requests-cap5/lat200/503-free",
     "azure/requests-cap5/lat200/limit-halved",
     "anthropic/requests-cap5/lat200/second-client-30",

@@ -42,6 +42,8 @@ pub struct Learner {
     most: u64,
     /// The last unit's number of each admitted request whose answer has not come yet.
     pending: BTreeSet<u64>,
+    /// The latest refusal's word (see [`Learner::refused`]), as a reading.
+    refusal: Option<Reading>,
 }
 
 impl Learner {
@@ -65,6 +67,18 @@ impl Learner {
     /// left (a failure the provider may not have counted says nothing).
     pub fn answered(&mut self, through: u64) {
         self.pending.remove(&through);
+    }
+
+    /// The provider refused a request for want of this dimension, and said when `cost` units
+    /// will be there: at `at`, with nothing admitted after what has been admitted so far. That
+    /// is newer word of the level than the readings (which only ever said it was higher), and
+    /// [`Learner::refilled_at`] counts from it until a later answer says more.
+    pub fn refused(&mut self, at: Nanos, cost: u64) {
+        self.refusal = Some(Reading {
+            at,
+            left: cost,
+            through: self.admitted,
+        });
     }
 
     /// Whether any answer has said what is left.
@@ -109,6 +123,43 @@ impl Learner {
         }
         let since = self.admitted.saturating_sub(last.through);
         i64::try_from(last.left).unwrap_or(i64::MAX) - i64::try_from(since).unwrap_or(i64::MAX)
+    }
+
+    /// When `cost` more units can be expected to be there, if the last answer's reading, less
+    /// what went since, does not cover them: once the provider's refill, as the readings show
+    /// it so far, has had time to bring them. Without it each request beyond what was left
+    /// would wait for an answer to say more (one request in flight at a time), or, when none
+    /// is awaited, go at once and be refused. The refill here is the readings' central
+    /// estimate (what they say refilled over their whole span, no allowance for the floors),
+    /// which errs either way by at most a unit over the span; [`Learner::per_minute`] is the
+    /// bound the quota's cell takes once there is one. `None`: no estimate yet, or nothing to
+    /// wait for.
+    pub fn refilled_at(&self, cost: u64) -> Option<Nanos> {
+        let read = self.readings.iter().max_by_key(|r| r.through)?;
+        let last = match self.refusal {
+            Some(refusal) if refusal.through >= read.through => refusal,
+            _ => *read,
+        };
+        let awaited = self.pending.range(last.through.saturating_add(1)..).next();
+        let since = if awaited.is_some() {
+            self.admitted.saturating_sub(last.through)
+        } else {
+            0
+        };
+        let need = cost.saturating_add(since) as f64 - last.left as f64;
+        if need <= 0.0 {
+            return None;
+        }
+        let oldest = self.readings.front()?;
+        let newest = self.readings.back()?;
+        let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
+        let refill = newest.left as f64 - oldest.left as f64
+            + newest.through.saturating_sub(oldest.through) as f64;
+        if refill <= 0.0 {
+            return None;
+        }
+        let wait = need * span as f64 / refill;
+        Some(last.at.saturating_add(wait as Nanos))
     }
 
     /// Units per minute, once readings over a long enough span allow an estimate: the least
@@ -177,6 +228,48 @@ mod tests {
         // The asker is out: the others wait for its answer.
         learner.admit(1);
         assert_eq!(learner.budget(), -3);
+    }
+
+    #[test]
+    fn a_request_beyond_what_was_left_waits_for_the_refill_the_readings_show() {
+        // A bucket of 5 refilling at 10/s: five requests at 0 ms empty it (the last reads 0
+        // left), one more goes at 100 ms and reads 0 left again: 1 unit refilled in 100 ms.
+        let mut learner = Learner::default();
+        for left in (0..5).rev() {
+            let through = learner.admit(1);
+            learner.observe(0, left, through, 1);
+        }
+        // One reading span only: no estimate, the budget decides.
+        assert_eq!(learner.refilled_at(1), None);
+        let through = learner.admit(1);
+        learner.observe(100 * MS, 0, through, 1);
+        // Nothing in flight: the next unit is due 100 ms after the last request.
+        assert_eq!(learner.refilled_at(1), Some(200 * MS));
+        // One more in flight: two units must refill first.
+        learner.admit(1);
+        assert_eq!(learner.refilled_at(1), Some(300 * MS));
+        // What was left covers the cost: no wait.
+        let mut full = Learner::default();
+        let through = full.admit(1);
+        full.observe(0, 3, through, 1);
+        assert_eq!(full.refilled_at(1), None);
+    }
+
+    #[test]
+    fn a_refusal_is_newer_word_than_the_readings() {
+        let mut learner = Learner::default();
+        for left in (0..5).rev() {
+            let through = learner.admit(1);
+            learner.observe(0, left, through, 1);
+        }
+        let through = learner.admit(1);
+        learner.observe(100 * MS, 0, through, 1);
+        // The provider refused one and said a unit is back at 250 ms (the quota's pause
+        // holds the next until then): the one after it waits for one more unit's refill.
+        learner.refused(250 * MS, 1);
+        assert_eq!(learner.refilled_at(1), None);
+        learner.admit(1);
+        assert_eq!(learner.refilled_at(1), Some(350 * MS));
     }
 
     #[test]

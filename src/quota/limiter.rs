@@ -432,11 +432,15 @@ impl Quota {
             let dim = &state.dims[d.index()];
             if let Some(cell) = &dim.cell {
                 go = go.max(cell.earliest(cost.get(d), now));
-            } else if dim.learner.has_readings()
-                && dim.learner.budget() < i64::try_from(cost.get(d)).unwrap_or(i64::MAX)
-            {
-                // Only what is left is known: no more than that goes before the next answer.
-                return Err(QuotaError::Probing);
+            } else if dim.learner.has_readings() {
+                // Only what is left is known: no more than that goes before the next answer,
+                // or before the refill the readings show so far can have brought more.
+                let units = cost.get(d);
+                if let Some(refilled) = dim.learner.refilled_at(units) {
+                    go = go.max(refilled);
+                } else if dim.learner.budget() < i64::try_from(units).unwrap_or(i64::MAX) {
+                    return Err(QuotaError::Probing);
+                }
             }
         }
         Ok(go)
@@ -711,6 +715,8 @@ impl Quota {
             }
             if let Some(cell) = &mut dim.cell {
                 cell.drain_to(retry.get(d), until_ns);
+            } else if dim.learner.has_readings() && refused.is_some() {
+                dim.learner.refused(until_ns, retry.get(d).max(1));
             }
         }
     }
