@@ -9,9 +9,11 @@
 //!    Redis and through a 3-primary / 3-replica Redis Cluster, against the simulated provider
 //!    in this process: once with observe-only limits (requests admitted beyond the limit are
 //!    counted instead of refused) and once with enforced limits (429s). Aggregate rate / limit,
-//!    admissions beyond the limit, 429s, and Redis round trips per request (the commands the
-//!    clients sent, summed over every node: `EVALSHA`, `SCRIPT LOAD`, `CLUSTER SLOTS`, `PING`;
-//!    not the script's own calls).
+//!    admissions beyond the limit, 429s, and the Redis round trips the clients made, summed over
+//!    every node (not the script's own calls), in two parts: per admission (`EVALSHA`, one per
+//!    admission plus any sent again after a `NOSCRIPT`) and per process, once, to connect
+//!    (`CLUSTER SLOTS`, `SCRIPT LOAD`, and what the client library sends on each connection:
+//!    `PING`, `READONLY`, `CLIENT SETINFO`, `HELLO`, `AUTH`, `SELECT`).
 //!
 //! `cargo bench --bench redis` (release). Needs `redis-server` and `redis-cli` on the PATH.
 
@@ -203,8 +205,20 @@ fn all_calls(redis: &RedisServer) -> u64 {
         .sum()
 }
 
-/// The commands paceline's clients send for a shared quota (not the script's own calls).
-const CLIENT_COMMANDS: [&str; 4] = ["evalsha", "script|load", "cluster|slots", "ping"];
+/// What a client sends once per admission.
+const ADMISSION_COMMANDS: [&str; 1] = ["evalsha"];
+
+/// What a client sends once, to connect (to each node, on a cluster).
+const SETUP_COMMANDS: [&str; 8] = [
+    "script|load",
+    "cluster|slots",
+    "ping",
+    "readonly",
+    "client|setinfo",
+    "hello",
+    "auth",
+    "select",
+];
 
 /// Where the processes meet: one Redis or a cluster.
 enum Deployment {
@@ -227,9 +241,9 @@ impl Deployment {
         }
     }
 
-    /// The calls of the clients' commands, summed over every node.
-    fn round_trips(&self) -> u64 {
-        CLIENT_COMMANDS
+    /// The calls of these commands, summed over every node.
+    fn calls(&self, commands: &[&str]) -> u64 {
+        commands
             .iter()
             .map(|command| match self {
                 Deployment::Plain(redis) => redis.command_calls(command),
@@ -251,7 +265,8 @@ async fn many_processes(
     let provider = provider(rpm, soft).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let key = format!("{KEY}-{}-{soft}", deployment.name().replace(' ', "-"));
-    let before = deployment.round_trips();
+    let admission_before = deployment.calls(&ADMISSION_COMMANDS);
+    let setup_before = deployment.calls(&SETUP_COMMANDS);
     let started = Instant::now();
     let children: Vec<_> = (0..processes)
         .map(|i| {
@@ -284,7 +299,8 @@ async fn many_processes(
         );
     }
     let wall = started.elapsed().as_secs_f64();
-    let round_trips = deployment.round_trips() - before;
+    let admission_trips = deployment.calls(&ADMISSION_COMMANDS) - admission_before;
+    let setup_trips = deployment.calls(&SETUP_COMMANDS) - setup_before;
     let stats = provider.stats();
     provider.shutdown().await;
     let totals = &stats.totals;
@@ -294,7 +310,8 @@ async fn many_processes(
         "{processes} processes × {per_process} requests through {}, limit {limit:.0}/s, {} \
          limits: {} requests in {wall:.1}s; admitted {rate:.1}/s over the {} whole seconds \
          inside the run ({:.3} of the limit); admitted beyond the limit {}; 429s {}; Redis \
-         round trips per request {:.3}",
+         round trips: {:.3} per admission, {:.1} per process to connect, {:.3} per request in \
+         all",
         deployment.name(),
         if soft { "observe-only" } else { "enforced" },
         totals.requests,
@@ -302,7 +319,9 @@ async fn many_processes(
         rate / limit,
         totals.admitted_beyond_limit,
         totals.rate_limited,
-        round_trips as f64 / totals.requests.max(1) as f64,
+        admission_trips as f64 / totals.requests.max(1) as f64,
+        setup_trips as f64 / processes as f64,
+        (admission_trips + setup_trips) as f64 / totals.requests.max(1) as f64,
     );
 }
 
