@@ -14,7 +14,7 @@
 //! was left.
 
 use super::gcra::Nanos;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The least span of a rate estimate, in nanoseconds.
 const MIN_SPAN: Nanos = 1_000_000_000;
@@ -44,6 +44,9 @@ pub struct Learner {
     pending: BTreeSet<u64>,
     /// The latest refusal's word (see [`Learner::refused`]), as a reading.
     refusal: Option<Reading>,
+    /// Units of requests that failed without an answer that says (a 5xx, a reset), by their
+    /// last unit's number: the provider may not have counted them.
+    uncertain: BTreeMap<u64, u64>,
 }
 
 impl Learner {
@@ -81,6 +84,27 @@ impl Learner {
         });
     }
 
+    /// The request through unit `through` failed without an answer for itself (a 5xx, a
+    /// reset): the provider may or may not have counted its `units`. The refill between two
+    /// readings leaves them out (were they counted, the refill was larger: the estimate stays
+    /// on the low side).
+    pub fn uncertain(&mut self, through: u64, units: u64) {
+        self.answered(through);
+        if units > 0 {
+            self.uncertain.insert(through, units);
+        }
+    }
+
+    /// Units admitted after unit `from` through unit `to`, less those the provider may not
+    /// have counted.
+    fn counted(&self, from: u64, to: u64) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let unsure: u64 = self.uncertain.range(from + 1..=to).map(|(_, u)| *u).sum();
+        to.saturating_sub(from).saturating_sub(unsure) as f64
+    }
+
     /// Whether any answer has said what is left.
     pub fn has_readings(&self) -> bool {
         !self.readings.is_empty()
@@ -101,6 +125,9 @@ impl Learner {
             .is_some_and(|r| newest.saturating_sub(r.at) > KEEP)
         {
             self.readings.pop_front();
+        }
+        if let Some(first) = self.readings.iter().map(|r| r.through).min() {
+            self.uncertain = self.uncertain.split_off(&first);
         }
     }
 
@@ -153,8 +180,8 @@ impl Learner {
         let oldest = self.readings.front()?;
         let newest = self.readings.back()?;
         let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
-        let refill = newest.left as f64 - oldest.left as f64
-            + newest.through.saturating_sub(oldest.through) as f64;
+        let refill =
+            newest.left as f64 - oldest.left as f64 + self.counted(oldest.through, newest.through);
         if refill <= 0.0 {
             return None;
         }
@@ -173,8 +200,8 @@ impl Learner {
         let mut best: Option<f64> = None;
         for r in self.readings.iter().rev().skip(1) {
             let span = newest.at.saturating_sub(r.at);
-            let refill = newest.left as f64 - r.left as f64
-                + newest.through.saturating_sub(r.through) as f64;
+            let refill =
+                newest.left as f64 - r.left as f64 + self.counted(r.through, newest.through);
             if span >= MIN_SPAN && refill - 2.0 >= MIN_REFILL {
                 let per_minute = (refill - 2.0) * 60e9 / span as f64;
                 best = Some(best.map_or(per_minute, |b| b.max(per_minute)));
@@ -270,6 +297,26 @@ mod tests {
         assert_eq!(learner.refilled_at(1), None);
         learner.admit(1);
         assert_eq!(learner.refilled_at(1), Some(350 * MS));
+    }
+
+    #[test]
+    fn failures_the_provider_may_not_have_counted_do_not_raise_the_rate() {
+        // A bucket at 10/s kept empty: one request every 100 ms, each reading 0 left, but
+        // every fifth fails with a 503 the provider did not count (it says nothing). Counted
+        // as admitted they would make the refill 12.5/s; left out, the estimate stays under
+        // the true 10/s.
+        let mut learner = Learner::default();
+        for k in 0..50u64 {
+            let through = learner.admit(1);
+            if k % 5 == 4 {
+                learner.uncertain(through, 1);
+            } else {
+                learner.observe(k * 80 * MS, 0, through, 1);
+            }
+        }
+        let per_minute = learner.per_minute().expect("an estimate");
+        assert!(per_minute <= 600, "{per_minute}");
+        assert!(per_minute >= 500, "{per_minute}");
     }
 
     #[test]

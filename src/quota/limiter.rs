@@ -519,7 +519,8 @@ impl Quota {
         let mut state = self.lock();
         for d in Dimension::ALL {
             let dim = &mut state.dims[d.index()];
-            dim.learner.answered(reservation.through[d.index()]);
+            dim.learner
+                .uncertain(reservation.through[d.index()], reservation.cost.get(d));
             dim.uncounted = dim.uncounted.saturating_add(reservation.cost.get(d));
         }
     }
