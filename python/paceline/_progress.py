@@ -23,13 +23,14 @@ def available() -> bool:
 
 
 class Bar:
-    """A bar that follows a job's status until closed; also the way to print beside it."""
+    """A bar that follows a job's status until closed; the binary's lines follow it."""
 
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
         from tqdm.auto import tqdm  # noqa: PLC0415 (optional: imported only to draw)
 
         self._status = status
         self._bar = tqdm(total=None, unit="req", desc="paceline", dynamic_ncols=True)
+        self._held: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
@@ -54,8 +55,9 @@ class Bar:
         self._bar.refresh()
 
     def write(self, line: str) -> None:
-        """Print ``line`` on stderr above the bar."""
-        self._bar.write(line, file=sys.stderr)
+        """Print ``line`` on stderr once the bar is closed (the binary's closing summary, a
+        warning): printed while it moves, each line would redraw it."""
+        self._held.append(line)
 
     def __enter__(self) -> Bar:
         return self
@@ -71,3 +73,5 @@ class Bar:
         if kind is None:
             self._update()
         self._bar.close()
+        for line in self._held:
+            print(line, file=sys.stderr)

@@ -128,8 +128,9 @@ def run(
             file, read as ``paceline run`` reads it.
         output: the output file (OpenAI Batch API output JSONL); the job's state is kept
             beside it (``OUTPUT.paceline.db``), and requests given in Python in
-            ``STEM.input.jsonl`` (``results.input.jsonl`` for ``results.jsonl``). Default: ``.paceline/<digest>/results.jsonl`` in the
-            current directory, the digest naming the input and the options.
+            ``STEM.input.jsonl`` (``results.input.jsonl`` for ``results.jsonl``). Default:
+            ``.paceline/<digest>/results.jsonl`` in the current directory, the digest naming
+            the input and the options.
         model: the model of every request, in template mode.
         template: a prompt template with ``{field}`` placeholders; selects template mode.
         base_url: the provider's base URL (default OpenAI's API).
