@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -125,6 +126,24 @@ def test_requests_that_fail_for_good_are_in_failed(paceline_mock: paceline.BaseU
     assert [r["custom_id"] for r in results.failed] == [f"r{i}" for i in range(5)]
     assert all(r["error"]["code"] for r in results.failed)
     assert results.summary["failed"] == 5 and results.summary["attempts"] == 10
+
+
+@pytest.mark.paceline_mock(batch_speed=1000)
+def test_via_batch_sends_the_job_through_the_batch_api(paceline_mock: paceline.BaseURL) -> None:
+    ids = [f"b{(i * 7) % 20:02d}" for i in range(20)]
+    results = paceline.run(
+        [_chat(i) for i in ids],
+        base_url=paceline_mock,
+        provider="openai",
+        via="batch",
+        batch_poll_min=datetime.timedelta(milliseconds=100),
+        batch_poll_max="200ms",
+        progress=False,
+    )
+    assert [r["custom_id"] for r in results] == ids and not results.failed
+    shards = results.summary["shards"]
+    assert [(s["status"], s["requests"]) for s in shards] == [("completed", 20)]
+    assert _mock_requests(paceline_mock) == 0, "a request went live"
 
 
 def _job(ids: list[str], out: Path, url: str) -> paceline.Results:
