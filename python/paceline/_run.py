@@ -43,7 +43,8 @@ class Results(Sequence[dict[str, Any]]):
     request that failed for good keeps the provider's last answer in ``response`` and says why
     in ``error``), or Anthropic's Message Batches results with ``output_format="anthropic"``.
     ``results[i]`` is the i-th request's, ``results.by_id["r7"]`` the one whose ``custom_id``
-    is ``r7``.
+    is ``r7``. (For an input file with a template and ``id_field``, whose order is not read
+    here, they are in the output's order.)
     """
 
     def __init__(
