@@ -88,6 +88,7 @@ async fn slow_batches_hand_the_rest_to_live_requests_before_the_deadline() {
     assert_eq!(live, by_live, "each live result was one request at the mock");
     assert!(text.contains("handed to live requests"), "{text}");
     assert!(text.contains("(all live: $"), "{text}");
+    eprintln!("the job ended after {took:?}:\n{text}");
     // The batch's attempts are recorded like live ones.
     let status = paceline(&["status", s(&out)]);
     assert!(status.status.success(), "{}", stderr(&status));
@@ -134,11 +135,14 @@ async fn a_killed_job_resumes_with_its_deadline_and_decides_from_the_state() {
     let base = mock.base_url();
     let started = Instant::now();
     let mut first = spawn(&args(&input, &out, &base, "8s"));
-    // Killed while its batch runs, before the hand-over is due (4.75 s).
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Killed once its batch runs, well before the hand-over is due (4.75 s).
+    while mock.stats().await["batches"]["batches_created"] == 0 {
+        assert!(started.elapsed() < Duration::from_secs(4), "no batch created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = first.kill();
     let _ = first.wait();
-    assert_eq!(mock.stats().await["batches"]["batches_created"], 1);
+    let killed_at = started.elapsed();
     let run = paceline(&args(&input, &out, &base, "8s"));
     let took = started.elapsed();
     let text = stderr(&run);
@@ -153,4 +157,5 @@ async fn a_killed_job_resumes_with_its_deadline_and_decides_from_the_state() {
     assert_eq!(b["cancelled"], 1, "{b}");
     let (by_batch, by_live) = ways(&text);
     assert!(by_batch > 0 && by_live > 0, "{text}");
+    eprintln!("killed after {killed_at:?}; the job ended after {took:?}:\n{text}");
 }

@@ -128,9 +128,6 @@ pub struct OfflineReport {
     pub cancelled: u64,
     /// Whether the run stopped for an interrupt.
     pub interrupted: bool,
-    /// `--via auto`: the requests left for the live path when the batch path handed over
-    /// (`None`: it did not).
-    pub handed_over: Option<u64>,
 }
 
 /// Why the batch path could not go on.
@@ -907,6 +904,7 @@ impl Driver {
             cause,
             decision,
             retry_in: Duration::ZERO,
+            via_batch: true,
         };
         self.events
             .send(Event::Attempt(record))
@@ -967,10 +965,8 @@ impl Driver {
                 .collect();
             shards::end(&mut self.store, shard.id, &pending)?;
         }
-        let left = crate::store::state::counts(&self.store)?.unfinished();
-        self.report.handed_over = Some(left);
         self.say(format!(
-            "handing {left} requests to live requests for the deadline ({} batches cancelled{})",
+            "handing the rest to live requests for the deadline (batches cancelled: {}{})",
             self.report.cancelled,
             if waiting.is_empty() {
                 String::new()

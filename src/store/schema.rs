@@ -129,8 +129,10 @@ const MIGRATIONS: &[&str] = &[
     );
     ",
     // 5 (issue 15): the enqueued-token limits the batch path learned from the provider's
-    // refusals, per key fingerprint and model (the lowest seen).
+    // refusals, per key fingerprint and model (the lowest seen), and which attempts went in a
+    // provider's batch (not counted against the live limits).
     "
+    ALTER TABLE attempts ADD COLUMN batch INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE enqueued_limits (
         key        TEXT    NOT NULL,
         model      TEXT    NOT NULL,
