@@ -401,13 +401,15 @@ async fn azure_global_batch_goes_through_the_resources_files_and_batches() {
         "100ms",
     ]);
     let out = dir.path("out.jsonl");
+    // The resource's URL, as Azure's endpoint is given (no `/v1`).
+    let resource = mock.url("");
     let run = paceline(&[
         "run",
         s(&input),
         "-o",
         s(&out),
         "--base-url",
-        &mock.base_url(),
+        &resource,
         "--provider",
         "azure",
         // The helpers set OPENAI_API_KEY; Azure sends it as `api-key`.
