@@ -85,7 +85,10 @@ async fn slow_batches_hand_the_rest_to_live_requests_before_the_deadline() {
     let (by_batch, by_live) = ways(&text);
     assert!(by_batch > 0 && by_live > 0, "{text}");
     assert_eq!(by_batch + by_live, N as u64, "{text}");
-    assert_eq!(live, by_live, "each live result was one request at the mock");
+    assert_eq!(
+        live, by_live,
+        "each live result was one request at the mock"
+    );
     assert!(text.contains("handed to live requests"), "{text}");
     assert!(text.contains("(all live: $"), "{text}");
     eprintln!("the job ended after {took:?}:\n{text}");
@@ -137,7 +140,10 @@ async fn a_killed_job_resumes_with_its_deadline_and_decides_from_the_state() {
     let mut first = spawn(&args(&input, &out, &base, "8s"));
     // Killed once its batch runs, well before the hand-over is due (4.75 s).
     while mock.stats().await["batches"]["batches_created"] == 0 {
-        assert!(started.elapsed() < Duration::from_secs(4), "no batch created");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "no batch created"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = first.kill();

@@ -92,11 +92,13 @@ pub fn render(p: &JobPlan) -> String {
             "  cost            live {}, batch {}{}",
             money(g.live_cost),
             money(g.batch_cost),
-            g.price.as_ref().map_or(String::new(), |p| if p.read_on.is_empty() {
-                format!(" (prices from {})", p.page)
-            } else {
-                format!(" (prices read {} from {})", p.read_on, p.page)
-            })
+            g.price
+                .as_ref()
+                .map_or(String::new(), |p| if p.read_on.is_empty() {
+                    format!(" (prices from {})", p.page)
+                } else {
+                    format!(" (prices read {} from {})", p.read_on, p.page)
+                })
         );
         let limits = g.limits.map_or(String::new(), |(l, source)| {
             format!(

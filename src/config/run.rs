@@ -340,8 +340,13 @@ mod tests {
         let err = parse("[[prices]]\nmodel = \"m\"\noutput = -1\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("p.toml") && err.contains("prices[0].output"), "{err}");
-        let err = parse("[[prices]]\nmodel = \" \"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml") && err.contains("prices[0].output"),
+            "{err}"
+        );
+        let err = parse("[[prices]]\nmodel = \" \"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prices[0].model"), "{err}");
         let err = parse("[[prices]]\nmodel = \"m\"\ninptu = 1\n")
             .unwrap_err()

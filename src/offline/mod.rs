@@ -751,7 +751,9 @@ impl Driver {
             .into_iter()
             .map(|l| (l.custom_id, l.outcome))
             .collect();
-        let sent_at = shard.creating_at.map_or_else(SystemTime::now, ms_since_epoch);
+        let sent_at = shard
+            .creating_at
+            .map_or_else(SystemTime::now, ms_since_epoch);
         let mut release = Vec::new();
         for m in members.iter().filter(|m| m.pending) {
             let out_of_tries = m.tries >= self.plan.via.max_attempts && !handing_over;

@@ -158,10 +158,7 @@ impl PriceTable {
                 batch_input: e.batch_input.unwrap_or(base.batch_input),
                 batch_output: e.batch_output.unwrap_or(base.batch_output),
                 read_on: e.read_on.clone().unwrap_or_default(),
-                page: e
-                    .page
-                    .clone()
-                    .unwrap_or_else(|| CONFIG_PAGE.to_string()),
+                page: e.page.clone().unwrap_or_else(|| CONFIG_PAGE.to_string()),
             };
             self.prices.retain(|q| q.model != price.model);
             self.prices.push(price);

@@ -184,6 +184,9 @@ mod tests {
         assert_eq!(s.unpriced, vec![("llama-local".to_string(), 1)]);
         let text = s.lines();
         assert!(text.contains("1 by batch, 2 live"), "{text}");
-        assert!(text.contains("unpriced, not counted: llama-local (1)"), "{text}");
+        assert!(
+            text.contains("unpriced, not counted: llama-local (1)"),
+            "{text}"
+        );
     }
 }

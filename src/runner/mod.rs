@@ -22,24 +22,24 @@ mod setup;
 pub(crate) mod signals;
 
 use crate::batch::{InputError, InputSpec, OutputError, OutputFormat};
-use std::collections::HashMap;
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
 use crate::offline::handover::Handover;
 use crate::offline::{self, BatchSettings, OfflineError, OfflinePlan, OnInterrupt};
 use crate::plan::deadline::{DeadlineRule, ModelLimits};
 use crate::plan::prices::PriceTable;
 use crate::plan::spent::{Used, spent};
-use crate::store::shards;
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
 use crate::store::figures;
 use crate::store::keys::{self, KeyLimit, KeyRemoval};
 use crate::store::runs::{self, RunMode};
+use crate::store::shards;
 use crate::store::state::{self, StateCounts};
 use crate::store::writer::{self, Dispatched, WriterError, WriterInputs};
 use crate::store::{Store, StoreError};
 use crate::upstream::{ApiKey, KeyPool, Upstream};
 pub use signals::Interrupt;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -645,9 +645,10 @@ pub struct AutoPlan {
 /// The hand-over rule of this run: the deadline counted from the job's creation in the state,
 /// so a resumed job keeps the deadline it was given.
 fn deadline_rule(store: &Store, auto: &AutoPlan) -> Result<DeadlineRule, RunError> {
-    let created_at = crate::store::job::load(store)?
-        .map_or_else(crate::store::now_ms, |job| job.created_at);
-    let due_ms = created_at.saturating_add(i64::try_from(auto.deadline.as_millis()).unwrap_or(i64::MAX));
+    let created_at =
+        crate::store::job::load(store)?.map_or_else(crate::store::now_ms, |job| job.created_at);
+    let due_ms =
+        created_at.saturating_add(i64::try_from(auto.deadline.as_millis()).unwrap_or(i64::MAX));
     let left = u64::try_from(due_ms.saturating_sub(crate::store::now_ms())).unwrap_or(0);
     Ok(DeadlineRule {
         deadline: Instant::now() + Duration::from_millis(left),

@@ -17,7 +17,12 @@ pub fn record(store: &Store, key: &str, model: &str, limit: u64) -> Result<(), S
             "INSERT INTO enqueued_limits (key, model, tokens, learned_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key, model) DO UPDATE
              SET tokens = min(tokens, excluded.tokens), learned_at = excluded.learned_at",
-            params![key, model, i64::try_from(limit).unwrap_or(i64::MAX), now_ms()],
+            params![
+                key,
+                model,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                now_ms()
+            ],
         )
         .map(|_| ())
         .map_err(|e| store.err("write", e))

@@ -408,7 +408,12 @@ impl Batches {
 
     /// `POST /v1/batches`; with `bare`, Azure OpenAI's `POST /openai/batches`, whose endpoint
     /// and lines name the operation without `/v1` (`/chat/completions`).
-    pub fn create_openai(&self, body: &[u8], config: &MockConfig, bare: bool) -> BatchResult<Value> {
+    pub fn create_openai(
+        &self,
+        body: &[u8],
+        config: &MockConfig,
+        bare: bool,
+    ) -> BatchResult<Value> {
         let flavor = Flavor::OpenAi;
         let obj = crate::api::json_object(body, flavor)?;
         let text = |name: &str| -> BatchResult<String> {
