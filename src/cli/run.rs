@@ -192,7 +192,7 @@ pub struct ViaArgs {
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub handover_margin: Duration,
     /// A price file (the format of data/prices.toml) over the shipped table and the config's
-    /// [[prices]] (plan's table; the cost line of --via batch and auto).
+    /// `[[prices]]` (plan's table; the cost line of --via batch and auto).
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
 }

@@ -253,7 +253,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         match run_via_batch(&plan, settings, start).await? {
             BatchPhase::Ended(report) => return Ok(report),
             BatchPhase::HandedOver { start: rest, lines } => {
-                start = rest;
+                start = *rest;
                 batch_lines = Some(lines);
             }
         }
@@ -624,8 +624,8 @@ enum BatchPhase {
     /// `--via auto` handed what is left to the live path: the run goes on with `start`;
     /// `lines` are the batch path's part of the summary.
     HandedOver {
-        /// Setup's hand-over, back from the writer.
-        start: RunStart,
+        /// Setup's hand-over, back from the writer (boxed: it is large beside a report).
+        start: Box<RunStart>,
         /// The batch path's lines of the summary.
         lines: String,
     },
@@ -812,7 +812,10 @@ async fn run_via_batch(
                 skipped,
                 state_path,
             };
-            return Ok(BatchPhase::HandedOver { start, lines });
+            return Ok(BatchPhase::HandedOver {
+                start: Box::new(start),
+                lines,
+            });
         }
     }
     let outcome_name = if interrupted.is_some() {
