@@ -120,6 +120,12 @@ async fn fast_batches_keep_every_request_on_the_batch_path() {
     assert_eq!(stats["batches"]["cancelled"], 0, "{stats}");
     assert_eq!(ways(&text), (N as u64, 0), "{text}");
     assert!(text.contains("--via auto: 400 succeeded"), "{text}");
+    assert!(text.contains("50% less"), "{text}");
+    eprintln!("{text}");
+    // Each request a batch returned is an attempt in the state, as a live one is.
+    let status = paceline(&["status", s(&out)]);
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(shown.contains("attempts  400 (0 retries"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
