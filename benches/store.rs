@@ -174,6 +174,7 @@ fn attempt_record(custom_id: &str) -> AttemptRecord {
         cause: None,
         decision: Decision::Succeeded,
         retry_in: Duration::ZERO,
+        via_batch: false,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `paceline run --via batch` end to end: the real binary against `paceline mock`'s Batch APIs
 //! over loopback HTTP — shards under an enqueued-token limit the client learns from the
 //! refusal, partial failures retried in later shards, the same output as a live run (OpenAI's
-//! and Anthropic's formats), and kill -9 at seeded points without any shard created twice.
+//! and Anthropic's formats), and kill -9 at seeded points without any shard created twice (OpenAI's
+//! Batches and Anthropic's Message Batches), and Azure OpenAI's global batch at the resource.
 
 mod common;
 
@@ -258,25 +259,37 @@ async fn message_batches_wait_for_the_processing_queue_and_write_anthropics_form
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line_once() {
+/// Ten seeded kill -9s of a `--via batch` run of 6,000 requests in twelve shards of 500, then
+/// the same command to the end: the output holds each line once, and the mock holds one batch
+/// per shard. OpenAI's batches are tagged with their shard; Anthropic's carry no metadata, so
+/// there a shard found `creating` is matched by its size and creation time.
+async fn kill_9_at_ten_seeded_points(anthropic: bool) {
     let n = 6_000;
     let dir = Workdir::new();
-    let input = dir.batch("in.jsonl", n);
+    let input = if anthropic {
+        message_batches_input(&dir, n)
+    } else {
+        dir.batch("in.jsonl", n)
+    };
     // Twelve shards of 500 (~9,500 enqueued tokens each) under a configured enqueued limit of
-    // 20,000: two at a time, ~1.5 s each at the mock, so the job spans the ten kills, which
-    // land in setup, uploads, creates, polls and downloads (the log below shows where).
-    let mock = MockProcess::start(&[
+    // 20,000 (for Anthropic, the mock's processing queue of 1,000 requests): two at a time,
+    // ~1.5 s each at the mock, so the job spans the ten kills, which land in setup, uploads,
+    // creates, polls and downloads (the log below shows where).
+    let mut mock_args = vec![
         "--seed",
         "9",
         "--batch-speed",
         "400",
         "--batch-validation",
         "150ms",
-    ]);
+    ];
+    if anthropic {
+        mock_args.extend(["--batch-queued-requests", "1000"]);
+    }
+    let mock = MockProcess::start(&mock_args);
     let out = dir.path("out.jsonl");
     let base = mock.base_url();
-    let args = [
+    let mut args = vec![
         "run",
         s(&input),
         "-o",
@@ -284,7 +297,7 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
         "--base-url",
         &base,
         "--provider",
-        "openai",
+        if anthropic { "anthropic" } else { "openai" },
         "--via",
         "batch",
         "--batch-max-requests",
@@ -297,6 +310,15 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
         "200ms",
         "--quiet",
     ];
+    if anthropic {
+        // The helpers set OPENAI_API_KEY; the mock takes any key.
+        args.extend([
+            "--api-key-env",
+            "OPENAI_API_KEY",
+            "--output-format",
+            "anthropic",
+        ]);
+    }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(15);
     for kill in 0..10 {
         let mut child = spawn(&args);
@@ -314,23 +336,36 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
     }
     let last = paceline(&args);
     assert!(last.status.success(), "{}", stderr(&last));
-    assert_eq!(unique(&output_ids(&out)), all_ids(n));
-    let batches = mock_batches(
-        &mock,
-        "/v1/batches",
-        &[("authorization", &format!("Bearer {KEY}"))],
-    )
-    .await;
-    let mut shards = HashSet::new();
-    for b in &batches {
-        let tag = (
-            b["metadata"]["paceline_job"].clone(),
-            b["metadata"]["paceline_shard"].clone(),
-        );
-        assert!(
-            shards.insert(tag.clone()),
-            "shard {tag:?} was created twice"
-        );
+    let ids = output_ids(&out);
+    assert_eq!(ids.len(), n, "each line once");
+    assert_eq!(unique(&ids), all_ids(n));
+    let batches = if anthropic {
+        mock_batches(
+            &mock,
+            "/v1/messages/batches",
+            &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")],
+        )
+        .await
+    } else {
+        mock_batches(
+            &mock,
+            "/v1/batches",
+            &[("authorization", &format!("Bearer {KEY}"))],
+        )
+        .await
+    };
+    if !anthropic {
+        let mut shards = HashSet::new();
+        for b in &batches {
+            let tag = (
+                b["metadata"]["paceline_job"].clone(),
+                b["metadata"]["paceline_shard"].clone(),
+            );
+            assert!(
+                shards.insert(tag.clone()),
+                "shard {tag:?} was created twice"
+            );
+        }
     }
     assert_eq!(
         mock.stats().await["batches"]["batches_created"]
@@ -338,5 +373,93 @@ async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line
             .unwrap(),
         batches.len() as u64
     );
+    // One batch per shard: a shard created twice would make a thirteenth.
     assert_eq!(batches.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_ten_seeded_points_creates_no_shard_twice_and_writes_each_line_once() {
+    kill_9_at_ten_seeded_points(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_message_batches_creates_no_shard_twice_and_writes_each_line_once() {
+    kill_9_at_ten_seeded_points(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_global_batch_goes_through_the_resources_files_and_batches() {
+    let n = 600;
+    let dir = Workdir::new();
+    let input = dir.batch("in.jsonl", n);
+    let mock = MockProcess::start(&[
+        "--seed",
+        "6",
+        "--batch-speed",
+        "5000",
+        "--batch-validation",
+        "100ms",
+    ]);
+    let out = dir.path("out.jsonl");
+    // The resource's URL, as Azure's endpoint is given (no `/v1`).
+    let resource = mock.url("");
+    let run = paceline(&[
+        "run",
+        s(&input),
+        "-o",
+        s(&out),
+        "--base-url",
+        &resource,
+        "--provider",
+        "azure",
+        // The helpers set OPENAI_API_KEY; Azure sends it as `api-key`.
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--via",
+        "batch",
+        "--batch-max-requests",
+        "250",
+        "--batch-poll-min",
+        "50ms",
+        "--batch-poll-max",
+        "200ms",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let ids = output_ids(&out);
+    assert_eq!(ids.len(), n);
+    assert_eq!(unique(&ids), all_ids(n));
+    for line in lines(&out) {
+        assert_eq!(line["response"]["status_code"], 200, "{line}");
+    }
+    // The batches were made at the resource, named by the operation, with Azure's key header.
+    let page: Value = reqwest::Client::new()
+        .get(mock.url("/openai/batches?api-version=2024-10-21&limit=100"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let batches = page["data"].as_array().unwrap();
+    assert_eq!(batches.len(), 3, "{page}");
+    for b in batches {
+        assert_eq!(b["endpoint"], "/chat/completions", "{b}");
+        assert_eq!(b["status"], "completed", "{b}");
+    }
+    // Without api-version, Azure answers 404; with a bearer token instead of api-key, 401.
+    let missing = reqwest::Client::new()
+        .get(mock.url("/openai/batches"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bearer = reqwest::Client::new()
+        .get(mock.url("/openai/batches?api-version=2024-10-21"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 401);
 }

@@ -4,10 +4,9 @@
 //! It must not know how a plan is computed: the flags, the config and an earlier run's stored
 //! limits become [`PlanInputs`], and [`crate::plan`] does the rest.
 
-use super::run::{RunArgs, upstream_of};
+use super::run::{RunArgs, keys, upstream_of};
 use crate::config::RunConfig;
 use crate::offline::cut::ShardLimits;
-use crate::plan::prices::PriceTable;
 use crate::plan::{self, JobPlan, LiveLimits, PlanInputs};
 use crate::quota::Dimension;
 use crate::store::{self, Store};
@@ -27,9 +26,6 @@ pub struct PlanArgs {
     /// max_tokens, the most it can cost).
     #[arg(long, value_name = "N")]
     pub expect_output_tokens: Option<u64>,
-    /// A price file (the format of data/prices.toml) over the shipped table.
-    #[arg(long, value_name = "FILE")]
-    pub prices: Option<PathBuf>,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
@@ -37,24 +33,22 @@ pub struct PlanArgs {
 
 /// Limits per model an earlier run of this job learned and stored (all keys together; the
 /// latest run's).
-fn learned(state: &std::path::Path) -> anyhow::Result<HashMap<String, LiveLimits>> {
-    let mut out: HashMap<String, LiveLimits> = HashMap::new();
+pub(super) fn learned(state: &std::path::Path) -> anyhow::Result<HashMap<String, LiveLimits>> {
     let Ok(path) = store::locate(state) else {
-        return Ok(out);
+        return Ok(HashMap::new());
     };
     let store = Store::open_existing(&path)?;
     let (limits, _) = store::keys::load(&store)?;
-    let last = limits.iter().map(|l| l.run).max();
-    for l in limits.iter().filter(|l| Some(l.run) == last) {
-        let e = out.entry(l.model.clone()).or_default();
-        let add = |v: &mut Option<u64>| *v = Some(v.unwrap_or(0) + l.per_minute);
-        match l.dimension.as_str() {
-            "requests" => add(&mut e.rpm),
-            "tokens" => add(&mut e.tpm),
-            _ => {}
-        }
-    }
-    Ok(out)
+    Ok(plan::learned(&limits))
+}
+
+/// The enqueued-token limits an earlier run of this job learned for `key`, per model.
+fn learned_enqueued(state: &std::path::Path, key: &str) -> anyhow::Result<HashMap<String, u64>> {
+    let Ok(path) = store::locate(state) else {
+        return Ok(HashMap::new());
+    };
+    let store = Store::open_existing(&path)?;
+    Ok(store::enqueued::learned(&store, key)?)
 }
 
 fn money(v: Option<f64>) -> String {
@@ -98,10 +92,13 @@ pub fn render(p: &JobPlan) -> String {
             "  cost            live {}, batch {}{}",
             money(g.live_cost),
             money(g.batch_cost),
-            g.price.as_ref().map_or(String::new(), |p| format!(
-                " (prices read {} from {})",
-                p.read_on, p.page
-            ))
+            g.price
+                .as_ref()
+                .map_or(String::new(), |p| if p.read_on.is_empty() {
+                    format!(" (prices from {})", p.page)
+                } else {
+                    format!(" (prices read {} from {})", p.read_on, p.page)
+                })
         );
         let limits = g.limits.map_or(String::new(), |(l, source)| {
             format!(
@@ -199,10 +196,16 @@ pub fn run(mut args: PlanArgs) -> anyhow::Result<ExitCode> {
         .state
         .clone()
         .unwrap_or_else(|| store::default_path(&output));
-    let mut prices = PriceTable::shipped()?;
-    if let Some(file) = &args.prices {
-        prices = prices.with_file(file)?;
-    }
+    let prices = r.via.prices(&config)?;
+    // The batch path sends with the first key: what an earlier run learned of its enqueued
+    // limits (none when its variable is not set here).
+    let enqueued = match keys(r, &config, upstream.provider()) {
+        Ok(keys) => match keys.first() {
+            Some((key, _)) => learned_enqueued(&state, key.label())?,
+            None => HashMap::new(),
+        },
+        Err(_) => HashMap::new(),
+    };
     let inputs = PlanInputs {
         input: r.input_args.spec(&r.input),
         default_max_tokens: r.pacing.default_max_tokens(),
@@ -213,7 +216,7 @@ pub fn run(mut args: PlanArgs) -> anyhow::Result<ExitCode> {
         batch: upstream.provider().batch().map(|spec| ShardLimits {
             spec,
             max_requests: r.via.batch_max_requests,
-            enqueued: HashMap::new(),
+            enqueued,
             enqueued_default: r.via.batch_enqueued_tokens,
             default_max_tokens: r.pacing.default_max_tokens(),
         }),

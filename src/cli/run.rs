@@ -7,9 +7,12 @@ use crate::api::Endpoint;
 use crate::batch::{InputFormat, InputSpec, OutputFormat, starts_with_message_batches_line};
 use crate::config::{self, RunConfig};
 use crate::engine::EngineConfig;
+use crate::plan::LiveLimits;
+use crate::plan::deadline::ModelLimits;
+use crate::plan::prices::PriceTable;
 use crate::progress::Display;
 use crate::provider::Provider;
-use crate::quota::QuotaConfig;
+use crate::quota::{Dimension, QuotaConfig};
 use crate::retry::BackoffPolicy;
 use crate::runner::{self, RunError, RunPlan};
 use crate::time::parse_duration;
@@ -142,6 +145,9 @@ pub enum ViaArg {
     Live,
     /// The provider's Batch API (half the price, within 24 hours, its own limit pool).
     Batch,
+    /// The Batch API first, and live requests for what it has not finished when the
+    /// --deadline needs them (the lowest price the deadline allows).
+    Auto,
 }
 
 /// `--on-interrupt`: what Ctrl-C does to the provider's batches with `--via batch`.
@@ -173,9 +179,22 @@ pub struct ViaArgs {
     /// --via batch: the longest wait between polls of a batch.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub batch_poll_max: Duration,
-    /// --via batch: what Ctrl-C / SIGTERM does to the provider's batches.
-    #[arg(long, value_enum, default_value_t = OnInterruptArg::Leave)]
-    pub on_interrupt: OnInterruptArg,
+    /// --via batch: what Ctrl-C / SIGTERM does to the provider's batches [default: ask on a
+    /// terminal, else leave].
+    #[arg(long, value_enum)]
+    pub on_interrupt: Option<OnInterruptArg>,
+    /// --via auto: when the job must have ended, counted from its start (its first run), e.g.
+    /// 6h, 90m.
+    #[arg(long, value_parser = parse_duration, required_if_eq("via", "auto"))]
+    pub deadline: Option<Duration>,
+    /// --via auto: time kept before the deadline, beyond the live path's own time, for the
+    /// provider to cancel the batches and for their results to be collected.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub handover_margin: Duration,
+    /// A price file (the format of data/prices.toml) over the shipped table and the config's
+    /// `[[prices]]` (plan's table; the cost line of --via batch and auto).
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
 }
 
 /// Arguments of `paceline run`.
@@ -332,9 +351,16 @@ impl ViaArgs {
         }
         let provider = plan.upstream.provider();
         let Some(spec) = provider.batch() else {
+            if self.via == ViaArg::Auto {
+                eprintln!(
+                    "paceline: --via auto: provider {provider} has no Batch API paceline speaks: \
+                     every request goes live"
+                );
+                return Ok(None);
+            }
             anyhow::bail!(
-                "--via batch: provider {provider} has no Batch API paceline speaks (openai and \
-                 anthropic have one); use --via live"
+                "--via batch: provider {provider} has no Batch API paceline speaks (openai, \
+                 anthropic and azure have one); use --via live"
             );
         };
         let Some((key, _)) = plan.keys.first() else {
@@ -363,11 +389,61 @@ impl ViaArgs {
             max_attempts: pacing.max_attempts(),
             poll_min: self.batch_poll_min.max(Duration::from_millis(10)),
             poll_max: self.batch_poll_max.max(self.batch_poll_min),
-            on_interrupt: match self.on_interrupt {
+            on_interrupt: self.on_interrupt.map(|choice| match choice {
                 OnInterruptArg::Leave => crate::offline::OnInterrupt::Leave,
                 OnInterruptArg::Cancel => crate::offline::OnInterrupt::Cancel,
-            },
+            }),
         }))
+    }
+
+    /// `--via auto`'s deadline, margin and the live limits it times the hand-over with: the
+    /// configured ones (all keys together), else those an earlier run of the job stored.
+    pub fn auto(
+        &self,
+        keys: &[(ApiKey, QuotaConfig)],
+        state: &Path,
+    ) -> anyhow::Result<Option<runner::AutoPlan>> {
+        if self.via != ViaArg::Auto {
+            return Ok(None);
+        }
+        let Some(deadline) = self.deadline else {
+            anyhow::bail!("--via auto needs --deadline DURATION (e.g. 6h)");
+        };
+        let sum = |d: Dimension| -> Option<u64> {
+            let each: Vec<u64> = keys
+                .iter()
+                .filter_map(|(_, q)| q.get(d).map(|l| l.per_minute))
+                .collect();
+            (!each.is_empty()).then(|| each.iter().sum())
+        };
+        let limits = ModelLimits {
+            configured: LiveLimits {
+                rpm: sum(Dimension::Requests),
+                tpm: sum(Dimension::Tokens),
+            },
+            learned: super::plan::learned(state)?,
+        };
+        if !limits.any() {
+            anyhow::bail!(
+                "--via auto: the live path's limits are unknown, so the hand-over to live \
+                 requests cannot be timed: give --rpm/--tpm (or rpm/tpm in the config's \
+                 [[keys]]), or run part of the job once with --via live to learn them"
+            );
+        }
+        Ok(Some(runner::AutoPlan {
+            deadline,
+            margin: self.handover_margin,
+            limits,
+        }))
+    }
+
+    /// The price table: shipped, then the config's `[[prices]]`, then `--prices FILE`.
+    pub fn prices(&self, config: &RunConfig) -> anyhow::Result<PriceTable> {
+        let mut table = PriceTable::shipped()?.with_config(&config.prices)?;
+        if let Some(file) = &self.prices {
+            table = table.with_file(file)?;
+        }
+        Ok(table)
     }
 }
 
@@ -377,8 +453,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Keys from --config, else --api-key-env, else OPENAI_API_KEY.
-fn keys(
+/// Keys from --config, else --api-key-env, else OPENAI_API_KEY (shared by `run` and `plan`).
+pub(super) fn keys(
     args: &RunArgs,
     config: &RunConfig,
     provider: Provider,
@@ -495,7 +571,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(job) = &args.job {
         if args.via.via != ViaArg::Live {
             anyhow::bail!(
-                "--job {job}: a job shared through Redis is sent live; --via batch needs a job of its own (no --job)"
+                "--job {job}: a job shared through Redis is sent live; --via batch and --via auto need a job of their own (no --job)"
             );
         }
         return shared_job(&args, &config, job, upstream, keys).await;
@@ -527,9 +603,24 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         display: Display::detect(args.pacing.quiet),
         shared: args.redis.connect(config.redis.as_ref()).await?,
         batch: None,
+        auto: None,
+        prices: None,
     };
+    let state = plan
+        .state
+        .clone()
+        .unwrap_or_else(|| crate::store::default_path(&plan.output));
+    let batch = args.via.settings(&plan, &args.pacing)?;
     let plan = RunPlan {
-        batch: args.via.settings(&plan, &args.pacing)?,
+        auto: match &batch {
+            Some(_) => args.via.auto(&plan.keys, &state)?,
+            None => None,
+        },
+        prices: match &batch {
+            Some(_) => Some(args.via.prices(&config)?),
+            None => None,
+        },
+        batch,
         ..plan
     };
     finish(runner::run(plan).await)

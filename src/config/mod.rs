@@ -23,7 +23,7 @@ pub const UPSTREAM_RENAMED: &str = "`upstream` (--upstream) is now called `base_
      (--base-url), as in both commands' configs; the old name is still read";
 
 pub use file::{ConfigError, ConfigFile, Place, Provenance, RawConfig};
-pub use run::{RawRunConfig, RunConfig};
+pub use run::{PriceEntry, RawRunConfig, RunConfig};
 
 use crate::provider::Provider;
 use crate::quota::{Dimension, LimitSpec, QuotaConfig};

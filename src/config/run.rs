@@ -26,6 +26,18 @@
 //! [redis]                   # optional: distributed mode (flags --redis, --processes override)
 //! url = "redis://cache:6379"
 //! processes = 4             # processes sharing the keys: 1/4 of each limit while Redis is down
+//!
+//! [[prices]]                # optional: over the shipped price table (plan, --via batch/auto)
+//! model = "gpt-4o-mini"     # a model it has: give only the prices that differ
+//! input = 0.12              # US dollars per million tokens
+//!
+//! [[prices]]
+//! model = "llama-3.1-70b"   # a model it lacks (matched as a prefix): all four prices
+//! provider = "openai-compatible"
+//! input = 0.6
+//! output = 0.6
+//! batch_input = 0.3
+//! batch_output = 0.3
 //! ```
 //!
 //! The names are the gateway's too (`crate::gateway::config`): one `paceline.toml` serves both
@@ -61,6 +73,9 @@ pub struct RawRunConfig {
     pub default_max_tokens: Option<u64>,
     /// `[redis]`: distributed mode.
     pub redis: Option<RedisSection>,
+    /// `[[prices]]`: entries over the shipped price table.
+    #[serde(default)]
+    pub prices: Vec<PriceEntry>,
     /// `upstream`: the gateway's old name of `base_url`, read as it.
     pub upstream: Option<String>,
     /// The settings only `paceline serve` has, accepted so that one file serves both commands
@@ -85,6 +100,41 @@ pub struct RawRunConfig {
     /// Where the values were written.
     #[serde(skip)]
     pub provenance: Provenance,
+}
+
+/// A `[[prices]]` entry: prices of a model over the shipped table's (only those given), or of a
+/// model it lacks (then all four). US dollars per million tokens.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// The model, matched exactly or as the longest prefix of a request's model.
+    pub model: String,
+    /// The provider (for people).
+    pub provider: Option<String>,
+    /// Live input.
+    pub input: Option<f64>,
+    /// Live output.
+    pub output: Option<f64>,
+    /// Batched input.
+    pub batch_input: Option<f64>,
+    /// Batched output.
+    pub batch_output: Option<f64>,
+    /// The day the prices were read (for people).
+    pub read_on: Option<String>,
+    /// Where they were read (for people).
+    pub page: Option<String>,
+}
+
+impl PriceEntry {
+    /// The prices given, with their names.
+    pub fn given(&self) -> [(&'static str, Option<f64>); 4] {
+        [
+            ("input", self.input),
+            ("output", self.output),
+            ("batch_input", self.batch_input),
+            ("batch_output", self.batch_output),
+        ]
+    }
 }
 
 impl RawConfig for RawRunConfig {
@@ -114,6 +164,8 @@ pub struct RunConfig {
     pub default_max_tokens: Option<u64>,
     /// Distributed mode, if configured.
     pub redis: Option<RedisSection>,
+    /// Price entries over the shipped table.
+    pub prices: Vec<PriceEntry>,
 }
 
 impl RunConfig {
@@ -171,6 +223,22 @@ impl TryFrom<RawRunConfig> for RunConfig {
             )?),
             None => None,
         };
+        for (i, p) in raw.prices.iter().enumerate() {
+            if p.model.trim().is_empty() {
+                return Err(at.invalid(
+                    format!("prices[{i}].model"),
+                    "must name a model (or the prefix of its names)",
+                ));
+            }
+            for (name, value) in p.given() {
+                if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    return Err(at.invalid(
+                        format!("prices[{i}].{name}"),
+                        "must be a number of US dollars per million tokens, at least 0",
+                    ));
+                }
+            }
+        }
         Ok(RunConfig {
             base_url,
             provider,
@@ -181,6 +249,7 @@ impl TryFrom<RawRunConfig> for RunConfig {
             concurrency: raw.concurrency,
             default_max_tokens: raw.default_max_tokens,
             redis: raw.redis.map(|r| r.validate(at)).transpose()?,
+            prices: raw.prices,
         })
     }
 }
@@ -259,6 +328,30 @@ mod tests {
         assert!(err.starts_with("config p.toml:1: timeout"), "{err}");
         let err = parse("max_atempts = 3\n").unwrap_err().to_string();
         assert!(err.contains("max_atempts"), "{err}");
+    }
+
+    #[test]
+    fn reads_price_entries_and_names_a_bad_one() {
+        let text = "[[prices]]\nmodel = \"gpt-4o-mini\"\ninput = 0.12\n[[prices]]\nmodel = \"llama\"\ninput = 1\noutput = 1\nbatch_input = 0.5\nbatch_output = 0.5\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.prices.len(), 2);
+        assert_eq!(config.prices[0].input, Some(0.12));
+        assert_eq!(config.prices[0].output, None);
+        let err = parse("[[prices]]\nmodel = \"m\"\noutput = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p.toml") && err.contains("prices[0].output"),
+            "{err}"
+        );
+        let err = parse("[[prices]]\nmodel = \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prices[0].model"), "{err}");
+        let err = parse("[[prices]]\nmodel = \"m\"\ninptu = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inptu"), "{err}");
     }
 
     #[test]

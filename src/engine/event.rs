@@ -71,6 +71,9 @@ pub struct AttemptRecord {
     pub decision: Decision,
     /// Delay before the next attempt, for [`Decision::Retry`].
     pub retry_in: Duration,
+    /// Whether it went in a provider's batch (`run --via batch`) rather than live: the live
+    /// limits' figures leave it out.
+    pub via_batch: bool,
 }
 
 impl AttemptRecord {

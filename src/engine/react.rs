@@ -452,6 +452,7 @@ pub(super) fn attempt_record(
         cause: None,
         decision: Decision::Succeeded,
         retry_in: Duration::ZERO,
+        via_batch: false,
     }
 }
 

@@ -112,6 +112,9 @@ pub struct RawGatewayConfig {
     pub models: Vec<RawModel>,
     /// `[redis]`: distributed mode.
     pub redis: Option<RedisSection>,
+    /// `[[prices]]`: `run`'s and `plan`'s price entries, accepted so that one file serves
+    /// every command, and not read.
+    pub prices: Option<toml::Value>,
     /// Where the values were written: the file, and the keys flags wrote over it.
     #[serde(skip)]
     pub provenance: Provenance,

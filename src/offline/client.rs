@@ -5,7 +5,7 @@
 //! It asks the [`Upstream`] for URLs and the [`Provider`] for authentication; it must not know
 //! the store, shards or what a result means for the job.
 
-use crate::provider::{BatchApi, Provider};
+use crate::provider::{BatchApi, BatchSpec, Provider};
 use crate::upstream::{ApiKey, Upstream};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -142,7 +142,7 @@ pub struct BatchClient {
     http: reqwest::Client,
     upstream: Upstream,
     key: ApiKey,
-    api: BatchApi,
+    spec: BatchSpec,
 }
 
 fn transport(what: &str, e: reqwest::Error) -> BatchApiError {
@@ -189,13 +189,18 @@ impl BatchClient {
             http,
             upstream,
             key,
-            api: spec.api,
+            spec,
         }))
+    }
+
+    /// The key's fingerprint (`ENV#1a2b3c4d`), as attempt rows name it.
+    pub fn key_label(&self) -> &str {
+        self.key.label()
     }
 
     /// Which Batch API it speaks.
     pub fn api(&self) -> BatchApi {
-        self.api
+        self.spec.api
     }
 
     fn provider(&self) -> Provider {
@@ -292,7 +297,7 @@ impl BatchClient {
         metadata: &Value,
     ) -> Result<BatchStatus, BatchApiError> {
         let what = "creating the batch";
-        let body = json!({"input_file_id": file_id, "endpoint": endpoint,
+        let body = json!({"input_file_id": file_id, "endpoint": self.spec.endpoint_name(endpoint),
             "completion_window": "24h", "metadata": metadata});
         let v = self
             .json(
@@ -329,7 +334,7 @@ impl BatchClient {
     }
 
     fn batches_path(&self) -> &'static str {
-        match self.api {
+        match self.spec.api {
             BatchApi::OpenAi => "/v1/batches",
             BatchApi::Anthropic => "/v1/messages/batches",
         }
@@ -362,7 +367,7 @@ impl BatchClient {
         after: Option<&str>,
     ) -> Result<(Vec<BatchStatus>, bool), BatchApiError> {
         let what = "listing batches";
-        let cursor = match self.api {
+        let cursor = match self.spec.api {
             BatchApi::OpenAi => "after",
             BatchApi::Anthropic => "after_id",
         };
@@ -388,7 +393,7 @@ impl BatchClient {
     fn status_of(&self, what: &str, v: &Value) -> Result<BatchStatus, BatchApiError> {
         let id = text(v, "id").ok_or_else(|| shape(what, "no batch `id`"))?;
         let count = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-        match self.api {
+        match self.spec.api {
             BatchApi::OpenAi => {
                 let status = text(v, "status").ok_or_else(|| shape(what, "no `status`"))?;
                 let first_error = v.pointer("/errors/data/0");
@@ -455,7 +460,7 @@ impl BatchClient {
     /// its results (Anthropic).
     pub async fn results(&self, batch: &BatchStatus) -> Result<Vec<ResultLine>, BatchApiError> {
         let mut lines = Vec::new();
-        match self.api {
+        match self.spec.api {
             BatchApi::OpenAi => {
                 for file in [&batch.output_file_id, &batch.error_file_id]
                     .into_iter()

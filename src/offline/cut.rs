@@ -47,10 +47,10 @@ pub struct Prepared {
 }
 
 /// A request's line in the provider's batch format, with its cost.
-pub fn prepare(request: &BatchRequest, api: BatchApi, default_max_tokens: u64) -> Prepared {
-    let line = match api {
+pub fn prepare(request: &BatchRequest, spec: &BatchSpec, default_max_tokens: u64) -> Prepared {
+    let line = match spec.api {
         BatchApi::OpenAi => json!({"custom_id": request.custom_id, "method": "POST",
-            "url": request.endpoint.path(), "body": request.body}),
+            "url": spec.endpoint_name(request.endpoint.path()), "body": request.body}),
         BatchApi::Anthropic => json!({"custom_id": request.custom_id, "params": request.body}),
     }
     .to_string();
@@ -130,7 +130,7 @@ pub fn cut(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let p = prepare(&request, limits.spec.api, limits.default_max_tokens);
+        let p = prepare(&request, &limits.spec, limits.default_max_tokens);
         let bytes = p.line.len() as u64 + 1;
         let enqueued = limits.enqueued_for(&model);
         if bytes > limits.spec.max_bytes {
@@ -194,7 +194,7 @@ pub fn cut(
 pub fn read_lines(
     spec: &InputSpec,
     lines: &HashMap<u64, i64>,
-    api: BatchApi,
+    batch: &BatchSpec,
     default_max_tokens: u64,
 ) -> Result<HashMap<u64, Prepared>, InputError> {
     let mut found = HashMap::with_capacity(lines.len());
@@ -202,7 +202,7 @@ pub fn read_lines(
     for item in reader.by_ref() {
         let Ok(request) = item else { continue };
         if lines.contains_key(&request.line) {
-            found.insert(request.line, prepare(&request, api, default_max_tokens));
+            found.insert(request.line, prepare(&request, batch, default_max_tokens));
             if found.len() == lines.len() {
                 break;
             }

@@ -14,7 +14,8 @@
 //!   sent, so a resumed run sends the same shards.
 //! - **Pacing the queue.** A shard is submitted when the model's enqueued tokens of our
 //!   submitted, unfinished shards plus its own fit the limit (configured with
-//!   `--batch-enqueued-tokens`, or learned from OpenAI's `token_limit_exceeded` refusal). A
+//!   `--batch-enqueued-tokens`, or learned from OpenAI's `token_limit_exceeded` refusal and
+//!   kept in the state per key fingerprint and model for the next run and `plan`). A
 //!   refusal (that failure, or Anthropic's 429) puts the shard back to `planned` and pauses
 //!   submissions until one of our batches ends (or a backoff passes): it never fails the job.
 //! - **Crash safety.** Every batch is tagged with the job and shard in its `metadata`
@@ -32,15 +33,27 @@
 //!   live writes it.
 //! - **Polling** backs off from `--batch-poll-min` (1 s) by half again each poll up to
 //!   `--batch-poll-max` (60 s); progress lines show each shard's counts.
+//! - **Handing over** (`--via auto --deadline`, a [`Handover`]): each turn of the loop asks
+//!   when what is left (per model: the requests of the unfinished shards and their tokens) must
+//!   go live. Once that instant passes, the shards not yet given to the provider are forgotten,
+//!   the provider's batches are cancelled, and their results are collected for as long as the
+//!   [`Handover::cancel_wait`] allows (what a cancelled batch did not run is released, never
+//!   failed); the drive then ends and the runner sends the rest live. A request no batch can
+//!   take (its endpoint, its size) is left for the live path instead of failed. The question is
+//!   asked again from the state on every run, so a resumed job decides anew.
+//! - **Attempts**: each request a batch returns (answered, failed, expired or cancelled) is an
+//!   attempt row like a live one — the batch's key, sent when the batch was created, its
+//!   status or cause and what was decided — so `status`, `inspect` and the report count it.
 //!
 //! It must not know the engine's pacing or the writer's work: it reads the input and the
 //! store, talks to the provider through [`client`], and hands on finished requests.
 
 pub mod client;
 pub mod cut;
+pub mod handover;
 
 use crate::batch::InputSpec;
-use crate::engine::{Event, Finished, ProviderAnswer, Verdict};
+use crate::engine::{AttemptRecord, Decision, Event, Finished, ProviderAnswer, Verdict};
 use crate::provider::BatchApi;
 use crate::provider::usage::usage_of_body;
 use crate::retry::{AttemptResult, Failure, Outcome, classify};
@@ -48,10 +61,12 @@ use crate::store::shards::{self, Member, Shard, ShardState};
 use crate::store::{Store, StoreError};
 use client::{BatchApiError, BatchClient, BatchStatus, LineOutcome};
 use cut::{ShardLimits, Unfit};
+use handover::{Handover, Remainder};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -78,8 +93,9 @@ pub struct BatchSettings {
     pub poll_min: Duration,
     /// Longest poll interval.
     pub poll_max: Duration,
-    /// What an interrupt does to the provider's batches.
-    pub on_interrupt: OnInterrupt,
+    /// What an interrupt does to the provider's batches (`None`: ask on a terminal, else
+    /// leave them).
+    pub on_interrupt: Option<OnInterrupt>,
 }
 
 /// Everything a batch-path run needs.
@@ -152,15 +168,19 @@ struct Driver {
     pause_backoff: Duration,
     wait_for_end: bool,
     report: OfflineReport,
+    handover: Option<Arc<dyn Handover>>,
+    /// `--via auto`: requests no batch can take, left for the live path.
+    left_for_live: HashSet<i64>,
 }
 
 /// Send the job's pending requests through the provider's Batch API until every one has a
-/// result, handing results to `events` (the store's writer). Stops early when `stop` turns
-/// true.
+/// result, handing results to `events` (the store's writer). Stops early when `stop` says what
+/// to do with the provider's batches, or, with a `handover`, when what is left must go live.
 pub async fn drive(
     plan: OfflinePlan,
     events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<OnInterrupt>>,
+    handover: Option<Arc<dyn Handover>>,
 ) -> Result<OfflineReport, OfflineError> {
     let store = Store::open(&plan.state)?;
     let job =
@@ -173,6 +193,12 @@ pub async fn drive(
             .unwrap_or(&job.identity.sha256),
         job.created_at
     );
+    let mut plan = plan;
+    // What earlier runs learned of the key's enqueued limits holds from the start.
+    for (model, limit) in crate::store::enqueued::learned(&store, plan.via.client.key_label())? {
+        let known = plan.via.limits.enqueued.entry(model).or_insert(limit);
+        *known = (*known).min(limit);
+    }
     let mut d = Driver {
         plan,
         store,
@@ -184,6 +210,8 @@ pub async fn drive(
         pause_backoff: Duration::from_secs(1),
         wait_for_end: false,
         report: OfflineReport::default(),
+        handover,
+        left_for_live: HashSet::new(),
     };
     // Shards a crashed run ended without its results committed: collect them again.
     for shard in shards::all(&d.store)? {
@@ -194,13 +222,14 @@ pub async fn drive(
             && let Some(id) = shard.provider_id.clone()
         {
             let status = d.plan.via.client.retrieve(&id).await?;
-            d.collect(&shard, &status).await?;
+            d.collect(&shard, &status, false).await?;
         }
     }
     let mut need_plan = true;
     loop {
-        if *stop.borrow() {
-            d.interrupt().await;
+        let stopping = *stop.borrow();
+        if let Some(choice) = stopping {
+            d.interrupt(choice).await;
             break;
         }
         if need_plan {
@@ -213,7 +242,7 @@ pub async fn drive(
             .filter(|s| s.state != ShardState::Ended)
             .collect();
         if open.is_empty() {
-            if shards::unassigned(&d.store)?.is_empty() {
+            if d.plannable()?.is_empty() {
                 break;
             }
             need_plan = true;
@@ -221,6 +250,14 @@ pub async fn drive(
         }
         for shard in open.iter().filter(|s| s.state == ShardState::Creating) {
             d.resume_creating(shard).await?;
+        }
+        let due = match &d.handover {
+            Some(h) => Some(h.due(&remainder(&shards::all(&d.store)?))),
+            None => None,
+        };
+        if due.is_some_and(|due| Instant::now() >= due) {
+            d.hand_over().await?;
+            break;
         }
         d.submit_ready(&all).await?;
         if d.poll_due(&all).await? {
@@ -232,6 +269,7 @@ pub async fn drive(
             .values()
             .map(|p| p.due)
             .chain(d.paused_until)
+            .chain(due)
             .min()
             .unwrap_or_else(|| Instant::now() + d.plan.via.poll_min);
         let next = next.max(Instant::now() + Duration::from_millis(20));
@@ -241,6 +279,29 @@ pub async fn drive(
         }
     }
     Ok(d.report)
+}
+
+/// What the unfinished shards hold, per model (a shard's requests are all without a result until
+/// its batch is collected).
+fn remainder(all: &[Shard]) -> Vec<Remainder> {
+    let mut by_model: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for s in all.iter().filter(|s| s.state != ShardState::Ended) {
+        let e = by_model.entry(&s.model).or_default();
+        e.0 += s.requests;
+        e.1 += s.tokens;
+    }
+    by_model
+        .into_iter()
+        .map(|(model, (requests, tokens))| Remainder {
+            model: model.to_string(),
+            requests,
+            tokens,
+        })
+        .collect()
+}
+
+fn ms_since_epoch(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl Driver {
@@ -256,7 +317,7 @@ impl Driver {
 
     /// Cut the pending requests in no shard into new shards; fail those no batch can hold.
     async fn plan_shards(&mut self) -> Result<(), OfflineError> {
-        let unassigned = shards::unassigned(&self.store)?;
+        let unassigned = self.plannable()?;
         if unassigned.is_empty() {
             return Ok(());
         }
@@ -275,6 +336,10 @@ impl Driver {
             })??;
         for (id, why) in unfit {
             let Some(u) = by_id.get(&id) else { continue };
+            if self.handover.is_some() {
+                self.left_for_live.insert(id);
+                continue;
+            }
             let (code, message) = match why {
                 Unfit::Endpoint(e) => (
                     Failure::NoRoute,
@@ -316,6 +381,13 @@ impl Driver {
             ));
         }
         Ok(())
+    }
+
+    /// Pending requests in no active shard that a batch may take.
+    fn plannable(&self) -> Result<Vec<shards::Unassigned>, OfflineError> {
+        let mut all = shards::unassigned(&self.store)?;
+        all.retain(|u| !self.left_for_live.contains(&u.id));
+        Ok(all)
     }
 
     async fn finish(
@@ -391,13 +463,13 @@ impl Driver {
     /// The lines of a shard's pending members, in input order.
     async fn lines(&mut self, members: &[Member]) -> Result<Vec<String>, OfflineError> {
         let wanted: HashMap<u64, i64> = members.iter().map(|m| (m.line, m.id)).collect();
-        let (spec, api, max) = (
+        let (spec, batch, max) = (
             self.plan.input.clone(),
-            self.plan.via.client.api(),
+            self.plan.via.limits.spec,
             self.plan.via.limits.default_max_tokens,
         );
         let mut found =
-            tokio::task::spawn_blocking(move || cut::read_lines(&spec, &wanted, api, max))
+            tokio::task::spawn_blocking(move || cut::read_lines(&spec, &wanted, &batch, max))
                 .await
                 .map_err(|e| StoreError::NotState {
                     path: self.plan.state.clone(),
@@ -614,6 +686,12 @@ impl Driver {
             if let Some(limit) = status.enqueued_refusal {
                 self.report.refusals += 1;
                 if let Some(limit) = limit {
+                    crate::store::enqueued::record(
+                        &self.store,
+                        self.plan.via.client.key_label(),
+                        &shard.model,
+                        limit,
+                    )?;
                     let learned = self
                         .plan
                         .via
@@ -645,14 +723,21 @@ impl Driver {
             if status.ended {
                 self.polls.remove(&shard.id);
                 self.wait_for_end = false;
-                released |= self.collect(shard, &status).await?;
+                released |= self.collect(shard, &status, false).await?;
             }
         }
         Ok(released)
     }
 
-    /// Hand on the results of an ended batch; `true` when some request was released.
-    async fn collect(&mut self, shard: &Shard, status: &BatchStatus) -> Result<bool, OfflineError> {
+    /// Hand on the results of an ended batch; `true` when some request was released. With
+    /// `handing_over`, what the batch left without a final answer is released whatever its
+    /// count of batches (the live path takes it).
+    async fn collect(
+        &mut self,
+        shard: &Shard,
+        status: &BatchStatus,
+        handing_over: bool,
+    ) -> Result<bool, OfflineError> {
         if !self.collected.insert(shard.id) {
             return Ok(false);
         }
@@ -666,65 +751,46 @@ impl Driver {
             .into_iter()
             .map(|l| (l.custom_id, l.outcome))
             .collect();
+        let sent_at = shard
+            .creating_at
+            .map_or_else(SystemTime::now, ms_since_epoch);
         let mut release = Vec::new();
         for m in members.iter().filter(|m| m.pending) {
-            if let Some((code, message)) = &status.invalid {
+            let out_of_tries = m.tries >= self.plan.via.max_attempts && !handing_over;
+            let (verdict, cause) = if let Some((code, message)) = &status.invalid {
                 let verdict = Verdict::Failed {
                     answer: None,
                     code: Failure::Provider(code.clone()),
                     message: message.clone(),
                 };
-                self.finish(&m.custom_id, m.tries, verdict).await?;
-                continue;
-            }
-            let outcome = by_id.remove(&m.custom_id);
-            let verdict = match outcome {
-                Some(LineOutcome::Answer {
-                    status,
-                    request_id,
-                    body,
-                }) => {
-                    let answer = ProviderAnswer {
+                (Some(verdict), Some(code.clone()))
+            } else {
+                match by_id.remove(&m.custom_id) {
+                    Some(LineOutcome::Answer {
                         status,
                         request_id,
-                        usage: usage_of_body(&body).ok().flatten(),
                         body,
-                    };
-                    if (200..300).contains(&status) {
-                        Some(Verdict::Succeeded(answer))
-                    } else {
-                        match classify(&AttemptResult::Response {
-                            status,
-                            body: &answer.body,
-                            headers_say_retry: None,
-                        }) {
-                            Outcome::Final { failure, message } => Some(Verdict::Failed {
-                                answer: Some(answer),
-                                code: failure,
-                                message,
-                            }),
-                            _ if m.tries >= self.plan.via.max_attempts => Some(Verdict::Failed {
-                                message: format!(
-                                    "{} batches failed it; the last answered {status}",
-                                    m.tries
-                                ),
-                                answer: Some(answer),
-                                code: Failure::MaxAttemptsExceeded,
-                            }),
-                            _ => None,
-                        }
+                    }) => self.answered(status, request_id, body, m.tries, out_of_tries),
+                    outcome => {
+                        let cause = match outcome {
+                            Some(LineOutcome::Expired) => "batch_expired".to_string(),
+                            Some(LineOutcome::Cancelled) => "batch_cancelled".to_string(),
+                            Some(LineOutcome::Error { code, .. }) => code,
+                            _ => "no_result".to_string(),
+                        };
+                        let verdict = out_of_tries.then(|| Verdict::Failed {
+                            answer: None,
+                            code: Failure::MaxAttemptsExceeded,
+                            message: format!(
+                                "{} batches ended without running it (the last: {cause})",
+                                m.tries
+                            ),
+                        });
+                        (verdict, Some(cause))
                     }
                 }
-                _ if m.tries >= self.plan.via.max_attempts => Some(Verdict::Failed {
-                    answer: None,
-                    code: Failure::MaxAttemptsExceeded,
-                    message: format!(
-                        "{} batches ended without running it (expired or cancelled)",
-                        m.tries
-                    ),
-                }),
-                _ => None,
             };
+            self.attempt(m, sent_at, verdict.as_ref(), cause).await?;
             match verdict {
                 Some(verdict) => self.finish(&m.custom_id, m.tries, verdict).await?,
                 None => release.push(m.id),
@@ -734,9 +800,14 @@ impl Driver {
         self.report.collected += 1;
         if !release.is_empty() {
             self.say(format!(
-                "shard {}: {} requests to send again in a later shard",
+                "shard {}: {} requests to send again{}",
                 shard.id,
-                release.len()
+                release.len(),
+                if handing_over {
+                    " live"
+                } else {
+                    " in a later shard"
+                }
             ));
         }
         if self.plan.via.client.api() == BatchApi::OpenAi
@@ -748,9 +819,172 @@ impl Driver {
         Ok(!release.is_empty())
     }
 
-    async fn interrupt(&mut self) {
+    /// What a request a batch answered comes to (`None`: send it again), with the attempt's
+    /// cause when it is not a success.
+    fn answered(
+        &self,
+        status: u16,
+        request_id: Option<String>,
+        body: bytes::Bytes,
+        tries: u32,
+        out_of_tries: bool,
+    ) -> (Option<Verdict>, Option<String>) {
+        let answer = ProviderAnswer {
+            status,
+            request_id,
+            usage: usage_of_body(&body).ok().flatten(),
+            body,
+        };
+        if (200..300).contains(&status) {
+            return (Some(Verdict::Succeeded(answer)), None);
+        }
+        match classify(&AttemptResult::Response {
+            status,
+            body: &answer.body,
+            headers_say_retry: None,
+        }) {
+            Outcome::Final { failure, message } => {
+                let cause = Some(failure.code().to_string());
+                let verdict = Verdict::Failed {
+                    answer: Some(answer),
+                    code: failure,
+                    message,
+                };
+                (Some(verdict), cause)
+            }
+            Outcome::Retry { cause, .. } => {
+                let verdict = out_of_tries.then(|| Verdict::Failed {
+                    message: format!("{tries} batches failed it; the last answered {status}"),
+                    answer: Some(answer),
+                    code: Failure::MaxAttemptsExceeded,
+                });
+                (verdict, Some(cause.label().to_string()))
+            }
+            Outcome::Success => (Some(Verdict::Succeeded(answer)), None),
+        }
+    }
+
+    /// The attempt row of a request a batch returned: its shard's key, sent when the batch was
+    /// created, and what was decided (`verdict`; `None`: sent again).
+    async fn attempt(
+        &mut self,
+        m: &Member,
+        sent_at: SystemTime,
+        verdict: Option<&Verdict>,
+        cause: Option<String>,
+    ) -> Result<(), OfflineError> {
+        let (status, tokens, decision) = match verdict {
+            Some(Verdict::Succeeded(a)) => (
+                Some(a.status),
+                a.usage.map_or(0, |u| u.prompt + u.completion),
+                Decision::Succeeded,
+            ),
+            Some(Verdict::Failed { answer, code, .. }) => (
+                answer.as_ref().map(|a| a.status),
+                0,
+                if *code == Failure::MaxAttemptsExceeded {
+                    Decision::GaveUp
+                } else {
+                    Decision::Failed
+                },
+            ),
+            None => (None, 0, Decision::Retry),
+        };
+        let record = AttemptRecord {
+            custom_id: m.custom_id.clone(),
+            attempt: m.tries,
+            key: self.plan.via.client.key_label().to_string(),
+            sent_at,
+            tokens,
+            status,
+            latency: SystemTime::now()
+                .duration_since(sent_at)
+                .unwrap_or_default(),
+            waited_quota: Duration::ZERO,
+            paused: false,
+            waited_backoff: Duration::ZERO,
+            cause,
+            decision,
+            retry_in: Duration::ZERO,
+            via_batch: true,
+        };
+        self.events
+            .send(Event::Attempt(record))
+            .await
+            .map_err(|_| OfflineError::WriterGone)
+    }
+
+    /// Hand what is left to the live path: forget the shards not yet given to the provider,
+    /// cancel its batches, and collect them as they end, for at most the handover's
+    /// `cancel_wait`.
+    async fn hand_over(&mut self) -> Result<(), OfflineError> {
+        let Some(handover) = self.handover.clone() else {
+            return Ok(());
+        };
+        shards::discard_planned(&mut self.store)?;
+        let running: Vec<Shard> = shards::all(&self.store)?
+            .into_iter()
+            .filter(|s| s.state == ShardState::Submitted)
+            .collect();
+        for shard in &running {
+            if let Some(id) = &shard.provider_id
+                && self.plan.via.client.cancel(id).await.is_ok()
+            {
+                self.report.cancelled += 1;
+            }
+        }
+        let until = Instant::now() + handover.cancel_wait();
+        let mut every = self.plan.via.poll_min;
+        let mut waiting = running;
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for shard in waiting {
+                let Some(id) = shard.provider_id.clone() else {
+                    continue;
+                };
+                match self.plan.via.client.retrieve(&id).await {
+                    Ok(status) if status.ended => {
+                        self.collect(&shard, &status, true).await?;
+                    }
+                    Ok(_) => still.push(shard),
+                    Err(e) if e.is_transient() => still.push(shard),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() || Instant::now() + every > until {
+                break;
+            }
+            tokio::time::sleep(every).await;
+            every = every.mul_f64(1.5).min(self.plan.via.poll_max);
+        }
+        for shard in &waiting {
+            // Not ended in time: its requests go live, and what it still finishes is not used.
+            let pending: Vec<i64> = shards::members(&self.store, shard.id)?
+                .iter()
+                .filter(|m| m.pending)
+                .map(|m| m.id)
+                .collect();
+            shards::end(&mut self.store, shard.id, &pending)?;
+        }
+        self.say(format!(
+            "handing the rest to live requests for the deadline (batches cancelled: {}{})",
+            self.report.cancelled,
+            if waiting.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} not ended in time: what they still finish is not used",
+                    waiting.len()
+                )
+            }
+        ));
+        Ok(())
+    }
+
+    async fn interrupt(&mut self, choice: OnInterrupt) {
         self.report.interrupted = true;
-        if self.plan.via.on_interrupt == OnInterrupt::Leave {
+        if choice == OnInterrupt::Leave {
             return;
         }
         let Ok(all) = shards::all(&self.store) else {

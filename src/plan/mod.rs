@@ -10,13 +10,18 @@
 //! as long as its slowest dimension, `max(0, total − per_minute ÷ 60) ÷ (per_minute ÷ 60)`.
 //! Latency is not counted (it overlaps the pacing).
 //!
-//! It reads the input and must not send anything, touch the store or know HTTP.
+//! It reads the input and must not send anything, touch the store or know HTTP. Two uses of
+//! the same arithmetic live beside it: `deadline` (when `--via auto` hands the rest of a job to
+//! live requests) and `spent` (what a finished job cost by the way its requests went).
 
+pub mod deadline;
 pub mod prices;
+pub mod spent;
 
 use crate::api::Endpoint;
 use crate::batch::{InputError, InputReader, InputSpec};
 use crate::offline::cut::{self, ShardLimits};
+use crate::store::keys::KeyLimit;
 use crate::tokens;
 use prices::{Price, PriceTable};
 use serde::Serialize;
@@ -134,6 +139,22 @@ pub fn drain_seconds(total: u64, per_minute: u64) -> f64 {
         return 0.0;
     }
     total.saturating_sub(per_minute.div_ceil(60)) as f64 * 60.0 / per_minute as f64
+}
+
+/// The limits per model a run stored (`store::keys`: the latest run's, all keys together).
+pub fn learned(limits: &[KeyLimit]) -> HashMap<String, LiveLimits> {
+    let mut out: HashMap<String, LiveLimits> = HashMap::new();
+    let last = limits.iter().map(|l| l.run).max();
+    for l in limits.iter().filter(|l| Some(l.run) == last) {
+        let e = out.entry(l.model.clone()).or_default();
+        let add = |v: &mut Option<u64>| *v = Some(v.unwrap_or(0) + l.per_minute);
+        match l.dimension.as_str() {
+            "requests" => add(&mut e.rpm),
+            "tokens" => add(&mut e.tpm),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Plan the job: read the input once (and again to cut shards), send nothing.

@@ -1,14 +1,18 @@
 //! The price table: US dollars per million tokens, live and batched, per model — shipped as
 //! `data/prices.toml` (each entry with the page and the day it was read), overridden or
-//! extended by a file of the same format.
+//! extended by the config's `[[prices]]` (only the prices that differ, for a model the table
+//! has) and then by a file of the table's format (`--prices FILE`).
 //!
 //! It knows prices only: no request, no provider's API.
 
+use crate::config::PriceEntry;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// The table shipped with paceline.
 const SHIPPED: &str = include_str!("../../data/prices.toml");
+/// Where a config entry's prices were read, unless it says.
+pub const CONFIG_PAGE: &str = "the config's [[prices]]";
 
 /// One model's prices.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -56,6 +60,19 @@ pub enum PriceError {
         /// What TOML said (with the line).
         message: String,
     },
+    /// A config `[[prices]]` entry for a model the table lacks leaves a price out.
+    #[error(
+        "config prices[{index}] (model {model:?}): the price table has no such model, so all \
+         four prices are needed; {missing} missing"
+    )]
+    Incomplete {
+        /// Its place among the entries.
+        index: usize,
+        /// Its model.
+        model: String,
+        /// The prices it lacks.
+        missing: String,
+    },
 }
 
 /// The prices known, later entries over earlier ones for the same model.
@@ -102,6 +119,53 @@ impl PriceTable {
         Ok(self)
     }
 
+    /// This table with the config's `[[prices]]` over it: an entry for a model the table has
+    /// replaces the prices it gives; one for a model it lacks must give all four.
+    pub fn with_config(mut self, entries: &[PriceEntry]) -> Result<PriceTable, PriceError> {
+        for (index, e) in entries.iter().enumerate() {
+            let base = self.prices.iter().find(|p| p.model == e.model).cloned();
+            let missing: Vec<&str> = e
+                .given()
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(name, _)| *name)
+                .collect();
+            let base = match base {
+                Some(base) => base,
+                None if missing.is_empty() => Price {
+                    provider: String::new(),
+                    model: e.model.clone(),
+                    input: 0.0,
+                    output: 0.0,
+                    batch_input: 0.0,
+                    batch_output: 0.0,
+                    read_on: String::new(),
+                    page: String::new(),
+                },
+                None => {
+                    return Err(PriceError::Incomplete {
+                        index,
+                        model: e.model.clone(),
+                        missing: missing.join(", "),
+                    });
+                }
+            };
+            let price = Price {
+                provider: e.provider.clone().unwrap_or(base.provider),
+                model: e.model.clone(),
+                input: e.input.unwrap_or(base.input),
+                output: e.output.unwrap_or(base.output),
+                batch_input: e.batch_input.unwrap_or(base.batch_input),
+                batch_output: e.batch_output.unwrap_or(base.batch_output),
+                read_on: e.read_on.clone().unwrap_or_default(),
+                page: e.page.clone().unwrap_or_else(|| CONFIG_PAGE.to_string()),
+            };
+            self.prices.retain(|q| q.model != price.model);
+            self.prices.push(price);
+        }
+        Ok(self)
+    }
+
     /// The price of `model`: its own entry, else the entry whose model is its longest prefix.
     pub fn find(&self, model: &str) -> Option<&Price> {
         self.prices
@@ -130,6 +194,49 @@ mod tests {
                 "{p:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_config_overrides_a_price_and_adds_a_model() {
+        let shipped = PriceTable::shipped().unwrap();
+        let mini = shipped.find("gpt-4o-mini").unwrap().clone();
+        let entries = [
+            PriceEntry {
+                model: "gpt-4o-mini".into(),
+                input: Some(0.12),
+                ..PriceEntry::default()
+            },
+            PriceEntry {
+                model: "llama".into(),
+                provider: Some("openai-compatible".into()),
+                input: Some(1.0),
+                output: Some(2.0),
+                batch_input: Some(0.5),
+                batch_output: Some(1.0),
+                ..PriceEntry::default()
+            },
+        ];
+        let table = shipped.clone().with_config(&entries).unwrap();
+        let over = table.find("gpt-4o-mini-2024-07-18").unwrap();
+        assert_eq!(over.input, 0.12);
+        assert_eq!(over.output, mini.output);
+        assert_eq!(over.batch_output, mini.batch_output);
+        assert_eq!(over.provider, mini.provider);
+        assert_eq!(over.page, CONFIG_PAGE);
+        let added = table.find("llama-3.1-70b").unwrap();
+        assert_eq!((added.input, added.batch_output), (1.0, 1.0));
+        let err = shipped
+            .with_config(&[PriceEntry {
+                model: "mistral".into(),
+                input: Some(1.0),
+                ..PriceEntry::default()
+            }])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("prices[0]") && err.contains("output, batch_input, batch_output missing"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub static SPEC: Spec = Spec {
         max_bytes: 256 * 1024 * 1024,
         endpoints: &[Endpoint::Messages],
         price_factor: 0.5,
+        bare_paths: false,
     }),
 };
 

@@ -19,6 +19,9 @@
 //! - Request id: `x-request-id`; usage as OpenAI's.
 //! - Endpoints: OpenAI's but `/v1/responses`, which Azure serves at the resource, not under a
 //!   deployment: refused before anything is sent ([`speaks`]).
+//! - Global batch (`run --via batch`): OpenAI's Files and Batches at the resource
+//!   (`{endpoint}/openai/files`, `{endpoint}/openai/batches`, with `api-version`), endpoints
+//!   named without `/v1`; chat completions only.
 //!
 //! This file holds Azure's facts only; the reading rules are shared ([`super::headers`],
 //! [`super::usage`]).
@@ -26,7 +29,7 @@
 //! Besides OpenAI's names, which it reuses, it must not know other providers' facts, how they are
 //! read, the quota's arithmetic, the engine or any HTTP crate.
 
-use super::{Spec, openai};
+use super::{BatchApi, BatchSpec, Spec, openai};
 use crate::api::Endpoint;
 
 /// The operations of a deployment URL: OpenAI's endpoints but the Responses API, which Azure
@@ -53,7 +56,19 @@ pub static SPEC: Spec = Spec {
     usage_fields: openai::USAGE_FIELDS,
     stream_usage_events: &[],
     output_at_completion: false,
-    batch: None,
+    batch: Some(BatchSpec {
+        // Global batch follows OpenAI's shape at the resource: `/openai/files` and
+        // `/openai/batches` with `api-version` and the `api-key` header, the lines' `url` and
+        // the batch's `endpoint` naming the operation (`/chat/completions`), `model` the global
+        // batch deployment. Limits (Azure OpenAI batch guide, read 2026-12-01): 100,000
+        // requests and 200 MB per input file.
+        api: BatchApi::OpenAi,
+        max_requests: 100_000,
+        max_bytes: 200 * 1024 * 1024,
+        endpoints: &[Endpoint::ChatCompletions],
+        price_factor: 0.5,
+        bare_paths: true,
+    }),
 };
 
 /// The `api-version` used when none is configured (the current GA data-plane version).

@@ -108,8 +108,22 @@ pub struct BatchSpec {
     /// The endpoints a batch may carry.
     pub endpoints: &'static [Endpoint],
     /// The discount of a batched request against the live price, as the multiplier of the
-    /// live price (both providers: 0.5).
+    /// live price (every provider: 0.5).
     pub price_factor: f64,
+    /// Whether a batch names its endpoint by the operation (`/chat/completions`: Azure OpenAI)
+    /// rather than by OpenAI's `/v1` path.
+    pub bare_paths: bool,
+}
+
+impl BatchSpec {
+    /// How a batch (its `endpoint`, its lines' `url`) names `path` (`/v1/chat/completions`).
+    pub fn endpoint_name<'a>(&self, path: &'a str) -> &'a str {
+        if self.bare_paths {
+            path.strip_prefix("/v1").unwrap_or(path)
+        } else {
+            path
+        }
+    }
 }
 
 /// The API family of one upstream.

@@ -55,6 +55,7 @@ pub static SPEC: Spec = Spec {
             Endpoint::Responses,
         ],
         price_factor: 0.5,
+        bare_paths: false,
     }),
 };
 

@@ -7,26 +7,39 @@
 //! admitting, let in-flight requests finish (for at most the stop timeout) and leave the job
 //! resumable; a second signal exits at once, still resumable.
 //!
+//! `--via batch` hands the job to [`crate::offline::drive`] instead of the engine, with the same
+//! writer; `--via auto --deadline` does the same with a hand-over rule
+//! ([`crate::plan::deadline`]), and when the batch path hands over, the run goes on live with
+//! what is left — the same store, writer, output and run. During the batch path, Ctrl-C asks
+//! on a terminal whether the provider's batches are cancelled (`prompt`).
+//!
 //! The runner must not know HTTP, providers or Redis: it drives the engine with the keys and the
 //! upstream it is given; a shared job in Redis is [`crate::distributed::worker`]'s.
 
 mod feed;
+mod prompt;
 mod setup;
 pub(crate) mod signals;
 
 use crate::batch::{InputError, InputSpec, OutputError, OutputFormat};
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job};
-use crate::offline::{self, BatchSettings, OfflineError, OfflinePlan};
+use crate::offline::handover::Handover;
+use crate::offline::{self, BatchSettings, OfflineError, OfflinePlan, OnInterrupt};
+use crate::plan::deadline::{DeadlineRule, ModelLimits};
+use crate::plan::prices::PriceTable;
+use crate::plan::spent::{Used, spent};
 use crate::progress::{self, Display, Progress};
 use crate::quota::QuotaConfig;
 use crate::store::figures;
 use crate::store::keys::{self, KeyLimit, KeyRemoval};
 use crate::store::runs::{self, RunMode};
+use crate::store::shards;
 use crate::store::state::{self, StateCounts};
 use crate::store::writer::{self, Dispatched, WriterError, WriterInputs};
 use crate::store::{Store, StoreError};
 use crate::upstream::{ApiKey, KeyPool, Upstream};
 pub use signals::Interrupt;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -73,6 +86,10 @@ pub struct RunPlan {
     pub shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
     /// `--via batch`: send the job through the provider's Batch API instead of live requests.
     pub batch: Option<BatchSettings>,
+    /// `--via auto --deadline`: the batch path hands what is left to live requests in time.
+    pub auto: Option<AutoPlan>,
+    /// The prices the summary's cost of a `--via batch` or `--via auto` run is read from.
+    pub prices: Option<PriceTable>,
 }
 
 /// How a run ended.
@@ -186,7 +203,7 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     note_start(&prepared, &plan, &mut notes);
     eprint!("{notes}");
     let setup::Prepared {
-        mut lock,
+        lock,
         store,
         output,
         run: run_id,
@@ -222,19 +239,44 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         return Ok(report(counts, skipped, None, None, summary));
     }
 
+    let mut start = RunStart {
+        lock,
+        store,
+        output,
+        run_id,
+        start_counts,
+        skipped,
+        state_path,
+    };
+    let mut batch_lines = None;
     if let Some(settings) = plan.batch.clone() {
-        let outcome = RunStart {
-            lock,
-            store,
-            output,
-            run_id,
-            start_counts,
-            skipped,
-            state_path,
-        };
-        return run_via_batch(plan, settings, outcome).await;
+        match run_via_batch(&plan, settings, start).await? {
+            BatchPhase::Ended(report) => return Ok(report),
+            BatchPhase::HandedOver { start: rest, lines } => {
+                start = *rest;
+                batch_lines = Some(lines);
+            }
+        }
     }
+    run_live(plan, start, batch_lines).await
+}
 
+/// The live path: the engine sends what the job has left. `batch_lines` are the summary's
+/// lines of the batch path when `--via auto` handed over to it.
+async fn run_live(
+    plan: RunPlan,
+    start: RunStart,
+    batch_lines: Option<String>,
+) -> Result<RunReport, RunError> {
+    let RunStart {
+        mut lock,
+        store,
+        output,
+        run_id,
+        start_counts,
+        skipped,
+        state_path,
+    } = start;
     let configs: Vec<(String, QuotaConfig)> = plan
         .keys
         .iter()
@@ -249,7 +291,12 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     let window = Arc::new(Semaphore::new(window_total));
     let engine = Engine::new(plan.engine, Arc::clone(&pool), plan.upstream);
     let stats = engine.stats();
-    stats.total.store(start_counts.pending, Ordering::Relaxed);
+    // After a hand-over, what the batch path left.
+    let pending = match batch_lines {
+        Some(_) => state::counts(&store)?.pending,
+        None => start_counts.pending,
+    };
+    stats.total.store(pending, Ordering::Relaxed);
 
     let (job_tx, job_rx) = mpsc::channel::<Job>(JOB_QUEUE);
     let (event_tx, event_rx) = mpsc::channel::<Event>(4096);
@@ -362,10 +409,14 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     };
     let writer_store = outcome.store;
     let known = keys::snapshot(&pool, &configs, run_id);
-    let closed =
-        tokio::task::spawn_blocking(move || close(&writer_store, run_id, outcome_name, &known))
-            .await
-            .map_err(internal)?;
+    let priced = batch_lines.as_ref().and(plan.prices.clone());
+    let input = plan.input.clone();
+    let (closed, via) = tokio::task::spawn_blocking(move || {
+        let closed = close(&writer_store, run_id, outcome_name, &known);
+        (closed, priced.map(|p| via_lines(&writer_store, &input, &p)))
+    })
+    .await
+    .map_err(internal)?;
     drop(lock);
     if let Some(e) = outcome.error {
         return Err(e.into());
@@ -382,6 +433,12 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     );
     if let Some(line) = progress::rate_line(&rates) {
         summary.push_str(&line);
+    }
+    if let Some(lines) = batch_lines {
+        summary.push_str(&lines);
+    }
+    if let Some(via) = via {
+        summary.push_str(&via?);
     }
     let earlier = start_counts.done + start_counts.failed;
     if earlier > 0 {
@@ -536,7 +593,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// What setup handed over, for the batch path.
+/// What setup handed over, for the live or the batch path.
 struct RunStart {
     lock: crate::store::StateLock,
     store: Store,
@@ -547,13 +604,85 @@ struct RunStart {
     state_path: PathBuf,
 }
 
-/// `--via batch`: the provider's Batch API drives the job ([`offline::drive`]); its results go
-/// through the same writer as live results.
+/// Tell the batch path to stop, and what becomes of the provider's batches.
+fn stop_with(stop: &watch::Sender<Option<OnInterrupt>>, signal: Interrupt, choice: OnInterrupt) {
+    let _ = stop.send(Some(choice));
+    eprintln!(
+        "\npaceline: {}: stopping; the provider's batches are {} (again to exit at once)",
+        signal.name(),
+        match choice {
+            OnInterrupt::Cancel => "being cancelled: what they finished is collected on resume",
+            OnInterrupt::Leave => "left running: the same command collects them",
+        }
+    );
+}
+
+/// How the batch path ended.
+enum BatchPhase {
+    /// The run is over (every request has a result, or it was interrupted).
+    Ended(RunReport),
+    /// `--via auto` handed what is left to the live path: the run goes on with `start`;
+    /// `lines` are the batch path's part of the summary.
+    HandedOver {
+        /// Setup's hand-over, back from the writer (boxed: it is large beside a report).
+        start: Box<RunStart>,
+        /// The batch path's lines of the summary.
+        lines: String,
+    },
+}
+
+/// `--via auto`: the deadline, counted from the job's start.
+#[derive(Debug, Clone)]
+pub struct AutoPlan {
+    /// How long after the job began it must have ended.
+    pub deadline: Duration,
+    /// Time kept for cancelling the batches and collecting them.
+    pub margin: Duration,
+    /// The live limits of each model.
+    pub limits: ModelLimits,
+}
+
+/// The hand-over rule of this run: the deadline counted from the job's creation in the state,
+/// so a resumed job keeps the deadline it was given.
+fn deadline_rule(store: &Store, auto: &AutoPlan) -> Result<DeadlineRule, RunError> {
+    let created_at =
+        crate::store::job::load(store)?.map_or_else(crate::store::now_ms, |job| job.created_at);
+    let due_ms =
+        created_at.saturating_add(i64::try_from(auto.deadline.as_millis()).unwrap_or(i64::MAX));
+    let left = u64::try_from(due_ms.saturating_sub(crate::store::now_ms())).unwrap_or(0);
+    Ok(DeadlineRule {
+        deadline: Instant::now() + Duration::from_millis(left),
+        limits: auto.limits.clone(),
+        margin: auto.margin,
+    })
+}
+
+/// The summary's lines of how many requests went each way and what they cost against all
+/// live.
+fn via_lines(store: &Store, input: &InputSpec, prices: &PriceTable) -> Result<String, RunError> {
+    let used: HashMap<u64, Used> = shards::finished_ways(store)?
+        .into_iter()
+        .map(|(line, prompt, completion, by_batch)| {
+            (
+                line,
+                Used {
+                    prompt,
+                    completion,
+                    by_batch,
+                },
+            )
+        })
+        .collect();
+    Ok(spent(input, &used, prices)?.lines())
+}
+
+/// `--via batch` (and `--via auto` before any hand-over): the provider's Batch API drives the
+/// job ([`offline::drive`]); its results go through the same writer as live results.
 async fn run_via_batch(
-    plan: RunPlan,
+    plan: &RunPlan,
     settings: BatchSettings,
     start: RunStart,
-) -> Result<RunReport, RunError> {
+) -> Result<BatchPhase, RunError> {
     let RunStart {
         lock,
         store,
@@ -563,6 +692,10 @@ async fn run_via_batch(
         skipped,
         state_path,
     } = start;
+    let handover: Option<Arc<dyn Handover>> = match &plan.auto {
+        Some(auto) => Some(Arc::new(deadline_rule(&store, auto)?)),
+        None => None,
+    };
     let (event_tx, event_rx) = mpsc::channel::<Event>(4096);
     let (dispatched_tx, dispatched_rx) = mpsc::channel::<Dispatched>(1);
     drop(dispatched_tx);
@@ -584,12 +717,14 @@ async fn run_via_batch(
         verbose: plan.display != Display::Quiet,
         via: settings,
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let on_interrupt = offline_plan.via.on_interrupt;
+    let (stop_tx, stop_rx) = watch::channel(None);
     let mut signals = signals::Signals::listen()
         .map_err(|e| RunError::Internal(format!("cannot listen for signals: {e}")))?;
     let started = Instant::now();
-    let mut driving = Box::pin(offline::drive(offline_plan, event_tx, stop_rx));
+    let mut driving = Box::pin(offline::drive(offline_plan, event_tx, stop_rx, handover));
     let mut interrupted: Option<Interrupt> = None;
+    let mut asking: Option<tokio::task::JoinHandle<OnInterrupt>> = None;
     let driven = loop {
         tokio::select! {
             done = &mut driving => break done,
@@ -598,45 +733,59 @@ async fn run_via_batch(
                     exit_now(signal);
                 }
                 interrupted = Some(signal);
-                let _ = stop_tx.send(true);
-                eprintln!(
-                    "\npaceline: {}: stopping; the provider's batches are {} (again to exit at once)",
-                    signal.name(),
-                    match plan.batch.as_ref().map(|b| b.on_interrupt) {
-                        Some(offline::OnInterrupt::Cancel) => "being cancelled",
-                        _ => "left running: the same command collects them",
+                match on_interrupt {
+                    Some(choice) => stop_with(&stop_tx, signal, choice),
+                    None if prompt::can_ask() => {
+                        asking = Some(tokio::task::spawn_blocking(prompt::ask));
                     }
-                );
+                    None => stop_with(&stop_tx, signal, OnInterrupt::Leave),
+                }
+            }
+            answer = async {
+                match asking.as_mut() {
+                    Some(question) => question.await,
+                    None => std::future::pending().await,
+                }
+            }, if asking.is_some() => {
+                asking = None;
+                let choice = answer.unwrap_or(OnInterrupt::Leave);
+                if let Some(signal) = interrupted {
+                    stop_with(&stop_tx, signal, choice);
+                }
             }
         }
     };
     drop(driving);
     let outcome = writer_task.await.map_err(internal)?;
     drop(writer_stop_tx);
-    let outcome_name = match (&driven, interrupted) {
-        (_, Some(_)) => "interrupted",
-        (Err(_), None) => "error",
-        _ => "completed",
-    };
     let writer_store = outcome.store;
-    let counts = tokio::task::spawn_blocking(move || {
-        close(&writer_store, run_id, outcome_name, &Default::default())
-    })
-    .await
-    .map_err(internal)?;
-    drop(lock);
-    if let Some(e) = outcome.error {
-        return Err(e.into());
-    }
-    let report_of = driven?;
-    let (counts, _) = counts?;
+    let failure = match (driven, outcome.error) {
+        (Ok(report_of), None) => Ok(report_of),
+        (_, Some(e)) => Err(RunError::from(e)),
+        (Err(e), None) => Err(RunError::from(e)),
+    };
+    let report_of = match failure {
+        Ok(report_of) => report_of,
+        Err(failure) => {
+            // Record the run's end before reporting why it could not go on.
+            let name = if interrupted.is_some() {
+                "interrupted"
+            } else {
+                "error"
+            };
+            let closed = tokio::task::spawn_blocking(move || {
+                close(&writer_store, run_id, name, &Default::default())
+            })
+            .await
+            .map_err(internal)?;
+            drop(lock);
+            closed?;
+            return Err(failure);
+        }
+    };
     let wall = started.elapsed();
-    let mut summary = format!(
-        "paceline: --via batch: {} succeeded, {} failed of {} in {:.1}s\n  batches         {} created, {} found from an earlier run, {} collected, {} refused for the queue limit{}\n  output          {}\n",
-        counts.done,
-        counts.failed,
-        counts.total(),
-        wall.as_secs_f64(),
+    let batches = format!(
+        "  batches         {} created, {} found from an earlier run, {} collected, {} refused for the queue limit{}\n",
         report_of.created,
         report_of.adopted,
         report_of.collected,
@@ -646,8 +795,56 @@ async fn run_via_batch(
         } else {
             String::new()
         },
+    );
+    if interrupted.is_none() && plan.auto.is_some() {
+        let left = state::counts(&writer_store)?.unfinished();
+        if left > 0 {
+            let lines = format!(
+                "  batch path      {:.1}s, then {left} requests handed to live requests for the deadline\n{batches}",
+                wall.as_secs_f64()
+            );
+            let start = RunStart {
+                lock,
+                store: writer_store,
+                output: outcome.output,
+                run_id,
+                start_counts,
+                skipped,
+                state_path,
+            };
+            return Ok(BatchPhase::HandedOver {
+                start: Box::new(start),
+                lines,
+            });
+        }
+    }
+    let outcome_name = if interrupted.is_some() {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    let priced = plan.prices.clone();
+    let input = plan.input.clone();
+    let (closed, via) = tokio::task::spawn_blocking(move || {
+        let closed = close(&writer_store, run_id, outcome_name, &Default::default());
+        (closed, priced.map(|p| via_lines(&writer_store, &input, &p)))
+    })
+    .await
+    .map_err(internal)?;
+    drop(lock);
+    let (counts, _) = closed?;
+    let mut summary = format!(
+        "paceline: --via {}: {} succeeded, {} failed of {} in {:.1}s\n{batches}  output          {}\n",
+        if plan.auto.is_some() { "auto" } else { "batch" },
+        counts.done,
+        counts.failed,
+        counts.total(),
+        wall.as_secs_f64(),
         plan.output.display()
     );
+    if let Some(via) = via {
+        summary.push_str(&via?);
+    }
     let earlier = start_counts.done + start_counts.failed;
     if earlier > 0 {
         summary.push_str(&format!("  earlier runs    {earlier} requests finished\n"));
@@ -660,5 +857,11 @@ async fn run_via_batch(
         &counts,
         &state_path,
     ));
-    Ok(report(counts, skipped, unsent_reason, interrupted, summary))
+    Ok(BatchPhase::Ended(report(
+        counts,
+        skipped,
+        unsent_reason,
+        interrupted,
+        summary,
+    )))
 }

@@ -11,8 +11,8 @@ use serde::Serialize;
 /// SQL that records one attempt (prepared once per transaction, cached by the connection).
 const INSERT: &str = "INSERT OR REPLACE INTO attempts
     (request_id, run, attempt, ended_at, key, status, latency_ms, waited_quota_ms, paused,
-     waited_backoff_ms, cause, decision, retry_in_ms, tokens)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+     waited_backoff_ms, cause, decision, retry_in_ms, tokens, batch)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 /// Record `attempt` of request row `request_id` in run `run`; it ended when it was sent plus
 /// its latency (ms since the epoch).
@@ -44,8 +44,23 @@ pub fn insert(
         attempt.decision.as_str(),
         ms(attempt.retry_in),
         attempt.tokens as i64,
+        attempt.via_batch,
     ])?;
     Ok(())
+}
+
+/// The SQL condition that keeps a run's live attempts (`a` the attempts table): states older
+/// than the `batch` column (schema 5) hold live attempts only.
+pub fn live_only(store: &Store) -> Result<&'static str, StoreError> {
+    let has: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('attempts') WHERE name = 'batch'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| store.err("read", e))?;
+    Ok(if has > 0 { "a.batch = 0" } else { "1" })
 }
 
 /// One stored attempt.

@@ -147,9 +147,14 @@ impl RunFigures {
 pub fn of_run(store: &Store, run: i64) -> Result<Option<RunFigures>, StoreError> {
     let read = |e| store.err("read", e);
     let conn = store.conn();
+    // The live limits' figures: attempts sent in a provider's batch are not theirs.
+    let live = super::attempts::live_only(store)?;
     let (requests, first, last): (i64, Option<i64>, Option<i64>) = conn
         .query_row(
-            "SELECT count(*), min(ended_at - latency_ms), max(ended_at) FROM attempts WHERE run = ?1",
+            &format!(
+                "SELECT count(*), min(a.ended_at - a.latency_ms), max(a.ended_at)
+                 FROM attempts a WHERE a.run = ?1 AND {live}"
+            ),
             params![run],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
@@ -160,9 +165,11 @@ pub fn of_run(store: &Store, run: i64) -> Result<Option<RunFigures>, StoreError>
     // The tokens of the requests this run finished with a success: the provider's usage.
     let (input, output): (i64, i64) = conn
         .query_row(
-            "SELECT coalesce(sum(r.prompt_tokens), 0), coalesce(sum(r.completion_tokens), 0)
-             FROM attempts a JOIN requests r ON r.id = a.request_id
-             WHERE a.run = ?1 AND a.decision = 'succeeded'",
+            &format!(
+                "SELECT coalesce(sum(r.prompt_tokens), 0), coalesce(sum(r.completion_tokens), 0)
+                 FROM attempts a JOIN requests r ON r.id = a.request_id
+                 WHERE a.run = ?1 AND a.decision = 'succeeded' AND {live}"
+            ),
             params![run],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )

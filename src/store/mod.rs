@@ -58,6 +58,7 @@
 //! engine's events, and the lines the batch output format makes of them, as it is handed them.
 
 pub mod attempts;
+pub mod enqueued;
 pub mod figures;
 pub mod job;
 pub mod keys;

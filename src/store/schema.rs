@@ -128,6 +128,19 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER PRIMARY KEY
     );
     ",
+    // 5 (issue 15): the enqueued-token limits the batch path learned from the provider's
+    // refusals, per key fingerprint and model (the lowest seen), and which attempts went in a
+    // provider's batch (not counted against the live limits).
+    "
+    ALTER TABLE attempts ADD COLUMN batch INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE enqueued_limits (
+        key        TEXT    NOT NULL,
+        model      TEXT    NOT NULL,
+        tokens     INTEGER NOT NULL,
+        learned_at INTEGER NOT NULL,
+        PRIMARY KEY (key, model)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 fn version(store: &Store) -> Result<(i32, i32), StoreError> {

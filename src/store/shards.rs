@@ -261,6 +261,33 @@ pub fn refused(store: &Store, shard: i64, status: &str) -> Result<(), StoreError
     )
 }
 
+/// `--via auto` hands the rest of the job to live requests: the shards never given to the
+/// provider (`planned`) are forgotten with their requests' rows, so a request's row count
+/// stays the number of batches that held it.
+pub fn discard_planned(store: &mut Store) -> Result<u64, StoreError> {
+    let path = store.path().to_path_buf();
+    let err = |source| StoreError::Sql {
+        path: path.clone(),
+        action: "write",
+        source,
+    };
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute(
+        "DELETE FROM shard_requests
+         WHERE shard IN (SELECT id FROM shards WHERE state = 'planned')",
+        [],
+    )
+    .map_err(err)?;
+    let gone = tx
+        .execute("DELETE FROM shards WHERE state = 'planned'", [])
+        .map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(gone as u64)
+}
+
 /// The shard's batch has ended and its results are handed on: what it left without a result
 /// is released, and the shard is `ended`.
 pub fn end(store: &mut Store, shard: i64, release: &[i64]) -> Result<(), StoreError> {
@@ -356,6 +383,35 @@ pub fn provider_ids(store: &Store) -> Result<Vec<String>, StoreError> {
         .map_err(|e| store.err("read", e))?;
     let rows = stmt
         .query_map([], |r| r.get(0))
+        .map_err(|e| store.err("read", e))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(|e| store.err("read", e))
+}
+
+/// The job's requests with a result and the tokens the provider reported, keyed by input line,
+/// with whether a batch finished them (a request still active in a shard when it got its result)
+/// or a live request.
+pub fn finished_ways(store: &Store) -> Result<Vec<(u64, u64, u64, bool)>, StoreError> {
+    let mut stmt = store
+        .conn()
+        .prepare(
+            "SELECT r.line, r.prompt_tokens, r.completion_tokens,
+                    EXISTS (SELECT 1 FROM shard_requests s WHERE s.request_id = r.id AND s.active = 1)
+             FROM requests r WHERE r.state IN (?1, ?2)",
+        )
+        .map_err(|e| store.err("read", e))?;
+    let rows = stmt
+        .query_map(
+            params![RequestState::Done.code(), RequestState::Failed.code()],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, bool>(3)?,
+                ))
+            },
+        )
         .map_err(|e| store.err("read", e))?;
     rows.collect::<Result<_, _>>()
         .map_err(|e| store.err("read", e))

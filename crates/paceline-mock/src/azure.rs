@@ -1,4 +1,5 @@
-//! Azure OpenAI's shape: `POST /openai/deployments/{deployment}/{operation}?api-version=V`.
+//! Azure OpenAI's shape: `POST /openai/deployments/{deployment}/{operation}?api-version=V`, and
+//! global batch's resource-level `/openai/files` and `/openai/batches` ([`resource_access`]).
 //!
 //! The request and answer bodies are OpenAI's, so a deployment route runs the OpenAI pipeline
 //! of [`crate::server`] and then reshapes what differs at Azure (Azure OpenAI REST reference,
@@ -24,11 +25,15 @@ use crate::duration::{ceil_millis, ceil_secs};
 use crate::server::{App, LimitsNotConsulted, handle};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{Value, json};
 use std::sync::Arc;
+
+/// Azure's 401 message.
+const ACCESS_DENIED: &str = "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.";
 
 /// The largest error body reshaped (error bodies are a few hundred bytes).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -100,6 +105,32 @@ pub async fn deployment<E: Endpoint + Operation>(
     let body = body.map(|bytes| with_model(bytes, &deployment));
     let response = handle::<E>(State(app), headers, body).await;
     reshape(response, E::OPERATION, &version).await
+}
+
+/// The resource-level routes of global batch (`/openai/files`, `/openai/batches`): Azure's
+/// checks (`api-version`, the `api-key` header, read as OpenAI's bearer token), then OpenAI's
+/// handler; its 401 in Azure's words.
+pub async fn resource_access(mut request: Request, next: Next) -> Response {
+    if api_version(request.uri().query()).is_none() {
+        return azure_error(StatusCode::NOT_FOUND, "Resource not found");
+    }
+    let headers = request.headers_mut();
+    headers.remove(header::AUTHORIZATION);
+    let key = headers
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .and_then(|k| HeaderValue::try_from(format!("Bearer {k}")).ok());
+    let Some(key) = key else {
+        return azure_error(StatusCode::UNAUTHORIZED, ACCESS_DENIED);
+    };
+    headers.insert(header::AUTHORIZATION, key);
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        return azure_error(StatusCode::UNAUTHORIZED, ACCESS_DENIED);
+    }
+    response
 }
 
 /// The body with `model` set to the deployment when it names none.

@@ -1,4 +1,5 @@
 //! The Batch APIs' HTTP handlers: OpenAI's Files (`/v1/files`) and Batches (`/v1/batches`),
+//! the same at an Azure OpenAI resource (`/openai/files`, `/openai/batches`: global batch),
 //! Anthropic's Message Batches (`/v1/messages/batches`), and the test hook that moves the
 //! batches' clock forward (`POST /_mock/advance {"seconds": N}`).
 //!
@@ -43,6 +44,23 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/messages/batches/{id}/cancel", post(cancel_anthropic))
         .route("/v1/messages/batches/{id}/results", get(results_anthropic))
         .route("/_mock/advance", post(advance))
+        .merge(azure())
+}
+
+/// Azure OpenAI's global batch: OpenAI's Files and Batches at the resource (`/openai/files`,
+/// `/openai/batches`), behind Azure's `api-version` and `api-key` checks.
+fn azure() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/openai/files",
+            post(upload).layer(DefaultBodyLimit::max(OPENAI_MAX_FILE_BYTES + 64 * 1024)),
+        )
+        .route("/openai/files/{id}", get(file).delete(delete_file))
+        .route("/openai/files/{id}/content", get(file_content))
+        .route("/openai/batches", post(create_azure).get(list_openai))
+        .route("/openai/batches/{id}", get(retrieve_openai))
+        .route("/openai/batches/{id}/cancel", post(cancel_openai))
+        .route_layer(axum::middleware::from_fn(crate::azure::resource_access))
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response {
@@ -153,7 +171,15 @@ async fn file_content(
 
 async fn create_openai(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     match app.authorize(&headers, Flavor::OpenAi) {
-        Ok(()) => json(app.batches().create_openai(&body, app.config())),
+        Ok(()) => json(app.batches().create_openai(&body, app.config(), false)),
+        Err(err) => error(&err),
+    }
+}
+
+/// Azure OpenAI's `POST /openai/batches` (the key already checked the Azure way).
+async fn create_azure(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    match app.authorize(&headers, Flavor::OpenAi) {
+        Ok(()) => json(app.batches().create_openai(&body, app.config(), true)),
         Err(err) => error(&err),
     }
 }

@@ -37,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most requests in one OpenAI batch.
 pub const OPENAI_MAX_REQUESTS: usize = 50_000;
+/// Most requests in one Azure OpenAI global batch input file.
+pub const AZURE_MAX_REQUESTS: usize = 100_000;
 /// Largest OpenAI batch input file.
 pub const OPENAI_MAX_FILE_BYTES: usize = 200 * 1024 * 1024;
 /// Most requests in one Anthropic Message Batch.
@@ -404,8 +406,14 @@ impl Batches {
 
     // ---- OpenAI batches ----
 
-    /// `POST /v1/batches`.
-    pub fn create_openai(&self, body: &[u8], config: &MockConfig) -> BatchResult<Value> {
+    /// `POST /v1/batches`; with `bare`, Azure OpenAI's `POST /openai/batches`, whose endpoint
+    /// and lines name the operation without `/v1` (`/chat/completions`).
+    pub fn create_openai(
+        &self,
+        body: &[u8],
+        config: &MockConfig,
+        bare: bool,
+    ) -> BatchResult<Value> {
         let flavor = Flavor::OpenAi;
         let obj = crate::api::json_object(body, flavor)?;
         let text = |name: &str| -> BatchResult<String> {
@@ -429,16 +437,29 @@ impl Batches {
                 format!("Invalid value: '{window}'. Supported values are: '24h'."),
             ));
         }
-        if !matches!(
-            endpoint.as_str(),
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses"
-        ) {
+        let path = if bare {
+            format!("/v1{endpoint}")
+        } else {
+            endpoint.clone()
+        };
+        let supported = if bare {
+            matches!(path.as_str(), "/v1/chat/completions")
+        } else {
+            matches!(
+                path.as_str(),
+                "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses"
+            )
+        };
+        if !supported {
+            let names = if bare {
+                "'/chat/completions'"
+            } else {
+                "'/v1/chat/completions', '/v1/completions', '/v1/embeddings' and '/v1/responses'"
+            };
             return Err(ApiError::invalid_param(
                 flavor,
                 "endpoint",
-                format!(
-                    "Invalid value: '{endpoint}'. Supported values are: '/v1/chat/completions', '/v1/completions', '/v1/embeddings' and '/v1/responses'."
-                ),
+                format!("Invalid value: '{endpoint}'. Supported values are: {names}."),
             ));
         }
         let metadata = match obj.get("metadata") {
@@ -469,7 +490,7 @@ impl Batches {
             }
             file.bytes.clone()
         };
-        let (items, model, tokens, invalid) = parse_jsonl(&content, &endpoint, config);
+        let (items, model, tokens, invalid) = parse_jsonl(&content, &endpoint, &path, config);
         let now = self.now();
         let mut book = self.book.lock();
         self.decide(&mut book, now);
@@ -1057,9 +1078,11 @@ fn body_json(bytes: &[u8]) -> Value {
 
 /// Parse an OpenAI batch input file: its items, model, enqueued tokens, and (if the file as a
 /// whole is refused) the validation errors.
+/// The lines of a batch input file for `endpoint` as the batch names it, which is API `path`.
 fn parse_jsonl(
     content: &[u8],
     endpoint: &str,
+    path: &str,
     config: &MockConfig,
 ) -> (Vec<Item>, String, u64, Option<Value>) {
     let mut items = Vec::new();
@@ -1120,7 +1143,7 @@ fn parse_jsonl(
             continue;
         }
         let bytes = body.to_string().into_bytes();
-        let counted = match endpoint {
+        let counted = match path {
             "/v1/chat/completions" => cost_of::<ChatRequest>(&bytes, config),
             "/v1/completions" => cost_of::<CompletionRequest>(&bytes, config),
             "/v1/embeddings" => cost_of::<EmbeddingRequest>(&bytes, config),
@@ -1135,13 +1158,19 @@ fn parse_jsonl(
         };
         items.push(Item {
             custom_id: custom_id.to_owned(),
-            url: endpoint.to_owned(),
+            url: path.to_owned(),
             body: bytes,
             invalid,
         });
     }
-    if items.len() > OPENAI_MAX_REQUESTS {
-        errors.push(json!({"code": "too_many_requests", "message": format!("The batch input file holds {} requests; a batch may hold at most {OPENAI_MAX_REQUESTS}.", items.len()), "param": null, "line": null}));
+    // Azure's names differ from the paths: its own limit.
+    let most = if path == endpoint {
+        OPENAI_MAX_REQUESTS
+    } else {
+        AZURE_MAX_REQUESTS
+    };
+    if items.len() > most {
+        errors.push(json!({"code": "too_many_requests", "message": format!("The batch input file holds {} requests; a batch may hold at most {most}.", items.len()), "param": null, "line": null}));
     }
     if items.is_empty() && errors.is_empty() {
         errors.push(json!({"code": "empty_file", "message": "The batch input file is empty.", "param": null, "line": null}));

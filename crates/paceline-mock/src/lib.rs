@@ -68,7 +68,9 @@
 //!   upload with `purpose=batch`, retrieve, content, delete) and Batches (`/v1/batches`: create
 //!   with `completion_window=24h` and `metadata`, retrieve, list in pages, cancel), Anthropic's
 //!   Message Batches (`/v1/messages/batches`: inline requests, retrieve, list, cancel, JSONL
-//!   results). In memory; a batch moves validating → in_progress → finalizing → completed
+//!   results), and Azure OpenAI's global batch (OpenAI's Files and Batches at
+//!   `/openai/files` and `/openai/batches`, behind `api-version` and the `api-key` header, the
+//!   endpoint and lines naming the operation: `/chat/completions`). In memory; a batch moves validating → in_progress → finalizing → completed
 //!   (failed, expired, cancelling → cancelled) at `--batch-speed` requests per second, on a
 //!   clock `POST /_mock/advance {"seconds": N}` moves forward. `--batch-enqueued-tokens` fails an
 //!   OpenAI batch that would pass the model's enqueued tokens (`token_limit_exceeded`, when its
