@@ -965,6 +965,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture, concurrency: Option<usize
         display: Display::Quiet,
         shared: None,
         batch: None,
+        tracer: None,
     };
     capture.start();
     let start_unix = unix_now();

@@ -160,6 +160,7 @@ async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64)
                     display: Display::Quiet,
                     shared: Some(std::sync::Arc::new(shared)),
                     batch: None,
+                    tracer: None,
                 };
                 runner::run(plan).await.expect("run")
             })

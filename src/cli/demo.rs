@@ -112,6 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         display: Display::detect(args.quiet),
         shared: None,
         batch: None,
+        tracer: None,
     };
     let result = runner::run(plan).await;
     provider.shutdown().await;

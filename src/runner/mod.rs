@@ -25,6 +25,7 @@ use crate::store::runs::{self, RunMode};
 use crate::store::state::{self, StateCounts};
 use crate::store::writer::{self, Dispatched, WriterError, WriterInputs};
 use crate::store::{Store, StoreError};
+use crate::telemetry::otlp::Tracer;
 use crate::upstream::{ApiKey, KeyPool, Upstream};
 pub use signals::Interrupt;
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ pub struct RunPlan {
     pub shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
     /// `--via batch`: send the job through the provider's Batch API instead of live requests.
     pub batch: Option<BatchSettings>,
+    /// Where the spans of a live run go, when traces are exported (one span per request, one
+    /// per attempt).
+    pub tracer: Option<Tracer>,
 }
 
 /// How a run ended.
@@ -273,11 +277,13 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         plan.default_max_tokens,
     );
     let (feed_window, feed_handle) = (Arc::clone(&window), tokio::runtime::Handle::current());
+    let feed_tracer = plan.tracer.clone();
     let feeder = tokio::task::spawn_blocking(move || {
         feed::feed(
             &spec,
             &feed_state,
             default_max_tokens,
+            feed_tracer.as_ref(),
             job_tx,
             dispatched_tx,
             feed_window,
@@ -344,6 +350,16 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
         let _ = stop_tx.send(true);
     }
     let wall = started.elapsed();
+    let traces = match plan.tracer.clone() {
+        Some(tracer) => {
+            let url = tracer.endpoint().traces_url.clone();
+            let tally = tokio::task::spawn_blocking(move || tracer.shutdown())
+                .await
+                .map_err(internal)?;
+            Some((url, tally))
+        }
+        None => None,
+    };
     let outcome = writer_task.await.map_err(internal)?;
     let feed_result = feeder.await.map_err(internal)?;
     drop(stop_tx);
@@ -382,6 +398,12 @@ pub async fn run(plan: RunPlan) -> Result<RunReport, RunError> {
     );
     if let Some(line) = progress::rate_line(&rates) {
         summary.push_str(&line);
+    }
+    if let Some((url, tally)) = traces {
+        summary.push_str(&format!(
+            "  traces          {} spans exported to {url}, {} dropped\n",
+            tally.exported, tally.dropped
+        ));
     }
     let earlier = start_counts.done + start_counts.failed;
     if earlier > 0 {
