@@ -148,11 +148,11 @@ async fn received(spans: &Spans, what: &str, done: impl Fn(&[Got]) -> bool) -> V
     }
 }
 
-/// The request spans (by `key`'s value) and, for each, its attempt spans in order.
-fn by_request<'a>(
-    spans: &'a [Got],
+/// The request spans (by span id) and, by parent span id, the attempt spans in order.
+fn by_request(
+    spans: &[Got],
     is_request: impl Fn(&Got) -> bool,
-) -> (HashMap<String, &'a Got>, HashMap<String, Vec<&'a Got>>) {
+) -> (HashMap<String, &Got>, HashMap<String, Vec<&Got>>) {
     let requests: HashMap<String, &Got> = spans
         .iter()
         .filter(|s| is_request(s))
