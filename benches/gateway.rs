@@ -2,7 +2,7 @@
 //! real HTTP on loopback against `paceline mock` (zero latency, no limits to speak of).
 //!
 //! ```text
-//! cargo bench --bench gateway -- [latency|start|throughput|streams|all] [--rate N] [--secs S] [--rounds N]
+//! cargo bench --bench gateway -- [latency|start|throughput|streams|tracing|all] [--rate N] [--secs S] [--rounds N]
 //! ```
 //!
 //! * **latency**: an open-loop load generator sends non-streaming chat requests at a fixed rate
@@ -26,6 +26,14 @@
 //! * **streams**: 1,000 concurrent streaming requests through the gateway (the mock spreads 20
 //!   tokens over 2 s), read to the end; the gateway's peak resident memory (`VmRSS`), sampled
 //!   every 20 ms, beside its idle figure.
+//! * **tracing**: what exporting traces (`--otlp-endpoint`) costs, side by side in one run,
+//!   `--rounds` rounds (default 3) alternating: the latency mode's open loop straight to the
+//!   mock, through a gateway without traces and through one exporting to an OTLP receiver in
+//!   this process (the added p50 / p99 of each, their CPU time per request); the throughput
+//!   mode's closed loop through a gateway without traces and through one whose collector is
+//!   down (nothing listens on its port); and `paceline run` over 20,000 requests without
+//!   traces, exporting them, and with the collector down (CPU time per request of the run's
+//!   process, from `getrusage`).
 //!
 //! Both processes are the release binary (`CARGO_BIN_EXE_paceline`, or `PACELINE_BIN` when set:
 //! a copy keeps a shared target directory's rebuilds out of a run); the gateway writes its
@@ -148,16 +156,24 @@ fn mock(extra: &[&str]) -> Process {
 
 /// The gateway in front of `mock`, logging to `log`.
 fn gateway(mock: &Process, log: &std::path::Path) -> Process {
+    gateway_with(mock, log, &[])
+}
+
+/// [`gateway`] with `extra` arguments.
+fn gateway_with(mock: &Process, log: &std::path::Path, extra: &[&str]) -> Process {
     let upstream = format!("http://{}/v1", mock.addr);
-    Process::start(&[
+    let log = log.display().to_string();
+    let mut args = vec![
         "serve",
         "--base-url",
         &upstream,
         "--api-key-env",
         "UPSTREAM_KEY",
         "--log-file",
-        &log.display().to_string(),
-    ])
+        &log,
+    ];
+    args.extend_from_slice(extra);
+    Process::start(&args)
 }
 
 fn load_average() -> String {
@@ -541,6 +557,228 @@ fn streams(rt: &tokio::runtime::Runtime, dir: &std::path::Path) {
     );
 }
 
+/// An OTLP/HTTP receiver on loopback that accepts every export (`POST /v1/traces`) and counts
+/// the bytes; its base URL.
+async fn otlp_sink(received: Arc<AtomicU64>) -> String {
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| async move {
+            received.fetch_add(body.len() as u64, Ordering::Relaxed);
+            [("content-type", "application/x-protobuf")]
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the OTLP receiver");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// A loopback port nothing listens on: a collector that is down.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// CPU time (user + system) of the waited-for children of this process so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct passed by pointer.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// `paceline run` over `input` against `mock` with `extra` arguments: CPU time per request of
+/// its process, in µs, and its wall time.
+fn run_cost(mock: &Process, input: &std::path::Path, n: usize, extra: &[&str]) -> (f64, Duration) {
+    let bin =
+        std::env::var_os("PACELINE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_paceline").into());
+    let output = input.with_extension("out.jsonl");
+    let before = children_cpu();
+    let started = Instant::now();
+    let status = Command::new(bin)
+        .args(["run", &input.display().to_string(), "-o"])
+        .arg(&output)
+        .args([
+            "--restart",
+            "--quiet",
+            "--base-url",
+            &format!("http://{}/v1", mock.addr),
+        ])
+        .args(extra)
+        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .env_remove("PACELINE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run paceline run");
+    let wall = started.elapsed();
+    assert!(status.success(), "paceline run {extra:?} failed: {status}");
+    let cpu = children_cpu() - before;
+    (cpu.as_secs_f64() * 1e6 / n as f64, wall)
+}
+
+fn tracing_cost(
+    rt: &tokio::runtime::Runtime,
+    rate: f64,
+    secs: Duration,
+    rounds: usize,
+    dir: &std::path::Path,
+) {
+    let received = Arc::new(AtomicU64::new(0));
+    let sink = rt.block_on(otlp_sink(Arc::clone(&received)));
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let mock = mock(&[]);
+    let off = gateway(&mock, &dir.join("tracing-off.log"));
+    let on = gateway_with(
+        &mock,
+        &dir.join("tracing-on.log"),
+        &["--otlp-endpoint", &sink],
+    );
+    let down = gateway_with(
+        &mock,
+        &dir.join("tracing-down.log"),
+        &["--otlp-endpoint", &dead],
+    );
+    let warmup = Duration::from_secs(2);
+    let path = "/v1/chat/completions";
+    println!(
+        "tracing: latency, open loop, {rate} req/s for {secs:?} (after {warmup:?} of warm-up); {rounds} rounds of direct, gateway without traces, gateway exporting them"
+    );
+    println!(
+        "  {:<14} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}  load avg",
+        "", "p50 ms", "p99 ms", "p99.9 ms", "requests", "failed", "CPU µs/req"
+    );
+    let mut added = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    let mut cpu = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        let direct = open_loop(rt, &mock.url(path), rate, warmup, secs);
+        println!(
+            "  {:<14} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9}  {}",
+            format!("direct {round}"),
+            ms(direct.p[0]),
+            ms(direct.p[2]),
+            ms(direct.p[3]),
+            direct.sent,
+            direct.failed,
+            "",
+            load_average()
+        );
+        for (i, (name, serve)) in [("traces off", &off), ("traces on", &on)]
+            .into_iter()
+            .enumerate()
+        {
+            let before = serve.cpu_and_switches();
+            let s = open_loop(rt, &serve.url(path), rate, warmup, secs);
+            let after = serve.cpu_and_switches();
+            let requests = ((warmup + secs).as_secs_f64() * rate).max(1.0);
+            let per_request = (after.0 - before.0).as_secs_f64() * 1e6 / requests;
+            cpu[i].push(per_request);
+            added[i][0].push((s.p[0] as f64 - direct.p[0] as f64) / 1000.0);
+            added[i][1].push((s.p[2] as f64 - direct.p[2] as f64) / 1000.0);
+            println!(
+                "  {:<14} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9.0}  {}",
+                format!("{name} {round}"),
+                ms(s.p[0]),
+                ms(s.p[2]),
+                ms(s.p[3]),
+                s.sent,
+                s.failed,
+                per_request,
+                load_average()
+            );
+        }
+    }
+    for (i, name) in ["traces off", "traces on"].into_iter().enumerate() {
+        println!(
+            "  {name}: added p50 {:+.3} ms, added p99 {:+.3} ms, {:.0} µs CPU per request (medians of {rounds} rounds)",
+            median(&added[i][0]),
+            median(&added[i][1]),
+            median(&cpu[i])
+        );
+    }
+    println!(
+        "  the receiver took {:.1} MB of spans",
+        received.load(Ordering::Relaxed) as f64 / 1e6
+    );
+
+    let workers = 64;
+    println!(
+        "tracing: throughput, closed loop, {workers} connections for {secs:?}; {rounds} rounds of gateway without traces, gateway whose collector is down"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let without = closed_loop(rt, &off.url(path), workers, secs);
+        let dead_collector = closed_loop(rt, &down.url(path), workers, secs);
+        ratios.push(dead_collector / without);
+        println!(
+            "  round {round}: {without:>8.0} req/s without traces, {dead_collector:>8.0} req/s with the collector down ({:+.1} %)  load avg {}",
+            (dead_collector / without - 1.0) * 100.0,
+            load_average()
+        );
+    }
+    println!(
+        "  collector down against no traces (median of {rounds} rounds): {:+.1} %",
+        (median(&ratios) - 1.0) * 100.0
+    );
+    drop((off, on, down));
+
+    let n = 20_000;
+    let input = dir.join("tracing-run.jsonl");
+    let lines: String = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "custom_id": format!("r{i}"),
+                "method": "POST",
+                "url": path,
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": format!("Say hello number {i}")}],
+                    "max_tokens": 16
+                }
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&input, lines).expect("write the run's input");
+    println!(
+        "tracing: paceline run over {n} requests; {rounds} rounds of without traces, exporting them, collector down"
+    );
+    let mut run_cpu = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        let cases: [(&str, Vec<&str>); 3] = [
+            ("without traces", vec![]),
+            ("exporting", vec!["--otlp-endpoint", &sink]),
+            ("collector down", vec!["--otlp-endpoint", &dead]),
+        ];
+        for (i, (name, extra)) in cases.iter().enumerate() {
+            let (per_request, wall) = run_cost(&mock, &input, n, extra);
+            run_cpu[i].push(per_request);
+            println!(
+                "  {name:<15} {round}: {per_request:>6.1} µs CPU per request, {:.2} s  load avg {}",
+                wall.as_secs_f64(),
+                load_average()
+            );
+        }
+    }
+    println!(
+        "  run CPU per request (median of {rounds} rounds): {:.1} µs without traces, {:.1} µs exporting, {:.1} µs collector down",
+        median(&run_cpu[0]),
+        median(&run_cpu[1]),
+        median(&run_cpu[2])
+    );
+}
+
 fn raise_fd_limit(want: u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -574,7 +812,7 @@ fn main() {
                 )
             }
             "--bench" => {}
-            "latency" | "start" | "throughput" | "streams" | "all" => what = arg,
+            "latency" | "start" | "throughput" | "streams" | "tracing" | "all" => what = arg,
             other => panic!("unknown argument {other:?}"),
         }
     }
@@ -597,5 +835,8 @@ fn main() {
     }
     if matches!(what.as_str(), "streams" | "all") {
         streams(&rt, dir.path());
+    }
+    if matches!(what.as_str(), "tracing" | "all") {
+        tracing_cost(&rt, rate, secs, rounds.unwrap_or(3), dir.path());
     }
 }

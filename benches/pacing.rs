@@ -967,6 +967,7 @@ async fn run_paceline(s: &Scenario, capture: &Capture, concurrency: Option<usize
         batch: None,
         auto: None,
         prices: None,
+        tracer: None,
     };
     capture.start();
     let start_unix = unix_now();

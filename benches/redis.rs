@@ -164,6 +164,7 @@ async fn shared_runs(redis: &RedisServer, runs: usize, per_run: usize, rpm: u64)
                     batch: None,
                     auto: None,
                     prices: None,
+                    tracer: None,
                 };
                 runner::run(plan).await.expect("run")
             })

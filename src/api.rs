@@ -52,6 +52,15 @@ impl Endpoint {
         }
     }
 
+    /// Its operation in OpenTelemetry's generative-AI conventions (`gen_ai.operation.name`).
+    pub fn operation_name(&self) -> &'static str {
+        match self {
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => "chat",
+        }
+    }
+
     /// The endpoint whose URL path is exactly `path`.
     pub fn from_path(path: &str) -> Option<Endpoint> {
         Endpoint::ALL.into_iter().find(|e| e.path() == path)

@@ -114,6 +114,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         batch: None,
         auto: None,
         prices: None,
+        tracer: None,
     };
     let result = runner::run(plan).await;
     provider.shutdown().await;

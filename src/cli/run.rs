@@ -15,6 +15,7 @@ use crate::provider::Provider;
 use crate::quota::{Dimension, QuotaConfig};
 use crate::retry::BackoffPolicy;
 use crate::runner::{self, RunError, RunPlan};
+use crate::telemetry::otlp;
 use crate::time::parse_duration;
 use crate::tokens::DEFAULT_MAX_TOKENS;
 
@@ -243,6 +244,11 @@ pub struct RunArgs {
     /// TOML config with `[[keys]]` (env, rpm, tpm) and `base_url`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP to this collector (base URL, e.g. http://127.0.0.1:4318;
+    /// default: otlp_endpoint in --config, else OTEL_EXPORTER_OTLP_ENDPOINT, else none): one
+    /// span per request, one per attempt. Live runs only (not --via batch nor --job).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// Input and output options (clap ignores a flattened field's doc comment).
     #[command(flatten)]
     pub input_args: InputArgs,
@@ -605,12 +611,17 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         batch: None,
         auto: None,
         prices: None,
+        tracer: None,
     };
     let state = plan
         .state
         .clone()
         .unwrap_or_else(|| crate::store::default_path(&plan.output));
     let batch = args.via.settings(&plan, &args.pacing)?;
+    let tracer = match (&batch, otlp_endpoint(&args, &config)?) {
+        (None, Some(endpoint)) => Some(otlp::Tracer::start(endpoint)?),
+        _ => None,
+    };
     let plan = RunPlan {
         auto: match &batch {
             Some(_) => args.via.auto(&plan.keys, &state)?,
@@ -621,9 +632,22 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             None => None,
         },
         batch,
+        tracer,
         ..plan
     };
     finish(runner::run(plan).await)
+}
+
+/// Where a run's traces go: --otlp-endpoint, else `otlp_endpoint` in --config, else the
+/// standard environment variables.
+fn otlp_endpoint(args: &RunArgs, config: &RunConfig) -> anyhow::Result<Option<otlp::Endpoint>> {
+    if let Some(url) = &args.otlp_endpoint {
+        return Ok(Some(otlp::Endpoint::base(url, "--otlp-endpoint")?));
+    }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        return Ok(Some(endpoint.clone()));
+    }
+    Ok(otlp::Endpoint::from_env()?)
 }
 
 /// `run --redis URL --job NAME`: work on a job shared through Redis.

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// private network).
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// Export traces over OTLP/HTTP to this collector (base URL, e.g. http://127.0.0.1:4318;
+    /// default: OTEL_EXPORTER_OTLP_ENDPOINT, else none).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// Write JSON events (access log; attempts that were retried or failed) to this file instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -103,6 +107,12 @@ impl ServeArgs {
                 "--api-version",
             ),
             (&mut raw.max_wait, &self.max_wait, "max_wait", "--max-wait"),
+            (
+                &mut raw.otlp_endpoint,
+                &self.otlp_endpoint,
+                "otlp_endpoint",
+                "--otlp-endpoint",
+            ),
             (&mut raw.timeout, &self.timeout, "timeout", "--timeout"),
             (
                 &mut raw.drain_timeout,
@@ -149,7 +159,10 @@ impl ServeArgs {
 /// `raw` is [`ServeArgs::raw_config`], read by the caller (it sizes the runtime).
 pub async fn run(args: ServeArgs, raw: RawGatewayConfig) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init_json(args.log_file.as_deref())?;
-    let config = GatewayConfig::try_from(raw)?;
+    let mut config = GatewayConfig::try_from(raw)?;
+    if config.otlp_endpoint.is_none() {
+        config.otlp_endpoint = crate::telemetry::otlp::Endpoint::from_env()?;
+    }
     let shared = args.redis.connect(config.redis.as_ref()).await?;
     let gateway = Gateway::start_shared(config, shared).await?;
     super::announce(gateway.addr())?;

@@ -160,6 +160,24 @@ pub fn check_http_url(key: &str, url: &str, at: &Provenance) -> Result<(), Confi
     }
 }
 
+/// The OTLP collector written at `otlp_endpoint` (a base URL: `/v1/traces` is added), if any.
+pub fn otlp_endpoint(
+    text: Option<&str>,
+    at: &Provenance,
+) -> Result<Option<crate::telemetry::otlp::Endpoint>, ConfigError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    crate::telemetry::otlp::Endpoint::base(text, "otlp_endpoint")
+        .map(Some)
+        .map_err(|_| {
+            at.invalid(
+                "otlp_endpoint",
+                format!("{text:?} is not an http:// or https:// URL"),
+            )
+        })
+}
+
 /// The duration written at `key` (`30s`, `2m`, `1500ms`, ...), else `default`.
 pub fn duration(
     key: &str,

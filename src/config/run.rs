@@ -23,6 +23,8 @@
 //! concurrency = 64          # optional: a fixed number in flight (--concurrency)
 //! default_max_tokens = 4096 # optional (--default-max-tokens)
 //!
+//! otlp_endpoint = "http://127.0.0.1:4318"  # optional: export traces over OTLP/HTTP (--otlp-endpoint)
+//!
 //! [redis]                   # optional: distributed mode (flags --redis, --processes override)
 //! url = "redis://cache:6379"
 //! processes = 4             # processes sharing the keys: 1/4 of each limit while Redis is down
@@ -78,6 +80,8 @@ pub struct RawRunConfig {
     pub prices: Vec<PriceEntry>,
     /// `upstream`: the gateway's old name of `base_url`, read as it.
     pub upstream: Option<String>,
+    /// `otlp_endpoint`: the OpenTelemetry collector's base URL.
+    pub otlp_endpoint: Option<String>,
     /// The settings only `paceline serve` has, accepted so that one file serves both commands
     /// and not read (any other unknown name is still an error).
     pub listen: Option<toml::Value>,
@@ -166,6 +170,8 @@ pub struct RunConfig {
     pub redis: Option<RedisSection>,
     /// Price entries over the shipped table.
     pub prices: Vec<PriceEntry>,
+    /// Where traces go, if configured.
+    pub otlp_endpoint: Option<crate::telemetry::otlp::Endpoint>,
 }
 
 impl RunConfig {
@@ -250,6 +256,7 @@ impl TryFrom<RawRunConfig> for RunConfig {
             default_max_tokens: raw.default_max_tokens,
             redis: raw.redis.map(|r| r.validate(at)).transpose()?,
             prices: raw.prices,
+            otlp_endpoint: super::otlp_endpoint(raw.otlp_endpoint.as_deref(), at)?,
         })
     }
 }

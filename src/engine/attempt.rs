@@ -8,9 +8,11 @@ use super::concurrency::{Permit, Signal};
 use super::react::{Next, Sent, attempt_record};
 use super::respond::{Delivery, LiveStream};
 use super::stats::Stats;
+use super::trace;
 use super::{AttemptRecord, Decision, Engine, Event, Job, Waits};
 use crate::provider::headers::parse_limit_headers;
-use crate::upstream::{Opened, Pick};
+use crate::telemetry::otlp::Span;
+use crate::upstream::{Opened, Pick, Upstream};
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
@@ -45,15 +47,26 @@ impl Engine {
         let sent_at = upstream.wall_clock();
         job.sent_at = Some(started);
         let live = job.stream && job.responder.is_some();
+        // A traced attempt names its span upstream (`traceparent`).
+        let span = trace::attempt_span(&job);
+        let trace_headers = span.as_ref().map(Span::headers).unwrap_or_default();
+        let traced = span.map(|span| (span, model.to_string()));
         let send = async {
             if live {
-                match upstream.open(&pick.key, path, model, body).await {
+                match upstream
+                    .open(&pick.key, path, model, body, trace_headers)
+                    .await
+                {
                     Ok(opened) if opened.is_success() => Answer::Live(opened),
                     Ok(opened) => Answer::Whole(opened.into_reply().await),
                     Err(err) => Answer::Whole(Err(err)),
                 }
             } else {
-                Answer::Whole(upstream.post(&pick.key, path, model, body).await)
+                Answer::Whole(
+                    upstream
+                        .post(&pick.key, path, model, body, trace_headers)
+                        .await,
+                )
             }
         };
         // A request sent while probing is called back if the first answer shows a server with
@@ -83,7 +96,8 @@ impl Engine {
                     latency: started.elapsed(),
                 };
                 let wall = upstream.wall_clock();
-                self.hand_over(job, pick, waits, permit, opened, sent, wall, sink)
+                let traced = traced.map(|(span, model)| (span, upstream.clone(), model));
+                self.hand_over(job, pick, waits, permit, opened, sent, wall, sink, traced)
                     .await;
                 return;
             }
@@ -109,6 +123,9 @@ impl Engine {
         // The in-flight slot is held until the results are handed over below: when the sink is
         // slow (a busy store), finished requests must not pile up while new ones start.
         let _slot = permit;
+        if let Some((span, model)) = &traced {
+            trace::record_attempt(span, &job, upstream, model, &record, &waits);
+        }
         log_attempt(&job, &record);
         let _ = sink.send(Event::Attempt(record)).await;
         match next {
@@ -136,6 +153,7 @@ impl Engine {
         sent: Sent,
         wall: SystemTime,
         sink: mpsc::Sender<Event>,
+        traced: Option<(Span, Upstream, String)>,
     ) {
         let latency = sent.latency;
         let now = Instant::now();
@@ -146,6 +164,9 @@ impl Engine {
         self.update_target_rate(&job, now);
         drop(permit);
         let record = attempt_record(&job, &pick, waits, sent, Some(opened.status));
+        if let Some((span, upstream, model)) = &traced {
+            trace::record_attempt(span, &job, upstream, model, &record, &waits);
+        }
         log_attempt(&job, &record);
         let _ = sink.send(Event::Attempt(record)).await;
         Stats::incr(&self.stats.succeeded);

@@ -74,6 +74,7 @@ impl Engine {
             quota: Duration::ZERO,
             paused: false,
             backoff: job.backoff,
+            queued: now.saturating_duration_since(job.ready_at),
         };
         let engine = Arc::clone(self);
         let sink = sink.clone();
@@ -199,6 +200,7 @@ impl Engine {
                 quota: now.saturating_duration_since(booked_at),
                 paused,
                 backoff: job.backoff,
+                queued: booked_at.saturating_duration_since(job.ready_at),
             };
             return Ok((pick, waits));
         }

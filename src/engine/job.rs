@@ -3,6 +3,7 @@
 //! is booked, sent or classified.
 
 use super::respond::Responder;
+use super::trace::JobTrace;
 use crate::api::Endpoint;
 use crate::provider::usage::Charge;
 use crate::quota::{Cost, Dimension};
@@ -82,6 +83,11 @@ pub struct Job {
     pub(crate) responder: Option<Responder>,
     /// The key whose attempt failed last (5xx, overload, timeout): the retry prefers another.
     pub(crate) avoid: Option<usize>,
+    /// When its next attempt became due (made, or its retry's time came): what it waited from
+    /// then until booked is its wait for the in-flight bound and the jobs ahead.
+    pub(crate) ready_at: Instant,
+    /// Its spans, when traces are exported.
+    pub trace: Option<Box<JobTrace>>,
 }
 
 impl Job {
@@ -142,7 +148,15 @@ impl Job {
             sent_at: None,
             responder: None,
             avoid: None,
+            ready_at: Instant::now(),
+            trace: None,
         }
+    }
+
+    /// Trace the job as `trace` says.
+    pub fn with_trace(mut self, trace: JobTrace) -> Self {
+        self.trace = Some(Box::new(trace));
+        self
     }
 
     /// Deliver this job's end (a [`super::Finished`] or a live stream) to `responder` instead of the

@@ -44,6 +44,7 @@ pub mod queue;
 mod react;
 pub mod respond;
 pub mod stats;
+pub mod trace;
 
 use crate::quota::Dimension;
 use crate::retry::BackoffPolicy;
@@ -140,6 +141,8 @@ struct Waits {
     quota: Duration,
     paused: bool,
     backoff: Duration,
+    /// From the attempt being due to its booking: the in-flight bound and the jobs ahead.
+    queued: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -248,6 +251,7 @@ impl Engine {
             Verdict::Succeeded(_) => Stats::incr(&self.stats.succeeded),
             Verdict::Failed { code, .. } => self.stats.record_failure(code.code()),
         }
+        let trace = job.trace.take();
         let finished = Finished {
             waited: job.waited(Instant::now()),
             retry_after,
@@ -256,6 +260,14 @@ impl Engine {
             attempts: job.attempts,
             verdict,
         };
+        if let Some(trace) = trace {
+            let request = trace::Request {
+                endpoint: job.endpoint,
+                model: &job.model,
+                priority: job.priority,
+            };
+            trace::record_request(*trace, request, &self.upstream, &finished);
+        }
         match job.responder.take() {
             Some(responder) => responder.send(Delivery::Finished(finished)),
             None => {
@@ -268,7 +280,8 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    fn retry_later(&self, job: Job, due: Instant) {
+    fn retry_later(&self, mut job: Job, due: Instant) {
+        job.ready_at = due;
         lock(&self.delayed[job.priority.index()]).push(due, job);
         self.wake.notify_one();
     }

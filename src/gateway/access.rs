@@ -3,13 +3,20 @@
 //! header, body or key of the request or of the provider is logged. The same moment feeds the
 //! request metrics.
 //!
+//! With traces exported, the same moment records the request's span (a server span, parent of
+//! its attempts' spans, child of the client's `traceparent` if it sent one).
+//!
 //! It must not know the routes or the engine's workings: it is told what happened.
 
 use super::metrics;
+use crate::api::Endpoint;
 use crate::engine::Priority;
 use crate::provider::usage::Usage;
+use crate::telemetry::otlp::{Record, Span, Tracer, parent_from_headers};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// What is known about one request, filled in as it goes.
@@ -34,6 +41,8 @@ pub struct RequestLog {
     pub queued: Duration,
     /// Usage the provider reported.
     pub usage: Option<Usage>,
+    /// The request's span and when it began, when traces are exported.
+    trace: Option<(Span, SystemTime)>,
 }
 
 impl RequestLog {
@@ -50,7 +59,20 @@ impl RequestLog {
             attempts: 0,
             queued: Duration::ZERO,
             usage: None,
+            trace: None,
         }
+    }
+
+    /// Trace the request with `tracer`, if there is one, as a child of the trace context in
+    /// the client's `headers`.
+    pub fn traced(mut self, tracer: Option<&Tracer>, headers: &http::HeaderMap) -> Self {
+        self.trace = tracer.map(|t| (t.span(parent_from_headers(headers)), SystemTime::now()));
+        self
+    }
+
+    /// The request's span, parent of its attempts', when it is traced.
+    pub fn span(&self) -> Option<&Span> {
+        self.trace.as_ref().map(|(span, _)| span)
     }
 
     /// When the request arrived.
@@ -94,5 +116,56 @@ impl RequestLog {
         if self.usage.is_some() {
             metrics::tokens(&self.client, usage.prompt, usage.completion);
         }
+        if let Some((span, start)) = &self.trace {
+            self.record_span(span, *start, status, outcome);
+        }
+    }
+
+    /// The request's span: HTTP server conventions, the generative-AI call's, and paceline's
+    /// (client, priority, queue wait, attempts). A server span is an error for a 5xx only.
+    fn record_span(&self, span: &Span, start: SystemTime, status: u16, outcome: &str) {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", self.route),
+            KeyValue::new("url.path", self.route),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("paceline.client", self.client.to_string()),
+            KeyValue::new("paceline.priority", self.priority.as_str()),
+            KeyValue::new("paceline.stream", self.stream),
+            KeyValue::new("paceline.attempts", i64::from(self.attempts)),
+            KeyValue::new("paceline.wait.queue", self.queued.as_secs_f64()),
+            KeyValue::new("paceline.outcome", outcome.to_string()),
+        ];
+        if let Some(endpoint) = Endpoint::from_path(self.route) {
+            attributes.push(KeyValue::new(
+                "gen_ai.operation.name",
+                endpoint.operation_name(),
+            ));
+        }
+        if !self.model.is_empty() {
+            attributes.push(KeyValue::new("gen_ai.request.model", self.model.clone()));
+        }
+        if let Some(usage) = self.usage {
+            attributes.push(KeyValue::new(
+                "gen_ai.usage.input_tokens",
+                usage.prompt as i64,
+            ));
+            attributes.push(KeyValue::new(
+                "gen_ai.usage.output_tokens",
+                usage.completion as i64,
+            ));
+        }
+        let error = (status >= 500).then(|| outcome.to_string());
+        if error.is_some() {
+            attributes.push(KeyValue::new("error.type", status.to_string()));
+        }
+        span.record(Record {
+            name: format!("POST {}", self.route).into(),
+            kind: SpanKind::Server,
+            start,
+            end: SystemTime::now(),
+            attributes,
+            error,
+        });
     }
 }

@@ -13,6 +13,7 @@
 //! workers = 1               # threads serving requests (default 1; see `paceline serve --help`)
 //! admin_key_env = "PACELINE_ADMIN_KEY"  # the key the status page and /metrics ask for
 //! admin_listen = "127.0.0.1:9090"       # optional: the status page and /metrics on their own address
+//! otlp_endpoint = "http://127.0.0.1:4318" # optional: export traces over OTLP/HTTP
 //!
 //! [[keys]]                  # upstream keys: each has its own quota, learned from headers
 //! env = "OPENAI_KEY_A"
@@ -101,6 +102,8 @@ pub struct RawGatewayConfig {
     pub admin_key_env: Option<String>,
     /// `admin_listen`: a second address serving only the admin surface.
     pub admin_listen: Option<String>,
+    /// `otlp_endpoint`: the OpenTelemetry collector's base URL.
+    pub otlp_endpoint: Option<String>,
     /// `[[keys]]`.
     #[serde(default)]
     pub keys: Vec<RawKey>,
@@ -236,6 +239,8 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// Distributed mode, if configured (the `--redis` flags go over it).
     pub redis: Option<RedisSection>,
+    /// Where traces go, if anywhere.
+    pub otlp_endpoint: Option<crate::telemetry::otlp::Endpoint>,
 }
 
 /// Threads serving requests unless `workers` says otherwise. One thread relays some 12,000
@@ -386,6 +391,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             concurrency: raw.concurrency,
             workers,
             redis: raw.redis.map(|r| r.validate(at)).transpose()?,
+            otlp_endpoint: config::otlp_endpoint(raw.otlp_endpoint.as_deref(), at)?,
         })
     }
 }

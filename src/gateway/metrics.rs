@@ -13,12 +13,15 @@
 //! | `paceline_client_rate_limited_total` | counter | `client` (429s sent to clients) |
 //! | `paceline_tokens_total` | counter | `client`, `kind` (`prompt`, `completion`) |
 //! | `paceline_quota_remaining` | gauge | `key` (fingerprint), `model`, `dimension` |
+//! | `paceline_trace_spans_exported_total` | counter | (with `--otlp-endpoint`: spans the collector accepted) |
+//! | `paceline_trace_spans_dropped_total` | counter | (with `--otlp-endpoint`: spans lost to a full queue or a failed export) |
 //!
 //! It must not know the routes or the engine's workings: it is told what happened (requests,
 //! attempt records, queue depths) and reads the key pool's quotas for the gauges.
 
 use crate::engine::{AttemptRecord, Decision, Priority};
 use crate::quota::Dimension;
+use crate::telemetry::otlp::Tracer;
 use crate::upstream::KeyPool;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
@@ -64,8 +67,13 @@ pub async fn upkeep() {
     }
 }
 
-/// The exposition text: everything recorded, plus gauges read now from the key pool.
-pub fn render(pool: &KeyPool, queue: [usize; 2]) -> String {
+/// The exposition text: everything recorded, plus gauges read now from the key pool (and the
+/// span counts of `tracer`, when traces are exported).
+pub fn render(pool: &KeyPool, queue: [usize; 2], tracer: Option<&Tracer>) -> String {
+    if let Some(tracer) = tracer {
+        metrics::counter!("paceline_trace_spans_exported_total").absolute(tracer.exported());
+        metrics::counter!("paceline_trace_spans_dropped_total").absolute(tracer.dropped());
+    }
     let now = Instant::now();
     for (key, model, quota) in pool.quotas() {
         for (d, available) in Dimension::ALL.iter().zip(quota.available(now)) {

@@ -39,6 +39,7 @@ pub mod status_page;
 
 use crate::engine::{Engine, EngineConfig, EngineExit, Event, Job, Priority};
 use crate::retry::BackoffPolicy;
+use crate::telemetry::otlp::Tracer;
 use crate::upstream::{ApiKey, KeyPool, KeyProblem, Route, Upstream, UpstreamError};
 use axum::serve::ListenerExt;
 use clients::Clients;
@@ -66,6 +67,8 @@ pub struct App {
     /// The engine's event sink, for jobs sent without queueing ([`Engine::send_now`]).
     events: mpsc::Sender<Event>,
     live: Arc<status_page::LiveStatus>,
+    /// Where spans go, when traces are exported.
+    tracer: Option<Tracer>,
 }
 
 /// A gateway that cannot start.
@@ -77,6 +80,9 @@ pub enum GatewayError {
     /// The upstream URL or HTTP client is unusable.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// Traces cannot be exported where the configuration says.
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::otlp::OtlpError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -112,6 +118,11 @@ impl Gateway {
         shared: Option<Arc<dyn crate::upstream::QuotaSharing>>,
     ) -> Result<Gateway, GatewayError> {
         metrics::install();
+        let tracer = config
+            .otlp_endpoint
+            .clone()
+            .map(Tracer::start)
+            .transpose()?;
         let upstream = Upstream::new(&config.base_url, config.timeout)?
             .with_provider(config.provider, config.api_version.as_deref());
         let mut keys = if config.keys.is_empty() && config.deployments.is_empty() {
@@ -244,6 +255,7 @@ impl Gateway {
             engine_running,
             events,
             live,
+            tracer,
         });
         status_page::spawn_sampler(Arc::downgrade(&app));
         let (stop, stop_rx) = watch::channel(false);
@@ -291,6 +303,30 @@ impl Gateway {
             admin.abort();
         }
         self.upkeep.abort();
+        if let Some(tracer) = self.app.tracer.clone() {
+            let url = tracer.endpoint().traces_url.clone();
+            if let Ok(tally) = tokio::task::spawn_blocking(move || tracer.shutdown()).await {
+                report_traces(&url, tally);
+            }
+        }
+    }
+}
+
+/// Say what became of the spans, as a warning when some were dropped.
+fn report_traces(url: &str, tally: crate::telemetry::otlp::Tally) {
+    let (exported, dropped) = (tally.exported, tally.dropped);
+    if dropped > 0 {
+        tracing::warn!(
+            exported,
+            dropped,
+            "traces: {dropped} spans dropped (collector {url} unreachable or too slow)"
+        );
+    } else {
+        tracing::info!(
+            exported,
+            dropped,
+            "traces: {exported} spans exported to {url}"
+        );
     }
 }
 

@@ -19,6 +19,7 @@ use super::relay::Relay;
 use super::{App, metrics, status_page};
 use crate::api::Endpoint;
 use crate::engine::respond::{Delivery, LiveStream, Responder};
+use crate::engine::trace::JobTrace;
 use crate::engine::{Job, Priority};
 use crate::provider::usage::Charge;
 use crate::tokens::{self, Counting};
@@ -111,7 +112,7 @@ async fn metrics_page(State(app): State<Arc<App>>) -> Response {
         app.queue.len(Priority::Interactive),
         app.queue.len(Priority::Batch),
     ];
-    let text = metrics::render(&app.pool, queue);
+    let text = metrics::render(&app.pool, queue, app.tracer.as_ref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -232,14 +233,15 @@ struct Live {
 
 async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let route = endpoint.path();
+    let tracer = app.tracer.as_ref();
     let client = match app.clients.authenticate(authorization(&headers).as_deref()) {
         Ok(client) => client,
         Err(err) => {
-            let log = RequestLog::new(route, "unauthenticated".into());
+            let log = RequestLog::new(route, "unauthenticated".into()).traced(tracer, &headers);
             return finish_endpoint_error(log, err, endpoint);
         }
     };
-    let mut log = RequestLog::new(route, Arc::clone(&client.name));
+    let mut log = RequestLog::new(route, Arc::clone(&client.name)).traced(tracer, &headers);
     match handle(&app, endpoint, &client, &headers, body, &mut log).await {
         Err(err) => finish_endpoint_error(log, err, endpoint),
         Ok(Proxied::Whole(response, outcome)) => {
@@ -444,6 +446,9 @@ async fn handle(
         build()
     };
     job.priority = log.priority;
+    if let Some(span) = log.span() {
+        job = job.with_trace(JobTrace::Within(span.clone()));
+    }
     // The wait allowed counts from now: estimating a large body is not queueing.
     let waiting_from = Instant::now();
     log.waiting_from(waiting_from);

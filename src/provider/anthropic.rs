@@ -30,6 +30,7 @@ use serde_json::Value;
 /// What paceline knows about Anthropic's API.
 pub static SPEC: Spec = Spec {
     name: "anthropic",
+    semconv_name: "anthropic",
     summary: "Anthropic's Messages API (x-api-key, anthropic-ratelimit-* headers)",
     default_key_env: "ANTHROPIC_API_KEY",
     default_base_url: Some("https://api.anthropic.com/v1"),

@@ -42,6 +42,7 @@ pub fn speaks(endpoint: Endpoint) -> bool {
 /// What paceline knows about Azure OpenAI.
 pub static SPEC: Spec = Spec {
     name: "azure",
+    semconv_name: "azure.ai.openai",
     summary: "Azure OpenAI (deployment URLs, api-version, api-key header)",
     default_key_env: "AZURE_OPENAI_API_KEY",
     default_base_url: None,

@@ -14,6 +14,7 @@ use super::{Spec, openai};
 /// their own.
 pub static SPEC: Spec = Spec {
     name: "openai-compatible",
+    semconv_name: "openai_compatible",
     summary: "Any OpenAI-compatible server (vLLM, llama.cpp, Groq, Together, ...)",
     default_key_env: "OPENAI_API_KEY",
     default_base_url: None,

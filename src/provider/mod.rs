@@ -50,6 +50,8 @@ use usage::{StreamUsageEvent, UsageFields};
 pub struct Spec {
     /// The configuration name (`provider = "…"`, `--provider`).
     pub name: &'static str,
+    /// Its name in OpenTelemetry's generative-AI conventions (`gen_ai.provider.name`).
+    pub semconv_name: &'static str,
     /// One line for `--help`.
     pub summary: &'static str,
     /// The environment variable holding the key when none is named (the SDK's own default).

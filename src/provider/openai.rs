@@ -28,6 +28,7 @@ pub const BASE_URL: &str = "https://api.openai.com/v1";
 /// What paceline knows about OpenAI's API.
 pub static SPEC: Spec = Spec {
     name: "openai",
+    semconv_name: "openai",
     summary: "OpenAI's API",
     default_key_env: "OPENAI_API_KEY",
     default_base_url: Some(BASE_URL),

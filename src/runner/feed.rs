@@ -8,11 +8,14 @@
 use super::RunError;
 use crate::batch::{InputReader, InputSpec};
 use crate::engine::Job;
+use crate::engine::trace::JobTrace;
 use crate::store::Store;
 use crate::store::state::{self, PendingRequest};
 use crate::store::writer::Dispatched;
+use crate::telemetry::otlp::Tracer;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Pending rows read per query (each query is a short read transaction, so the writer's
@@ -52,10 +55,15 @@ fn find(reader: &mut InputReader, want: &PendingRequest) -> Found {
 /// Each request first takes a place in `window` (given back by the writer when it receives the
 /// request's result). Returns when all are sent, the engine stops taking them, or the window is
 /// closed.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "what the feeder reads and where it hands jobs on, each from its one caller"
+)]
 pub(super) fn feed(
     spec: &InputSpec,
     state: &Path,
     default_max_tokens: u64,
+    tracer: Option<&Tracer>,
     jobs: mpsc::Sender<Job>,
     dispatched: mpsc::Sender<Dispatched>,
     window: Arc<Semaphore>,
@@ -103,6 +111,12 @@ pub(super) fn feed(
                 default_max_tokens,
             );
             job.attempts = want.attempts;
+            if let Some(tracer) = tracer {
+                job = job.with_trace(JobTrace::Request {
+                    span: tracer.span(None),
+                    start: SystemTime::now(),
+                });
+            }
             let note = Dispatched {
                 id: want.id,
                 custom_id: want.custom_id,

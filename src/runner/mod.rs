@@ -37,6 +37,7 @@ use crate::store::shards;
 use crate::store::state::{self, StateCounts};
 use crate::store::writer::{self, Dispatched, WriterError, WriterInputs};
 use crate::store::{Store, StoreError};
+use crate::telemetry::otlp::Tracer;
 use crate::upstream::{ApiKey, KeyPool, Upstream};
 pub use signals::Interrupt;
 use std::collections::HashMap;
@@ -90,6 +91,9 @@ pub struct RunPlan {
     pub auto: Option<AutoPlan>,
     /// The prices the summary's cost of a `--via batch` or `--via auto` run is read from.
     pub prices: Option<PriceTable>,
+    /// Where the spans of a live run go, when traces are exported (one span per request, one
+    /// per attempt).
+    pub tracer: Option<Tracer>,
 }
 
 /// How a run ended.
@@ -320,11 +324,13 @@ async fn run_live(
         plan.default_max_tokens,
     );
     let (feed_window, feed_handle) = (Arc::clone(&window), tokio::runtime::Handle::current());
+    let feed_tracer = plan.tracer.clone();
     let feeder = tokio::task::spawn_blocking(move || {
         feed::feed(
             &spec,
             &feed_state,
             default_max_tokens,
+            feed_tracer.as_ref(),
             job_tx,
             dispatched_tx,
             feed_window,
@@ -391,6 +397,16 @@ async fn run_live(
         let _ = stop_tx.send(true);
     }
     let wall = started.elapsed();
+    let traces = match plan.tracer.clone() {
+        Some(tracer) => {
+            let url = tracer.endpoint().traces_url.clone();
+            let tally = tokio::task::spawn_blocking(move || tracer.shutdown())
+                .await
+                .map_err(internal)?;
+            Some((url, tally))
+        }
+        None => None,
+    };
     let outcome = writer_task.await.map_err(internal)?;
     let feed_result = feeder.await.map_err(internal)?;
     drop(stop_tx);
@@ -439,6 +455,12 @@ async fn run_live(
     }
     if let Some(via) = via {
         summary.push_str(&via?);
+    }
+    if let Some((url, tally)) = traces {
+        summary.push_str(&format!(
+            "  traces          {} spans exported to {url}, {} dropped\n",
+            tally.exported, tally.dropped
+        ));
     }
     let earlier = start_counts.done + start_counts.failed;
     if earlier > 0 {

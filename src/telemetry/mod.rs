@@ -3,9 +3,13 @@
 //! `PACELINE_LOG` (an `EnvFilter` directive such as `info` or `paceline::attempt=info`) filters
 //! the file; stderr shows warnings unless `PACELINE_LOG` is set and no file is given.
 //!
-//! It owns where log lines go, not what they say: it imports nothing of paceline, and must not know
-//! which modules log or what (the engine's attempt events and the gateway's access log are theirs).
+//! With an OTLP endpoint, traces go to a collector ([`otlp`]).
+//!
+//! It owns where log lines and spans go, not what they say: it imports nothing of paceline, and
+//! must not know which modules log or what (the engine's attempt events and spans and the
+//! gateway's access log and request spans are theirs).
 
+pub mod otlp;
 mod writer;
 
 use std::io::IsTerminal;

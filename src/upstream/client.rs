@@ -153,29 +153,34 @@ impl Upstream {
         }
     }
 
-    /// Send one attempt: POST `body` (JSON, for `model`) to `path` with `key`, and read the
-    /// whole answer.
+    /// Send one attempt: POST `body` (JSON, for `model`) to `path` with `key` and the `extra`
+    /// headers (a trace context), and read the whole answer.
     pub async fn post(
         &self,
         key: &ApiKey,
         path: &str,
         model: &str,
         body: Bytes,
+        extra: Vec<(&'static str, String)>,
     ) -> Result<Reply, TransportError> {
-        let request = self.request(Method::Post, key, path, model, body);
+        let mut request = self.request(Method::Post, key, path, model, body);
+        request.headers.extend(extra);
         self.transport.send(request).await
     }
 
-    /// Send one attempt and return as soon as the status and headers arrive (within the
-    /// per-attempt timeout); the body is read later from the [`Opened`] answer.
+    /// Send one attempt (as [`Upstream::post`] does) and return as soon as the status and
+    /// headers arrive (within the per-attempt timeout); the body is read later from the
+    /// [`Opened`] answer.
     pub async fn open(
         &self,
         key: &ApiKey,
         path: &str,
         model: &str,
         body: Bytes,
+        extra: Vec<(&'static str, String)>,
     ) -> Result<Opened, TransportError> {
-        let request = self.request(Method::Post, key, path, model, body);
+        let mut request = self.request(Method::Post, key, path, model, body);
+        request.headers.extend(extra);
         self.transport.open(request).await
     }
 
