@@ -31,17 +31,6 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
-/// Limits per model an earlier run of this job learned and stored (all keys together; the
-/// latest run's).
-pub(super) fn learned(state: &std::path::Path) -> anyhow::Result<HashMap<String, LiveLimits>> {
-    let Ok(path) = store::locate(state) else {
-        return Ok(HashMap::new());
-    };
-    let store = Store::open_existing(&path)?;
-    let (limits, _) = store::keys::load(&store)?;
-    Ok(plan::learned(&limits))
-}
-
 /// The enqueued-token limits an earlier run of this job learned for `key`, per model.
 fn learned_enqueued(state: &std::path::Path, key: &str) -> anyhow::Result<HashMap<String, u64>> {
     let Ok(path) = store::locate(state) else {
@@ -211,7 +200,7 @@ pub fn run(mut args: PlanArgs) -> anyhow::Result<ExitCode> {
         default_max_tokens: r.pacing.default_max_tokens(),
         expect_output_tokens: args.expect_output_tokens,
         configured,
-        learned: learned(&state)?,
+        learned: super::run::learned_limits(&state)?,
         prices,
         batch: upstream.provider().batch().map(|spec| ShardLimits {
             spec,

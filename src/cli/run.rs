@@ -427,7 +427,7 @@ impl ViaArgs {
                 rpm: sum(Dimension::Requests),
                 tpm: sum(Dimension::Tokens),
             },
-            learned: super::plan::learned(state)?,
+            learned: learned_limits(state)?,
         };
         if !limits.any() {
             anyhow::bail!(
@@ -713,4 +713,17 @@ async fn shared_job(
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Limits per model an earlier run of this job learned and stored (all keys together; the
+/// latest run's).
+pub(super) fn learned_limits(
+    state: &Path,
+) -> anyhow::Result<std::collections::HashMap<String, LiveLimits>> {
+    let Ok(path) = crate::store::locate(state) else {
+        return Ok(std::collections::HashMap::new());
+    };
+    let store = crate::store::Store::open_existing(&path)?;
+    let (limits, _) = crate::store::keys::load(&store)?;
+    Ok(crate::plan::learned(&limits))
 }
