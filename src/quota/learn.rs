@@ -95,14 +95,23 @@ impl Learner {
         }
     }
 
-    /// Units admitted after unit `from` through unit `to`, less those the provider may not
-    /// have counted.
-    fn counted(&self, from: u64, to: u64) -> f64 {
-        if to <= from {
-            return 0.0;
-        }
-        let unsure: u64 = self.uncertain.range(from + 1..=to).map(|(_, u)| *u).sum();
-        to.saturating_sub(from).saturating_sub(unsure) as f64
+    /// What the provider's bucket refilled between two readings as they read it (before any
+    /// allowance for their floors): what `to` says more was left, plus the units admitted
+    /// in between, less those the provider may not have counted.
+    fn refill(&self, from: &Reading, to: &Reading) -> f64 {
+        let unsure: u64 = if to.through > from.through {
+            self.uncertain
+                .range(from.through + 1..=to.through)
+                .map(|(_, u)| *u)
+                .sum()
+        } else {
+            0
+        };
+        let admitted = to
+            .through
+            .saturating_sub(from.through)
+            .saturating_sub(unsure);
+        to.left as f64 - from.left as f64 + admitted as f64
     }
 
     /// Whether any answer has said what is left.
@@ -180,8 +189,7 @@ impl Learner {
         let oldest = self.readings.front()?;
         let newest = self.readings.back()?;
         let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
-        let refill =
-            newest.left as f64 - oldest.left as f64 + self.counted(oldest.through, newest.through);
+        let refill = self.refill(oldest, newest);
         if refill <= 0.0 {
             return None;
         }
@@ -200,8 +208,7 @@ impl Learner {
         let mut best: Option<f64> = None;
         for r in self.readings.iter().rev().skip(1) {
             let span = newest.at.saturating_sub(r.at);
-            let refill =
-                newest.left as f64 - r.left as f64 + self.counted(r.through, newest.through);
+            let refill = self.refill(r, &newest);
             if span >= MIN_SPAN && refill - 2.0 >= MIN_REFILL {
                 let per_minute = (refill - 2.0) * 60e9 / span as f64;
                 best = Some(best.map_or(per_minute, |b| b.max(per_minute)));
