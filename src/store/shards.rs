@@ -330,12 +330,12 @@ pub fn members(store: &Store, shard: i64) -> Result<Vec<Member>, StoreError> {
         .map_err(|e| store.err("read", e))?;
     let rows = stmt
         .query_map(params![shard], |r| {
+            let state: i64 = r.get(3)?;
             Ok(Member {
                 id: r.get(0)?,
                 custom_id: r.get(1)?,
                 line: r.get::<_, i64>(2)? as u64,
-                pending: r.get::<_, i64>(3)? != RequestState::Done.code()
-                    && r.get::<_, i64>(3)? != RequestState::Failed.code(),
+                pending: state != RequestState::Done.code() && state != RequestState::Failed.code(),
                 tries: r.get::<_, i64>(4)? as u32,
             })
         })
