@@ -85,68 +85,70 @@ pub(super) fn record_attempt(
     record: &AttemptRecord,
     waits: &Waits,
 ) {
-    let mut attributes = Vec::with_capacity(24);
-    attributes.extend(gen_ai(job.endpoint, upstream, model));
-    attributes.push(KeyValue::new("http.request.method", "POST"));
-    if let Ok(uri) = upstream.base_url().parse::<http::Uri>() {
-        if let Some(host) = uri.host() {
-            attributes.push(KeyValue::new("server.address", host.to_string()));
+    span.record(|| {
+        let mut attributes = Vec::with_capacity(24);
+        attributes.extend(gen_ai(job.endpoint, upstream, model));
+        attributes.push(KeyValue::new("http.request.method", "POST"));
+        if let Ok(uri) = upstream.base_url().parse::<http::Uri>() {
+            if let Some(host) = uri.host() {
+                attributes.push(KeyValue::new("server.address", host.to_string()));
+            }
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        });
-        attributes.push(KeyValue::new("server.port", i64::from(port)));
-    }
-    if let Some(status) = record.status {
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-    }
-    if record.attempt > 1 {
-        attributes.push(KeyValue::new(
-            "http.request.resend_count",
-            i64::from(record.attempt - 1),
-        ));
-    }
-    let failed = record.decision != Decision::Succeeded;
-    if failed {
-        let error_type = match (record.status, &record.cause) {
-            (Some(status), _) if status >= 400 => status.to_string(),
-            (_, Some(cause)) => cause.clone(),
-            _ => "_OTHER".to_string(),
-        };
-        attributes.push(KeyValue::new("error.type", error_type));
-    }
-    attributes.extend([
-        KeyValue::new("paceline.custom_id", record.custom_id.clone()),
-        KeyValue::new("paceline.attempt", i64::from(record.attempt)),
-        KeyValue::new("paceline.key", record.key.clone()),
-        KeyValue::new("paceline.tokens", record.tokens as i64),
-        KeyValue::new("paceline.wait.reason", wait_reason(waits)),
-        KeyValue::new("paceline.wait.quota", waits.quota.as_secs_f64()),
-        KeyValue::new("paceline.wait.paused", waits.paused),
-        KeyValue::new("paceline.wait.concurrency", waits.queued.as_secs_f64()),
-        KeyValue::new("paceline.wait.backoff", waits.backoff.as_secs_f64()),
-        KeyValue::new("paceline.decision", record.decision.as_str()),
-    ]);
-    if let Some(cause) = &record.cause {
-        attributes.push(KeyValue::new("paceline.cause", cause.clone()));
-    }
-    if record.decision == Decision::Retry {
-        attributes.push(KeyValue::new(
-            "paceline.retry_in",
-            record.retry_in.as_secs_f64(),
-        ));
-    }
-    span.record(Record {
-        name: format!("{} {model}", job.endpoint.operation_name()).into(),
-        kind: SpanKind::Client,
-        start: record.sent_at,
-        end: record.sent_at + record.latency,
-        attributes,
-        error: failed.then(|| record.cause.clone().unwrap_or_else(|| "failed".into())),
+        if let Some(status) = record.status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if record.attempt > 1 {
+            attributes.push(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(record.attempt - 1),
+            ));
+        }
+        let failed = record.decision != Decision::Succeeded;
+        if failed {
+            let error_type = match (record.status, &record.cause) {
+                (Some(status), _) if status >= 400 => status.to_string(),
+                (_, Some(cause)) => cause.clone(),
+                _ => "_OTHER".to_string(),
+            };
+            attributes.push(KeyValue::new("error.type", error_type));
+        }
+        attributes.extend([
+            KeyValue::new("paceline.custom_id", record.custom_id.clone()),
+            KeyValue::new("paceline.attempt", i64::from(record.attempt)),
+            KeyValue::new("paceline.key", record.key.clone()),
+            KeyValue::new("paceline.tokens", record.tokens as i64),
+            KeyValue::new("paceline.wait.reason", wait_reason(waits)),
+            KeyValue::new("paceline.wait.quota", waits.quota.as_secs_f64()),
+            KeyValue::new("paceline.wait.paused", waits.paused),
+            KeyValue::new("paceline.wait.concurrency", waits.queued.as_secs_f64()),
+            KeyValue::new("paceline.wait.backoff", waits.backoff.as_secs_f64()),
+            KeyValue::new("paceline.decision", record.decision.as_str()),
+        ]);
+        if let Some(cause) = &record.cause {
+            attributes.push(KeyValue::new("paceline.cause", cause.clone()));
+        }
+        if record.decision == Decision::Retry {
+            attributes.push(KeyValue::new(
+                "paceline.retry_in",
+                record.retry_in.as_secs_f64(),
+            ));
+        }
+        Record {
+            name: format!("{} {model}", job.endpoint.operation_name()).into(),
+            kind: SpanKind::Client,
+            start: record.sent_at,
+            end: record.sent_at + record.latency,
+            attributes,
+            error: failed.then(|| record.cause.clone().unwrap_or_else(|| "failed".into())),
+        }
     });
 }
 
@@ -168,52 +170,54 @@ pub(super) fn record_request(
     let JobTrace::Request { span, start } = trace else {
         return;
     };
-    let mut attributes = Vec::with_capacity(16);
-    attributes.extend(gen_ai(request.endpoint, upstream, request.model));
-    attributes.extend([
-        KeyValue::new("paceline.custom_id", finished.custom_id.clone()),
-        KeyValue::new("paceline.priority", request.priority.as_str()),
-        KeyValue::new("paceline.attempts", i64::from(finished.attempts)),
-        KeyValue::new("paceline.wait.queue", finished.waited.as_secs_f64()),
-    ]);
-    let (answer, error) = match &finished.verdict {
-        Verdict::Succeeded(answer) => {
-            attributes.push(KeyValue::new("paceline.outcome", "succeeded"));
-            (Some(answer), None)
-        }
-        Verdict::Failed {
-            answer,
-            code,
-            message,
-        } => {
-            attributes.push(KeyValue::new("paceline.outcome", code.code().to_string()));
-            attributes.push(KeyValue::new("error.type", code.code().to_string()));
-            (answer.as_ref(), Some(message.clone()))
-        }
-    };
-    if let Some(answer) = answer {
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(answer.status),
-        ));
-        if let Some(usage) = answer.usage {
+    span.record(|| {
+        let mut attributes = Vec::with_capacity(16);
+        attributes.extend(gen_ai(request.endpoint, upstream, request.model));
+        attributes.extend([
+            KeyValue::new("paceline.custom_id", finished.custom_id.clone()),
+            KeyValue::new("paceline.priority", request.priority.as_str()),
+            KeyValue::new("paceline.attempts", i64::from(finished.attempts)),
+            KeyValue::new("paceline.wait.queue", finished.waited.as_secs_f64()),
+        ]);
+        let (answer, error) = match &finished.verdict {
+            Verdict::Succeeded(answer) => {
+                attributes.push(KeyValue::new("paceline.outcome", "succeeded"));
+                (Some(answer), None)
+            }
+            Verdict::Failed {
+                answer,
+                code,
+                message,
+            } => {
+                attributes.push(KeyValue::new("paceline.outcome", code.code().to_string()));
+                attributes.push(KeyValue::new("error.type", code.code().to_string()));
+                (answer.as_ref(), Some(message.clone()))
+            }
+        };
+        if let Some(answer) = answer {
             attributes.push(KeyValue::new(
-                "gen_ai.usage.input_tokens",
-                usage.prompt as i64,
+                "http.response.status_code",
+                i64::from(answer.status),
             ));
-            attributes.push(KeyValue::new(
-                "gen_ai.usage.output_tokens",
-                usage.completion as i64,
-            ));
+            if let Some(usage) = answer.usage {
+                attributes.push(KeyValue::new(
+                    "gen_ai.usage.input_tokens",
+                    usage.prompt as i64,
+                ));
+                attributes.push(KeyValue::new(
+                    "gen_ai.usage.output_tokens",
+                    usage.completion as i64,
+                ));
+            }
         }
-    }
-    span.record(Record {
-        name: format!("{} {}", request.endpoint.operation_name(), request.model).into(),
-        kind: SpanKind::Internal,
-        start,
-        end: SystemTime::now(),
-        attributes,
-        error,
+        Record {
+            name: format!("{} {}", request.endpoint.operation_name(), request.model).into(),
+            kind: SpanKind::Internal,
+            start,
+            end: SystemTime::now(),
+            attributes,
+            error,
+        }
     });
 }
 

@@ -124,48 +124,50 @@ impl RequestLog {
     /// The request's span: HTTP server conventions, the generative-AI call's, and paceline's
     /// (client, priority, queue wait, attempts). A server span is an error for a 5xx only.
     fn record_span(&self, span: &Span, start: SystemTime, status: u16, outcome: &str) {
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", "POST"),
-            KeyValue::new("http.route", self.route),
-            KeyValue::new("url.path", self.route),
-            KeyValue::new("http.response.status_code", i64::from(status)),
-            KeyValue::new("paceline.client", self.client.to_string()),
-            KeyValue::new("paceline.priority", self.priority.as_str()),
-            KeyValue::new("paceline.stream", self.stream),
-            KeyValue::new("paceline.attempts", i64::from(self.attempts)),
-            KeyValue::new("paceline.wait.queue", self.queued.as_secs_f64()),
-            KeyValue::new("paceline.outcome", outcome.to_string()),
-        ];
-        if let Some(endpoint) = Endpoint::from_path(self.route) {
-            attributes.push(KeyValue::new(
-                "gen_ai.operation.name",
-                endpoint.operation_name(),
-            ));
-        }
-        if !self.model.is_empty() {
-            attributes.push(KeyValue::new("gen_ai.request.model", self.model.clone()));
-        }
-        if let Some(usage) = self.usage {
-            attributes.push(KeyValue::new(
-                "gen_ai.usage.input_tokens",
-                usage.prompt as i64,
-            ));
-            attributes.push(KeyValue::new(
-                "gen_ai.usage.output_tokens",
-                usage.completion as i64,
-            ));
-        }
-        let error = (status >= 500).then(|| outcome.to_string());
-        if error.is_some() {
-            attributes.push(KeyValue::new("error.type", status.to_string()));
-        }
-        span.record(Record {
-            name: format!("POST {}", self.route).into(),
-            kind: SpanKind::Server,
-            start,
-            end: SystemTime::now(),
-            attributes,
-            error,
+        span.record(|| {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", self.route),
+                KeyValue::new("url.path", self.route),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+                KeyValue::new("paceline.client", self.client.to_string()),
+                KeyValue::new("paceline.priority", self.priority.as_str()),
+                KeyValue::new("paceline.stream", self.stream),
+                KeyValue::new("paceline.attempts", i64::from(self.attempts)),
+                KeyValue::new("paceline.wait.queue", self.queued.as_secs_f64()),
+                KeyValue::new("paceline.outcome", outcome.to_string()),
+            ];
+            if let Some(endpoint) = Endpoint::from_path(self.route) {
+                attributes.push(KeyValue::new(
+                    "gen_ai.operation.name",
+                    endpoint.operation_name(),
+                ));
+            }
+            if !self.model.is_empty() {
+                attributes.push(KeyValue::new("gen_ai.request.model", self.model.clone()));
+            }
+            if let Some(usage) = self.usage {
+                attributes.push(KeyValue::new(
+                    "gen_ai.usage.input_tokens",
+                    usage.prompt as i64,
+                ));
+                attributes.push(KeyValue::new(
+                    "gen_ai.usage.output_tokens",
+                    usage.completion as i64,
+                ));
+            }
+            let error = (status >= 500).then(|| outcome.to_string());
+            if error.is_some() {
+                attributes.push(KeyValue::new("error.type", status.to_string()));
+            }
+            Record {
+                name: format!("POST {}", self.route).into(),
+                kind: SpanKind::Server,
+                start,
+                end: SystemTime::now(),
+                attributes,
+                error,
+            }
         });
     }
 }

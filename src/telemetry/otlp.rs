@@ -14,9 +14,15 @@
 //! only logs it; a failed export loses its batch silently. So the processor is wrapped: at most
 //! [`MAX_QUEUED`] spans wait (the SDK's queue is twice that, so it never drops on its own), and
 //! every span refused by the full queue or lost in a failed export is counted
-//! ([`Tracer::dropped`]). A dead collector therefore costs a failed connection per batch and a
-//! counter; a collector that does not answer costs the export timeout on the processor's thread,
-//! while new spans are dropped and counted.
+//! ([`Tracer::dropped`]).
+//!
+//! **A dead collector costs a counter.** Building a span (its attributes, the SDK's span data)
+//! is most of what tracing costs a request, so once an export fails nothing is built: every span
+//! until the next try is only counted as dropped ([`Span::record`] takes a closure that is not
+//! called). The next try comes after a backoff ([`FIRST_BACKOFF`], doubling up to
+//! [`MAX_BACKOFF`]), when spans are built again and the next batch is the probe; an export that
+//! succeeds ends the outage. A collector that does not answer costs the export timeout on the
+//! processor's thread, and the same outage.
 //!
 //! It knows nothing of paceline: what a span says is its caller's.
 
@@ -36,7 +42,7 @@ use opentelemetry_sdk::trace::{
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Spans waiting for export at most; one more is dropped (and counted).
 pub const MAX_QUEUED: u64 = 4096;
@@ -47,6 +53,11 @@ pub const ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const TRACES_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// The standard variable naming the service (default `paceline`).
 pub const SERVICE_NAME_VAR: &str = "OTEL_SERVICE_NAME";
+
+/// How long spans are only counted after the first failed export.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest pause between two tries of a collector that stays down.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How long the last export may take when the process ends.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -129,15 +140,65 @@ fn check_url(url: &str, source_name: &str) -> Result<(), OtlpError> {
     }
 }
 
-/// What happened to the spans so far.
-#[derive(Debug, Default)]
+/// What happened to the spans so far, and whether the collector is taking them.
+#[derive(Debug)]
 struct Counts {
+    /// The clock's origin for `resume_at`.
+    epoch: Instant,
+    /// While the collector is down: when spans are built again (milliseconds after `epoch`);
+    /// 0 while it takes them.
+    resume_at: AtomicU64,
+    /// The pause after the last failed export (milliseconds; 0 after a success).
+    backoff: AtomicU64,
     /// Handed to the batch processor and not yet exported or lost.
     queued: AtomicU64,
     /// Accepted by the collector.
     exported: AtomicU64,
     /// Refused by the full queue, or lost in a failed export.
     dropped: AtomicU64,
+}
+
+impl Counts {
+    fn new() -> Counts {
+        Counts {
+            epoch: Instant::now(),
+            resume_at: AtomicU64::new(0),
+            backoff: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            exported: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether spans are built: the collector took the last export, or the backoff after the
+    /// last failure has passed.
+    fn taking(&self) -> bool {
+        self.taking_at(self.now())
+    }
+
+    fn taking_at(&self, now: u64) -> bool {
+        let resume_at = self.resume_at.load(Ordering::Relaxed);
+        resume_at == 0 || now >= resume_at
+    }
+
+    /// An export failed at `now`: stop building spans for a backoff twice the last one's.
+    fn export_failed(&self, now: u64) {
+        let first = FIRST_BACKOFF.as_millis() as u64;
+        let backoff =
+            (self.backoff.load(Ordering::Relaxed) * 2).clamp(first, MAX_BACKOFF.as_millis() as u64);
+        self.backoff.store(backoff, Ordering::Relaxed);
+        self.resume_at.store(now + backoff, Ordering::Relaxed);
+    }
+
+    /// An export succeeded: the outage, if any, is over.
+    fn export_succeeded(&self) {
+        self.backoff.store(0, Ordering::Relaxed);
+        self.resume_at.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The spans' tally at the end.
@@ -179,7 +240,7 @@ impl Tracer {
                 url: endpoint.traces_url.clone(),
                 message: e.to_string(),
             })?;
-        let counts = Arc::new(Counts::default());
+        let counts = Arc::new(Counts::new());
         let batch = BatchSpanProcessor::builder(Counted {
             inner: exporter,
             counts: Arc::clone(&counts),
@@ -321,11 +382,19 @@ impl Span {
         headers.0
     }
 
-    /// Send the span with what `record` says (nothing when its trace is not sampled).
-    pub fn record(&self, record: Record) {
+    /// Send the span with what `record` makes: nothing when its trace is not sampled, and while
+    /// the collector is down (see the module documentation) `record` is not called and the span
+    /// is counted as dropped.
+    pub fn record(&self, record: impl FnOnce() -> Record) {
         if !self.context.is_sampled() {
             return;
         }
+        let counts = &self.tracer.inner.counts;
+        if !counts.taking() {
+            counts.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let record = record();
         let mut builder = SpanBuilder::from_name(record.name)
             .with_kind(record.kind)
             .with_start_time(record.start)
@@ -416,8 +485,14 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         let result = self.inner.export(batch).await;
         self.counts.queued.fetch_sub(n, Ordering::Relaxed);
         let outcome = match result {
-            Ok(()) => &self.counts.exported,
-            Err(_) => &self.counts.dropped,
+            Ok(()) => {
+                self.counts.export_succeeded();
+                &self.counts.exported
+            }
+            Err(_) => {
+                self.counts.export_failed(self.counts.now());
+                &self.counts.dropped
+            }
         };
         outcome.fetch_add(n, Ordering::Relaxed);
         result
@@ -478,6 +553,50 @@ mod tests {
         );
         headers.insert("traceparent", http::HeaderValue::from_static("00-zz-01"));
         assert!(parent_from_headers(&headers).is_none());
+        tracer.shutdown();
+    }
+
+    #[test]
+    fn a_failed_export_stops_building_spans_for_a_doubling_backoff() {
+        let counts = Counts::new();
+        assert!(counts.taking_at(0));
+        counts.export_failed(100);
+        assert!(!counts.taking_at(1099));
+        assert!(counts.taking_at(1100));
+        counts.export_failed(1100);
+        assert!(!counts.taking_at(3099));
+        assert!(counts.taking_at(3100));
+        for _ in 0..10 {
+            counts.export_failed(3100);
+        }
+        assert!(!counts.taking_at(3100 + 29_999));
+        assert!(counts.taking_at(3100 + 30_000));
+        counts.export_succeeded();
+        assert!(counts.taking_at(3100));
+        counts.export_failed(5000);
+        assert!(counts.taking_at(6000), "a success starts the backoff over");
+    }
+
+    #[test]
+    fn while_the_collector_is_down_a_span_is_counted_and_not_built() {
+        let tracer = Tracer::start(Endpoint::base("http://127.0.0.1:9", "test").unwrap()).unwrap();
+        let counts = &tracer.inner.counts;
+        counts.export_failed(counts.now());
+        let mut built = false;
+        tracer.span(None).record(|| {
+            built = true;
+            Record {
+                name: "never".into(),
+                kind: SpanKind::Internal,
+                start: SystemTime::now(),
+                end: SystemTime::now(),
+                attributes: Vec::new(),
+                error: None,
+            }
+        });
+        assert!(!built);
+        assert_eq!(tracer.dropped(), 1);
+        assert_eq!(counts.queued.load(Ordering::Relaxed), 0);
         tracer.shutdown();
     }
 }
