@@ -171,3 +171,34 @@ async fn a_killed_job_resumes_with_its_deadline_and_decides_from_the_state() {
     assert!(by_batch > 0 && by_live > 0, "{text}");
     eprintln!("killed after {killed_at:?}; the job ended after {took:?}:\n{text}");
 }
+
+#[test]
+fn a_deadline_without_via_auto_is_refused_and_nothing_is_sent() {
+    let dir = Workdir::new();
+    let input = dir.batch("in.jsonl", 3);
+    let out = dir.path("out.jsonl");
+    // Nothing listens here: the run must stop before it sends anything.
+    for via in ["live", "batch"] {
+        let run = paceline(&[
+            "run",
+            s(&input),
+            "-o",
+            s(&out),
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--via",
+            via,
+            "--deadline",
+            "6h",
+        ]);
+        let text = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains(&format!(
+                "--deadline is kept by --via auto only (with --via {via}"
+            )),
+            "{text}"
+        );
+        assert!(!out.exists(), "{text}");
+    }
+}

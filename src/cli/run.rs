@@ -346,6 +346,21 @@ impl PacingArgs {
 }
 
 impl ViaArgs {
+    /// Refuse an option that means nothing with the `--via` given, rather than ignore it.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.via != ViaArg::Auto && self.deadline.is_some() {
+            let via = match self.via {
+                ViaArg::Live => "live",
+                ViaArg::Batch => "batch",
+                ViaArg::Auto => "auto",
+            };
+            anyhow::bail!(
+                "--deadline is kept by --via auto only (with --via {via} nothing would hold the job to it): add --via auto, or leave --deadline out"
+            );
+        }
+        Ok(())
+    }
+
     /// The batch path's settings for `plan` (`None` with `--via live`).
     pub fn settings(
         &self,
@@ -571,6 +586,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         None => RunConfig::default(),
     };
     args.pacing.fill_from(&config);
+    args.via.check()?;
     let upstream = upstream_of(&args, &config)?;
     let provider = upstream.provider();
     let keys = keys(&args, &config, provider)?;
