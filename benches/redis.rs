@@ -256,8 +256,44 @@ impl Deployment {
     }
 }
 
+/// When a process sent its first and its last request (ms since the epoch), read from the
+/// attempts its state keeps (`ended_at - latency_ms`).
+fn sending_span(state: &std::path::Path) -> (i64, i64) {
+    let db = rusqlite::Connection::open(state).expect("open a process's state");
+    db.query_row(
+        "SELECT MIN(ended_at - latency_ms), MAX(ended_at - latency_ms) FROM attempts",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .expect("read the attempts")
+}
+
+/// The provider's admissions per second over the whole seconds inside `[from, to]` (ms since
+/// the epoch), and how many seconds that is.
+fn rate_within(
+    per_second: &std::collections::VecDeque<(u64, u64)>,
+    from: i64,
+    to: i64,
+) -> (f64, usize) {
+    let first = (from + 999).div_euclid(1000);
+    let end = to.div_euclid(1000);
+    let inside: Vec<u64> = per_second
+        .iter()
+        .filter(|(second, _)| (first..end).contains(&(*second as i64)))
+        .map(|(_, n)| *n)
+        .collect();
+    let seconds = usize::try_from(end - first).unwrap_or(0);
+    (
+        inside.iter().sum::<u64>() as f64 / seconds.max(1) as f64,
+        seconds,
+    )
+}
+
 /// `processes` `paceline run` processes of `per_process` requests each, sharing one key of
-/// `rpm` through `deployment`; `soft`: observe-only limits, else enforced.
+/// `rpm` through `deployment`; `soft`: observe-only limits, else enforced. The rate is the
+/// provider's count over the whole seconds in which every process was sending (from the last
+/// one's first request to the first one's last), so that neither the processes' staggered
+/// start nor their end dilutes it.
 async fn many_processes(
     deployment: &Deployment,
     processes: usize,
@@ -275,9 +311,11 @@ async fn many_processes(
         .map(|i| {
             let input = input(dir.path(), i, per_process);
             let output = dir.path().join(format!("out{i}.jsonl"));
+            let state = dir.path().join(format!("state{i}.db"));
             Command::new(env!("CARGO_BIN_EXE_paceline"))
                 .args(["run", input.to_str().expect("path"), "-q", "--restart"])
                 .args(["-o", output.to_str().expect("path")])
+                .args(["--state", state.to_str().expect("path")])
                 .args(["--base-url", &provider.base_url()])
                 .args(["--redis", &deployment.url()])
                 .args(["--processes", &processes.to_string()])
@@ -307,14 +345,19 @@ async fn many_processes(
     let stats = provider.stats();
     provider.shutdown().await;
     let totals = &stats.totals;
-    let (rate, seconds) = inner_rate(&totals.per_second);
+    let spans: Vec<(i64, i64)> = (0..processes)
+        .map(|i| sending_span(&dir.path().join(format!("state{i}.db"))))
+        .collect();
+    let all_from = spans.iter().map(|s| s.0).max().unwrap_or(0);
+    let all_to = spans.iter().map(|s| s.1).min().unwrap_or(0);
+    let (rate, seconds) = rate_within(&totals.per_second, all_from, all_to);
     let limit = rpm as f64 / 60.0;
     println!(
         "{processes} processes × {per_process} requests through {}, limit {limit:.0}/s, {} \
-         limits: {} requests in {wall:.1}s; admitted {rate:.1}/s over the {} whole seconds \
-         inside the run ({:.3} of the limit); admitted beyond the limit {}; 429s {}; Redis \
-         round trips: {:.3} per admission, {:.1} per process to connect, {:.3} per request in \
-         all",
+         limits: {} requests in {wall:.1}s; admitted {rate:.1}/s over the {} whole seconds in \
+         which all {processes} were sending ({:.3} of the limit); admitted beyond the limit {}; \
+         429s {}; Redis round trips: {:.3} per admission, {:.1} per process to connect, {:.3} \
+         per request in all",
         deployment.name(),
         if soft { "observe-only" } else { "enforced" },
         totals.requests,
@@ -349,7 +392,7 @@ fn main() {
     runtime.block_on(async {
         for deployment in &deployments {
             for soft in [true, false] {
-                many_processes(deployment, 32, 100, 12_000, soft).await;
+                many_processes(deployment, 32, 300, 12_000, soft).await;
             }
         }
     });

@@ -28,6 +28,7 @@
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -231,6 +232,29 @@ pub enum Link {
     Node(ConnectionManager),
     /// A Redis Cluster.
     Cluster(ClusterConnection),
+}
+
+impl Link {
+    /// Load the script whose source is `code` into the server's script cache, so that what this user may not run is
+    /// refused now rather than at the first call. On a cluster one node (a random primary) takes
+    /// it: the others load it on their first `NOSCRIPT` (`Script::invoke_async` sends it again),
+    /// and a script the cluster's nodes already hold costs nothing more, so a process connects
+    /// with one `SCRIPT LOAD` instead of one per primary. Only for scripts called through
+    /// `invoke_async`: a pipeline's `EVALSHA`s are not sent again after a `NOSCRIPT`.
+    pub async fn load_script(&mut self, code: &str) -> redis::RedisResult<()> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(code);
+        match self {
+            Link::Node(conn) => load.exec_async(conn).await,
+            Link::Cluster(conn) => conn
+                .route_command(
+                    load,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                )
+                .await
+                .map(drop),
+        }
+    }
 }
 
 impl ConnectionLike for Link {

@@ -82,11 +82,9 @@ impl SharedQuotas {
         let conn = Connection::open(target, RESPONSE_TIMEOUT).await?;
         let script = Arc::new(redis::Script::new(SCRIPT));
         let mut link = conn.link();
-        // On a cluster `SCRIPT LOAD` goes to every primary; a primary that did not have it
-        // (a failover, a restart) gets it again on its first `NOSCRIPT`.
-        script
-            .prepare_invoke()
-            .load_async(&mut link)
+        // A primary that does not hold it (on a cluster, a restart, a failover) gets it again on
+        // its first `NOSCRIPT`.
+        link.load_script(SCRIPT)
             .await
             .map_err(|e| conn.unavailable(e))?;
         Ok(SharedQuotas {
