@@ -392,7 +392,7 @@ fn main() {
     runtime.block_on(async {
         for deployment in &deployments {
             for soft in [true, false] {
-                many_processes(deployment, 32, 300, 12_000, soft).await;
+                many_processes(deployment, 32, 500, 12_000, soft).await;
             }
         }
     });
