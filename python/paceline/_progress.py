@@ -46,8 +46,10 @@ class Bar:
             # The state is created by the run a moment after it starts.
             return
         total = status.get("total")
-        if total:
-            self._bar.total = total
+        if total and total != self._bar.total:
+            # `reset`, not `total =`: Jupyter's widget takes the new size from it (a bar begun
+            # without one is drawn full, as "size unknown", and stays so otherwise).
+            self._bar.reset(total=total)
         self._bar.n = status.get("done", 0) + status.get("failed", 0)
         failed = status.get("failed", 0)
         if failed:
