@@ -308,24 +308,31 @@ fn open_loop(
 }
 
 /// Closed loop: `workers` connections sending back to back for `secs`; completed per second.
-fn closed_loop(rt: &tokio::runtime::Runtime, url: &str, workers: usize, secs: Duration) -> f64 {
+fn closed_loop(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    workers: usize,
+    secs: Duration,
+) -> (f64, u64) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(workers)
         .build()
         .expect("a reqwest client");
     let body = chat_body(false, 16);
     let done = Arc::new(AtomicU64::new(0));
+    let all = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
         // Warm the connections up first.
         let warm_until = Instant::now() + Duration::from_secs(1);
         let until = warm_until + secs;
         let tasks: Vec<_> = (0..workers)
             .map(|_| {
-                let (client, url, body, done) = (
+                let (client, url, body, done, all) = (
                     client.clone(),
                     url.to_string(),
                     body.clone(),
                     Arc::clone(&done),
+                    Arc::clone(&all),
                 );
                 tokio::spawn(async move {
                     loop {
@@ -333,8 +340,11 @@ fn closed_loop(rt: &tokio::runtime::Runtime, url: &str, workers: usize, secs: Du
                         if now >= until {
                             break;
                         }
-                        if send(&client, &url, body.clone()).await.is_ok() && now >= warm_until {
-                            done.fetch_add(1, Ordering::Relaxed);
+                        if send(&client, &url, body.clone()).await.is_ok() {
+                            all.fetch_add(1, Ordering::Relaxed);
+                            if now >= warm_until {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 })
@@ -344,7 +354,10 @@ fn closed_loop(rt: &tokio::runtime::Runtime, url: &str, workers: usize, secs: Du
             let _ = task.await;
         }
     });
-    done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64()
+    (
+        done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64(),
+        all.load(Ordering::Relaxed),
+    )
 }
 
 fn latency(
@@ -489,7 +502,7 @@ fn throughput(rt: &tokio::runtime::Runtime, secs: Duration, dir: &std::path::Pat
     let workers = 64;
     println!("throughput: closed loop, {workers} connections for {secs:?}, non-streaming chat");
     for (name, url) in [("direct", mock.url(path)), ("gateway", serve.url(path))] {
-        let rate = closed_loop(rt, &url, workers, secs);
+        let (rate, _) = closed_loop(rt, &url, workers, secs);
         println!("  {name:<8} {rate:>8.0} req/s  load avg {}", load_average());
     }
 }
@@ -627,6 +640,51 @@ fn run_cost(mock: &Process, input: &std::path::Path, n: usize, extra: &[&str]) -
     (cpu.as_secs_f64() * 1e6 / n as f64, wall)
 }
 
+/// What recording one span costs the thread that records it (in this process, no HTTP): with
+/// the collector taking the spans, and once an export to a collector that is down has failed.
+/// The span carries the attributes of an attempt's span.
+fn span_cost(rt: &tokio::runtime::Runtime, sink: &str, dead: &str) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::SpanKind;
+    use paceline::telemetry::otlp::{Endpoint, Record, Tracer};
+    use std::time::SystemTime;
+    let record = || Record {
+        name: "chat gpt-4o-mini".into(),
+        kind: SpanKind::Client,
+        start: SystemTime::now(),
+        end: SystemTime::now(),
+        attributes: (0..20)
+            .map(|i| KeyValue::new(format!("paceline.attribute.{i}"), i64::from(i)))
+            .collect(),
+        error: None,
+    };
+    let n = 200_000;
+    let per_span = |tracer: &Tracer| {
+        let started = Instant::now();
+        for _ in 0..n {
+            tracer.span(None).record(record);
+        }
+        started.elapsed().as_secs_f64() * 1e9 / f64::from(n)
+    };
+    let _guard = rt.enter();
+    let up = Tracer::start(Endpoint::base(sink, "bench").expect("the sink's URL")).expect("tracer");
+    let down = Tracer::start(Endpoint::base(dead, "bench").expect("a URL")).expect("tracer");
+    // Fill a batch (512 spans) so that the processor sends it and the send fails.
+    let until = Instant::now() + Duration::from_secs(10);
+    while down.dropped() == 0 && Instant::now() < until {
+        for _ in 0..600 {
+            down.span(None).record(record);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (taking, refused) = (per_span(&up), per_span(&down));
+    println!(
+        "tracing: recording a span with 20 attributes, {n} in a row on one thread: {taking:.0} ns while the collector takes them, {refused:.0} ns once its export failed"
+    );
+    up.shutdown();
+    down.shutdown();
+}
+
 fn tracing_cost(
     rt: &tokio::runtime::Runtime,
     rate: f64,
@@ -713,24 +771,44 @@ fn tracing_cost(
 
     let workers = 64;
     println!(
-        "tracing: throughput, closed loop, {workers} connections for {secs:?}; {rounds} rounds of gateway without traces, gateway whose collector is down"
+        "tracing: throughput, closed loop, {workers} connections for {secs:?}; {rounds} rounds of gateway without traces and gateway whose collector is down (in turn first), with the gateway's CPU per request"
     );
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     for round in 1..=rounds {
-        let without = closed_loop(rt, &off.url(path), workers, secs);
-        let dead_collector = closed_loop(rt, &down.url(path), workers, secs);
+        // Each in turn goes first, so that a drift of the machine does not favour one.
+        let order: [(&str, &Process); 2] = if round % 2 == 1 {
+            [("without", &off), ("down", &down)]
+        } else {
+            [("down", &down), ("without", &off)]
+        };
+        let mut measured = std::collections::HashMap::new();
+        for (name, serve) in order {
+            let before = serve.cpu_and_switches().0;
+            let (rate, completed) = closed_loop(rt, &serve.url(path), workers, secs);
+            let cpu = (serve.cpu_and_switches().0 - before).as_secs_f64() * 1e6
+                / completed.max(1) as f64;
+            measured.insert(name, (rate, cpu));
+        }
+        let (without, without_cpu) = measured["without"];
+        let (dead_collector, dead_cpu) = measured["down"];
         ratios.push(dead_collector / without);
+        cpu_ratios.push(dead_cpu / without_cpu);
         println!(
-            "  round {round}: {without:>8.0} req/s without traces, {dead_collector:>8.0} req/s with the collector down ({:+.1} %)  load avg {}",
+            "  round {round}: {without:>8.0} req/s ({without_cpu:.0} µs CPU/req) without traces, {dead_collector:>8.0} req/s ({dead_cpu:.0} µs) with the collector down ({:+.1} % req/s, {:+.1} % CPU)  load avg {}",
             (dead_collector / without - 1.0) * 100.0,
+            (dead_cpu / without_cpu - 1.0) * 100.0,
             load_average()
         );
     }
     println!(
-        "  collector down against no traces (median of {rounds} rounds): {:+.1} %",
-        (median(&ratios) - 1.0) * 100.0
+        "  collector down against no traces (medians of {rounds} rounds): {:+.1} % throughput, {:+.1} % gateway CPU per request",
+        (median(&ratios) - 1.0) * 100.0,
+        (median(&cpu_ratios) - 1.0) * 100.0
     );
     drop((off, on, down));
+
+    span_cost(rt, &sink, &dead);
 
     let n = 20_000;
     let input = dir.join("tracing-run.jsonl");
