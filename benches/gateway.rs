@@ -2,7 +2,7 @@
 //! real HTTP on loopback against `paceline mock` (zero latency, no limits to speak of).
 //!
 //! ```text
-//! cargo bench --bench gateway -- [latency|start|throughput|streams|tracing|all] [--rate N] [--secs S] [--rounds N]
+//! cargo bench --bench gateway -- [latency|start|throughput|streams|tracing|spans|all] [--rate N] [--secs S] [--rounds N]
 //! ```
 //!
 //! * **latency**: an open-loop load generator sends non-streaming chat requests at a fixed rate
@@ -33,7 +33,8 @@
 //!   mode's closed loop through a gateway without traces and through one whose collector is
 //!   down (nothing listens on its port); and `paceline run` over 20,000 requests without
 //!   traces, exporting them, and with the collector down (CPU time per request of the run's
-//!   process, from `getrusage`).
+//!   process, from `getrusage`); then (alone: **spans**) a request's tracing work in this
+//!   process, with the collector taking spans and once an export failed.
 //!
 //! Both processes are the release binary (`CARGO_BIN_EXE_paceline`, or `PACELINE_BIN` when set:
 //! a copy keeps a shared target directory's rebuilds out of a run); the gateway writes its
@@ -640,9 +641,8 @@ fn run_cost(mock: &Process, input: &std::path::Path, n: usize, extra: &[&str]) -
     (cpu.as_secs_f64() * 1e6 / n as f64, wall)
 }
 
-/// What recording one span costs the thread that records it (in this process, no HTTP): with
-/// the collector taking the spans, and once an export to a collector that is down has failed.
-/// The span carries the attributes of an attempt's span.
+/// What a request's tracing costs the thread that does it (in this process, no HTTP): with the
+/// collector taking the spans, and once an export to a collector that is down has failed.
 fn span_cost(rt: &tokio::runtime::Runtime, sink: &str, dead: &str) {
     use opentelemetry::KeyValue;
     use opentelemetry::trace::SpanKind;
@@ -659,10 +659,16 @@ fn span_cost(rt: &tokio::runtime::Runtime, sink: &str, dead: &str) {
         error: None,
     };
     let n = 200_000;
-    let per_span = |tracer: &Tracer| {
+    // What a gateway request does with a tracer: its span, its attempt's child span, the
+    // attempt's `traceparent` for the upstream, and both spans recorded.
+    let per_request = |tracer: &Tracer| {
         let started = Instant::now();
         for _ in 0..n {
-            tracer.span(None).record(record);
+            let request = tracer.span(None);
+            let attempt = request.child();
+            std::hint::black_box(attempt.headers());
+            attempt.record(record);
+            request.record(record);
         }
         started.elapsed().as_secs_f64() * 1e9 / f64::from(n)
     };
@@ -677,9 +683,9 @@ fn span_cost(rt: &tokio::runtime::Runtime, sink: &str, dead: &str) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (taking, refused) = (per_span(&up), per_span(&down));
+    let (taking, refused) = (per_request(&up), per_request(&down));
     println!(
-        "tracing: recording a span with 20 attributes, {n} in a row on one thread: {taking:.0} ns while the collector takes them, {refused:.0} ns once its export failed"
+        "tracing: a request's tracing work (its span and its attempt's, 20 attributes each, and the attempt's traceparent), {n} in a row on one thread: {taking:.0} ns while the collector takes the spans, {refused:.0} ns once an export failed"
     );
     up.shutdown();
     down.shutdown();
@@ -786,8 +792,8 @@ fn tracing_cost(
         for (name, serve) in order {
             let before = serve.cpu_and_switches().0;
             let (rate, completed) = closed_loop(rt, &serve.url(path), workers, secs);
-            let cpu = (serve.cpu_and_switches().0 - before).as_secs_f64() * 1e6
-                / completed.max(1) as f64;
+            let cpu =
+                (serve.cpu_and_switches().0 - before).as_secs_f64() * 1e6 / completed.max(1) as f64;
             measured.insert(name, (rate, cpu));
         }
         let (without, without_cpu) = measured["without"];
@@ -890,7 +896,9 @@ fn main() {
                 )
             }
             "--bench" => {}
-            "latency" | "start" | "throughput" | "streams" | "tracing" | "all" => what = arg,
+            "latency" | "start" | "throughput" | "streams" | "tracing" | "spans" | "all" => {
+                what = arg;
+            }
             other => panic!("unknown argument {other:?}"),
         }
     }
@@ -916,5 +924,10 @@ fn main() {
     }
     if matches!(what.as_str(), "tracing" | "all") {
         tracing_cost(&rt, rate, secs, rounds.unwrap_or(3), dir.path());
+    }
+    if what == "spans" {
+        let received = Arc::new(AtomicU64::new(0));
+        let sink = rt.block_on(otlp_sink(received));
+        span_cost(&rt, &sink, &format!("http://127.0.0.1:{}", dead_port()));
     }
 }
