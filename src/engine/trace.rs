@@ -9,6 +9,7 @@
 
 use super::{AttemptRecord, Decision, Finished, Job, Priority, Verdict, Waits};
 use crate::api::Endpoint;
+use crate::provider::usage::Usage;
 use crate::telemetry::otlp::{Record, Span};
 use crate::upstream::Upstream;
 use opentelemetry::KeyValue;
@@ -72,6 +73,15 @@ fn gen_ai(endpoint: Endpoint, upstream: &Upstream, model: &str) -> [KeyValue; 4]
         // backends read.
         KeyValue::new("gen_ai.system", provider),
         KeyValue::new("gen_ai.request.model", model.to_string()),
+    ]
+}
+
+/// The attributes of an answer's token counts (the request's span, in `run` and in the
+/// gateway).
+pub fn usage_attributes(usage: Usage) -> [KeyValue; 2] {
+    [
+        KeyValue::new("gen_ai.usage.input_tokens", usage.prompt as i64),
+        KeyValue::new("gen_ai.usage.output_tokens", usage.completion as i64),
     ]
 }
 
@@ -200,14 +210,7 @@ pub(super) fn record_request(
                 i64::from(answer.status),
             ));
             if let Some(usage) = answer.usage {
-                attributes.push(KeyValue::new(
-                    "gen_ai.usage.input_tokens",
-                    usage.prompt as i64,
-                ));
-                attributes.push(KeyValue::new(
-                    "gen_ai.usage.output_tokens",
-                    usage.completion as i64,
-                ));
+                attributes.extend(usage_attributes(usage));
             }
         }
         Record {

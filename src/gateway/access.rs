@@ -11,6 +11,7 @@
 use super::metrics;
 use crate::api::Endpoint;
 use crate::engine::Priority;
+use crate::engine::trace::usage_attributes;
 use crate::provider::usage::Usage;
 use crate::telemetry::otlp::{Record, Span, Tracer, parent_from_headers};
 use opentelemetry::KeyValue;
@@ -147,14 +148,7 @@ impl RequestLog {
                 attributes.push(KeyValue::new("gen_ai.request.model", self.model.clone()));
             }
             if let Some(usage) = self.usage {
-                attributes.push(KeyValue::new(
-                    "gen_ai.usage.input_tokens",
-                    usage.prompt as i64,
-                ));
-                attributes.push(KeyValue::new(
-                    "gen_ai.usage.output_tokens",
-                    usage.completion as i64,
-                ));
+                attributes.extend(usage_attributes(usage));
             }
             let error = (status >= 500).then(|| outcome.to_string());
             if error.is_some() {
