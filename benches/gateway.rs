@@ -29,9 +29,9 @@
 //! * **tracing**: what exporting traces (`--otlp-endpoint`) costs, side by side in one run,
 //!   `--rounds` rounds (default 3) alternating: the latency mode's open loop straight to the
 //!   mock, through a gateway without traces and through one exporting to an OTLP receiver in
-//!   this process (the added p50 / p99 of each, their CPU time per request); the throughput
-//!   mode's closed loop through a gateway without traces and through one whose collector is
-//!   down (nothing listens on its port); and `paceline run` over 20,000 requests without
+//!   this process (the added p50 / p99 of each, their CPU time per request); closed loops at
+//!   the same time (so that both share the machine's moments) through a gateway without traces
+//!   and through one whose collector is down (nothing listens on its port); and `paceline run` over 20,000 requests without
 //!   traces, exporting them, and with the collector down (CPU time per request of the run's
 //!   process, from `getrusage`); then (alone: **spans**) a request's tracing work in this
 //!   process, with the collector taking spans and once an export failed.
@@ -308,46 +308,64 @@ fn open_loop(
     summarize(micros, failed)
 }
 
-/// Closed loop: `workers` connections sending back to back for `secs`; completed per second.
+/// Closed loop: `workers` connections sending back to back for `secs`; completed per second,
+/// and completed in all (warm-up included).
 fn closed_loop(
     rt: &tokio::runtime::Runtime,
     url: &str,
     workers: usize,
     secs: Duration,
 ) -> (f64, u64) {
+    closed_loops(rt, &[url], workers, secs)[0]
+}
+
+/// [`closed_loop`] against each of `urls` at the same time, `workers` connections each: the
+/// targets share the machine's moments, so a drift of the machine does not favour one.
+fn closed_loops(
+    rt: &tokio::runtime::Runtime,
+    urls: &[&str],
+    workers: usize,
+    secs: Duration,
+) -> Vec<(f64, u64)> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(workers)
         .build()
         .expect("a reqwest client");
     let body = chat_body(false, 16);
-    let done = Arc::new(AtomicU64::new(0));
-    let all = Arc::new(AtomicU64::new(0));
+    let counts: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = urls
+        .iter()
+        .map(|_| (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))))
+        .collect();
     rt.block_on(async {
         // Warm the connections up first.
         let warm_until = Instant::now() + Duration::from_secs(1);
         let until = warm_until + secs;
-        let tasks: Vec<_> = (0..workers)
-            .map(|_| {
-                let (client, url, body, done, all) = (
-                    client.clone(),
-                    url.to_string(),
-                    body.clone(),
-                    Arc::clone(&done),
-                    Arc::clone(&all),
-                );
-                tokio::spawn(async move {
-                    loop {
-                        let now = Instant::now();
-                        if now >= until {
-                            break;
-                        }
-                        if send(&client, &url, body.clone()).await.is_ok() {
-                            all.fetch_add(1, Ordering::Relaxed);
-                            if now >= warm_until {
-                                done.fetch_add(1, Ordering::Relaxed);
+        let tasks: Vec<_> = urls
+            .iter()
+            .zip(&counts)
+            .flat_map(|(url, (done, all))| {
+                (0..workers).map(|_| {
+                    let (client, url, body, done, all) = (
+                        client.clone(),
+                        url.to_string(),
+                        body.clone(),
+                        Arc::clone(done),
+                        Arc::clone(all),
+                    );
+                    tokio::spawn(async move {
+                        loop {
+                            let now = Instant::now();
+                            if now >= until {
+                                break;
+                            }
+                            if send(&client, &url, body.clone()).await.is_ok() {
+                                all.fetch_add(1, Ordering::Relaxed);
+                                if now >= warm_until {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         }
-                    }
+                    })
                 })
             })
             .collect();
@@ -355,10 +373,15 @@ fn closed_loop(
             let _ = task.await;
         }
     });
-    (
-        done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64(),
-        all.load(Ordering::Relaxed),
-    )
+    counts
+        .iter()
+        .map(|(done, all)| {
+            (
+                done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64(),
+                all.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
 }
 
 fn latency(
@@ -775,29 +798,21 @@ fn tracing_cost(
         received.load(Ordering::Relaxed) as f64 / 1e6
     );
 
-    let workers = 64;
+    let workers = 32;
     println!(
-        "tracing: throughput, closed loop, {workers} connections for {secs:?}; {rounds} rounds of gateway without traces and gateway whose collector is down (in turn first), with the gateway's CPU per request"
+        "tracing: throughput, closed loops at the same time, {workers} connections each for {secs:?}, to a gateway without traces and to one whose collector is down; {rounds} rounds, with each gateway's CPU per request"
     );
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
     for round in 1..=rounds {
-        // Each in turn goes first, so that a drift of the machine does not favour one.
-        let order: [(&str, &Process); 2] = if round % 2 == 1 {
-            [("without", &off), ("down", &down)]
-        } else {
-            [("down", &down), ("without", &off)]
+        let before = [off.cpu_and_switches().0, down.cpu_and_switches().0];
+        let measured = closed_loops(rt, &[&off.url(path), &down.url(path)], workers, secs);
+        let cpu = |i: usize, serve: &Process| {
+            (serve.cpu_and_switches().0 - before[i]).as_secs_f64() * 1e6
+                / measured[i].1.max(1) as f64
         };
-        let mut measured = std::collections::HashMap::new();
-        for (name, serve) in order {
-            let before = serve.cpu_and_switches().0;
-            let (rate, completed) = closed_loop(rt, &serve.url(path), workers, secs);
-            let cpu =
-                (serve.cpu_and_switches().0 - before).as_secs_f64() * 1e6 / completed.max(1) as f64;
-            measured.insert(name, (rate, cpu));
-        }
-        let (without, without_cpu) = measured["without"];
-        let (dead_collector, dead_cpu) = measured["down"];
+        let (without, without_cpu) = (measured[0].0, cpu(0, &off));
+        let (dead_collector, dead_cpu) = (measured[1].0, cpu(1, &down));
         ratios.push(dead_collector / without);
         cpu_ratios.push(dead_cpu / without_cpu);
         println!(
