@@ -31,8 +31,8 @@
 //!   mock, through a gateway without traces and through one exporting to an OTLP receiver in
 //!   this process (the added p50 / p99 of each, their CPU time per request); closed loops at
 //!   the same time (so that both share the machine's moments) through a gateway without traces
-//!   and through one whose collector is down (nothing listens on its port); and `paceline run` over 20,000 requests without
-//!   traces, exporting them, and with the collector down (CPU time per request of the run's
+//!   and through one whose collector is down (nothing listens on its port); and `paceline run`
+//!   over 20,000 requests without traces, exporting them, and with the collector down (CPU time per request of the run's
 //!   process, from `getrusage`); then (alone: **spans**) a request's tracing work in this
 //!   process, with the collector taking spans and once an export failed.
 //!

@@ -277,16 +277,13 @@ fn rate_within(
 ) -> (f64, usize) {
     let first = (from + 999).div_euclid(1000);
     let end = to.div_euclid(1000);
-    let inside: Vec<u64> = per_second
+    let inside: u64 = per_second
         .iter()
         .filter(|(second, _)| (first..end).contains(&(*second as i64)))
         .map(|(_, n)| *n)
-        .collect();
+        .sum();
     let seconds = usize::try_from(end - first).unwrap_or(0);
-    (
-        inside.iter().sum::<u64>() as f64 / seconds.max(1) as f64,
-        seconds,
-    )
+    (inside as f64 / seconds.max(1) as f64, seconds)
 }
 
 /// `processes` `paceline run` processes of `per_process` requests each, sharing one key of

@@ -349,11 +349,11 @@ impl ViaArgs {
     /// Refuse an option that means nothing with the `--via` given, rather than ignore it.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.via != ViaArg::Auto && self.deadline.is_some() {
-            let via = match self.via {
-                ViaArg::Live => "live",
-                ViaArg::Batch => "batch",
-                ViaArg::Auto => "auto",
-            };
+            let via = self
+                .via
+                .to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
             anyhow::bail!(
                 "--deadline is kept by --via auto only (with --via {via} nothing would hold the job to it): add --via auto, or leave --deadline out"
             );

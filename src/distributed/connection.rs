@@ -235,12 +235,13 @@ pub enum Link {
 }
 
 impl Link {
-    /// Load the script whose source is `code` into the server's script cache, so that what this user may not run is
-    /// refused now rather than at the first call. On a cluster one node (a random primary) takes
-    /// it: the others load it on their first `NOSCRIPT` (`Script::invoke_async` sends it again),
-    /// and a script the cluster's nodes already hold costs nothing more, so a process connects
-    /// with one `SCRIPT LOAD` instead of one per primary. Only for scripts called through
-    /// `invoke_async`: a pipeline's `EVALSHA`s are not sent again after a `NOSCRIPT`.
+    /// Load the script whose source is `code` into the server's script cache, so that what this
+    /// user may not run is refused now rather than at the first call. On a cluster one node (a
+    /// random primary) takes it: the others load it on their first `NOSCRIPT`
+    /// (`Script::invoke_async` sends it again), and a script the cluster's nodes already hold
+    /// costs nothing more, so a process connects with one `SCRIPT LOAD` instead of one per
+    /// primary. Only for scripts called through `invoke_async`: a pipeline's `EVALSHA`s are not
+    /// sent again after a `NOSCRIPT`.
     pub async fn load_script(&mut self, code: &str) -> redis::RedisResult<()> {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(code);

@@ -177,7 +177,8 @@ impl Counts {
     /// Whether spans are built: the collector took the last export, or the backoff after the
     /// last failure has passed.
     fn taking(&self) -> bool {
-        self.taking_at(self.now())
+        // The clock is read only during an outage: a span's hot path loads one atomic.
+        self.resume_at.load(Ordering::Relaxed) == 0 || self.taking_at(self.now())
     }
 
     fn taking_at(&self, now: u64) -> bool {
