@@ -574,6 +574,33 @@ fn matrix() -> Vec<Cell> {
             concurrency: None,
         });
     }
+    // The same server behind limits it never comes near, stated in OpenAI's headers or
+    // configured: the rate is known, the server's slots are what binds, and the in-flight
+    // bound (2 × rate × latency, far above what the server can work on) must not keep its
+    // queue full. The quota admits the first 1,024 (the ceiling) at once; once latency is
+    // seen rising with what is in flight, the rest go at the server's pace. The README's
+    // 1,000,000-request run against a zero-latency mock sharing the CPU is this case.
+    let far = lim(600_000, 10_000);
+    for style in [HeaderStyle::OpenAi, HeaderStyle::None] {
+        cells.push(Cell {
+            name: format!("{}/slots4/per-token/limits-far-above", style.name()),
+            scenario: Scenario {
+                headers: style,
+                requests: Some(far),
+                slots: Some(4),
+                latency: LatencyModel::PerToken {
+                    base: Duration::from_millis(50),
+                    sd: Duration::from_millis(10),
+                    per_token: Duration::from_millis(6),
+                },
+                ..Scenario::default()
+            },
+            jobs: 3000,
+            max_tokens: 32,
+            configured: configured(style, Some(far), None),
+            concurrency: None,
+        });
+    }
     cells
 }
 
@@ -679,4 +706,52 @@ fn matrix_every_cell_at_the_limit_and_never_over_it() {
         failed.len(),
         failed.join("\n")
     );
+}
+
+/// The other side of the knee: a provider whose heavy-tailed latency (log-normal, mean 2 s)
+/// does not depend on what is in flight, with limits far above reach, and a job larger than
+/// the in-flight ceiling, so that the bound holds requests back and answers come at a small
+/// part of the quota's rate — every condition under which the gradient may cap the bound,
+/// except a queue. Its spread must never be taken for one: the makespan stays that of the
+/// same run at a fixed 1,024 in flight, for several seeds.
+#[test]
+fn heavy_tailed_latency_far_below_the_limits_is_not_taken_for_a_queue() {
+    let far = lim(600_000, 10_000);
+    let cell = Cell {
+        name: "openai/unlimited-server/lognormal2s/limits-far-above".into(),
+        scenario: Scenario {
+            headers: HeaderStyle::OpenAi,
+            requests: Some(far),
+            latency: LatencyModel::LogNormal {
+                mean: Duration::from_secs(2),
+                sigma: 1.0,
+            },
+            ..Scenario::default()
+        },
+        jobs: 5000,
+        max_tokens: 64,
+        configured: None,
+        concurrency: None,
+    };
+    for seed in [3, 7, 11] {
+        let adaptive = run_cell(&cell, seed);
+        let fixed = run_cell(
+            &Cell {
+                concurrency: Some(1024),
+                ..cell.clone()
+            },
+            seed,
+        );
+        assert!(
+            check(&cell, &adaptive)
+                .iter()
+                .all(|w| w.contains("makespan"))
+        );
+        assert!(
+            adaptive.makespan <= fixed.makespan.mul_f64(1.03),
+            "seed {seed}: makespan {:.3}s against {:.3}s at a fixed 1,024",
+            adaptive.makespan.as_secs_f64(),
+            fixed.makespan.as_secs_f64()
+        );
+    }
 }

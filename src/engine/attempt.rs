@@ -94,6 +94,7 @@ impl Engine {
                 let sent = Sent {
                     at: sent_at,
                     latency: started.elapsed(),
+                    in_flight: permit.in_flight_at_start(),
                 };
                 let wall = upstream.wall_clock();
                 let traced = traced.map(|(span, model)| (span, upstream.clone(), model));
@@ -116,6 +117,7 @@ impl Engine {
         let sent = Sent {
             at: sent_at,
             latency: started.elapsed(),
+            in_flight: permit.in_flight_at_start(),
         };
         drop(in_flight);
         let wall = upstream.wall_clock();

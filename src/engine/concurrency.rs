@@ -8,7 +8,12 @@
 //!   buckets could admit at once right now, so the quota, not the bound, paces requests — a
 //!   bucket that holds a whole minute is spent at once, not at the sustained rate — and the
 //!   bound only stops a pile-up when latency balloons. Timeouts and server errors halve a
-//!   back-off factor on it; successes restore it slowly.
+//!   back-off factor on it; successes restore it slowly. When the limits are far above what
+//!   the server can work on (a self-hosted server with configured limits, a mock sharing the
+//!   CPU), the bound is capped at the server's knee ([`super::knee`]: latency rising in step
+//!   with what was in flight at each send, two rounds in a row) — but only while the quotas
+//!   have room and answers come at under half the rate they allow, so that a run the quota
+//!   paces is never capped; latency's own spread shows no such order, so it caps nothing.
 //! * **probing** (before the first answer): no bound of its own — the quota's probe schedule
 //!   ([`crate::quota`]) spaces the first requests while their answers are awaited.
 //! * **rate unknown** (the provider sent no limit headers, none configured): a window starting
@@ -18,9 +23,10 @@
 //!   where a server with fixed slots stops answering faster ([`Concurrency::record_work`]);
 //!   any overload signal (429, 5xx, timeout) halves the window, at most once per round trip.
 //!
-//! It imports nothing of paceline and must not know keys, quotas or providers: the engine tells it
-//! the target rate and headroom, latencies and overload signals.
+//! It imports nothing of paceline beyond [`super::knee`] and must not know keys, quotas or
+//! providers: the engine tells it the target rate and headroom, latencies and overload signals.
 
+use super::knee::{Sample, knee};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -55,8 +61,11 @@ struct State {
     window: f64,
     threshold: f64,
     last_cut: Option<Instant>,
-    /// Rate-unknown regime: the latency gradient (see [`Concurrency::record_work`]).
+    /// Both adaptive regimes: the latency gradient (see [`Concurrency::record_work`]).
     gradient: Gradient,
+    /// Rate-known regime: the cap the latency gradient put on the bound, once a queue at the
+    /// server was seen while the quotas had room.
+    cap: Option<f64>,
 }
 
 /// Seconds per unit of work (an answer's output tokens plus [`WORK_OVERHEAD`]) of the answers
@@ -65,10 +74,18 @@ struct State {
 #[derive(Debug, Default)]
 struct Gradient {
     samples: Vec<f64>,
+    /// Rate-known regime: the same answers' latencies with what was in flight at each send.
+    sends: Vec<Sample>,
     /// Answers in the current round (the window when it began, at least 4).
     round: usize,
     /// When the window was last cut: answers to requests sent before describe the old window.
     cut_at: Option<Instant>,
+    /// When the current round's first answer came.
+    began: Option<Instant>,
+    /// Rate-known regime: the least latency seen (drifting up as the baseline does), and
+    /// whether the last round already showed a queue.
+    floor: Option<f64>,
+    suspect: bool,
     baseline: Option<f64>,
 }
 
@@ -92,8 +109,21 @@ const QUICKEST_SLACK: f64 = 1.25;
 /// answering in microseconds (or a loopback mock) varies by that much on its own.
 const QUEUE_NOISE: f64 = 0.002;
 
+/// Rate-known regime: less than this much more latency per answer is no queue worth a cap.
+/// The cap is there to keep a server's queue from holding requests (and connections) for
+/// seconds; a server answering in a millisecond, sharing the CPU with the client, works
+/// faster with a few milliseconds' worth of requests waiting than with none.
+const KNOWN_QUEUE_NOISE: f64 = 0.010;
+
 /// Requests a window may keep queued at the server beyond what the gradient says fits.
 const QUEUE_ALLOWANCE: f64 = 0.5;
+
+/// Rate-known regime: answers per round.
+const KNOWN_ROUND: usize = 16;
+
+/// Rate-known regime: the gradient judges only while answers come at under this fraction of
+/// the rate the quotas allow.
+const SHORT_OF_TARGET: f64 = 0.5;
 
 impl State {
     fn limit(&self) -> usize {
@@ -104,13 +134,59 @@ impl State {
             return self.max;
         }
         let limit = match (self.target_rate, self.latency) {
-            (Some(rate), Some(latency)) => {
-                ((2.0 * rate * latency + self.headroom) * self.factor).ceil() + 2.0
-            }
-            (Some(rate), None) => (rate * self.factor).ceil().max(1.0),
+            (Some(_), _) => self.littles_law().min(self.cap.unwrap_or(f64::INFINITY)),
             (None, _) => self.window.floor(),
         };
         (limit as usize).clamp(1, self.max)
+    }
+
+    /// Rate-known regime: a round of answers, its latency gradient `ratio` (least / median)
+    /// and the rate its answers came at, against the cap (see [`Concurrency::record_work`]).
+    fn judge_known(&mut self, sends: &[Sample], ratio: f64, answer_rate: f64, now: Instant) {
+        let quickest = sends
+            .iter()
+            .map(|s| s.latency)
+            .fold(f64::INFINITY, f64::min);
+        let floor = self
+            .gradient
+            .floor
+            .map_or(quickest, |f| (f * BASELINE_DRIFT).min(quickest));
+        self.gradient.floor = Some(floor);
+        let target = self.target_rate.unwrap_or(f64::INFINITY);
+        let held_back = self.headroom >= 1.0 && answer_rate < SHORT_OF_TARGET * target;
+        match self.cap {
+            // Until a queue is plain, the spread of what was in flight says whether there is one.
+            None => match knee(sends, floor).filter(|_| held_back) {
+                Some(knee) if self.gradient.suspect => {
+                    self.cap = Some((knee + QUEUE_ALLOWANCE).max(1.0));
+                    self.gradient.cut_at = Some(now);
+                    self.gradient.suspect = false;
+                }
+                found => self.gradient.suspect = found.is_some(),
+            },
+            // Once capped, the cap follows the gradient as the rate-unknown window does.
+            Some(cap) => {
+                if ratio >= QUEUE_SEEN {
+                    let max = self.max as f64;
+                    self.cap = Some(cap + 1.0).filter(|cap| *cap < max);
+                } else if held_back {
+                    // At most halved at once: a stall of a few milliseconds (the host, the
+                    // store) looks like a queue for a round, and the knee is already near.
+                    let kept = ratio.max(0.5);
+                    self.cap = Some((cap * kept + QUEUE_ALLOWANCE).max(1.0));
+                    self.gradient.cut_at = Some(now);
+                }
+            }
+        }
+    }
+
+    /// The rate-known regime's bound before the gradient's cap (callers check the rate).
+    fn littles_law(&self) -> f64 {
+        let rate = self.target_rate.unwrap_or(0.0);
+        match self.latency {
+            Some(latency) => ((2.0 * rate * latency + self.headroom) * self.factor).ceil() + 2.0,
+            None => (rate * self.factor).ceil().max(1.0),
+        }
     }
 }
 
@@ -129,6 +205,14 @@ pub enum Signal {
 #[derive(Debug)]
 pub struct Permit {
     owner: Arc<Concurrency>,
+    in_flight: usize,
+}
+
+impl Permit {
+    /// Requests in flight when this slot was taken, itself included.
+    pub fn in_flight_at_start(&self) -> usize {
+        self.in_flight
+    }
 }
 
 impl Drop for Permit {
@@ -156,6 +240,7 @@ impl Concurrency {
                 threshold: f64::INFINITY,
                 last_cut: None,
                 gradient: Gradient::default(),
+                cap: None,
             }),
             notify: Notify::new(),
         })
@@ -177,6 +262,7 @@ impl Concurrency {
                     state.in_flight += 1;
                     return Permit {
                         owner: Arc::clone(self),
+                        in_flight: state.in_flight,
                     };
                 }
             }
@@ -191,6 +277,7 @@ impl Concurrency {
             state.in_flight += 1;
             Permit {
                 owner: Arc::clone(self),
+                in_flight: state.in_flight,
             }
         })
     }
@@ -251,22 +338,37 @@ impl Concurrency {
         self.notify.notify_waiters();
     }
 
-    /// Feed back an answer's latency with the work it took (its output tokens), for the
-    /// rate-unknown regime. A server with a fixed number of slots and a queue behind them (a
-    /// self-hosted vLLM, llama.cpp, TGI or Ollama: no limit headers, no errors) answers more
-    /// slowly as more requests wait, while its throughput stays the same. Once per round (as
-    /// many answers as the window, at least 4), the median latency per unit of work is set
-    /// against the least seen (the least of a round's median and 1.25 × its quickest answer; a
-    /// gradient-style limit, as in Netflix's concurrency-limits): below 1.25 × the least, nothing waits and the window grows by one
+    /// Feed back an answer's latency with the work it took (its output tokens). A server with
+    /// a fixed number of slots and a queue behind them (a self-hosted vLLM, llama.cpp, TGI or
+    /// Ollama: no limit headers, no errors) answers more slowly as more requests wait, while
+    /// its throughput stays the same. Once per round (as many answers as the window, at least
+    /// 4), the median latency per unit of work is set against the least seen (the least of a
+    /// round's median and 1.25 × its quickest answer; a gradient-style limit, as in Netflix's
+    /// concurrency-limits): below 1.25 × the least, nothing waits and the window grows by one
     /// (slow start grows it per answer until the first queue is seen); above it, the window is
-    /// scaled by
-    /// `least / median` plus half a request, which holds it at the knee where throughput
-    /// stops growing and latency starts to.
-    pub fn record_work(&self, latency: Duration, output_tokens: u64, now: Instant) {
+    /// scaled by `least / median` plus half a request, which holds it at the knee where
+    /// throughput stops growing and latency starts to.
+    ///
+    /// With a rate known, rounds are 16 answers, and they cap the bound only while the quotas
+    /// have room and the answers came at under half the quotas' rate (the server, not the
+    /// quota, is what holds requests back). The cap begins at the knee [`super::knee`] reads
+    /// off two rounds in a row of latency rising with what was in flight at each send;
+    /// from there it follows the gradient above (the least is the least of the round's median
+    /// and 1.25 × its quickest answer; a cut at most halves it; a queue worth less than 10 ms
+    /// per answer is none). `sent_with` is what was in flight when the request was sent,
+    /// itself included ([`Permit::in_flight_at_start`]).
+    pub fn record_work(
+        &self,
+        latency: Duration,
+        output_tokens: u64,
+        sent_with: usize,
+        now: Instant,
+    ) {
         let mut state = self.lock();
-        if state.fixed.is_some() || state.probing || state.target_rate.is_some() {
+        if state.fixed.is_some() || state.probing {
             return;
         }
+        let known = state.target_rate.is_some();
         let per_work = latency.as_secs_f64() / (output_tokens as f64 + WORK_OVERHEAD);
         // Answers to requests sent before the last cut describe the queue the larger window
         // made, already acted on.
@@ -277,13 +379,22 @@ impl Concurrency {
         if state.gradient.samples.is_empty() {
             // In slow start a round is short, so that the first queue is seen early.
             let slow_start = state.window < state.threshold;
-            state.gradient.round = if slow_start {
+            state.gradient.round = if known {
+                KNOWN_ROUND
+            } else if slow_start {
                 4
             } else {
                 (state.window.floor() as usize).max(4)
             };
+            state.gradient.began = Some(now);
         }
         state.gradient.samples.push(per_work);
+        if known {
+            state.gradient.sends.push(Sample {
+                sent_with: sent_with as f64,
+                latency: latency.as_secs_f64(),
+            });
+        }
         if state.gradient.samples.len() < state.gradient.round {
             return;
         }
@@ -292,8 +403,14 @@ impl Concurrency {
         let median = samples[samples.len() / 2];
         // What a request costs with nothing ahead of it: the round's median when nothing
         // waited, or a little above its quickest answer (which waited least) when some did.
+        // With a rate known and no queue seen yet, the median alone: a heavy-tailed latency's
+        // quickest answer is far below its median with nothing waiting at all.
         let quickest = samples[0] * QUICKEST_SLACK;
-        let least = median.min(quickest);
+        let least = if known && state.cap.is_none() {
+            median
+        } else {
+            median.min(quickest)
+        };
         let baseline = state
             .gradient
             .baseline
@@ -301,12 +418,27 @@ impl Concurrency {
         state.gradient.baseline = Some(baseline);
         // A queue shows as time: below a millisecond per answer, a spread is noise.
         let seconds_more = (median - baseline) * (output_tokens as f64 + WORK_OVERHEAD);
-        let ratio = if seconds_more < QUEUE_NOISE {
+        let noise = if known {
+            KNOWN_QUEUE_NOISE
+        } else {
+            QUEUE_NOISE
+        };
+        let ratio = if seconds_more < noise {
             1.0
         } else {
             baseline / median.max(f64::MIN_POSITIVE)
         };
-        if ratio >= QUEUE_SEEN {
+        if known {
+            let answers = samples.len() as f64;
+            let elapsed = state.gradient.began.map_or(0.0, |began| {
+                now.saturating_duration_since(began).as_secs_f64()
+            });
+            let rate = answers / elapsed.max(f64::MIN_POSITIVE);
+            let mut sends = std::mem::take(&mut state.gradient.sends);
+            state.judge_known(&sends, ratio, rate, now);
+            sends.clear();
+            state.gradient.sends = sends;
+        } else if ratio >= QUEUE_SEEN {
             if state.window >= state.threshold {
                 state.window += 1.0;
             }
@@ -399,7 +531,7 @@ mod tests {
         }
         assert_eq!(c.limit(), 8);
         for _ in 0..8 {
-            c.record_work(MS, 10, t);
+            c.record_work(MS, 10, 8, t);
         }
         assert_eq!(c.limit(), 9);
     }
@@ -419,19 +551,19 @@ mod tests {
         // slow start judges every 4 answers: median 750 ms against 1.25 × the quickest 250 ms:
         // 16 × 312.5 / 750 + 0.5 = 7.2.
         for i in 1..=4 {
-            c.record_work(answer(i), 24, t + answer(i));
+            c.record_work(answer(i), 24, i as usize, t + answer(i));
         }
         assert_eq!(c.limit(), 7);
         // the other twelve were sent before that cut: they say nothing new.
         for i in 5..=16 {
-            c.record_work(answer(i), 24, t + answer(i));
+            c.record_work(answer(i), 24, i as usize, t + answer(i));
         }
         assert_eq!(c.limit(), 7);
         // requests sent after the cut come back at the least latency: the window grows by one
         // per round.
         let later = t + Duration::from_secs(10);
         for _ in 0..7 {
-            c.record_work(Duration::from_millis(250), 24, later);
+            c.record_work(Duration::from_millis(250), 24, 7, later);
         }
         assert_eq!(c.limit(), 8);
     }
@@ -454,6 +586,68 @@ mod tests {
             Instant::now(),
         );
         assert!(c.limit() < 100);
+    }
+
+    /// Rate known (100 requests a second), limits far above reach (room for 500 more now):
+    /// rounds of 16 answers, each `(latency, spacing, sent_with)`: the answer to the request
+    /// sent with `sent_with(i)` in flight takes `latency(i)` and comes `spacing` after the one
+    /// before. Returns the bound afterwards.
+    fn known_rate(
+        headroom: f64,
+        answers: impl Iterator<Item = (Duration, Duration, usize)>,
+    ) -> usize {
+        let c = Concurrency::new(None, 1000);
+        c.end_probe(false);
+        c.set_target_rate(Some(100.0), headroom);
+        c.record(Signal::Answered, Duration::ZERO, Instant::now());
+        let mut t = Instant::now();
+        for (latency, spacing, sent_with) in answers {
+            t += spacing;
+            c.record_work(latency, 24, sent_with, t);
+        }
+        c.limit()
+    }
+
+    /// A server with 4 slots, 250 ms a request: the request sent with `n` in flight waits
+    /// `n / 4` turns; its answer comes 62.5 ms after the one before (16/s).
+    fn four_slots(n: usize) -> (Duration, Duration, usize) {
+        let turns = n.div_ceil(4) as u32;
+        (
+            Duration::from_millis(250) * turns,
+            Duration::from_micros(62_500),
+            n,
+        )
+    }
+
+    #[test]
+    fn known_rate_caps_the_bound_at_the_knee_of_a_queue_the_quota_does_not_explain() {
+        // 2 × 100/s × 0 s + 500 + 2 before any answer says more.
+        assert_eq!(known_rate(500.0, std::iter::empty()), 502);
+        // one round in send order says "maybe"; two say "a queue of 4 slots": the knee plus one.
+        assert_eq!(known_rate(500.0, (1..=16).map(four_slots)), 502);
+        let cut = known_rate(500.0, (1..=32).map(four_slots));
+        assert!((4..=7).contains(&cut), "{cut}");
+        // rounds of answers sent after the cut without a queue raise it by one each (the
+        // first two answers after it were sent before it, and do not count).
+        let later = (1..=32)
+            .map(four_slots)
+            .chain((0..50).map(|_| (Duration::from_millis(250), Duration::from_millis(100), 4)));
+        assert_eq!(known_rate(500.0, later), cut + 3);
+    }
+
+    #[test]
+    fn known_rate_is_never_capped_by_latency_spread_or_while_the_quota_paces() {
+        // the latencies of the four-slot queue, in no order with what was in flight.
+        let shuffled = (1..=64).map(|i| {
+            let (latency, spacing, _) = four_slots(i);
+            (latency, spacing, (i * 37) % 64 + 1)
+        });
+        assert_eq!(known_rate(500.0, shuffled), 502);
+        // in order, but the answers come at the quotas' 100/s: the quota paces the run.
+        let paced = (1..=64).map(|n| (four_slots(n).0, Duration::from_millis(10), n));
+        assert_eq!(known_rate(500.0, paced), 502);
+        // in order, but the bucket has no room: requests wait in the quota, not for the bound.
+        assert_eq!(known_rate(0.0, (1..=64).map(four_slots)), 2);
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ mod dispatch;
 pub mod event;
 pub mod finished;
 pub mod job;
+pub mod knee;
 mod lanes;
 pub mod queue;
 mod react;

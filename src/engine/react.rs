@@ -60,6 +60,8 @@ pub(super) enum Next {
 pub(super) struct Sent {
     pub at: SystemTime,
     pub latency: Duration,
+    /// Requests in flight when it was sent, itself included.
+    pub in_flight: usize,
 }
 
 impl Engine {
@@ -127,8 +129,12 @@ impl Engine {
                 self.concurrency.record(Signal::Answered, sent.latency, now);
                 if let Some(usage) = usage {
                     record.tokens = self.settle(job, pick, &usage, now);
-                    self.concurrency
-                        .record_work(sent.latency, usage.completion, now);
+                    self.concurrency.record_work(
+                        sent.latency,
+                        usage.completion,
+                        sent.in_flight,
+                        now,
+                    );
                 }
                 self.update_target_rate(job, now);
                 match answer.clone() {
