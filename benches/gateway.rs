@@ -798,35 +798,7 @@ fn tracing_cost(
         received.load(Ordering::Relaxed) as f64 / 1e6
     );
 
-    let workers = 32;
-    println!(
-        "tracing: throughput, closed loops at the same time, {workers} connections each for {secs:?}, to a gateway without traces and to one whose collector is down; {rounds} rounds, with each gateway's CPU per request"
-    );
-    let mut ratios = Vec::new();
-    let mut cpu_ratios = Vec::new();
-    for round in 1..=rounds {
-        let before = [off.cpu_and_switches().0, down.cpu_and_switches().0];
-        let measured = closed_loops(rt, &[&off.url(path), &down.url(path)], workers, secs);
-        let cpu = |i: usize, serve: &Process| {
-            (serve.cpu_and_switches().0 - before[i]).as_secs_f64() * 1e6
-                / measured[i].1.max(1) as f64
-        };
-        let (without, without_cpu) = (measured[0].0, cpu(0, &off));
-        let (dead_collector, dead_cpu) = (measured[1].0, cpu(1, &down));
-        ratios.push(dead_collector / without);
-        cpu_ratios.push(dead_cpu / without_cpu);
-        println!(
-            "  round {round}: {without:>8.0} req/s ({without_cpu:.0} µs CPU/req) without traces, {dead_collector:>8.0} req/s ({dead_cpu:.0} µs) with the collector down ({:+.1} % req/s, {:+.1} % CPU)  load avg {}",
-            (dead_collector / without - 1.0) * 100.0,
-            (dead_cpu / without_cpu - 1.0) * 100.0,
-            load_average()
-        );
-    }
-    println!(
-        "  collector down against no traces (medians of {rounds} rounds): {:+.1} % throughput, {:+.1} % gateway CPU per request",
-        (median(&ratios) - 1.0) * 100.0,
-        (median(&cpu_ratios) - 1.0) * 100.0
-    );
+    paired_throughput(rt, &off, (&down, "collector down"), secs, rounds);
     drop((off, on, down));
 
     span_cost(rt, &sink, &dead);
@@ -878,6 +850,106 @@ fn tracing_cost(
     );
 }
 
+/// Closed loops of 32 connections each to `without` (no traces) and `down` (traces to a dead
+/// collector) at the same time, `rounds` times: the medians of the rounds' throughput and
+/// CPU-per-request ratios, printed with each round.
+fn paired_throughput(
+    rt: &tokio::runtime::Runtime,
+    without: &Process,
+    (down, label): (&Process, &str),
+    secs: Duration,
+    rounds: usize,
+) -> (f64, f64) {
+    let workers = 32;
+    let path = "/v1/chat/completions";
+    println!(
+        "tracing: throughput, closed loops at the same time, {workers} connections each for {secs:?}, to a gateway without traces and to {label}; {rounds} rounds, with each gateway's CPU per request"
+    );
+    let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    for round in 1..=rounds {
+        let before = [without.cpu_and_switches().0, down.cpu_and_switches().0];
+        let measured = closed_loops(rt, &[&without.url(path), &down.url(path)], workers, secs);
+        let cpu = |i: usize, serve: &Process| {
+            (serve.cpu_and_switches().0 - before[i]).as_secs_f64() * 1e6
+                / measured[i].1.max(1) as f64
+        };
+        let (plain, plain_cpu) = (measured[0].0, cpu(0, without));
+        let (dead_collector, dead_cpu) = (measured[1].0, cpu(1, down));
+        ratios.push(dead_collector / plain);
+        cpu_ratios.push(dead_cpu / plain_cpu);
+        println!(
+            "  round {round}: {plain:>8.0} req/s ({plain_cpu:.0} µs CPU/req) without traces, {dead_collector:>8.0} req/s ({dead_cpu:.0} µs) {label} ({:+.1} % req/s, {:+.1} % CPU)  load avg {}",
+            (dead_collector / plain - 1.0) * 100.0,
+            (dead_cpu / plain_cpu - 1.0) * 100.0,
+            load_average()
+        );
+    }
+    let result = (
+        (median(&ratios) - 1.0) * 100.0,
+        (median(&cpu_ratios) - 1.0) * 100.0,
+    );
+    println!(
+        "  {label} against no traces (medians of {rounds} rounds): {:+.1} % throughput, {:+.1} % gateway CPU per request",
+        result.0, result.1
+    );
+    result
+}
+
+/// The dead collector's cost alone, with its control in the same sitting: rounds of the paired
+/// throughput of a gateway without traces against one whose collector is down, alternating
+/// with the same pairing of two gateways without traces (an A/A control: what the pairing
+/// itself reads when there is no difference).
+fn dead_collector(
+    rt: &tokio::runtime::Runtime,
+    secs: Duration,
+    rounds: usize,
+    dir: &std::path::Path,
+) {
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let mock = mock(&[]);
+    let off = gateway(&mock, &dir.join("dead-off.log"));
+    let twin = gateway(&mock, &dir.join("dead-twin.log"));
+    let down = gateway_with(
+        &mock,
+        &dir.join("dead-down.log"),
+        &["--otlp-endpoint", &dead],
+    );
+    let (mut cost, mut control) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        println!("dead collector, round {round} of {rounds}:");
+        cost.push(paired_throughput(
+            rt,
+            &off,
+            (&down, "collector down"),
+            secs,
+            1,
+        ));
+        println!("control (both without traces), round {round} of {rounds}:");
+        control.push(paired_throughput(rt, &off, (&twin, "its twin"), secs, 1));
+    }
+    let column = |pairs: &[(f64, f64)], i: usize| -> Vec<f64> {
+        pairs
+            .iter()
+            .map(|p| if i == 0 { p.0 } else { p.1 })
+            .collect()
+    };
+    let spread = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() - 1])
+    };
+    for (name, pairs) in [("collector down", &cost), ("control (A/A)", &control)] {
+        let throughput = column(pairs, 0);
+        let (low, high) = spread(&throughput);
+        println!(
+            "  {name}: {:+.1} % throughput (rounds {low:+.1} … {high:+.1} %), {:+.1} % gateway CPU per request (medians of {rounds} rounds)",
+            median(&throughput),
+            median(&column(pairs, 1))
+        );
+    }
+}
+
 fn raise_fd_limit(want: u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -911,7 +983,8 @@ fn main() {
                 )
             }
             "--bench" => {}
-            "latency" | "start" | "throughput" | "streams" | "tracing" | "spans" | "all" => {
+            "latency" | "start" | "throughput" | "streams" | "tracing" | "dead-collector"
+            | "spans" | "all" => {
                 what = arg;
             }
             other => panic!("unknown argument {other:?}"),
@@ -939,6 +1012,9 @@ fn main() {
     }
     if matches!(what.as_str(), "tracing" | "all") {
         tracing_cost(&rt, rate, secs, rounds.unwrap_or(3), dir.path());
+    }
+    if what == "dead-collector" {
+        dead_collector(&rt, secs, rounds.unwrap_or(16), dir.path());
     }
     if what == "spans" {
         let received = Arc::new(AtomicU64::new(0));
