@@ -5,8 +5,9 @@
 //! It must not know how an attempt is sent or what its answer means ([`super::react`]).
 
 use super::booking::Unbookable;
+use super::concurrency::Permit;
 use super::lanes::{Lanes, recv_lane};
-use super::{Engine, EngineExit, Event, Job, Priority, Verdict, lock};
+use super::{Engine, EngineExit, Event, Job, Priority, TARGET_REFRESH, Verdict, lock};
 use crate::retry::Failure;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,13 +23,31 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 impl Engine {
+    /// A free in-flight slot. While every slot is taken, the target rate and the quotas'
+    /// headroom are recomputed every [`TARGET_REFRESH`]: no answer may come for a while to do
+    /// it, and meanwhile the buckets refill.
+    async fn slot(&self) -> Permit {
+        if let Some(permit) = self.concurrency.try_acquire() {
+            return permit;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                permit = self.concurrency.acquire() => return permit,
+                () = tokio::time::sleep(TARGET_REFRESH) => {
+                    self.refresh_target_rate(Instant::now());
+                }
+            }
+        }
+    }
+
     pub(super) async fn run_lanes(
         self: Arc<Self>,
         mut lanes: Lanes,
         sink: mpsc::Sender<Event>,
     ) -> EngineExit {
         loop {
-            let permit = self.concurrency.acquire().await;
+            let permit = self.slot().await;
             let job = match self.next_job(&mut lanes).await {
                 _ if self.stopping() => None,
                 next => next,

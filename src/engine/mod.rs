@@ -132,6 +132,9 @@ pub struct Engine {
     outstanding: AtomicU64,
     /// Smoothed token cost per request, and when the target rate was last computed.
     mean_tokens: Mutex<(f64, Option<Instant>)>,
+    /// The model the target rate was last computed for, so the dispatcher can recompute it
+    /// while it waits for a slot and no answer comes to do so.
+    target_model: Mutex<Option<String>>,
     /// Set by [`Engine::stop_admitting`].
     stopping: AtomicBool,
 }
@@ -173,6 +176,7 @@ impl Engine {
             wake: Notify::new(),
             outstanding: AtomicU64::new(0),
             mean_tokens: Mutex::new((0.0, None)),
+            target_model: Mutex::new(None),
             stopping: AtomicBool::new(false),
         })
     }
@@ -307,11 +311,35 @@ impl Engine {
             mean.1 = Some(now);
             mean.0
         };
+        let mut model = lock(&self.target_model);
+        if model.as_deref() != Some(job.model.as_str()) {
+            *model = Some(job.model.clone());
+        }
+        drop(model);
+        self.set_target(&job.model, mean, now);
+    }
+
+    /// Recompute the target rate for the model it was last computed for, with the quotas'
+    /// headroom now: while every slot is taken and no answer comes, the buckets refill, and a
+    /// bound that still reads the headroom of the last answer would hold back what they
+    /// would admit (a heavy-tailed latency: the first answers are the quick ones, and the
+    /// bound's latency is too short until the slow ones come).
+    fn refresh_target_rate(&self, now: Instant) {
+        let mean = lock(&self.mean_tokens).0;
+        let model = lock(&self.target_model).clone();
+        if let Some(model) = model {
+            self.set_target(&model, mean, now);
+        }
+    }
+
+    /// Hand the concurrency bound the quotas' rate and headroom for `model`, whose requests
+    /// come to `mean` tokens each on average.
+    fn set_target(&self, model: &str, mean: f64, now: Instant) {
         let mut total = 0.0;
         let mut headroom = 0.0;
         let mut known = false;
         let mut metered = false;
-        for quota in self.pool.active_quotas(&job.model, now) {
+        for quota in self.pool.active_quotas(model, now) {
             metered |= quota.is_metered();
             let limits = quota.limits();
             let available = quota.available(now);
