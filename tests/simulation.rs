@@ -756,17 +756,23 @@ fn heavy_tailed_latency_far_below_the_limits_is_not_taken_for_a_queue() {
     }
 }
 
-/// A heavy-tailed latency's first answers are its quick ones, so the bound's latency is too
-/// short until the slow ones come, and while every slot is taken no answer comes to read the
-/// buckets' refill into the bound. At seed 23 that stalled sending for 1.2 s early in the run
-/// (×1.051 of the ideal); the dispatcher now rereads the quotas' headroom while it waits for a
-/// slot.
+/// A heavy-tailed latency's first answers are its quick ones, so the bound's smoothed latency
+/// is too short until the slow ones come, and while every slot is taken no answer comes to
+/// read the buckets' refill into the bound. At seed 23 that stalled sending for 1.2 s early in
+/// the run (OpenAI ×1.051 of the ideal, Anthropic ×1.043 with its whole-second resets); the
+/// dispatcher now rereads the quotas' headroom while it waits for a slot, and the bound takes
+/// the mean age of what is in flight as latency when that is longer.
 #[test]
 fn a_heavy_tailed_start_does_not_stall_the_bound_while_the_buckets_refill() {
-    let cell = matrix()
-        .into_iter()
-        .find(|c| c.name == "openai/requests-cap5/lognormal2s/20x-burst")
-        .expect("a cell of the matrix");
-    let run = run_cell(&cell, 23);
-    assert_eq!(check(&cell, &run), Vec::<String>::new());
+    for name in [
+        "openai/requests-cap5/lognormal2s/20x-burst",
+        "anthropic/requests-cap5/lognormal2s/20x-burst",
+    ] {
+        let cell = matrix()
+            .into_iter()
+            .find(|c| c.name == name)
+            .expect("a cell of the matrix");
+        let run = run_cell(&cell, 23);
+        assert_eq!(check(&cell, &run), Vec::<String>::new(), "{name}");
+    }
 }

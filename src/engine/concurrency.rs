@@ -66,6 +66,10 @@ struct State {
     /// Rate-known regime: the cap the latency gradient put on the bound, once a queue at the
     /// server was seen while the quotas had room.
     cap: Option<f64>,
+    /// When the bound was made: the in-flight requests' start times count from it.
+    epoch: Instant,
+    /// The sum of the in-flight requests' start times (seconds since `epoch`): their mean age.
+    started_sum: f64,
 }
 
 /// Seconds per unit of work (an answer's output tokens plus [`WORK_OVERHEAD`]) of the answers
@@ -180,13 +184,42 @@ impl State {
         }
     }
 
-    /// The rate-known regime's bound before the gradient's cap (callers check the rate).
+    /// The rate-known regime's bound before the gradient's cap (callers check the rate). The
+    /// latency is the smoothed one, or the mean age of what is in flight when that is longer:
+    /// the first answers of a heavy-tailed latency are its quick ones, and the slow ones still
+    /// out say nothing to the average until they come back.
     fn littles_law(&self) -> f64 {
         let rate = self.target_rate.unwrap_or(0.0);
         match self.latency {
-            Some(latency) => ((2.0 * rate * latency + self.headroom) * self.factor).ceil() + 2.0,
+            Some(latency) => {
+                let latency = latency.max(self.mean_age());
+                ((2.0 * rate * latency + self.headroom) * self.factor).ceil() + 2.0
+            }
             None => (rate * self.factor).ceil().max(1.0),
         }
+    }
+
+    /// Seconds since `epoch`.
+    fn clock(&self) -> f64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_secs_f64()
+    }
+
+    /// The mean age of the requests in flight, in seconds.
+    fn mean_age(&self) -> f64 {
+        if self.in_flight == 0 {
+            return 0.0;
+        }
+        (self.clock() - self.started_sum / self.in_flight as f64).max(0.0)
+    }
+
+    /// Take a slot: returns its start time.
+    fn take(&mut self) -> f64 {
+        let started = self.clock();
+        self.in_flight += 1;
+        self.started_sum += started;
+        started
     }
 }
 
@@ -206,6 +239,8 @@ pub enum Signal {
 pub struct Permit {
     owner: Arc<Concurrency>,
     in_flight: usize,
+    /// When it was taken (seconds since the bound's epoch).
+    started: f64,
 }
 
 impl Permit {
@@ -217,7 +252,14 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.owner.lock().in_flight -= 1;
+        let mut state = self.owner.lock();
+        state.in_flight -= 1;
+        state.started_sum = if state.in_flight == 0 {
+            0.0
+        } else {
+            state.started_sum - self.started
+        };
+        drop(state);
         self.owner.notify.notify_one();
     }
 }
@@ -241,6 +283,8 @@ impl Concurrency {
                 last_cut: None,
                 gradient: Gradient::default(),
                 cap: None,
+                epoch: Instant::now(),
+                started_sum: 0.0,
             }),
             notify: Notify::new(),
         })
@@ -259,10 +303,11 @@ impl Concurrency {
             {
                 let mut state = self.lock();
                 if state.in_flight < state.limit() {
-                    state.in_flight += 1;
+                    let started = state.take();
                     return Permit {
                         owner: Arc::clone(self),
                         in_flight: state.in_flight,
+                        started,
                     };
                 }
             }
@@ -274,10 +319,11 @@ impl Concurrency {
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         let mut state = self.lock();
         (state.in_flight < state.limit()).then(|| {
-            state.in_flight += 1;
+            let started = state.take();
             Permit {
                 owner: Arc::clone(self),
                 in_flight: state.in_flight,
+                started,
             }
         })
     }
@@ -648,6 +694,24 @@ mod tests {
         assert_eq!(known_rate(500.0, paced), 502);
         // in order, but the bucket has no room: requests wait in the quota, not for the bound.
         assert_eq!(known_rate(0.0, (1..=64).map(four_slots)), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn known_rate_reads_the_age_of_what_is_in_flight_as_latency_too() {
+        let c = Concurrency::new(None, 1000);
+        c.end_probe(false);
+        c.set_target_rate(Some(10.0), 0.0);
+        // the first answers were quick ones: 2 × 10/s × 0.2 s + 2.
+        c.record(Signal::Answered, Duration::from_millis(200), Instant::now());
+        assert_eq!(c.limit(), 6);
+        let permits: Vec<Permit> = (0..6).filter_map(|_| c.try_acquire()).collect();
+        assert_eq!(permits.len(), 6);
+        assert!(c.try_acquire().is_none());
+        // the six are still out after 2 s: latency is at least that, 2 × 10/s × 2 s + 2.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(c.limit(), 42);
+        drop(permits);
+        assert_eq!(c.limit(), 6);
     }
 
     #[tokio::test]
