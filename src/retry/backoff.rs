@@ -1,7 +1,10 @@
 //! Backoff: how long a retry waits ([`BackoffPolicy`]).
 //!
 //! "Full jitter" (AWS Architecture Blog, "Exponential Backoff and Jitter"): a uniform draw in
-//! `[0, min(cap, base·2^(attempt−1))]`, then at least the server's hint. The hint is not
+//! `[0, min(cap, base·2^(attempt−1))]` — unless the server said when to come back. Then its
+//! hint is waited out, spread by up to a quarter of it (never more than that draw's ceiling)
+//! so that requests refused together do not come back together, as the official SDKs take a
+//! `retry-after` as given instead of drawing up to a second for a 50 ms hint. The hint is not
 //! capped: the server knows when the limit resets, and waiting less only earns another 429.
 //! It must not know why an attempt failed nor where the retry waits (the engine's delayed
 //! queue).
@@ -31,8 +34,9 @@ impl Default for BackoffPolicy {
 
 impl BackoffPolicy {
     /// The wait before retrying after failed attempt number `attempt` (1 for the first attempt;
-    /// 0 is treated as 1): a uniform draw in `[0, min(cap, base·2^(attempt−1))]` from `rng`,
-    /// then raised to `server_hint` when the server asked for longer. The hint is not capped.
+    /// 0 is treated as 1): a uniform draw in `[0, min(cap, base·2^(attempt−1))]` from `rng`;
+    /// or, when the server gave a hint, the hint plus a uniform draw in
+    /// `[0, min(hint / 4, that ceiling)]`. The hint is not capped.
     ///
     /// Whether another attempt is allowed at all is [`BackoffPolicy::exhausted`]'s question.
     pub fn delay(
@@ -43,8 +47,14 @@ impl BackoffPolicy {
     ) -> Duration {
         let ceiling = self.ceiling(attempt);
         let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        let jitter = Duration::from_nanos(rng.random_range(0..=ceiling_nanos));
-        server_hint.map_or(jitter, |hint| jitter.max(hint))
+        match server_hint {
+            None => Duration::from_nanos(rng.random_range(0..=ceiling_nanos)),
+            Some(hint) => {
+                let spread = (hint / 4).min(ceiling);
+                let spread_nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
+                hint + Duration::from_nanos(rng.random_range(0..=spread_nanos))
+            }
+        }
     }
 
     /// True when `attempts_made` attempts leave none to make.
@@ -109,7 +119,26 @@ mod tests {
         let policy = BackoffPolicy::default();
         let mut rng = SmallRng::seed_from_u64(1);
         let hint = Duration::from_secs(600);
-        assert_eq!(policy.delay(3, Some(hint), &mut rng), hint);
+        let delay = policy.delay(3, Some(hint), &mut rng);
+        // attempt 3's ceiling is 4 s: the spread is at most that.
+        assert!(
+            delay >= hint && delay <= hint + Duration::from_secs(4),
+            "{delay:?}"
+        );
+    }
+
+    #[test]
+    fn a_short_hint_is_waited_out_not_drawn_up_to_a_second() {
+        let policy = BackoffPolicy::default();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let hint = Duration::from_millis(50);
+        for _ in 0..100 {
+            let delay = policy.delay(1, Some(hint), &mut rng);
+            assert!(
+                delay >= hint && delay <= Duration::from_micros(62_500),
+                "{delay:?}"
+            );
+        }
     }
 
     proptest! {
@@ -129,11 +158,21 @@ mod tests {
             let hint = hint_ms.map(Duration::from_millis);
             let mut rng = SmallRng::seed_from_u64(seed);
             let delay = policy.delay(attempt, hint, &mut rng);
-            let floor = hint.unwrap_or(Duration::ZERO);
-            prop_assert!(delay >= floor);
-            prop_assert!(delay <= policy.cap.max(floor));
-            if attempt <= 1 {
-                prop_assert!(delay <= policy.base.min(policy.cap).max(floor));
+            let ceiling = policy.base.min(policy.cap);
+            match hint {
+                Some(hint) => {
+                    prop_assert!(delay >= hint);
+                    prop_assert!(delay <= hint + (hint / 4).min(policy.cap));
+                    if attempt <= 1 {
+                        prop_assert!(delay <= hint + (hint / 4).min(ceiling));
+                    }
+                }
+                None => {
+                    prop_assert!(delay <= policy.cap);
+                    if attempt <= 1 {
+                        prop_assert!(delay <= ceiling);
+                    }
+                }
             }
         }
     }
