@@ -32,9 +32,11 @@
 //!   this process (the added p50 / p99 of each, their CPU time per request); closed loops at
 //!   the same time (so that both share the machine's moments) through a gateway without traces
 //!   and through one whose collector is down (nothing listens on its port); and `paceline run`
-//!   over 20,000 requests without traces, exporting them, and with the collector down (CPU time per request of the run's
-//!   process, from `getrusage`); then (alone: **spans**) a request's tracing work in this
-//!   process, with the collector taking spans and once an export failed.
+//!   over 20,000 requests without traces, exporting them, and with the collector down (CPU
+//!   time per request of the run's process, from `getrusage`); then (alone: **spans**) a
+//!   request's tracing work in this process, with the collector taking spans and once an
+//!   export failed; (alone: **dead-collector**) the closed-loop pairing only, `--rounds`
+//!   rounds (default 16), each followed by the same pairing of two gateways without traces.
 //!
 //! Both processes are the release binary (`CARGO_BIN_EXE_paceline`, or `PACELINE_BIN` when set:
 //! a copy keeps a shared target directory's rebuilds out of a run); the gateway writes its
@@ -850,9 +852,9 @@ fn tracing_cost(
     );
 }
 
-/// Closed loops of 32 connections each to `without` (no traces) and `down` (traces to a dead
-/// collector) at the same time, `rounds` times: the medians of the rounds' throughput and
-/// CPU-per-request ratios, printed with each round.
+/// Closed loops of 32 connections each to `without` (no traces) and to `down` (named `label`:
+/// traces to a dead collector, or a twin without them) at the same time, `rounds` times: the
+/// medians of the rounds' throughput and CPU-per-request changes in %, each round printed.
 fn paired_throughput(
     rt: &tokio::runtime::Runtime,
     without: &Process,
@@ -928,24 +930,14 @@ fn dead_collector(
         println!("control (both without traces), round {round} of {rounds}:");
         control.push(paired_throughput(rt, &off, (&twin, "its twin"), secs, 1));
     }
-    let column = |pairs: &[(f64, f64)], i: usize| -> Vec<f64> {
-        pairs
-            .iter()
-            .map(|p| if i == 0 { p.0 } else { p.1 })
-            .collect()
-    };
-    let spread = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        (v[0], v[v.len() - 1])
-    };
-    for (name, pairs) in [("collector down", &cost), ("control (A/A)", &control)] {
-        let throughput = column(pairs, 0);
-        let (low, high) = spread(&throughput);
+    for (name, pairs) in [("collector down", cost), ("control (A/A)", control)] {
+        let (throughput, cpu): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+        let low = throughput.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = throughput.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         println!(
             "  {name}: {:+.1} % throughput (rounds {low:+.1} … {high:+.1} %), {:+.1} % gateway CPU per request (medians of {rounds} rounds)",
             median(&throughput),
-            median(&column(pairs, 1))
+            median(&cpu)
         );
     }
 }

@@ -606,6 +606,27 @@ fn matrix() -> Vec<Cell> {
 
 const DEFAULT_SEED: u64 = 7;
 
+/// The matrix's cell called `name`.
+fn cell(name: &str) -> Cell {
+    matrix()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cell {name} in the matrix"))
+}
+
+/// Each of the cells `names`, run at `seed`, reaches its bound.
+fn cells_hold_at(names: &[&str], seed: u64) {
+    for name in names {
+        let cell = cell(name);
+        let run = run_cell(&cell, seed);
+        assert_eq!(
+            check(&cell, &run),
+            Vec::<String>::new(),
+            "{name} at seed {seed}"
+        );
+    }
+}
+
 /// Cells that do not yet reach the bound (issue 13 stays open for them). They still run, and
 /// must still answer every request exactly once; their figures are printed with the rest.
 /// - Azure's remaining-only headers on a bucket of 1: every answer reads "nothing left"
@@ -631,10 +652,7 @@ fn the_same_seed_gives_the_same_run_to_the_nanosecond() {
         "anthropic/requests-cap5/lat200/503-free",
         "none/slots4/per-token/no-limits",
     ] {
-        let cell = matrix()
-            .into_iter()
-            .find(|c| c.name == name)
-            .expect("a cell of the matrix");
+        let cell = cell(name);
         let first = run_cell(&cell, 11);
         let second = run_cell(&cell, 11);
         assert_eq!(first, second, "{name}");
@@ -764,17 +782,13 @@ fn heavy_tailed_latency_far_below_the_limits_is_not_taken_for_a_queue() {
 /// the mean age of what is in flight as latency when that is longer.
 #[test]
 fn a_heavy_tailed_start_does_not_stall_the_bound_while_the_buckets_refill() {
-    for name in [
-        "openai/requests-cap5/lognormal2s/20x-burst",
-        "anthropic/requests-cap5/lognormal2s/20x-burst",
-    ] {
-        let cell = matrix()
-            .into_iter()
-            .find(|c| c.name == name)
-            .expect("a cell of the matrix");
-        let run = run_cell(&cell, 23);
-        assert_eq!(check(&cell, &run), Vec::<String>::new(), "{name}");
-    }
+    cells_hold_at(
+        &[
+            "openai/requests-cap5/lognormal2s/20x-burst",
+            "anthropic/requests-cap5/lognormal2s/20x-burst",
+        ],
+        23,
+    );
 }
 
 /// A 429 that comes while probing (no limit known yet) waits out its `retry-after-ms`, spread
@@ -783,15 +797,11 @@ fn a_heavy_tailed_start_does_not_stall_the_bound_while_the_buckets_refill() {
 /// cells ended at ×3.7 (a bucket of 1) and ×1.7 (a bucket of 5).
 #[test]
 fn a_probing_429_waits_its_hint_not_a_draw_of_up_to_a_second() {
-    for name in [
-        "azure/requests-cap1/lat200/2x-burst",
-        "azure/requests-cap5/lat200/2x-burst",
-    ] {
-        let cell = matrix()
-            .into_iter()
-            .find(|c| c.name == name)
-            .expect("a cell of the matrix");
-        let run = run_cell(&cell, 11);
-        assert_eq!(check(&cell, &run), Vec::<String>::new(), "{name}");
-    }
+    cells_hold_at(
+        &[
+            "azure/requests-cap1/lat200/2x-burst",
+            "azure/requests-cap5/lat200/2x-burst",
+        ],
+        11,
+    );
 }

@@ -93,31 +93,28 @@ fn ranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
+/// The sums of cross products and squares of `xs` and `ys` about their means.
+fn moments(xs: &[f64], ys: &[f64]) -> (f64, f64, f64) {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (mx, my) = (mean(xs), mean(ys));
+    xs.iter()
+        .zip(ys)
+        .fold((0.0, 0.0, 0.0), |(sxy, sxx, syy), (x, y)| {
+            let (dx, dy) = (x - mx, y - my);
+            (sxy + dx * dy, sxx + dx * dx, syy + dy * dy)
+        })
 }
 
 /// Pearson's correlation of `xs` and `ys` (0 when either does not vary).
 fn correlation(xs: &[f64], ys: &[f64]) -> f64 {
-    let (mx, my) = (mean(xs), mean(ys));
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (x, y) in xs.iter().zip(ys) {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx) * (x - mx);
-        syy += (y - my) * (y - my);
-    }
+    let (sxy, sxx, syy) = moments(xs, ys);
     let scale = (sxx * syy).sqrt();
     if scale > 0.0 { sxy / scale } else { 0.0 }
 }
 
 /// The least-squares slope of `ys` on `xs`.
 fn slope(xs: &[f64], ys: &[f64]) -> Option<f64> {
-    let (mx, my) = (mean(xs), mean(ys));
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (x, y) in xs.iter().zip(ys) {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx) * (x - mx);
-    }
+    let (sxy, sxx, _) = moments(xs, ys);
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
