@@ -47,15 +47,27 @@ pub struct Learner {
     /// Units of requests that failed without an answer that says (a 5xx, a reset), by their
     /// last unit's number: the provider may not have counted them.
     uncertain: BTreeMap<u64, u64>,
+    /// Requests admitted after the newest reading, as (last unit's number, when, units), in
+    /// the order they were admitted: [`Learner::refilled_at`] replays them on the bucket.
+    sent: VecDeque<(u64, Nanos, u64)>,
 }
+
+/// Most admissions [`Learner::refilled_at`] keeps to replay (when no answer says anything for
+/// long, the oldest are dropped: they have long refilled).
+const SENT_MAX: usize = 4096;
 
 impl Learner {
     /// Units admitted so far (after committing a reservation: its last unit's number, which
     /// names the request until its answer comes, see [`Learner::answered`]).
-    pub fn admit(&mut self, units: u64) -> u64 {
+    /// `at` is when it goes.
+    pub fn admit(&mut self, units: u64, at: Nanos) -> u64 {
         self.admitted = self.admitted.saturating_add(units);
         if units > 0 {
             self.pending.insert(self.admitted);
+            if self.sent.len() >= SENT_MAX {
+                self.sent.pop_front();
+            }
+            self.sent.push_back((self.admitted, at, units));
         }
         self.admitted
     }
@@ -63,6 +75,7 @@ impl Learner {
     /// A reservation through unit `through` was given back (not sent, or refused).
     pub fn cancel(&mut self, units: u64, through: u64) {
         self.pending.remove(&through);
+        self.sent.retain(|(t, _, _)| *t != through);
         self.admitted = self.admitted.saturating_sub(units);
     }
 
@@ -138,6 +151,14 @@ impl Learner {
         if let Some(first) = self.readings.iter().map(|r| r.through).min() {
             self.uncertain = self.uncertain.split_off(&first);
         }
+        let replayed_from = self.readings.iter().map(|r| r.through).max().unwrap_or(0);
+        while self
+            .sent
+            .front()
+            .is_some_and(|(t, _, _)| *t <= replayed_from)
+        {
+            self.sent.pop_front();
+        }
     }
 
     /// The most units seen at once: a lower bound of the burst.
@@ -168,8 +189,11 @@ impl Learner {
     /// is awaited, go at once and be refused. The refill here is the readings' central
     /// estimate (what they say refilled over their whole span, no allowance for the floors),
     /// which errs either way by at most a unit over the span; [`Learner::per_minute`] is the
-    /// bound the quota's cell takes once there is one. `None`: no estimate yet, or nothing to
-    /// wait for.
+    /// bound the quota's cell takes once there is one. What went after the last reading is
+    /// replayed, each request at the time it went, on a bucket that refills at that rate and
+    /// holds no more than the most units ever seen at once: answers that take long to come
+    /// must not let a burst go that the provider's bucket could never have held. `None`: no
+    /// estimate yet, or nothing to wait for.
     pub fn refilled_at(&self, cost: u64) -> Option<Nanos> {
         let read = self.readings.iter().max_by_key(|r| r.through)?;
         let last = match self.refusal {
@@ -182,8 +206,7 @@ impl Learner {
         } else {
             0
         };
-        let need = cost.saturating_add(since) as f64 - last.left as f64;
-        if need <= 0.0 {
+        if cost.saturating_add(since) <= last.left {
             return None;
         }
         let oldest = self.readings.front()?;
@@ -193,8 +216,23 @@ impl Learner {
         if refill <= 0.0 {
             return None;
         }
-        let wait = need * span as f64 / refill;
-        Some(last.at.saturating_add(wait as Nanos))
+        let per_ns = refill / span as f64;
+        let capacity = self.most.max(cost) as f64;
+        let mut level = last.left as f64;
+        let mut at = last.at;
+        if awaited.is_some() {
+            for &(_, went, units) in self.sent.iter().filter(|(t, _, _)| *t > last.through) {
+                let went = went.max(at);
+                level = (level + per_ns * went.saturating_sub(at) as f64).min(capacity);
+                level -= units as f64;
+                at = went;
+            }
+        }
+        let need = cost as f64 - level;
+        if need <= 0.0 {
+            return Some(at);
+        }
+        Some(at.saturating_add((need / per_ns) as Nanos))
     }
 
     /// Units per minute, once readings over a long enough span allow an estimate: the least
@@ -230,12 +268,12 @@ mod tests {
         // keeps it near empty.
         let mut learner = Learner::default();
         for left in (0..5).rev() {
-            let through = learner.admit(1);
+            let through = learner.admit(1, 0);
             learner.observe(0, left, through, 1);
         }
         assert_eq!(learner.budget(), i64::MAX);
         for k in 1..=40u64 {
-            let through = learner.admit(1);
+            let through = learner.admit(1, 0);
             learner.observe(k * 100 * MS, 0, through, 1);
         }
         let per_minute = learner.per_minute().expect("an estimate");
@@ -247,11 +285,11 @@ mod tests {
     #[test]
     fn an_answer_that_says_nothing_leaves_no_one_waiting_for_it() {
         let mut learner = Learner::default();
-        let first = learner.admit(1);
+        let first = learner.admit(1, 0);
         learner.observe(0, 0, first, 1);
         // Two more went on an empty bucket: nothing may go until an answer says more.
-        let second = learner.admit(1);
-        let third = learner.admit(1);
+        let second = learner.admit(1, 0);
+        let third = learner.admit(1, 0);
         assert_eq!(learner.budget(), -2);
         // Both failed without a reading (a 503 the provider did not count): no answer is
         // coming, so one may go and ask.
@@ -260,7 +298,7 @@ mod tests {
         learner.answered(third);
         assert_eq!(learner.budget(), i64::MAX);
         // The asker is out: the others wait for its answer.
-        learner.admit(1);
+        learner.admit(1, 0);
         assert_eq!(learner.budget(), -3);
     }
 
@@ -270,39 +308,71 @@ mod tests {
         // left), one more goes at 100 ms and reads 0 left again: 1 unit refilled in 100 ms.
         let mut learner = Learner::default();
         for left in (0..5).rev() {
-            let through = learner.admit(1);
+            let through = learner.admit(1, 0);
             learner.observe(0, left, through, 1);
         }
         // One reading span only: no estimate, the budget decides.
         assert_eq!(learner.refilled_at(1), None);
-        let through = learner.admit(1);
+        let through = learner.admit(1, 0);
         learner.observe(100 * MS, 0, through, 1);
         // Nothing in flight: the next unit is due 100 ms after the last request.
         assert_eq!(learner.refilled_at(1), Some(200 * MS));
         // One more in flight: two units must refill first.
-        learner.admit(1);
+        learner.admit(1, 0);
         assert_eq!(learner.refilled_at(1), Some(300 * MS));
         // What was left covers the cost: no wait.
         let mut full = Learner::default();
-        let through = full.admit(1);
+        let through = full.admit(1, 0);
         full.observe(0, 3, through, 1);
         assert_eq!(full.refilled_at(1), None);
+    }
+
+    #[test]
+    fn what_went_since_the_last_reading_is_replayed_on_a_bucket_no_larger_than_ever_seen() {
+        // A bucket of 5 refilling at 10/s: five requests at 0 ms empty it, one more at 100 ms
+        // reads 0 left again. Then no answer comes for 10 s, and 20 requests go at 10 s:
+        // a bucket that never held more than 5 had 5 for them, not the 99 that 10/s over
+        // 9.9 s would bring, so the next waits for 16 units' refill after them (1.6 s).
+        let mut learner = Learner::default();
+        for left in (0..5).rev() {
+            let through = learner.admit(1, 0);
+            learner.observe(0, left, through, 1);
+        }
+        let through = learner.admit(1, 100 * MS);
+        learner.observe(100 * MS, 0, through, 1);
+        for _ in 0..20 {
+            learner.admit(1, 10_000 * MS);
+        }
+        assert_eq!(learner.refilled_at(1), Some(11_600 * MS));
+        // Two requests that went 50 ms apart after the reading at 100 ms each took the half
+        // unit refilled before it and half a unit more: one unit is owed at 200 ms, and the
+        // next is due once two units have refilled, at 400 ms.
+        let mut learner = Learner::default();
+        for left in (0..5).rev() {
+            let through = learner.admit(1, 0);
+            learner.observe(0, left, through, 1);
+        }
+        let through = learner.admit(1, 100 * MS);
+        learner.observe(100 * MS, 0, through, 1);
+        learner.admit(1, 150 * MS);
+        learner.admit(1, 200 * MS);
+        assert_eq!(learner.refilled_at(1), Some(400 * MS));
     }
 
     #[test]
     fn a_refusal_is_newer_word_than_the_readings() {
         let mut learner = Learner::default();
         for left in (0..5).rev() {
-            let through = learner.admit(1);
+            let through = learner.admit(1, 0);
             learner.observe(0, left, through, 1);
         }
-        let through = learner.admit(1);
+        let through = learner.admit(1, 0);
         learner.observe(100 * MS, 0, through, 1);
         // The provider refused one and said a unit is back at 250 ms (the quota's pause
         // holds the next until then): the one after it waits for one more unit's refill.
         learner.refused(250 * MS, 1);
         assert_eq!(learner.refilled_at(1), None);
-        learner.admit(1);
+        learner.admit(1, 0);
         assert_eq!(learner.refilled_at(1), Some(350 * MS));
     }
 
@@ -314,7 +384,7 @@ mod tests {
         // the true 10/s.
         let mut learner = Learner::default();
         for k in 0..50u64 {
-            let through = learner.admit(1);
+            let through = learner.admit(1, 0);
             if k % 5 == 4 {
                 learner.uncertain(through, 1);
             } else {
@@ -333,7 +403,7 @@ mod tests {
         // refilled; the estimate stays below the true 600/min and near what went.
         let mut learner = Learner::default();
         for k in 0..=15u64 {
-            let through = learner.admit(1);
+            let through = learner.admit(1, 0);
             learner.observe(k * 200 * MS, 4, through, 1);
         }
         let per_minute = learner.per_minute().expect("an estimate");
@@ -345,13 +415,13 @@ mod tests {
     #[test]
     fn budget_is_what_was_left_less_what_went_since() {
         let mut learner = Learner::default();
-        let first = learner.admit(1);
-        learner.admit(1);
-        learner.admit(1);
+        let first = learner.admit(1, 0);
+        learner.admit(1, 0);
+        learner.admit(1, 0);
         learner.observe(0, 4, first, 1);
         assert_eq!(learner.budget(), 2);
         // nothing went after the latest answer's request: one more may go and ask.
-        let last = learner.admit(0);
+        let last = learner.admit(0, 1);
         learner.observe(1, 0, last, 1);
         assert_eq!(learner.budget(), i64::MAX);
         assert_eq!(learner.per_minute(), None);

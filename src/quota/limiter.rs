@@ -475,7 +475,7 @@ impl Quota {
             let dim = &mut state.dims[d.index()];
             corrections_at[d.index()] = dim.corrections;
             frames_at[d.index()] = dim.frame;
-            through[d.index()] = dim.learner.admit(cost.get(d));
+            through[d.index()] = dim.learner.admit(cost.get(d), go);
             if cost.get(d) > 0 {
                 dim.remember(go, through[d.index()], cost.get(d));
             }
