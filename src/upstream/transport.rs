@@ -78,6 +78,14 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Idle connections kept per upstream host. A burst of requests opens a connection for each
+/// one in flight over HTTP/1.1 (a plain-HTTP server; a TLS provider negotiates HTTP/2 and
+/// multiplexes them); once the in-flight bound settles lower, the connections beyond this many
+/// are closed when they fall idle instead of holding their buffers (~40 KB each). The
+/// 1,000,000-request run's peak RSS: 91.3–106.0 MB, median 93.9, against 99.7–108.2, median
+/// 102.5, when 4,096 were kept (README, "Job store").
+const IDLE_PER_HOST: usize = 256;
+
 /// The real transport: HTTP/1.1 or HTTP/2 over one pooled `reqwest` client.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
@@ -88,7 +96,7 @@ impl HttpTransport {
     /// A pooled client; connections are given up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
+            .pool_max_idle_per_host(IDLE_PER_HOST)
             .tcp_nodelay(true)
             .connect_timeout(connect_timeout)
             .build()?;
