@@ -64,11 +64,15 @@ impl Engine {
             loop {
                 match self.book(&job, &mut lanes).await {
                     Ok((pick, waits)) => {
-                        let engine = Arc::clone(&self);
-                        let sink = sink.clone();
-                        tokio::spawn(async move {
-                            engine.attempt(job, pick, waits, permit, sink).await;
-                        });
+                        // The attempt's own future, not one wrapped around it: a wrapper
+                        // would hold its arguments a second time for the whole attempt.
+                        tokio::spawn(Arc::clone(&self).attempt(
+                            job,
+                            pick,
+                            waits,
+                            permit,
+                            sink.clone(),
+                        ));
                     }
                     Err(Unbookable::Preempted(urgent)) => {
                         self.retry_later(job, Instant::now());
