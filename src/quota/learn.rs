@@ -262,15 +262,21 @@ mod tests {
 
     const MS: Nanos = 1_000_000;
 
-    #[test]
-    fn learns_the_rate_from_what_is_left_and_what_was_sent() {
-        // A bucket of 5 refilling at 10/s: five requests empty it, then one every 100 ms
-        // keeps it near empty.
+    /// A bucket of 5 that five requests at 0 ms emptied, each answer reading what was left.
+    fn emptied_at_zero() -> Learner {
         let mut learner = Learner::default();
         for left in (0..5).rev() {
             let through = learner.admit(1, 0);
             learner.observe(0, left, through, 1);
         }
+        learner
+    }
+
+    #[test]
+    fn learns_the_rate_from_what_is_left_and_what_was_sent() {
+        // A bucket of 5 refilling at 10/s: five requests empty it, then one every 100 ms
+        // keeps it near empty.
+        let mut learner = emptied_at_zero();
         assert_eq!(learner.budget(), i64::MAX);
         for k in 1..=40u64 {
             let through = learner.admit(1, 0);
@@ -306,11 +312,7 @@ mod tests {
     fn a_request_beyond_what_was_left_waits_for_the_refill_the_readings_show() {
         // A bucket of 5 refilling at 10/s: five requests at 0 ms empty it (the last reads 0
         // left), one more goes at 100 ms and reads 0 left again: 1 unit refilled in 100 ms.
-        let mut learner = Learner::default();
-        for left in (0..5).rev() {
-            let through = learner.admit(1, 0);
-            learner.observe(0, left, through, 1);
-        }
+        let mut learner = emptied_at_zero();
         // One reading span only: no estimate, the budget decides.
         assert_eq!(learner.refilled_at(1), None);
         let through = learner.admit(1, 0);
@@ -333,11 +335,7 @@ mod tests {
         // reads 0 left again. Then no answer comes for 10 s, and 20 requests go at 10 s:
         // a bucket that never held more than 5 had 5 for them, not the 99 that 10/s over
         // 9.9 s would bring, so the next waits for 16 units' refill after them (1.6 s).
-        let mut learner = Learner::default();
-        for left in (0..5).rev() {
-            let through = learner.admit(1, 0);
-            learner.observe(0, left, through, 1);
-        }
+        let mut learner = emptied_at_zero();
         let through = learner.admit(1, 100 * MS);
         learner.observe(100 * MS, 0, through, 1);
         for _ in 0..20 {
@@ -347,11 +345,7 @@ mod tests {
         // Two requests that went 50 ms apart after the reading at 100 ms each took the half
         // unit refilled before it and half a unit more: one unit is owed at 200 ms, and the
         // next is due once two units have refilled, at 400 ms.
-        let mut learner = Learner::default();
-        for left in (0..5).rev() {
-            let through = learner.admit(1, 0);
-            learner.observe(0, left, through, 1);
-        }
+        let mut learner = emptied_at_zero();
         let through = learner.admit(1, 100 * MS);
         learner.observe(100 * MS, 0, through, 1);
         learner.admit(1, 150 * MS);
@@ -361,11 +355,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_newer_word_than_the_readings() {
-        let mut learner = Learner::default();
-        for left in (0..5).rev() {
-            let through = learner.admit(1, 0);
-            learner.observe(0, left, through, 1);
-        }
+        let mut learner = emptied_at_zero();
         let through = learner.admit(1, 0);
         learner.observe(100 * MS, 0, through, 1);
         // The provider refused one and said a unit is back at 250 ms (the quota's pause
