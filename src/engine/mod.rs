@@ -130,11 +130,8 @@ pub struct Engine {
     delayed: [Mutex<DelayedQueue>; 2],
     wake: Notify,
     outstanding: AtomicU64,
-    /// Smoothed token cost per request, and when the target rate was last computed.
-    mean_tokens: Mutex<(f64, Option<Instant>)>,
-    /// The model the target rate was last computed for, so the dispatcher can recompute it
-    /// while it waits for a slot and no answer comes to do so.
-    target_model: Mutex<Option<String>>,
+    /// What the target rate is computed from.
+    target: Mutex<TargetBasis>,
     /// Set by [`Engine::stop_admitting`].
     stopping: AtomicBool,
 }
@@ -151,6 +148,18 @@ struct Waits {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the target rate handed to the concurrency bound is computed from.
+#[derive(Debug, Default)]
+struct TargetBasis {
+    /// Smoothed token cost per request.
+    mean_tokens: f64,
+    /// When the target rate was last computed.
+    computed_at: Option<Instant>,
+    /// The model it was last computed for, so the dispatcher can recompute it while it waits
+    /// for a slot and no answer comes to do so.
+    model: Option<String>,
 }
 
 impl Engine {
@@ -175,8 +184,7 @@ impl Engine {
             delayed: Default::default(),
             wake: Notify::new(),
             outstanding: AtomicU64::new(0),
-            mean_tokens: Mutex::new((0.0, None)),
-            target_model: Mutex::new(None),
+            target: Mutex::new(TargetBasis::default()),
             stopping: AtomicBool::new(false),
         })
     }
@@ -295,27 +303,25 @@ impl Engine {
     /// handed to the concurrency bound. Recomputed at most every [`TARGET_REFRESH`].
     fn update_target_rate(&self, job: &Job, now: Instant) {
         let mean = {
-            let mut mean = lock(&self.mean_tokens);
+            let mut basis = lock(&self.target);
             let tokens = job.estimate.total() as f64;
-            mean.0 = if mean.0 == 0.0 {
+            basis.mean_tokens = if basis.mean_tokens == 0.0 {
                 tokens
             } else {
-                mean.0 * 0.95 + tokens * 0.05
+                basis.mean_tokens * 0.95 + tokens * 0.05
             };
-            if mean
-                .1
+            if basis
+                .computed_at
                 .is_some_and(|at| now.saturating_duration_since(at) < TARGET_REFRESH)
             {
                 return;
             }
-            mean.1 = Some(now);
-            mean.0
+            basis.computed_at = Some(now);
+            if basis.model.as_deref() != Some(job.model.as_str()) {
+                basis.model = Some(job.model.clone());
+            }
+            basis.mean_tokens
         };
-        let mut model = lock(&self.target_model);
-        if model.as_deref() != Some(job.model.as_str()) {
-            *model = Some(job.model.clone());
-        }
-        drop(model);
         self.set_target(&job.model, mean, now);
     }
 
@@ -325,8 +331,10 @@ impl Engine {
     /// would admit (a heavy-tailed latency: the first answers are the quick ones, and the
     /// bound's latency is too short until the slow ones come).
     fn refresh_target_rate(&self, now: Instant) {
-        let mean = lock(&self.mean_tokens).0;
-        let model = lock(&self.target_model).clone();
+        let (mean, model) = {
+            let basis = lock(&self.target);
+            (basis.mean_tokens, basis.model.clone())
+        };
         if let Some(model) = model {
             self.set_target(&model, mean, now);
         }

@@ -32,6 +32,12 @@ impl Default for BackoffPolicy {
     }
 }
 
+/// A uniform draw in `[0, most]`.
+fn up_to(most: Duration, rng: &mut impl rand::Rng) -> Duration {
+    let nanos = u64::try_from(most.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.random_range(0..=nanos))
+}
+
 impl BackoffPolicy {
     /// The wait before retrying after failed attempt number `attempt` (1 for the first attempt;
     /// 0 is treated as 1): a uniform draw in `[0, min(cap, base·2^(attempt−1))]` from `rng`;
@@ -46,14 +52,9 @@ impl BackoffPolicy {
         rng: &mut impl rand::Rng,
     ) -> Duration {
         let ceiling = self.ceiling(attempt);
-        let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         match server_hint {
-            None => Duration::from_nanos(rng.random_range(0..=ceiling_nanos)),
-            Some(hint) => {
-                let spread = (hint / 4).min(ceiling);
-                let spread_nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
-                hint + Duration::from_nanos(rng.random_range(0..=spread_nanos))
-            }
+            None => up_to(ceiling, rng),
+            Some(hint) => hint + up_to((hint / 4).min(ceiling), rng),
         }
     }
 
