@@ -22,16 +22,21 @@ const MIN_SPAN: Nanos = 1_000_000_000;
 /// The least refill a rate estimate counts (each reading is floored: two units of error).
 const MIN_REFILL: f64 = 2.0;
 
+/// A rate two refusals show is taken over the pacing's own only below this share of it:
+/// nearer, it is as likely the noise of another client's use of the key as a change.
+const LOWERED: f64 = 0.9;
+
 /// How long readings are kept.
 const KEEP: Nanos = 60_000_000_000;
 
 /// One answer's reading: at `at`, `left` units were left after the request, which was the
-/// `through`-th unit admitted.
+/// `through`-th unit admitted and cost `own`.
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     at: Nanos,
     left: u64,
     through: u64,
+    own: u64,
 }
 
 /// What is known of a dimension whose provider reports only what is left.
@@ -44,6 +49,13 @@ pub struct Learner {
     pending: BTreeSet<u64>,
     /// The latest refusal's word (see [`Learner::refused`]), as a reading.
     refusal: Option<Reading>,
+    /// The refusal before it, until the two have shown a rate or could not.
+    earlier_refusal: Option<Reading>,
+    /// The rate two refusals showed exactly (see [`Learner::refused`]), in units per
+    /// nanosecond, and when the first of them was, until [`Learner::lowered`] looks at it.
+    shown: Option<(f64, Nanos)>,
+    /// A shown rate taken as the estimate: it holds until the readings since bound it higher.
+    exact: Option<f64>,
     /// Units of requests that failed without an answer that says (a 5xx, a reset), by their
     /// last unit's number: the provider may not have counted them.
     uncertain: BTreeMap<u64, u64>,
@@ -89,12 +101,66 @@ impl Learner {
     /// will be there: at `at`, with nothing admitted after what has been admitted so far. That
     /// is newer word of the level than the readings (which only ever said it was higher), and
     /// [`Learner::refilled_at`] counts from it until a later answer says more.
+    ///
+    /// Two refusals in a row are two exact levels (no floor in them): between them the bucket
+    /// refilled by the second's cost less the first's, plus what was charged in between —
+    /// exactly, when it never filled meanwhile, which every reading in between shows (each
+    /// left at least a unit and its own charge below the most ever seen). That rate is the
+    /// provider's now, whatever it was before: a limit lowered without notice shows so
+    /// ([`Learner::lowered`]).
     pub fn refused(&mut self, at: Nanos, cost: u64) {
+        self.earlier_refusal = self.refusal;
         self.refusal = Some(Reading {
             at,
             left: cost,
             through: self.admitted,
+            own: 0,
         });
+        self.rate_from_refusals();
+    }
+
+    /// The rate the last two refusals show, once every request charged between them has been
+    /// answered (see [`Learner::refused`]).
+    fn rate_from_refusals(&mut self) {
+        let (Some(prev), Some(word)) = (self.earlier_refusal, self.refusal) else {
+            return;
+        };
+        let span = word.at.saturating_sub(prev.at);
+        let answered = self
+            .pending
+            .range(prev.through.saturating_add(1)..=word.through)
+            .next()
+            .is_none();
+        if span == 0 || word.through <= prev.through || !answered {
+            return;
+        }
+        let mut between = self
+            .readings
+            .iter()
+            .filter(|r| r.through > prev.through && r.through <= word.through)
+            .peekable();
+        let stayed_low = between.peek().is_some() && between.all(|r| r.left + r.own < self.most);
+        let refill = self.refill(&prev, &word);
+        self.earlier_refusal = None;
+        if stayed_low && refill > 0.0 {
+            self.shown = Some((refill / span as f64, prev.at));
+        }
+    }
+
+    /// The rate the last two refusals showed, when it is well below the limit `known` (units
+    /// per minute) the quota paces at: the limit was lowered (or another client took a share).
+    /// The readings from before the first of the two refusals are dropped, and the shown rate
+    /// is the estimate until the readings since bound it higher.
+    pub fn lowered(&mut self, known: u64) -> Option<u64> {
+        let (per_ns, from) = self.shown.take()?;
+        if per_ns * 60e9 >= known as f64 * LOWERED {
+            return None;
+        }
+        self.exact = Some(per_ns);
+        while self.readings.front().is_some_and(|r| r.at < from) {
+            self.readings.pop_front();
+        }
+        self.per_minute()
     }
 
     /// The request through unit `through` failed without an answer for itself (a 5xx, a
@@ -138,8 +204,15 @@ impl Learner {
         self.answered(through);
         self.most = self.most.max(left.saturating_add(own));
         let position = self.readings.partition_point(|r| r.at <= at);
-        self.readings
-            .insert(position, Reading { at, left, through });
+        self.readings.insert(
+            position,
+            Reading {
+                at,
+                left,
+                through,
+                own,
+            },
+        );
         let newest = self.readings.back().map_or(at, |r| r.at);
         while self
             .readings
@@ -151,6 +224,7 @@ impl Learner {
         if let Some(first) = self.readings.iter().map(|r| r.through).min() {
             self.uncertain = self.uncertain.split_off(&first);
         }
+        self.rate_from_refusals();
         let replayed_from = self.readings.iter().map(|r| r.through).max().unwrap_or(0);
         while self
             .sent
@@ -242,8 +316,10 @@ impl Learner {
     /// the bound holds whether or not it ever was. Of all pairs ending at the newest reading,
     /// the highest bound is the estimate.
     pub fn per_minute(&self) -> Option<u64> {
-        let newest = *self.readings.back()?;
-        let mut best: Option<f64> = None;
+        let mut best = self.exact.map(|per_ns| per_ns * 60e9);
+        let Some(&newest) = self.readings.back() else {
+            return best.map(|per_minute| per_minute.floor().max(1.0) as u64);
+        };
         for r in self.readings.iter().rev().skip(1) {
             let span = newest.at.saturating_sub(r.at);
             let refill = self.refill(r, &newest);
@@ -364,6 +440,45 @@ mod tests {
         assert_eq!(learner.refilled_at(1), None);
         learner.admit(1, 0);
         assert_eq!(learner.refilled_at(1), Some(350 * MS));
+    }
+
+    #[test]
+    fn two_refusals_show_a_lowered_limit_exactly() {
+        // A bucket of 5 at 10/s kept near empty (one request every 100 ms, each reading 0
+        // left) is paced at the 570/min its readings bound. Then the limit halves: a refusal
+        // says one unit is back at 1,000 ms; one request goes then, and the next refusal says
+        // a unit is back at 1,200 ms: one unit refilled in 200 ms, 300/min.
+        let mut learner = emptied_at_zero();
+        for k in 1..=9u64 {
+            let through = learner.admit(1, k * 100 * MS);
+            learner.observe(k * 100 * MS, 0, through, 1);
+        }
+        assert_eq!(learner.lowered(570), None);
+        learner.refused(1_000 * MS, 1);
+        let through = learner.admit(1, 1_000 * MS);
+        learner.refused(1_200 * MS, 1);
+        // The request in between has not answered: it might have found the bucket full.
+        assert_eq!(learner.lowered(570), None);
+        learner.observe(1_000 * MS, 0, through, 1);
+        assert_eq!(learner.lowered(570), Some(300));
+        // The readings from before the change no longer raise the estimate.
+        assert_eq!(learner.per_minute(), Some(300));
+
+        // The same two refusals while the pace is already near 300/min say nothing new.
+        let mut learner = emptied_at_zero();
+        learner.refused(1_000 * MS, 1);
+        let through = learner.admit(1, 1_000 * MS);
+        learner.observe(1_000 * MS, 0, through, 1);
+        learner.refused(1_200 * MS, 1);
+        assert_eq!(learner.lowered(310), None);
+
+        // A reading in between shows the bucket may have filled: the refill is no rate.
+        let mut learner = emptied_at_zero();
+        learner.refused(1_000 * MS, 1);
+        let through = learner.admit(1, 1_000 * MS);
+        learner.observe(1_000 * MS, 4, through, 1);
+        learner.refused(1_200 * MS, 1);
+        assert_eq!(learner.lowered(570), None);
     }
 
     #[test]

@@ -597,7 +597,8 @@ impl Quota {
             ) {
                 dim.learner
                     .observe(r.go, left, r.through[d.index()], r.cost.get(d));
-                if let Some(per_minute) = dim.learner.per_minute() {
+                let lowered = dim.learned_limit.and_then(|k| dim.learner.lowered(k));
+                if let Some(per_minute) = lowered.or_else(|| dim.learner.per_minute()) {
                     // A new estimate moves the limit only when it differs by more than 2 %:
                     // every change of rate rebases the cell.
                     let moved = dim
@@ -707,6 +708,15 @@ impl Quota {
                 continue;
             }
             let dim = &mut state.dims[d.index()];
+            if dim.configured.is_none() && dim.learner.has_readings() && refused.is_some() {
+                // Only what is left is known: a refusal is an exact level, and two of them
+                // may show the rate exactly (a lowered limit shows so before the readings do).
+                dim.learner.refused(until_ns, retry.get(d).max(1));
+                if let Some(per_minute) = dim.learned_limit.and_then(|k| dim.learner.lowered(k)) {
+                    dim.learned_limit = Some(per_minute);
+                    dim.learned_burst = Some(dim.learner.burst().min(per_minute));
+                }
+            }
             if let Some(interval) = dim.cell.as_ref().map(Gcra::interval) {
                 // A refusal means requests reached the provider closer together than our
                 // model allowed for: widen the jitter margin (half a unit, then doubling; the
@@ -716,8 +726,6 @@ impl Quota {
             }
             if let Some(cell) = &mut dim.cell {
                 cell.drain_to(retry.get(d), until_ns);
-            } else if dim.learner.has_readings() && refused.is_some() {
-                dim.learner.refused(until_ns, retry.get(d).max(1));
             }
         }
     }
