@@ -464,21 +464,20 @@ mod tests {
         // The readings from before the change no longer raise the estimate.
         assert_eq!(learner.per_minute(), Some(300));
 
+        // A bucket of 5 emptied, a refusal, one request that reads `left`, a refusal.
+        let refused_around = |left: u64| {
+            let mut learner = emptied_at_zero();
+            learner.refused(1_000 * MS, 1);
+            let through = learner.admit(1, 1_000 * MS);
+            learner.observe(1_000 * MS, left, through, 1);
+            learner.refused(1_200 * MS, 1);
+            learner
+        };
         // The same two refusals while the pace is already near 300/min say nothing new.
-        let mut learner = emptied_at_zero();
-        learner.refused(1_000 * MS, 1);
-        let through = learner.admit(1, 1_000 * MS);
-        learner.observe(1_000 * MS, 0, through, 1);
-        learner.refused(1_200 * MS, 1);
-        assert_eq!(learner.lowered(310), None);
-
+        assert_eq!(refused_around(0).lowered(310), None);
         // A reading in between shows the bucket may have filled: the refill is no rate.
-        let mut learner = emptied_at_zero();
-        learner.refused(1_000 * MS, 1);
-        let through = learner.admit(1, 1_000 * MS);
-        learner.observe(1_000 * MS, 4, through, 1);
-        learner.refused(1_200 * MS, 1);
-        assert_eq!(learner.lowered(570), None);
+        assert_eq!(refused_around(4).lowered(570), None);
+        assert_eq!(refused_around(0).lowered(570), Some(300));
     }
 
     #[test]
