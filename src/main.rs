@@ -49,9 +49,9 @@ fn main() -> ExitCode {
 
 /// Two malloc arenas at most, set before any thread starts. glibc gives threads that contend
 /// for the allocator arenas of their own, up to eight per core, and keeps what each one freed:
-/// the burst of upstream connections at the start of a long run left ~15 MB in arenas that
-/// the rest of the run never reused (1,000,000 requests: peak RSS 88–95 MB with glibc's
-/// default, 79–86 MB with two; ARCHITECTURE.md, "What a long `run` holds in memory").
+/// the burst of upstream connections at the start of a long run left ~8 MB in arenas that
+/// the rest of the run never reused (1,000,000 requests: peak RSS 85–96 MB with glibc's
+/// default, 79–88 MB with two; ARCHITECTURE.md, "What a long `run` holds in memory").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code, reason = "mallopt(3) is glibc's documented tuning call")]
 fn limit_malloc_arenas() {

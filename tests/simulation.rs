@@ -824,9 +824,9 @@ fn slow_answers_do_not_let_a_burst_go_that_the_bucket_never_held() {
             .filter(|w| !w.contains("makespan"))
             .collect();
         assert_eq!(wrong, Vec::<String>::new(), "seed {seed}");
-        let floor = run.ideal.mul_f64(1.3) + run.first_answer;
+        let bound = run.ideal.mul_f64(1.3) + run.first_answer;
         assert!(
-            run.makespan <= floor,
+            run.makespan <= bound,
             "seed {seed}: makespan {:.3}s > 1.3 × ideal {:.3}s + first answer",
             run.makespan.as_secs_f64(),
             run.ideal.as_secs_f64()
