@@ -833,3 +833,27 @@ fn slow_answers_do_not_let_a_burst_go_that_the_bucket_never_held() {
         );
     }
 }
+
+/// A limit halved mid-run on a provider that reports only what is left (Azure): the readings'
+/// lower bound over the last minute kept the old rate, and the run lasted ×1.20 of the ideal
+/// with four refusals after the first answer. Two refusals in a row now show the lowered rate
+/// exactly: the makespan holds the matrix's bound (1.03 × ideal + first answer) at seeds 3, 7,
+/// 11 and 23. It stays on KNOWN_GAPS for one refusal too many (three where two are allowed),
+/// so the refusals are held to what it reaches today.
+#[test]
+fn a_lowered_limit_is_paced_at_once_from_two_refusals() {
+    let cell = cell("azure/requests-cap5/lat200/limit-halved");
+    for seed in [3, 7, 11, 23] {
+        let run = run_cell(&cell, seed);
+        let wrong: Vec<String> = check(&cell, &run)
+            .into_iter()
+            .filter(|w| !w.contains("429s after the first answer"))
+            .collect();
+        assert_eq!(wrong, Vec::<String>::new(), "seed {seed}");
+        assert!(
+            run.refused_after_first_answer <= 3,
+            "seed {seed}: {} 429s after the first answer",
+            run.refused_after_first_answer
+        );
+    }
+}
