@@ -381,6 +381,14 @@ impl Engine {
             }
             // The refused request itself waits out the same pause, not the rounded hint.
             hint = hint.map(|h| h.min(pause));
+            if let (Some(dimension), Some(after), Some(resolution)) = (
+                refused,
+                snapshot.retry_after,
+                snapshot.retry_after_resolution,
+            ) {
+                pick.quota
+                    .refused(&pick.reservation, dimension, after, resolution, &cost, now);
+            }
             pick.pause(now + pause, refused, &job.cost());
             // A quota that knows its limits paces the retry with everything else once the
             // pause is over: no jitter is needed to keep retries from coming back as a wave.

@@ -166,9 +166,25 @@ impl Gcra {
     /// burst: the jitter margin stays off it, so the next request still goes `margin` later
     /// than the provider's bucket would allow. Later refunds do not undo it.
     pub fn drain_to(&mut self, units: u64, at: Nanos) {
+        self.drain_to_level(units as f64, at);
+    }
+
+    /// Make the provider's bucket hold at most `units` at `at` with `owed` units reserved to
+    /// go after `at` already in the tat: they come out of what it holds then.
+    pub fn drain_to_owing(&mut self, units: u64, owed: u64, at: Nanos) {
         let target = at
             .saturating_add(self.capacity)
+            .saturating_add(self.cost_ns(owed))
             .saturating_sub(self.cost_ns(units));
+        self.tat = self.tat.max(target);
+        self.floor = self.floor.max(target);
+    }
+
+    /// [`Gcra::drain_to`] a level known finer than whole units (a replay of what went on a
+    /// bucket whose refill is known).
+    pub fn drain_to_level(&mut self, level: f64, at: Nanos) {
+        let behind = (self.capacity as f64 - level.max(0.0) * self.interval as f64).max(0.0);
+        let target = at.saturating_add(behind as u64);
         self.tat = self.tat.max(target);
         self.floor = self.floor.max(target);
     }
@@ -191,6 +207,21 @@ mod tests {
             times.push(at);
         }
         assert_eq!(times, vec![0, 0, 0, SEC, 2 * SEC, 3 * SEC]);
+    }
+
+    #[test]
+    fn a_drain_leaves_room_for_what_is_reserved_after_it() {
+        // 60/min, burst 5. A reservation for 3 s is in the tat when a refusal says 1 unit is
+        // there at 1 s, nothing admitted after the refused request: the reserved one takes it,
+        // so the next unit is due at 2 s.
+        let mut cell = Gcra::new(60, 5);
+        cell.commit(1, 3 * SEC);
+        cell.drain_to_owing(1, 1, SEC);
+        assert_eq!(cell.earliest(1, SEC), 2 * SEC);
+        // Without the reservation after it, the unit is there at 1 s.
+        let mut cell = Gcra::new(60, 5);
+        cell.drain_to_owing(1, 0, SEC);
+        assert_eq!(cell.earliest(1, SEC), SEC);
     }
 
     #[test]

@@ -26,6 +26,10 @@ const MIN_REFILL: f64 = 2.0;
 /// nearer, it is as likely the noise of another client's use of the key as a change.
 const LOWERED: f64 = 0.9;
 
+/// A refusal's time shows a rate with the reading before it only when it was written finely
+/// enough: to within this fraction of the span between them.
+const RESOLVED: Nanos = 50;
+
 /// How long readings are kept.
 const KEEP: Nanos = 60_000_000_000;
 
@@ -39,6 +43,14 @@ struct Reading {
     own: u64,
 }
 
+/// A rate a refusal showed exactly.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    per_ns: f64,
+    from: Nanos,
+    raises: bool,
+}
+
 /// What is known of a dimension whose provider reports only what is left.
 #[derive(Debug, Default, Clone)]
 pub struct Learner {
@@ -49,16 +61,25 @@ pub struct Learner {
     pending: BTreeSet<u64>,
     /// The latest refusal's word (see [`Learner::refused`]), as a reading.
     refusal: Option<Reading>,
+    /// Until when the latest refusal holds every request (its word, on the time its answer
+    /// came): what goes after it is replayed from then.
+    refusal_held: Nanos,
     /// The refusal before it, until the two have shown a rate or could not.
     earlier_refusal: Option<Reading>,
-    /// The rate two refusals showed exactly (see [`Learner::refused`]), in units per
-    /// nanosecond, and when the first of them was, until [`Learner::lowered`] looks at it.
-    shown: Option<(f64, Nanos)>,
+    /// Until the answer to the request admitted just before the latest refusal has shown a
+    /// rate with it or could not: how finely the refusal's time was written.
+    refusal_unread: Option<Nanos>,
+    /// The rate a refusal showed exactly, with the refusal or the reading before it (see
+    /// [`Learner::refused`]), in units per nanosecond, from when, and whether it may raise
+    /// the estimate, until [`Learner::shown`] looks at it.
+    shown: Option<Shown>,
     /// A shown rate taken as the estimate: it holds until the readings since bound it higher.
     exact: Option<f64>,
     /// Units of requests that failed without an answer that says (a 5xx, a reset), by their
     /// last unit's number: the provider may not have counted them.
     uncertain: BTreeMap<u64, u64>,
+    /// Units of reservations given back (see [`Learner::cancel`]), by their last unit's number.
+    void: BTreeMap<u64, u64>,
     /// Requests admitted after the newest reading, as (last unit's number, when, units), in
     /// the order they were admitted: [`Learner::refilled_at`] replays them on the bucket.
     sent: VecDeque<(u64, Nanos, u64)>,
@@ -74,6 +95,12 @@ impl Learner {
     /// `at` is when it goes.
     pub fn admit(&mut self, units: u64, at: Nanos) -> u64 {
         self.admitted = self.admitted.saturating_add(units);
+        // Where no answer says what is left (the readings prune these), keep the newest only.
+        for numbers in [&mut self.void, &mut self.uncertain] {
+            if numbers.len() >= SENT_MAX {
+                numbers.pop_first();
+            }
+        }
         if units > 0 {
             self.pending.insert(self.admitted);
             if self.sent.len() >= SENT_MAX {
@@ -84,11 +111,29 @@ impl Learner {
         self.admitted
     }
 
-    /// A reservation through unit `through` was given back (not sent, or refused).
+    /// A reservation through unit `through` was given back (not sent, or refused). Its units
+    /// keep their numbers (later requests may hold the numbers after them) and count as never
+    /// admitted.
     pub fn cancel(&mut self, units: u64, through: u64) {
         self.pending.remove(&through);
         self.sent.retain(|(t, _, _)| *t != through);
-        self.admitted = self.admitted.saturating_sub(units);
+        if units > 0 {
+            self.void.insert(through, units);
+        }
+    }
+
+    /// Whether the reservation through unit `through` was given back.
+    pub fn gave_back(&self, through: u64) -> bool {
+        self.void.contains_key(&through)
+    }
+
+    /// Units admitted after unit `from` through unit `to`, less those given back.
+    fn admitted_between(&self, from: u64, to: u64) -> u64 {
+        if to <= from {
+            return 0;
+        }
+        let void: u64 = self.void.range(from + 1..=to).map(|(_, u)| *u).sum();
+        to.saturating_sub(from).saturating_sub(void)
     }
 
     /// The request through unit `through` was answered, whether or not the answer said what is
@@ -98,66 +143,140 @@ impl Learner {
     }
 
     /// The provider refused a request for want of this dimension, and said when `cost` units
-    /// will be there: at `at`, with nothing admitted after what has been admitted so far. That
-    /// is newer word of the level than the readings (which only ever said it was higher), and
-    /// [`Learner::refilled_at`] counts from it until a later answer says more.
+    /// will be there: at `at` (on the requests' send times, as the readings are, written to
+    /// within `resolution`), with nothing admitted after unit `after` (the last admitted
+    /// before the refused request). That is newer word of the level than the readings (which
+    /// only ever said it was higher); [`Learner::refilled_at`] counts from it, from `held`
+    /// (the same word on the time its answer came: the quota's pause holds every request
+    /// until then) until a later answer says more.
     ///
-    /// Two refusals in a row are two exact levels (no floor in them): between them the bucket
-    /// refilled by the second's cost less the first's, plus what was charged in between —
-    /// exactly, when it never filled meanwhile, which every reading in between shows (each
-    /// left at least a unit and its own charge below the most ever seen). That rate is the
-    /// provider's now, whatever it was before: a limit lowered without notice shows so
-    /// ([`Learner::lowered`]).
-    pub fn refused(&mut self, at: Nanos, cost: u64) {
+    /// A refusal can show the rate exactly ([`Learner::shown`]):
+    /// - with the answer to the request admitted just before it, when that answer found the
+    ///   bucket full (what it left plus its own charge is the most ever seen, once every
+    ///   earlier answer has come): the level after it was what it said, exactly, and nothing
+    ///   was admitted until the refusal's time. That is a small bucket's rate, which its
+    ///   readings cannot show (a bucket of one unit always reads 0 left).
+    /// - with the refusal before it: two exact levels (no floor in them), between which the
+    ///   bucket refilled by the second's cost less the first's, plus what was charged in
+    ///   between — exactly, when it never filled meanwhile: every reading in between shows it
+    ///   below full, and either all of them have come or the whole refill on top of the first
+    ///   level stays below the most ever seen. A limit lowered without notice shows so.
+    pub fn refused(&mut self, at: Nanos, held: Nanos, resolution: Nanos, after: u64, cost: u64) {
+        self.refusal_held = held;
         self.earlier_refusal = self.refusal;
         self.refusal = Some(Reading {
             at,
             left: cost,
-            through: self.admitted,
+            through: after,
             own: 0,
         });
+        self.refusal_unread = Some(resolution);
         self.rate_from_refusals();
+        self.rate_from_reading();
     }
 
-    /// The rate the last two refusals show, once every request charged between them has been
-    /// answered (see [`Learner::refused`]).
+    /// The rate the latest refusal shows with the answer to the request admitted just before
+    /// the refused one, once it has come, if it saw the bucket full (what it left plus its own
+    /// charge is the most ever seen at once): the level after that request is then what the
+    /// answer said, exactly, and nothing was admitted until the refusal's time, when the
+    /// retry's cost was there. That is a small bucket's rate, which its readings cannot show
+    /// (a bucket of one unit always reads 0 left, whether it was sent to slowly or at its rate).
+    fn rate_from_reading(&mut self) {
+        let (Some(word), Some(resolution)) = (self.refusal, self.refusal_unread) else {
+            return;
+        };
+        let Some(read) = self
+            .readings
+            .iter()
+            .rev()
+            .find(|r| r.through == word.through && r.at <= word.at)
+        else {
+            return;
+        };
+        self.refusal_unread = None;
+        let span = word.at.saturating_sub(read.at);
+        // The most ever seen is the bucket's size only once every earlier answer has come.
+        let settled = self.pending.range(..read.through).next().is_none();
+        let full = settled && read.left.saturating_add(read.own) >= self.most;
+        if !full || span == 0 || resolution.saturating_mul(RESOLVED) > span {
+            return;
+        }
+        let Some(refill) = word.left.checked_sub(read.left).filter(|r| *r > 0) else {
+            return;
+        };
+        // The refusal's time was written to within `resolution`: the refill may have taken
+        // that much longer, never less (the estimate stays on the low side).
+        self.shown = Some(Shown {
+            per_ns: refill as f64 / span.saturating_add(resolution) as f64,
+            from: read.at,
+            raises: true,
+        });
+    }
+
+    /// The rate the last two refusals show, once it is known that the bucket never filled
+    /// between them (see [`Learner::refused`]).
     fn rate_from_refusals(&mut self) {
         let (Some(prev), Some(word)) = (self.earlier_refusal, self.refusal) else {
             return;
         };
         let span = word.at.saturating_sub(prev.at);
+        if span == 0 || word.through <= prev.through {
+            return;
+        }
+        let refill = self.refill(&prev, &word);
+        // The bucket never filled between them when every answer in between showed it below
+        // full and either all of them have come, or even all of the refill on top of the
+        // first refusal's level stays below the most ever seen (it cannot have filled).
+        let below = prev.left as f64 + refill < self.most as f64;
         let answered = self
             .pending
             .range(prev.through.saturating_add(1)..=word.through)
             .next()
             .is_none();
-        if span == 0 || word.through <= prev.through || !answered {
-            return;
-        }
         let mut between = self
             .readings
             .iter()
             .filter(|r| r.through > prev.through && r.through <= word.through)
             .peekable();
-        let stayed_low = between.peek().is_some() && between.all(|r| r.left + r.own < self.most);
-        let refill = self.refill(&prev, &word);
+        let seen = between.peek().is_some();
+        let stayed_low = between.all(|r| r.left + r.own < self.most);
+        let shown_low = stayed_low && (below || (answered && seen));
+        if !below && !answered {
+            return;
+        }
         self.earlier_refusal = None;
-        if stayed_low && refill > 0.0 {
-            self.shown = Some((refill / span as f64, prev.at));
+        if shown_low && refill > 0.0 {
+            self.shown = Some(Shown {
+                per_ns: refill / span as f64,
+                from: prev.at,
+                raises: false,
+            });
         }
     }
 
-    /// The rate the last two refusals showed, when it is well below the limit `known` (units
-    /// per minute) the quota paces at: the limit was lowered (or another client took a share).
-    /// The readings from before the first of the two refusals are dropped, and the shown rate
-    /// is the estimate until the readings since bound it higher.
-    pub fn lowered(&mut self, known: u64) -> Option<u64> {
-        let (per_ns, from) = self.shown.take()?;
-        if per_ns * 60e9 >= known as f64 * LOWERED {
+    /// The rate a refusal showed (see [`Learner::refused`]), when the quota should take it
+    /// over the limit `known` (units per minute) it paces at, if any. Two refusals show it
+    /// only when it is well below: the limit was lowered (or another client took a share);
+    /// nearer, it is as likely the noise of another client's use. A refusal and the reading
+    /// before it show it either way, when it differs from `known` by more than 2 %. The
+    /// readings from before the span that showed it are dropped, and the shown rate is the
+    /// estimate until the readings since bound it higher.
+    pub fn shown(&mut self, known: Option<u64>) -> Option<u64> {
+        let shown = self.shown.take()?;
+        let per_minute = shown.per_ns * 60e9;
+        let take = known.is_none_or(|known| {
+            let known = known as f64;
+            if shown.raises {
+                (per_minute - known).abs() * 50.0 > known
+            } else {
+                per_minute < known * LOWERED
+            }
+        });
+        if !take {
             return None;
         }
-        self.exact = Some(per_ns);
-        while self.readings.front().is_some_and(|r| r.at < from) {
+        self.exact = Some(shown.per_ns);
+        while self.readings.len() > 1 && self.readings.front().is_some_and(|r| r.at < shown.from) {
             self.readings.pop_front();
         }
         self.per_minute()
@@ -186,9 +305,8 @@ impl Learner {
         } else {
             0
         };
-        let admitted = to
-            .through
-            .saturating_sub(from.through)
+        let admitted = self
+            .admitted_between(from.through, to.through)
             .saturating_sub(unsure);
         to.left as f64 - from.left as f64 + admitted as f64
     }
@@ -223,8 +341,10 @@ impl Learner {
         }
         if let Some(first) = self.readings.iter().map(|r| r.through).min() {
             self.uncertain = self.uncertain.split_off(&first);
+            self.void = self.void.split_off(&first);
         }
         self.rate_from_refusals();
+        self.rate_from_reading();
         let replayed_from = self.readings.iter().map(|r| r.through).max().unwrap_or(0);
         while self
             .sent
@@ -252,7 +372,7 @@ impl Learner {
         if self.admitted <= last.through || awaited.is_none() {
             return i64::MAX;
         }
-        let since = self.admitted.saturating_sub(last.through);
+        let since = self.admitted_between(last.through, self.admitted);
         i64::try_from(last.left).unwrap_or(i64::MAX) - i64::try_from(since).unwrap_or(i64::MAX)
     }
 
@@ -269,31 +389,74 @@ impl Learner {
     /// must not let a burst go that the provider's bucket could never have held. `None`: no
     /// estimate yet, or nothing to wait for.
     pub fn refilled_at(&self, cost: u64) -> Option<Nanos> {
-        let read = self.readings.iter().max_by_key(|r| r.through)?;
-        let last = match self.refusal {
-            Some(refusal) if refusal.through >= read.through => refusal,
-            _ => *read,
-        };
+        let last = self.last_word()?;
         let awaited = self.pending.range(last.through.saturating_add(1)..).next();
         let since = if awaited.is_some() {
-            self.admitted.saturating_sub(last.through)
+            self.admitted_between(last.through, self.admitted)
         } else {
             0
         };
         if cost.saturating_add(since) <= last.left {
             return None;
         }
-        let oldest = self.readings.front()?;
-        let newest = self.readings.back()?;
-        let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
-        let refill = self.refill(oldest, newest);
-        if refill <= 0.0 {
-            return None;
+        let per_ns = self.refill_rate()?;
+        let (level, at) = self.replay(&last, per_ns, self.most.max(cost) as f64);
+        let need = cost as f64 - level;
+        if need <= 0.0 {
+            return Some(at);
         }
-        let per_ns = refill / span as f64;
-        let capacity = self.most.max(cost) as f64;
+        Some(at.saturating_add((need / per_ns) as Nanos))
+    }
+
+    /// The level at `now` the last word and what went since show, on a bucket that refills at
+    /// the estimate ([`Learner::per_minute`], the low side) and holds no more than the most
+    /// ever seen: where a bucket whose rate was just learned starts. `None` until a rate is
+    /// known.
+    pub fn level_at(&self, now: Nanos) -> Option<f64> {
+        let last = self.last_word()?;
+        let per_ns = self.per_minute()? as f64 / 60e9;
+        let capacity = self.most.max(1) as f64;
+        let (level, at) = self.replay(&last, per_ns, capacity);
+        Some((level + per_ns * now.saturating_sub(at) as f64).min(capacity))
+    }
+
+    /// The newest word of the level: the answer to the latest request admitted, or a refusal
+    /// after it.
+    fn last_word(&self) -> Option<Reading> {
+        let read = self.readings.iter().max_by_key(|r| r.through)?;
+        Some(match self.refusal {
+            Some(refusal) if refusal.through >= read.through => Reading {
+                at: refusal.at.max(self.refusal_held),
+                ..refusal
+            },
+            _ => *read,
+        })
+    }
+
+    /// The refill the readings show over their whole span (their central estimate, no
+    /// allowance for the floors), or the rate a refusal showed when that is higher, in units
+    /// per nanosecond.
+    fn refill_rate(&self) -> Option<f64> {
+        let central = (|| {
+            let oldest = self.readings.front()?;
+            let newest = self.readings.back()?;
+            let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
+            let refill = self.refill(oldest, newest);
+            (refill > 0.0).then(|| refill / span as f64)
+        })();
+        match (central, self.exact) {
+            (Some(c), Some(e)) => Some(c.max(e)),
+            (c, e) => c.or(e),
+        }
+    }
+
+    /// The level right after the last request that went since `last` (while its answer is
+    /// awaited), and when that was: each request at the time it went, on a bucket refilling
+    /// at `per_ns` that holds no more than `capacity`.
+    fn replay(&self, last: &Reading, per_ns: f64, capacity: f64) -> (f64, Nanos) {
         let mut level = last.left as f64;
         let mut at = last.at;
+        let awaited = self.pending.range(last.through.saturating_add(1)..).next();
         if awaited.is_some() {
             for &(_, went, units) in self.sent.iter().filter(|(t, _, _)| *t > last.through) {
                 let went = went.max(at);
@@ -302,11 +465,7 @@ impl Learner {
                 at = went;
             }
         }
-        let need = cost as f64 - level;
-        if need <= 0.0 {
-            return Some(at);
-        }
-        Some(at.saturating_add((need / per_ns) as Nanos))
+        (level, at)
     }
 
     /// Units per minute, once readings over a long enough span allow an estimate: the least
@@ -430,13 +589,66 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_after_a_full_reading_shows_a_bucket_of_one_exactly() {
+        // A bucket of 1 at 10/s: every answer reads 0 left, whether requests go every 100 ms
+        // or every 150 ms, so the readings bound the rate only by what was sent.
+        let mut learner = Learner::default();
+        for k in 0..10u64 {
+            let through = learner.admit(1, k * 150 * MS);
+            learner.observe(k * 150 * MS, 0, through, 1);
+        }
+        let sent_rate = learner.per_minute().expect("an estimate");
+        assert!(sent_rate <= 400, "{sent_rate}");
+        // One goes 50 ms after the last and is refused: the unit is back 100 ms after the
+        // last request, which found the bucket full (0 left after its own unit, the most ever
+        // seen), written to the millisecond: 1 unit in 101 ms at most, 594/min.
+        let refused = learner.admit(1, 1_400 * MS);
+        learner.cancel(1, refused);
+        learner.refused(1_450 * MS, 1_455 * MS, MS, refused - 1, 1);
+        assert_eq!(learner.shown(Some(sent_rate)), Some(594));
+        // Not while an earlier answer is awaited: the most seen may not be the bucket's size.
+        let mut learner = Learner::default();
+        let first = learner.admit(1, 0);
+        let second = learner.admit(1, 100 * MS);
+        learner.observe(100 * MS, 0, second, 1);
+        let refused = learner.admit(1, 150 * MS);
+        learner.cancel(1, refused);
+        learner.refused(200 * MS, 205 * MS, MS, second, 1);
+        assert_eq!(learner.shown(None), None);
+        learner.observe(0, 4, first, 1);
+        assert_eq!(learner.shown(None), None);
+    }
+
+    #[test]
+    fn a_refused_request_keeps_its_numbers() {
+        // Three go, the second is refused: the next request takes a new number, and the
+        // refill between two readings counts the two that were charged, not three.
+        let mut learner = Learner::default();
+        let first = learner.admit(1, 0);
+        let second = learner.admit(1, 0);
+        let third = learner.admit(1, 0);
+        learner.cancel(1, second);
+        let fourth = learner.admit(1, 0);
+        assert!(fourth > third);
+        learner.observe(0, 3, first, 1);
+        learner.observe(2_000 * MS, 2, fourth, 1);
+        // 2 − 3 + 2 charged (the third and fourth), less the two floors' unit each: no
+        // estimate (under the least refill counted); with the refused one counted it was 2.
+        assert_eq!(
+            learner.refill(&learner.readings[0], &learner.readings[1]),
+            1.0
+        );
+        assert_eq!(learner.budget(), i64::MAX);
+    }
+
+    #[test]
     fn a_refusal_is_newer_word_than_the_readings() {
         let mut learner = emptied_at_zero();
         let through = learner.admit(1, 0);
         learner.observe(100 * MS, 0, through, 1);
         // The provider refused one and said a unit is back at 250 ms (the quota's pause
         // holds the next until then): the one after it waits for one more unit's refill.
-        learner.refused(250 * MS, 1);
+        learner.refused(250 * MS, 250 * MS, MS, 6, 1);
         assert_eq!(learner.refilled_at(1), None);
         learner.admit(1, 0);
         assert_eq!(learner.refilled_at(1), Some(350 * MS));
@@ -453,31 +665,31 @@ mod tests {
             let through = learner.admit(1, k * 100 * MS);
             learner.observe(k * 100 * MS, 0, through, 1);
         }
-        assert_eq!(learner.lowered(570), None);
-        learner.refused(1_000 * MS, 1);
+        assert_eq!(learner.shown(Some(570)), None);
+        learner.refused(1_000 * MS, 1_000 * MS, MS, 14, 1);
         let through = learner.admit(1, 1_000 * MS);
-        learner.refused(1_200 * MS, 1);
-        // The request in between has not answered: it might have found the bucket full.
-        assert_eq!(learner.lowered(570), None);
+        learner.refused(1_200 * MS, 1_200 * MS, MS, through, 1);
+        // The request in between has not answered, but one unit of refill on top of the one
+        // unit there at 1,000 ms never filled a bucket seen to hold 5: the rate is shown.
+        assert_eq!(learner.shown(Some(570)), Some(300));
         learner.observe(1_000 * MS, 0, through, 1);
-        assert_eq!(learner.lowered(570), Some(300));
         // The readings from before the change no longer raise the estimate.
         assert_eq!(learner.per_minute(), Some(300));
 
         // A bucket of 5 emptied, a refusal, one request that reads `left`, a refusal.
         let refused_around = |left: u64| {
             let mut learner = emptied_at_zero();
-            learner.refused(1_000 * MS, 1);
+            learner.refused(1_000 * MS, 1_000 * MS, MS, 5, 1);
             let through = learner.admit(1, 1_000 * MS);
             learner.observe(1_000 * MS, left, through, 1);
-            learner.refused(1_200 * MS, 1);
+            learner.refused(1_200 * MS, 1_200 * MS, MS, through, 1);
             learner
         };
         // The same two refusals while the pace is already near 300/min say nothing new.
-        assert_eq!(refused_around(0).lowered(310), None);
+        assert_eq!(refused_around(0).shown(Some(310)), None);
         // A reading in between shows the bucket may have filled: the refill is no rate.
-        assert_eq!(refused_around(4).lowered(570), None);
-        assert_eq!(refused_around(0).lowered(570), Some(300));
+        assert_eq!(refused_around(4).shown(Some(570)), None);
+        assert_eq!(refused_around(0).shown(Some(570)), Some(300));
     }
 
     #[test]

@@ -203,11 +203,19 @@ impl DimState {
                 }
                 (cell, changed)
             }
-            None => (
-                self.cell
-                    .insert(Gcra::with_margin(per_minute, burst, self.margin_ns)),
-                true,
-            ),
+            None => {
+                let cell = self
+                    .cell
+                    .insert(Gcra::with_margin(per_minute, burst, self.margin_ns));
+                // A rate just learned from what is left: the learner's replay of the answers
+                // and what went since is a finer level than the floored count less all that
+                // went before the cell (each request's refill since is in it).
+                if let Some(level) = self.learner.level_at(now) {
+                    cell.drain_to_level(level, now);
+                    return;
+                }
+                (cell, true)
+            }
         };
         if let (true, Some(left)) = (rebase, remaining) {
             cell.drain_to(left.min(burst), now);
@@ -597,8 +605,8 @@ impl Quota {
             ) {
                 dim.learner
                     .observe(r.go, left, r.through[d.index()], r.cost.get(d));
-                let lowered = dim.learned_limit.and_then(|k| dim.learner.lowered(k));
-                if let Some(per_minute) = lowered.or_else(|| dim.learner.per_minute()) {
+                let shown = dim.learner.shown(dim.learned_limit);
+                if let Some(per_minute) = shown.or_else(|| dim.learner.per_minute()) {
                     // A new estimate moves the limit only when it differs by more than 2 %:
                     // every change of rate rebases the cell.
                     let moved = dim
@@ -695,6 +703,56 @@ impl Quota {
         }
     }
 
+    /// The provider refused `reservation` for want of `dimension` and said the `retry` cost
+    /// would be there `after` the request arrived, written to within `resolution`. Where only
+    /// what is left is known, that is an exact level, newer than the readings: with the
+    /// answer to the request admitted before it, or with the refusal before it, it may show
+    /// the rate exactly (a bucket too small for its readings to show its rate, a lowered
+    /// limit). Times are taken on the requests' send times, as the readings are: the provider
+    /// counted each at its arrival, a constant way after. Call it before [`Quota::pause`].
+    pub fn refused(
+        &self,
+        reservation: &Reservation,
+        dimension: Dimension,
+        after: Duration,
+        resolution: Duration,
+        retry: &Cost,
+        now: Instant,
+    ) {
+        let mut state = self.lock();
+        let d = dimension;
+        let dim = &mut state.dims[d.index()];
+        let at = reservation
+            .go
+            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        let resolution = u64::try_from(resolution.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(cell) = dim.cell.as_mut().filter(|c| resolution < c.interval()) {
+            // The retry's cost is there at `at`, with nothing admitted after the refused
+            // request: what was reserved to go after it (already in the cell) comes out of it.
+            let learner = &dim.learner;
+            let owed: u64 = dim
+                .recent
+                .iter()
+                .filter(|(go, through, _)| *go > reservation.go && !learner.gave_back(*through))
+                .map(|(_, _, units)| *units)
+                .sum();
+            cell.drain_to_owing(retry.get(d).max(1), owed, at.saturating_add(resolution));
+        }
+        if dim.configured.is_some() {
+            return;
+        }
+        let before = reservation.through[d.index()].saturating_sub(reservation.cost.get(d));
+        let held = self
+            .ns(now)
+            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        dim.learner
+            .refused(at, held, resolution, before, retry.get(d).max(1));
+        if let Some(per_minute) = dim.learner.shown(dim.learned_limit) {
+            dim.learned_limit = Some(per_minute);
+            dim.learned_burst = Some(dim.learner.burst().min(per_minute));
+        }
+    }
+
     /// Pause the whole quota until `until` (a rate-limit answer from the provider). The
     /// dimension that refused (all known ones when `None`) is taken as empty then, except for
     /// the `retry` cost that the refused request will need when it goes again, and its jitter
@@ -708,15 +766,6 @@ impl Quota {
                 continue;
             }
             let dim = &mut state.dims[d.index()];
-            if dim.configured.is_none() && dim.learner.has_readings() && refused.is_some() {
-                // Only what is left is known: a refusal is an exact level, and two of them
-                // may show the rate exactly (a lowered limit shows so before the readings do).
-                dim.learner.refused(until_ns, retry.get(d).max(1));
-                if let Some(per_minute) = dim.learned_limit.and_then(|k| dim.learner.lowered(k)) {
-                    dim.learned_limit = Some(per_minute);
-                    dim.learned_burst = Some(dim.learner.burst().min(per_minute));
-                }
-            }
             if let Some(interval) = dim.cell.as_ref().map(Gcra::interval) {
                 // A refusal means requests reached the provider closer together than our
                 // model allowed for: widen the jitter margin (half a unit, then doubling; the
