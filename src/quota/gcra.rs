@@ -170,14 +170,15 @@ impl Gcra {
     }
 
     /// Make the provider's bucket hold at most `units` at `at` with `owed` units reserved to
-    /// go after `at` already in the tat: they come out of what it holds then.
+    /// go after `at` already in the tat: they come out of what it holds then. Only the
+    /// provider's word holds refunds back: a reservation among the owed that is given back
+    /// later returns its units.
     pub fn drain_to_owing(&mut self, units: u64, owed: u64, at: Nanos) {
-        let target = at
+        let said = at
             .saturating_add(self.capacity)
-            .saturating_add(self.cost_ns(owed))
             .saturating_sub(self.cost_ns(units));
-        self.tat = self.tat.max(target);
-        self.floor = self.floor.max(target);
+        self.tat = self.tat.max(said.saturating_add(self.cost_ns(owed)));
+        self.floor = self.floor.max(said);
     }
 
     /// [`Gcra::drain_to`] a level known finer than whole units (a replay of what went on a
@@ -218,6 +219,9 @@ mod tests {
         cell.commit(1, 3 * SEC);
         cell.drain_to_owing(1, 1, SEC);
         assert_eq!(cell.earliest(1, SEC), 2 * SEC);
+        // The reservation is given back: its unit returns, not beyond the refusal's word.
+        cell.refund(1, SEC);
+        assert_eq!(cell.earliest(1, SEC), SEC);
         // Without the reservation after it, the unit is there at 1 s.
         let mut cell = Gcra::new(60, 5);
         cell.drain_to_owing(1, 0, SEC);
