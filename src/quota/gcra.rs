@@ -166,7 +166,7 @@ impl Gcra {
     /// burst: the jitter margin stays off it, so the next request still goes `margin` later
     /// than the provider's bucket would allow. Later refunds do not undo it.
     pub fn drain_to(&mut self, units: u64, at: Nanos) {
-        self.drain_to_level(units as f64, at);
+        self.drain_to_owing(units, 0, at);
     }
 
     /// Make the provider's bucket hold at most `units` at `at` with `owed` units reserved to

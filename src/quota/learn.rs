@@ -176,11 +176,7 @@ impl Learner {
     }
 
     /// The rate the latest refusal shows with the answer to the request admitted just before
-    /// the refused one, once it has come, if it saw the bucket full (what it left plus its own
-    /// charge is the most ever seen at once): the level after that request is then what the
-    /// answer said, exactly, and nothing was admitted until the refusal's time, when the
-    /// retry's cost was there. That is a small bucket's rate, which its readings cannot show
-    /// (a bucket of one unit always reads 0 left, whether it was sent to slowly or at its rate).
+    /// the refused one, once that answer has come (see [`Learner::refused`]).
     fn rate_from_reading(&mut self) {
         let (Some(word), Some(resolution)) = (self.refusal, self.refusal_unread) else {
             return;
@@ -437,17 +433,19 @@ impl Learner {
     /// allowance for the floors), or the rate a refusal showed when that is higher, in units
     /// per nanosecond.
     fn refill_rate(&self) -> Option<f64> {
-        let central = (|| {
-            let oldest = self.readings.front()?;
-            let newest = self.readings.back()?;
-            let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
-            let refill = self.refill(oldest, newest);
-            (refill > 0.0).then(|| refill / span as f64)
-        })();
-        match (central, self.exact) {
+        match (self.central_rate(), self.exact) {
             (Some(c), Some(e)) => Some(c.max(e)),
             (c, e) => c.or(e),
         }
+    }
+
+    /// What the readings show refilled from the oldest to the newest, per nanosecond.
+    fn central_rate(&self) -> Option<f64> {
+        let oldest = self.readings.front()?;
+        let newest = self.readings.back()?;
+        let span = newest.at.checked_sub(oldest.at).filter(|s| *s > 0)?;
+        let refill = self.refill(oldest, newest);
+        (refill > 0.0).then(|| refill / span as f64)
     }
 
     /// The level right after the last request that went since `last` (while its answer is

@@ -722,18 +722,20 @@ impl Quota {
         let mut state = self.lock();
         let d = dimension;
         let dim = &mut state.dims[d.index()];
-        let at = reservation
-            .go
-            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        let at = reservation.go.saturating_add(after);
         let resolution = u64::try_from(resolution.as_nanos()).unwrap_or(u64::MAX);
         if let Some(cell) = dim.cell.as_mut().filter(|c| resolution < c.interval()) {
             // The retry's cost is there at `at`, with nothing admitted after the refused
             // request: what was reserved to go after it (already in the cell) comes out of it.
             let learner = &dim.learner;
+            let later = dim
+                .recent
+                .partition_point(|(go, _, _)| *go <= reservation.go);
             let owed: u64 = dim
                 .recent
-                .iter()
-                .filter(|(go, through, _)| *go > reservation.go && !learner.gave_back(*through))
+                .range(later..)
+                .filter(|(_, through, _)| !learner.gave_back(*through))
                 .map(|(_, _, units)| *units)
                 .sum();
             cell.drain_to_owing(retry.get(d).max(1), owed, at.saturating_add(resolution));
@@ -742,9 +744,7 @@ impl Quota {
             return;
         }
         let before = reservation.through[d.index()].saturating_sub(reservation.cost.get(d));
-        let held = self
-            .ns(now)
-            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        let held = self.ns(now).saturating_add(after);
         dim.learner
             .refused(at, held, resolution, before, retry.get(d).max(1));
         if let Some(per_minute) = dim.learner.shown(dim.learned_limit) {
