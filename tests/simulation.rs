@@ -627,12 +627,6 @@ fn cells_hold_at(names: &[&str], seed: u64) {
     }
 }
 
-/// Cells that do not yet reach the bound (issue 13 stays open for them). They still run, and
-/// must still answer every request exactly once; their figures are printed with the rest.
-/// - Anthropic with a second client on a bucket of 5: one refusal more than allowed while the
-///   other client's use is learned from whole-second resets.
-const KNOWN_GAPS: &[&str] = &["anthropic/requests-cap5/lat200/second-client-30"];
-
 #[test]
 fn the_same_seed_gives_the_same_run_to_the_nanosecond() {
     for name in [
@@ -666,7 +660,6 @@ fn matrix_every_cell_at_the_limit_and_never_over_it() {
         ran += 1;
         let run = run_cell(&cell, seed);
         let mut wrong = check(&cell, &run);
-        let known_gap = KNOWN_GAPS.contains(&cell.name.as_str());
         println!(
             "{:<48} makespan {:>8.3}s ideal {:>8.3}s ×{:.3} first {:.3}s 429s {} (after first {}) median {:.3}s queued {}{}",
             cell.name,
@@ -678,20 +671,8 @@ fn matrix_every_cell_at_the_limit_and_never_over_it() {
             run.refused_after_first_answer,
             run.median_latency.as_secs_f64(),
             run.peak_queued,
-            match (wrong.is_empty(), known_gap) {
-                (true, _) => "",
-                (false, true) => "  KNOWN GAP",
-                (false, false) => "  FAILED",
-            }
+            if wrong.is_empty() { "" } else { "  FAILED" }
         );
-        if known_gap {
-            if wrong.is_empty() {
-                wrong.push("reaches the bound now: take it off KNOWN_GAPS".into());
-            } else {
-                // Correctness still holds: every request answered, exactly once.
-                wrong.retain(|w| w.contains("succeeded") || w.contains("twice"));
-            }
-        }
         if cell.scenario.slots.is_some() {
             wrong.extend(check_slots(&cell, &run, seed));
         }

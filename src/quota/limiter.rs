@@ -768,9 +768,13 @@ impl Quota {
             let dim = &mut state.dims[d.index()];
             if let Some(interval) = dim.cell.as_ref().map(Gcra::interval) {
                 // A refusal means requests reached the provider closer together than our
-                // model allowed for: widen the jitter margin (half a unit, then doubling; the
-                // cell keeps at least one unit of burst), which costs burst, never rate.
-                dim.margin_ns = dim.margin_ns.max(interval / 4).saturating_mul(2);
+                // model allowed for, or that the key is used beyond what our level shows
+                // (another client): widen the jitter margin, which costs burst, never rate
+                // (the cell keeps at least one unit). It starts at one unit, then doubles: a
+                // provider's `remaining` floors its level, so at the bottom of the bucket its
+                // readings show no error smaller than a unit, and the room a wider margin
+                // leaves is what lets them show the rest.
+                dim.margin_ns = dim.margin_ns.max(interval / 2).saturating_mul(2);
                 dim.refresh_cell(until_ns, None);
             }
             if let Some(cell) = &mut dim.cell {

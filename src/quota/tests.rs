@@ -338,11 +338,12 @@ fn pause_holds_every_request_then_paces() {
     quota.pause(until, Some(Dimension::Requests), &Cost::request(1));
     assert_eq!(quota.paused_until(t0), Some(until));
     // the retried request goes once the pause is over and the jitter margin (widened by the
-    // refusal from 25 to 50 ms) has passed; the next ones at the sustained rate.
+    // refusal from 25 ms to one interval, 100 ms) has passed; the next ones at the sustained
+    // rate.
     let go: Vec<_> = (0..3)
         .map(|_| quota.reserve(Cost::request(1), t0).unwrap().go_at - t0)
         .collect();
-    assert_eq!(go, vec![ms(1550), ms(1650), ms(1750)]);
+    assert_eq!(go, vec![ms(1600), ms(1700), ms(1800)]);
     assert_eq!(quota.paused_until(until), None);
 }
 
@@ -393,8 +394,8 @@ fn a_refusal_widens_the_margin_shared_admissions_use() {
     let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s: 100 ms apart
     assert_eq!(quota.admission_margin(), 0);
     quota.pause(t0 + ms(1000), Some(Dimension::Requests), &Cost::request(1));
-    // Half a request interval, doubled: the same room the local cell now leaves.
-    assert_eq!(quota.admission_margin(), ms(50).as_nanos() as u64);
-    quota.pause(t0 + ms(2000), Some(Dimension::Requests), &Cost::request(1));
+    // One request interval, then doubled: the same room the local cell now leaves.
     assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
+    quota.pause(t0 + ms(2000), Some(Dimension::Requests), &Cost::request(1));
+    assert_eq!(quota.admission_margin(), ms(200).as_nanos() as u64);
 }
