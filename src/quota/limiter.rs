@@ -337,7 +337,7 @@ impl Quota {
     /// A connection to the provider opened in `took` (name lookup, TCP, TLS: at least one
     /// network round trip, two or three over TLS). A refusal cannot come back sooner than a
     /// round trip, so the probe schedule's rate may double about that often: its step becomes
-    /// `took` when that is shorter than the default 50 ms (down to 10 ms). A nearby
+    /// `took` when that is shorter than [`PROBE_STEP`] (down to [`PROBE_STEP_MIN`]). A nearby
     /// provider's whole-minute bucket is then spent at once where the default step took 0.4 s
     /// to send 200 requests; a distant one's probe is as before.
     ///
