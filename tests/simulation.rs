@@ -574,6 +574,26 @@ fn matrix() -> Vec<Cell> {
             concurrency: None,
         });
     }
+    // A slower one (0.8 s an answer, one slot): its first answer comes after the probe has sent
+    // every job, so none is young enough to be called back at once; each is called back when
+    // it is overdue, queued behind the others.
+    cells.push(Cell {
+        name: "none/slots1/per-token-800ms/no-limits".into(),
+        scenario: Scenario {
+            headers: HeaderStyle::None,
+            slots: Some(1),
+            latency: LatencyModel::PerToken {
+                base: Duration::from_millis(300),
+                sd: Duration::from_millis(30),
+                per_token: Duration::from_millis(15),
+            },
+            ..Scenario::default()
+        },
+        jobs: 60,
+        max_tokens: 32,
+        configured: None,
+        concurrency: None,
+    });
     // The same server behind limits it never comes near, stated in OpenAI's headers or
     // configured: the rate is known, the server's slots are what binds, and the in-flight
     // bound (2 × rate × latency, far above what the server can work on) must not keep its

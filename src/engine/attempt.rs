@@ -11,6 +11,7 @@ use super::stats::Stats;
 use super::trace;
 use super::{AttemptRecord, Decision, Engine, Event, Job, Waits};
 use crate::provider::headers::parse_limit_headers;
+use crate::quota::Dimension;
 use crate::telemetry::otlp::Span;
 use crate::upstream::{Opened, Pick, Upstream};
 use bytes::Bytes;
@@ -77,6 +78,7 @@ impl Engine {
         // no limits to learn: it would only wait in that server's queue (see `react`).
         // (A `Notify` wakes its waiters in a fixed order: runs in virtual time stay
         // deterministic.)
+        let max_output = job.cost().get(Dimension::OutputTokens);
         let answer = match self.concurrency.probing().then(|| self.probes.notified()) {
             Some(called_back) => {
                 tokio::select! {
@@ -84,7 +86,16 @@ impl Engine {
                     answer = &mut send => Some(answer),
                     _ = called_back => match self.is_called_back(started) {
                         true => None,
-                        false => Some((&mut send).await),
+                        // Sent too early to be called back at once: called back when it is
+                        // overdue (queued behind the other probes), unless it answers first.
+                        false => match self.probe_overdue_after(max_output) {
+                            Some(after) => tokio::select! {
+                                biased;
+                                answer = &mut send => Some(answer),
+                                () = tokio::time::sleep_until(started + after) => None,
+                            },
+                            None => Some((&mut send).await),
+                        },
                     },
                 }
             }

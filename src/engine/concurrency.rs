@@ -95,7 +95,7 @@ struct Gradient {
 
 /// Work an answer stands for beyond its output tokens (reading the prompt, the round trip),
 /// in output tokens: an answer of 1 token is not 1/64 of the work of one of 64.
-const WORK_OVERHEAD: f64 = 8.0;
+pub(super) const WORK_OVERHEAD: f64 = 8.0;
 
 /// How much the least latency per unit of work seen may rise per round, so that a server that
 /// became slower for good (longer prompts, a busier host) is not taken for a queue forever.

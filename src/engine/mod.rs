@@ -114,6 +114,9 @@ pub struct Engine {
     probes: Notify,
     /// Probe requests sent after this instant are called back.
     called_back_after: Mutex<Option<Instant>>,
+    /// The first answer of a server with no limits: its latency and its work (output tokens +
+    /// 8), from which a probe still out is judged overdue (see `react`).
+    probe_pace: Mutex<Option<(Duration, f64)>>,
     /// Per key: its first answers (see `react`).
     first_answers: Mutex<std::collections::HashMap<usize, react::FirstAnswers>>,
     /// [`EngineConfig::stop_on_uniform_refusals`].
@@ -172,6 +175,7 @@ impl Engine {
         Arc::new(Engine {
             probes: Notify::new(),
             called_back_after: Mutex::new(None),
+            probe_pace: Mutex::new(None),
             first_answers: Mutex::default(),
             stop_on_uniform_refusals: config.stop_on_uniform_refusals,
             first_answers_done: AtomicBool::new(false),

@@ -7,7 +7,7 @@
 //! It must not know any provider's header names or usage fields: the answer is read through
 //! [`crate::provider::headers`] and [`crate::provider::usage`] and classified by [`crate::retry`].
 
-use super::concurrency::Signal;
+use super::concurrency::{Signal, WORK_OVERHEAD};
 use super::stats::Stats;
 use super::{AttemptRecord, Decision, Engine, Job, ProviderAnswer, Verdict, Waits, lock};
 use crate::provider::error_body::ErrorBody;
@@ -77,6 +77,7 @@ impl Engine {
         wall: SystemTime,
     ) -> (AttemptRecord, Next) {
         let now = Instant::now();
+        let mut calls_back = false;
         let snapshot = match &result {
             Ok(reply) => {
                 let snapshot = parse_limit_headers(
@@ -95,7 +96,7 @@ impl Engine {
                     // server working on them at once could not have finished them yet, so
                     // calling them back never has one done twice (an answer in transit).
                     *lock(&self.called_back_after) = Some(now - sent.latency / 2);
-                    self.probes.notify_waiters();
+                    calls_back = true;
                 }
                 // A refused request was not charged: its answer describes the bucket, not
                 // this reservation.
@@ -109,6 +110,13 @@ impl Engine {
             }
         };
         let (outcome, usage) = outcome_of(&result);
+        if calls_back {
+            // The probes sent earlier are called back once they are overdue against this
+            // answer's latency and work (see `probe_overdue_after`): set before they wake.
+            let work = usage.as_ref().map_or(0, |u| u.completion) as f64 + WORK_OVERHEAD;
+            *lock(&self.probe_pace) = Some((sent.latency, work));
+            self.probes.notify_waiters();
+        }
         let status = result.as_ref().map(|r| r.status).ok();
         if let Ok(reply) = &result {
             self.check_first_answers(job, pick, reply.status, &reply.body);
@@ -208,6 +216,20 @@ impl Engine {
     /// Whether a probe request sent at `sent` is called back (see `react`).
     pub(super) fn is_called_back(&self, sent: Instant) -> bool {
         lock(&self.called_back_after).is_some_and(|after| sent > after)
+    }
+
+    /// How long a probe request of `max_output` tokens that was not called back may stay out
+    /// before it is: three times the first answer's latency, scaled up by how much more work
+    /// it may be (its `max_tokens` against the first answer's output tokens, each + 8). A
+    /// server working on it at once answers well within that; one that queued it behind the
+    /// other probes does not, and it is called back then (`None`: no server with no limits
+    /// seen). On a server with one slot, one probe is called back just after its turn came
+    /// (twice the factor wasted two turns in S10 and took its p90 latency from 0.50 to 0.75 s;
+    /// three wastes one or two and keeps 0.50 s).
+    pub(super) fn probe_overdue_after(&self, max_output: u64) -> Option<Duration> {
+        let (latency, work) = (*lock(&self.probe_pace))?;
+        let scale = ((max_output as f64 + WORK_OVERHEAD) / work).max(1.0);
+        Some(latency.mul_f64(3.0 * scale))
     }
 
     /// When the first answers from a key's upstream are all the same refusal, every request
