@@ -78,25 +78,24 @@ impl Engine {
         // no limits to learn: it would only wait in that server's queue (see `react`).
         // (A `Notify` wakes its waiters in a fixed order: runs in virtual time stay
         // deterministic.)
-        let max_output = job.cost().get(Dimension::OutputTokens);
         let answer = match self.concurrency.probing().then(|| self.probes.notified()) {
             Some(called_back) => {
                 tokio::select! {
                     biased;
                     answer = &mut send => Some(answer),
-                    _ = called_back => match self.is_called_back(started) {
-                        true => None,
-                        // Sent too early to be called back at once: called back when it is
-                        // overdue (queued behind the other probes), unless it answers first.
-                        false => match self.probe_overdue_after(max_output) {
-                            Some(after) => tokio::select! {
+                    _ = called_back => {
+                        let max_output = job.cost().get(Dimension::OutputTokens);
+                        match self.call_back_at(started, max_output) {
+                            Some(at) if at <= Instant::now() => None,
+                            // Called back when it is overdue, unless it answers first.
+                            Some(at) => tokio::select! {
                                 biased;
                                 answer = &mut send => Some(answer),
-                                () = tokio::time::sleep_until(started + after) => None,
+                                () = tokio::time::sleep_until(at) => None,
                             },
                             None => Some((&mut send).await),
-                        },
-                    },
+                        }
+                    }
                 }
             }
             None => Some((&mut send).await),

@@ -112,11 +112,9 @@ pub struct Engine {
     /// Set when the first answer shows a server with no limits to learn: requests sent while
     /// probing are called back (see `attempt` and `react`).
     probes: Notify,
-    /// Probe requests sent after this instant are called back.
-    called_back_after: Mutex<Option<Instant>>,
-    /// The first answer of a server with no limits: its latency and its work (output tokens +
-    /// 8), from which a probe still out is judged overdue (see `react`).
-    probe_pace: Mutex<Option<(Duration, f64)>>,
+    /// The first answer of a server with no limits, by which probe requests still out are
+    /// called back (see `react`).
+    call_back: Mutex<Option<react::CallBack>>,
     /// Per key: its first answers (see `react`).
     first_answers: Mutex<std::collections::HashMap<usize, react::FirstAnswers>>,
     /// [`EngineConfig::stop_on_uniform_refusals`].
@@ -174,8 +172,7 @@ impl Engine {
         };
         Arc::new(Engine {
             probes: Notify::new(),
-            called_back_after: Mutex::new(None),
-            probe_pace: Mutex::new(None),
+            call_back: Mutex::new(None),
             first_answers: Mutex::default(),
             stop_on_uniform_refusals: config.stop_on_uniform_refusals,
             first_answers_done: AtomicBool::new(false),

@@ -64,6 +64,19 @@ pub(super) struct Sent {
     pub in_flight: usize,
 }
 
+/// The first answer of a server with no limits to learn (a self-hosted one queues what it
+/// cannot work on): the probe requests still out are called back by it (see
+/// [`Engine::call_back_at`]) and go again under the latency gradient.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallBack {
+    /// When it came.
+    answered: Instant,
+    /// How long it took.
+    latency: Duration,
+    /// Its work: output tokens + 8.
+    work: f64,
+}
+
 impl Engine {
     /// Act on the answer `result` to `job`'s attempt on `pick`, received at `wall` (the
     /// transport's wall clock): feed it back and decide what comes next.
@@ -91,13 +104,7 @@ impl Engine {
                 let unlimited = (200..300).contains(&reply.status)
                     && snapshot.states_no_limit()
                     && !pick.quota.is_known();
-                if self.concurrency.end_probe(unlimited) && unlimited {
-                    // Only requests sent within the last half of this answer's latency: a
-                    // server working on them at once could not have finished them yet, so
-                    // calling them back never has one done twice (an answer in transit).
-                    *lock(&self.called_back_after) = Some(now - sent.latency / 2);
-                    calls_back = true;
-                }
+                calls_back = self.concurrency.end_probe(unlimited) && unlimited;
                 // A refused request was not charged: its answer describes the bucket, not
                 // this reservation.
                 let charged = (reply.status != 429).then_some(&pick.reservation);
@@ -111,10 +118,13 @@ impl Engine {
         };
         let (outcome, usage) = outcome_of(&result);
         if calls_back {
-            // The probes sent earlier are called back once they are overdue against this
-            // answer's latency and work (see `probe_overdue_after`): set before they wake.
-            let work = usage.as_ref().map_or(0, |u| u.completion) as f64 + WORK_OVERHEAD;
-            *lock(&self.probe_pace) = Some((sent.latency, work));
+            // What the probes still out are judged by (see `call_back_at`), set before they
+            // wake.
+            *lock(&self.call_back) = Some(CallBack {
+                answered: now,
+                latency: sent.latency,
+                work: usage.as_ref().map_or(0, |u| u.completion) as f64 + WORK_OVERHEAD,
+            });
             self.probes.notify_waiters();
         }
         let status = result.as_ref().map(|r| r.status).ok();
@@ -213,23 +223,24 @@ impl Engine {
         (record, next)
     }
 
-    /// Whether a probe request sent at `sent` is called back (see `react`).
-    pub(super) fn is_called_back(&self, sent: Instant) -> bool {
-        lock(&self.called_back_after).is_some_and(|after| sent > after)
-    }
-
-    /// How long a probe request of `max_output` tokens that was not called back may stay out
-    /// before it is: three times the first answer's latency, scaled up by how much more work
-    /// it may be (its `max_tokens` against the first answer's output tokens, each + 8). A
-    /// server working on it at once answers well within that; one that queued it behind the
-    /// other probes does not, and it is called back then (`None`: no server with no limits
-    /// seen). On a server with one slot, one probe is called back just after its turn came
-    /// (twice the factor wasted two turns in S10 and took its p90 latency from 0.50 to 0.75 s;
-    /// three wastes one or two and keeps 0.50 s).
-    pub(super) fn probe_overdue_after(&self, max_output: u64) -> Option<Duration> {
-        let (latency, work) = (*lock(&self.probe_pace))?;
-        let scale = ((max_output as f64 + WORK_OVERHEAD) / work).max(1.0);
-        Some(latency.mul_f64(3.0 * scale))
+    /// When a probe request of `max_output` tokens sent at `sent` is called back, once a
+    /// first answer has shown a server with no limits (`None` before). A request sent within
+    /// the last half of that answer's latency is called back at once: a server working on it
+    /// at once could not have finished it yet, so calling it back never has one done twice
+    /// (an answer in transit). An older one only once it is overdue: three times that answer's
+    /// latency after it went, scaled up by how much more work it may be (its `max_tokens`
+    /// against that answer's output tokens, each + 8). A server working on it at once answers
+    /// well within that; one that queued it behind the other probes does not. On a server
+    /// with one slot, one probe is called back just after its turn came (twice the factor
+    /// wasted two turns in S10 and took its p90 latency from 0.50 to 0.75 s; three wastes one
+    /// or two and keeps 0.50 s).
+    pub(super) fn call_back_at(&self, sent: Instant, max_output: u64) -> Option<Instant> {
+        let call_back = (*lock(&self.call_back))?;
+        if sent > call_back.answered - call_back.latency / 2 {
+            return Some(call_back.answered);
+        }
+        let scale = ((max_output as f64 + WORK_OVERHEAD) / call_back.work).max(1.0);
+        Some(sent + call_back.latency.mul_f64(3.0 * scale))
     }
 
     /// When the first answers from a key's upstream are all the same refusal, every request
