@@ -862,3 +862,31 @@ fn a_small_bucket_shows_its_rate_by_a_refusal_after_a_full_reading() {
         );
     }
 }
+
+/// A provider whose refusals take a round trip to come back (40 ms: a distant one, where the
+/// matrix's take 5 ms): the probe, doubling its rate every 50 ms, has sent several more before
+/// the first refusal arrives, and they are refused in a row. That storm is one event: the
+/// jitter margin widened once per refusal had cost each retry its doubling (a margin of
+/// 2^k units on an empty bucket is k units of refill): ×1.63 on a bucket of 5 at 2× its
+/// burst, ×1.07 on a token bucket, ×1.10 with uncharged 503s, at seed 7. (Anthropic's token
+/// bucket went from ×2.43 to ×1.02 at seed 7, but at seed 11 it is ×1.18.)
+#[test]
+fn refusals_a_round_trip_away_widen_the_margin_once() {
+    for name in [
+        "openai/requests-cap5/lat200/2x-burst",
+        "openai/tokens-cap5/lat200/20x-burst",
+        "openai/requests-cap5/lat200/503-free",
+    ] {
+        let mut far = cell(name);
+        far.scenario.refusal_latency = Duration::from_millis(40);
+        for seed in [3, 7, 11] {
+            let run = run_cell(&far, seed);
+            assert!(run.refused > 1, "{name} at seed {seed}: no storm to test");
+            assert_eq!(
+                check(&far, &run),
+                Vec::<String>::new(),
+                "{name} at seed {seed}, refusals in 40 ms"
+            );
+        }
+    }
+}

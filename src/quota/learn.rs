@@ -90,6 +90,11 @@ pub struct Learner {
 const SENT_MAX: usize = 4096;
 
 impl Learner {
+    /// The number of the last unit admitted so far.
+    pub fn admitted(&self) -> u64 {
+        self.admitted
+    }
+
     /// Units admitted so far (after committing a reservation: its last unit's number, which
     /// names the request until its answer comes, see [`Learner::answered`]).
     /// `at` is when it goes.

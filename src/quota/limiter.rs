@@ -121,6 +121,9 @@ struct DimState {
     /// when the first reading creates the cell, these requests are out but are not in the
     /// provider's `remaining` for the request it reports on.
     unmetered: u64,
+    /// The last unit admitted when a refusal last widened the jitter margin: a refusal of a
+    /// request admitted up to it went under the narrower margin, which the widening answered.
+    widened_through: u64,
 }
 
 /// How long reservations are remembered for the reordering allowance.
@@ -753,11 +756,18 @@ impl Quota {
         }
     }
 
-    /// Pause the whole quota until `until` (a rate-limit answer from the provider). The
-    /// dimension that refused (all known ones when `None`) is taken as empty then, except for
-    /// the `retry` cost that the refused request will need when it goes again, and its jitter
-    /// margin widens.
-    pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
+    /// Pause the whole quota until `until` (a rate-limit answer from the provider to the
+    /// request that `sent` admitted). The dimension that refused (all known ones when `None`)
+    /// is taken as empty then, except for the `retry` cost that the refused request will need
+    /// when it goes again, and its jitter margin widens unless the refused request was
+    /// admitted before the last widening (see below).
+    pub fn pause(
+        &self,
+        until: Instant,
+        refused: Option<Dimension>,
+        retry: &Cost,
+        sent: &Reservation,
+    ) {
         let until_ns = self.ns(until);
         let mut state = self.lock();
         state.paused_until = state.paused_until.max(until_ns);
@@ -766,15 +776,22 @@ impl Quota {
                 continue;
             }
             let dim = &mut state.dims[d.index()];
-            if let Some(interval) = dim.cell.as_ref().map(Gcra::interval) {
-                // A refusal means requests reached the provider closer together than our
-                // model allowed for, or that the key is used beyond what our level shows
-                // (another client): widen the jitter margin, which costs burst, never rate
-                // (the cell keeps at least one unit). It starts at one unit, then doubles: a
-                // provider's `remaining` floors its level, so at the bottom of the bucket its
-                // readings show no error smaller than a unit, and the room a wider margin
-                // leaves is what lets them show the rest.
+            let i = d.index();
+            // A refusal means requests reached the provider closer together than our model
+            // allowed for, or that the key is used beyond what our level shows (another
+            // client). Requests admitted before the margin last widened were spaced under the
+            // narrower one, which that widening answered: a storm of refusals to requests
+            // already on their way (the probe's, when a refusal takes a round trip to come
+            // back) is one event, not one per refusal.
+            let paced = sent.through[i] > dim.widened_through;
+            if let (Some(interval), true) = (dim.cell.as_ref().map(Gcra::interval), paced) {
+                // Widen the jitter margin, which costs burst, never rate (the cell keeps at
+                // least one unit). It starts at one unit, then doubles: a provider's
+                // `remaining` floors its level, so at the bottom of the bucket its readings
+                // show no error smaller than a unit, and the room a wider margin leaves is
+                // what lets them show the rest.
                 dim.margin_ns = dim.margin_ns.max(interval / 2).saturating_mul(2);
+                dim.widened_through = dim.learner.admitted();
                 dim.refresh_cell(until_ns, None);
             }
             if let Some(cell) = &mut dim.cell {

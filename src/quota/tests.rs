@@ -335,7 +335,15 @@ fn pause_holds_every_request_then_paces() {
     let t0 = Instant::now();
     let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s
     let until = t0 + ms(1500);
-    quota.pause(until, Some(Dimension::Requests), &Cost::request(1));
+    // The engine's order on a 429: the refused request's unit comes back, then the pause.
+    let refused = quota.reserve(Cost::request(1), t0).unwrap();
+    quota.cancel(&refused, t0);
+    quota.pause(
+        until,
+        Some(Dimension::Requests),
+        &Cost::request(1),
+        &refused,
+    );
     assert_eq!(quota.paused_until(t0), Some(until));
     // the retried request goes once the pause is over and the jitter margin (widened by the
     // refusal from 25 ms to one interval, 100 ms) has passed; the next ones at the sustained
@@ -393,9 +401,64 @@ fn a_refusal_widens_the_margin_shared_admissions_use() {
     let t0 = Instant::now();
     let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s: 100 ms apart
     assert_eq!(quota.admission_margin(), 0);
-    quota.pause(t0 + ms(1000), Some(Dimension::Requests), &Cost::request(1));
+    let refuse = |at: Instant| {
+        let sent = quota.reserve(Cost::request(1), at).unwrap();
+        quota.cancel(&sent, at);
+        sent
+    };
+    let first = refuse(t0);
+    let storm = refuse(t0);
+    quota.pause(
+        t0 + ms(1000),
+        Some(Dimension::Requests),
+        &Cost::request(1),
+        &first,
+    );
     // One request interval, then doubled: the same room the local cell now leaves.
     assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
-    quota.pause(t0 + ms(2000), Some(Dimension::Requests), &Cost::request(1));
+    // A request sent before the margin widened and refused after is the same event.
+    quota.pause(
+        t0 + ms(1000),
+        Some(Dimension::Requests),
+        &Cost::request(1),
+        &storm,
+    );
+    assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
+    // One sent under the wider margin and refused all the same widens it again.
+    let later = refuse(t0 + ms(1000));
+    quota.pause(
+        t0 + ms(2000),
+        Some(Dimension::Requests),
+        &Cost::request(1),
+        &later,
+    );
     assert_eq!(quota.admission_margin(), ms(200).as_nanos() as u64);
+}
+
+#[test]
+fn a_storm_of_refused_probes_widens_the_margin_once() {
+    // Probes sent before the first refusal came back (it takes a round trip) are refused in a
+    // row: one event, which widens the margin by one unit, not by one doubling per refusal (a
+    // margin of 2^k units cost each retry k units of refill).
+    let t0 = Instant::now();
+    let quota = Quota::new(QuotaConfig::default(), t0);
+    let probes: Vec<_> = (0..4)
+        .map(|_| quota.reserve(Cost::request(1), t0).unwrap())
+        .collect();
+    let snapshot = LimitSnapshot {
+        requests: reading(600, 0, ms(100)),
+        ..Default::default()
+    };
+    for probe in &probes {
+        quota.observe(None, &snapshot, t0 + ms(40));
+        quota.cancel(probe, t0 + ms(40));
+        quota.pause(
+            t0 + ms(100),
+            Some(Dimension::Requests),
+            &Cost::request(1),
+            probe,
+        );
+    }
+    // 600 rpm: one unit is 100 ms.
+    assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
 }

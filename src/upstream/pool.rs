@@ -109,7 +109,7 @@ impl Pick {
 
     /// Pause the quota until `until` (see [`Quota::pause`]), and the shared quota with it.
     pub fn pause(&self, until: Instant, refused: Option<Dimension>, retry: &Cost) {
-        self.quota.pause(until, refused, retry);
+        self.quota.pause(until, refused, retry, &self.reservation);
         // After the local pause, so the margin it widened goes to the shared quota too.
         if let Some(shared) = &self.shared {
             shared.pause(&self.quota, until, refused, retry);
