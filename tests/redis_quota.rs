@@ -156,6 +156,46 @@ async fn callers_probe_on_one_schedule_until_a_limit_is_known() {
     assert_eq!(at_once, 12);
 }
 
+/// A caller whose connections open fast gives a shorter probe step: the shared schedule takes
+/// the shortest step any caller has given, from the latest probe on (it keeps its time; no
+/// burst to catch up with the shorter schedule), and a caller still on the default step does
+/// not slow it down again.
+#[tokio::test]
+async fn the_shared_probe_takes_the_shortest_step_from_the_latest_probe_on() {
+    let redis = RedisServer::start();
+    let shared = connect(&redis).await;
+    let far = shared.cell("sk-new", "gpt-4o-mini");
+    let near = shared.cell("sk-new", "gpt-4o-mini");
+    let default = Op::Probe {
+        step_ns: 50_000_000,
+    };
+    let short = Op::Probe {
+        step_ns: 10_000_000,
+    };
+    let mut goes = Vec::new();
+    for (cell, op) in [
+        (&far, default),
+        (&far, default),
+        (&near, short),
+        (&near, short),
+    ]
+    .into_iter()
+    .chain([(&far, default), (&near, short)])
+    {
+        let answer = cell
+            .call(op, Some(0), 0, [None; 4], [1, 10, 0, 0])
+            .await
+            .unwrap();
+        goes.push(answer.wait_ns as f64 / 1e6);
+    }
+    // 0 and 50 ms at the default step; then 50 + 10 × log2(k / 2) for the k-th: 55.8, 60,
+    // 63.2 and 65.8 ms, whichever caller sends it.
+    let expected = [0.0, 50.0, 55.85, 60.0, 63.22, 65.85];
+    for (go, want) in goes.iter().zip(expected) {
+        assert!((go - want).abs() < 0.01, "{goes:?}");
+    }
+}
+
 #[test]
 fn a_bad_url_is_a_usage_error_without_the_password() {
     let w = Workdir::new();

@@ -18,11 +18,14 @@
 --          on its own while Redis was unreachable, so the provider's bucket is not full)
 -- ARGV[19] admit: the probe step in nanoseconds of a caller that has had no answer yet (0 or
 --          absent: none). While no limit is known here either, the callers' requests share one
---          probe schedule: the k-th goes step × log2(k) after the first.
+--          probe schedule: the k-th goes step × log2(k) after the first, at the shortest step
+--          any caller has given (a step that shrinks moves the start so that the latest probe
+--          keeps its time, as Quota::connected_in does).
 --
 -- Hash fields: e epoch (server microseconds), p paused until, t<i> tat, f<i> floor,
 -- l<i> / b<i> the limit and burst last given by a caller (shared learned limits),
--- ps / pn the shared probe's start and the number of requests it has sent, u<i> the amounts
+-- ps / pn / pq the shared probe's start, the number of requests it has sent and its step,
+-- u<i> the amounts
 -- probe requests used in a dimension whose limit nobody knew yet (unmetered).
 -- A dimension's cell is created when its limit first becomes known: full, except for what the
 -- probe sent unmetered, which is charged as if sent just now (the provider's bucket holds it).
@@ -81,9 +84,9 @@ end
 local probe = nil
 local function probe_state()
   if not probe then
-    local v = redis.call('HMGET', key, 'ps', 'pn', 'u0', 'u1', 'u2', 'u3')
+    local v = redis.call('HMGET', key, 'ps', 'pn', 'u0', 'u1', 'u2', 'u3', 'pq')
     probe = {start = math.max(num(v[1]) - shifted, 0), sent = num(v[2]), probing = false,
-      unmetered = {[0] = num(v[3]), num(v[4]), num(v[5]), num(v[6])}}
+      unmetered = {[0] = num(v[3]), num(v[4]), num(v[5]), num(v[6])}, step = num(v[7])}
   end
   return probe
 end
@@ -127,12 +130,19 @@ if op == 'admit' then
     -- Nobody knows a limit yet: one probe schedule for every caller (Quota's probe_go).
     local pr = probe_state()
     pr.probing = true
+    if pr.step > 0 and pr.step < step then
+      step = pr.step
+    end
     if pr.sent == 0 then
       pr.start = go
     else
+      if pr.step > step then
+        pr.start = pr.start + math.floor((pr.step - step) * math.log(pr.sent) / math.log(2) + 0.5)
+      end
       local log2 = math.log(pr.sent + 1) / math.log(2)
       go = math.max(go, pr.start + math.floor(step * log2 + 0.5))
     end
+    pr.step = step
     pr.sent = pr.sent + 1
   end
   if step > 0 then
@@ -183,6 +193,7 @@ local fields = {'e', epoch, 'p', fmt(paused)}
 if probe and probe.probing then
   table.insert(fields, 'ps'); table.insert(fields, fmt(probe.start))
   table.insert(fields, 'pn'); table.insert(fields, fmt(probe.sent))
+  table.insert(fields, 'pq'); table.insert(fields, fmt(probe.step))
 end
 for i = 0, 3 do
   if probe and not interval[i] and probe.unmetered[i] > 0 then

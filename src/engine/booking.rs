@@ -90,6 +90,9 @@ impl Engine {
     /// capacity"; with every probe out, a job at its deadline is refused).
     fn reserve(&self, job: &Job, now: Instant) -> Result<Pick, Refusal> {
         let refuse = |why| Err(Refusal::Unbookable(why));
+        if let Some(took) = self.upstream.connect_time() {
+            self.pool.connected_in(took);
+        }
         let pick = match self.pool.pick_for(job.want(), job.cost(), now) {
             Ok(pick) => pick,
             Err(PickError::Busy) if job.deadline.is_some_and(|d| d <= now) => {

@@ -397,6 +397,30 @@ fn unknown_limits_probe_on_a_doubling_schedule_then_admit_immediately() {
 }
 
 #[test]
+fn a_connection_that_opens_fast_shortens_the_probe_step_from_the_latest_probe_on() {
+    let t0 = Instant::now();
+    let quota = Quota::new(QuotaConfig::default(), t0);
+    let go = |at: Instant| quota.reserve(Cost::request(1), at).unwrap().go_at - t0;
+    assert_eq!(go(t0), ms(0));
+    assert_eq!(go(t0), ms(50));
+    // A loopback connection (0.3 ms): the step becomes the shortest, 25 ms. The probe booked
+    // at 50 ms keeps its time; the next ones follow it at the new step (the k-th at
+    // 25 ms × log2(k) after the schedule's moved start), not all at once to catch up.
+    quota.connected_in(Duration::from_micros(300));
+    assert_eq!(quota.probe_step(), Some(ms(25)));
+    let third = go(t0 + ms(50));
+    assert!(third > ms(64) && third < ms(65), "{third:?}"); // 50 + 25 × log2(3/2)
+    assert_eq!(go(t0 + ms(50)), ms(75)); // 50 + 25 × log2(4/2)
+    // A slower connection later changes nothing: the shortest is kept.
+    quota.connected_in(ms(30));
+    assert_eq!(quota.probe_step(), Some(ms(25)));
+    // A connection slower than the default step leaves the default.
+    let distant = Quota::new(QuotaConfig::default(), t0);
+    distant.connected_in(ms(120));
+    assert_eq!(distant.probe_step(), Some(ms(50)));
+}
+
+#[test]
 fn a_refusal_widens_the_margin_shared_admissions_use() {
     let t0 = Instant::now();
     let quota = answered(config(600, 10, 1_000_000, 1_000_000), t0); // 10/s: 100 ms apart

@@ -492,6 +492,11 @@ impl Transport for SimProvider {
     fn wall_clock(&self) -> SystemTime {
         self.wall(Instant::now())
     }
+
+    fn connect_time(&self) -> Option<Duration> {
+        let connect = self.inner.scenario.connect?;
+        (self.lock().stats.received > 0).then_some(connect)
+    }
 }
 
 /// What happens to a request, decided when it arrives.

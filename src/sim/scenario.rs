@@ -96,6 +96,10 @@ pub struct Scenario {
     pub latency: LatencyModel,
     /// How long a refusal (429) or an uncharged fault takes to come back.
     pub refusal_latency: Duration,
+    /// How long a connection took to open, as the transport reports it once the first request
+    /// has gone ([`crate::upstream::Transport::connect_time`]); `None`: no connection is
+    /// modelled, and the probe keeps its default step (as for a distant provider).
+    pub connect: Option<Duration>,
     /// At most this many requests worked on at once; the rest wait in a FIFO queue.
     pub slots: Option<usize>,
     /// Injected failures.
@@ -118,6 +122,7 @@ impl Default for Scenario {
             tokens: None,
             latency: LatencyModel::Fixed(Duration::ZERO),
             refusal_latency: Duration::from_millis(5),
+            connect: None,
             slots: None,
             faults: Faults::default(),
             second_client: None,

@@ -135,6 +135,11 @@ impl Upstream {
         self.transport.wall_clock()
     }
 
+    /// The shortest time a connection to the provider has taken to open, once one has.
+    pub fn connect_time(&self) -> Option<Duration> {
+        self.transport.connect_time()
+    }
+
     /// The request for `path` (for `model`), authenticated with `key` the provider's way.
     fn request(
         &self,

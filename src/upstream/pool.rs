@@ -21,8 +21,9 @@ use super::shared::{QuotaSharing, SharedQuota};
 use crate::api::Endpoint;
 use crate::quota::{Cost, Dimension, Quota, QuotaConfig, QuotaError, Reservation};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Where a routed key's requests go.
@@ -161,6 +162,9 @@ pub struct Want<'a> {
 pub struct KeyPool {
     slots: Vec<Slot>,
     sharing: Option<Arc<dyn QuotaSharing>>,
+    /// The shortest time a connection to the provider took to open, in nanoseconds
+    /// (`u64::MAX`: none yet), as every quota was told it.
+    connect_ns: AtomicU64,
 }
 
 impl KeyPool {
@@ -185,6 +189,26 @@ impl KeyPool {
                 })
                 .collect(),
             sharing: None,
+            connect_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// A connection to the provider opened in `took`: every quota's probe schedule may step
+    /// that fast ([`Quota::connected_in`]), and the quotas made later start so. Cheap when
+    /// `took` is no news.
+    pub fn connected_in(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX - 1);
+        // Every booking reports the time; a plain load keeps the usual case (no news) from
+        // writing the shared cache line.
+        if self.connect_ns.load(Ordering::Relaxed) <= nanos
+            || self.connect_ns.fetch_min(nanos, Ordering::Relaxed) <= nanos
+        {
+            return;
+        }
+        for slot in &self.slots {
+            for quota in lock(&slot.quotas).values() {
+                quota.local.connected_in(took);
+            }
         }
     }
 
@@ -217,19 +241,29 @@ impl KeyPool {
     /// The quota of key `index` for `model` with its shared counterpart, created on first use.
     fn key_quota(&self, index: usize, model: &str, now: Instant) -> Option<KeyQuota> {
         let slot = self.slots.get(index)?;
+        let connected = match self.connect_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        };
         let mut quotas = lock(&slot.quotas);
         Some(
             quotas
                 .entry(model.to_string())
-                .or_insert_with(|| match &self.sharing {
-                    Some(sharing) => KeyQuota {
-                        local: Arc::new(Quota::new(slot.config, now).level_shared()),
-                        shared: Some(sharing.quota(slot.key.secret(), model, now)),
-                    },
-                    None => KeyQuota {
-                        local: Arc::new(Quota::new(slot.config, now)),
-                        shared: None,
-                    },
+                .or_insert_with(|| {
+                    let quota = Quota::new(slot.config, now);
+                    if let Some(took) = connected {
+                        quota.connected_in(took);
+                    }
+                    match &self.sharing {
+                        Some(sharing) => KeyQuota {
+                            local: Arc::new(quota.level_shared()),
+                            shared: Some(sharing.quota(slot.key.secret(), model, now)),
+                        },
+                        None => KeyQuota {
+                            local: Arc::new(quota),
+                            shared: None,
+                        },
+                    }
                 })
                 .clone(),
         )

@@ -16,6 +16,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 /// The HTTP method of a [`Request`].
@@ -76,6 +79,14 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     fn wall_clock(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    /// The shortest time a connection to the provider has taken to open (name lookup, TCP,
+    /// TLS): a bound above one network round trip, which the quota's probe schedule takes as
+    /// its step ([`crate::quota::Quota::connected_in`]). `None` until one has opened, and for
+    /// a transport that opens none.
+    fn connect_time(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Idle connections kept per upstream host. A burst of requests opens a connection for each
@@ -90,17 +101,20 @@ const IDLE_PER_HOST: usize = 256;
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     http: reqwest::Client,
+    connects: ConnectTimes,
 }
 
 impl HttpTransport {
     /// A pooled client; connections are given up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let connects = ConnectTimes::default();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(IDLE_PER_HOST)
             .tcp_nodelay(true)
             .connect_timeout(connect_timeout)
+            .connector_layer(connects.clone())
             .build()?;
-        Ok(HttpTransport { http })
+        Ok(HttpTransport { http, connects })
     }
 
     fn build(&self, request: Request) -> reqwest::RequestBuilder {
@@ -164,6 +178,81 @@ impl Transport for HttpTransport {
             Ok(Opened::new(status, headers, body, timeout))
         })
     }
+
+    fn connect_time(&self) -> Option<Duration> {
+        self.connects.shortest()
+    }
+}
+
+/// The shortest time a connection took to open, kept by a layer around `reqwest`'s connector
+/// (which resolves the name, connects and negotiates TLS). Only connections that opened count.
+#[derive(Debug, Clone)]
+struct ConnectTimes {
+    /// Nanoseconds; `u64::MAX` until one opened.
+    shortest: Arc<AtomicU64>,
+}
+
+impl Default for ConnectTimes {
+    fn default() -> Self {
+        ConnectTimes {
+            shortest: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+}
+
+impl ConnectTimes {
+    fn shortest(&self) -> Option<Duration> {
+        match self.shortest.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ConnectTimes {
+    type Service = TimedConnector<S>;
+
+    fn layer(&self, inner: S) -> TimedConnector<S> {
+        TimedConnector {
+            inner,
+            times: self.clone(),
+        }
+    }
+}
+
+/// A connector that records how long each connection took to open.
+#[derive(Debug, Clone)]
+struct TimedConnector<S> {
+    inner: S,
+    times: ConnectTimes,
+}
+
+impl<S, Target> tower_service::Service<Target> for TimedConnector<S>
+where
+    S: tower_service::Service<Target>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, target: Target) -> Self::Future {
+        let started = std::time::Instant::now();
+        let connecting = self.inner.call(target);
+        let shortest = Arc::clone(&self.times.shortest);
+        Box::pin(async move {
+            let connected = connecting.await;
+            if connected.is_ok() {
+                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+                shortest.fetch_min(took, Ordering::Relaxed);
+            }
+            connected
+        })
+    }
 }
 
 /// The full error chain of a reqwest error (the URL in it is the base URL, never a secret).
@@ -190,5 +279,49 @@ fn transport_error(err: reqwest::Error, reading_body: bool, timeout: Duration) -
         TransportError::Truncated(describe(err))
     } else {
         TransportError::Reset(describe(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn the_time_a_connection_took_to_open_is_kept() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+            stream.write_all(answer).await.unwrap();
+        });
+        let transport = HttpTransport::new(Duration::from_secs(5)).unwrap();
+        assert_eq!(transport.connect_time(), None);
+        let reply = transport
+            .send(Request {
+                method: Method::Get,
+                url: format!("http://{addr}/v1/models"),
+                headers: Vec::new(),
+                body: Bytes::new(),
+                timeout: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        let took = transport.connect_time().unwrap();
+        assert!(
+            took > Duration::ZERO && took < Duration::from_secs(1),
+            "{took:?}"
+        );
     }
 }
