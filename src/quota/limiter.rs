@@ -821,14 +821,13 @@ impl Quota {
                 continue;
             }
             let dim = &mut state.dims[d.index()];
-            let i = d.index();
             // A refusal means requests reached the provider closer together than our model
             // allowed for, or that the key is used beyond what our level shows (another
             // client). Requests admitted before the margin last widened were spaced under the
             // narrower one, which that widening answered: a storm of refusals to requests
             // already on their way (the probe's, when a refusal takes a round trip to come
             // back) is one event, not one per refusal.
-            let paced = sent.through[i] > dim.widened_through;
+            let paced = sent.through[d.index()] > dim.widened_through;
             if let (Some(interval), true) = (dim.cell.as_ref().map(Gcra::interval), paced) {
                 // Widen the jitter margin, which costs burst, never rate (the cell keeps at
                 // least one unit). It starts at one unit, then doubles: a provider's

@@ -430,32 +430,20 @@ fn a_refusal_widens_the_margin_shared_admissions_use() {
         quota.cancel(&sent, at);
         sent
     };
+    let pause = |until: Instant, sent: &Reservation| {
+        quota.pause(until, Some(Dimension::Requests), &Cost::request(1), sent);
+    };
     let first = refuse(t0);
     let storm = refuse(t0);
-    quota.pause(
-        t0 + ms(1000),
-        Some(Dimension::Requests),
-        &Cost::request(1),
-        &first,
-    );
+    pause(t0 + ms(1000), &first);
     // One request interval, then doubled: the same room the local cell now leaves.
     assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
     // A request sent before the margin widened and refused after is the same event.
-    quota.pause(
-        t0 + ms(1000),
-        Some(Dimension::Requests),
-        &Cost::request(1),
-        &storm,
-    );
+    pause(t0 + ms(1000), &storm);
     assert_eq!(quota.admission_margin(), ms(100).as_nanos() as u64);
     // One sent under the wider margin and refused all the same widens it again.
     let later = refuse(t0 + ms(1000));
-    quota.pause(
-        t0 + ms(2000),
-        Some(Dimension::Requests),
-        &Cost::request(1),
-        &later,
-    );
+    pause(t0 + ms(2000), &later);
     assert_eq!(quota.admission_margin(), ms(200).as_nanos() as u64);
 }
 

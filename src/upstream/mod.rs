@@ -11,6 +11,7 @@ pub mod client;
 pub mod key;
 pub mod pool;
 pub mod shared;
+pub mod shortest;
 pub mod transport;
 
 pub use answer::{ByteStream, Opened, Reply, TransportError};

@@ -18,10 +18,11 @@
 use super::client::Upstream;
 use super::key::ApiKey;
 use super::shared::{QuotaSharing, SharedQuota};
+use super::shortest::Shortest;
 use crate::api::Endpoint;
 use crate::quota::{Cost, Dimension, Quota, QuotaConfig, QuotaError, Reservation};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -162,9 +163,9 @@ pub struct Want<'a> {
 pub struct KeyPool {
     slots: Vec<Slot>,
     sharing: Option<Arc<dyn QuotaSharing>>,
-    /// The shortest time a connection to the provider took to open, in nanoseconds
-    /// (`u64::MAX`: none yet), as every quota was told it.
-    connect_ns: AtomicU64,
+    /// The shortest time a connection to the provider took to open, as every quota was told
+    /// it.
+    connected_in: Shortest,
 }
 
 impl KeyPool {
@@ -189,7 +190,7 @@ impl KeyPool {
                 })
                 .collect(),
             sharing: None,
-            connect_ns: AtomicU64::new(u64::MAX),
+            connected_in: Shortest::default(),
         }
     }
 
@@ -197,12 +198,7 @@ impl KeyPool {
     /// that fast ([`Quota::connected_in`]), and the quotas made later start so. Cheap when
     /// `took` is no news.
     pub fn connected_in(&self, took: Duration) {
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX - 1);
-        // Every booking reports the time; a plain load keeps the usual case (no news) from
-        // writing the shared cache line.
-        if self.connect_ns.load(Ordering::Relaxed) <= nanos
-            || self.connect_ns.fetch_min(nanos, Ordering::Relaxed) <= nanos
-        {
+        if !self.connected_in.note(took) {
             return;
         }
         for slot in &self.slots {
@@ -241,10 +237,7 @@ impl KeyPool {
     /// The quota of key `index` for `model` with its shared counterpart, created on first use.
     fn key_quota(&self, index: usize, model: &str, now: Instant) -> Option<KeyQuota> {
         let slot = self.slots.get(index)?;
-        let connected = match self.connect_ns.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            nanos => Some(Duration::from_nanos(nanos)),
-        };
+        let connected = self.connected_in.get();
         let mut quotas = lock(&slot.quotas);
         Some(
             quotas

@@ -12,12 +12,12 @@
 //! back unread.
 
 use super::answer::{ByteStream, Opened, Reply, TransportError};
+use super::shortest::Shortest;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -180,33 +180,15 @@ impl Transport for HttpTransport {
     }
 
     fn connect_time(&self) -> Option<Duration> {
-        self.connects.shortest()
+        self.connects.shortest.get()
     }
 }
 
 /// The shortest time a connection took to open, kept by a layer around `reqwest`'s connector
 /// (which resolves the name, connects and negotiates TLS). Only connections that opened count.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct ConnectTimes {
-    /// Nanoseconds; `u64::MAX` until one opened.
-    shortest: Arc<AtomicU64>,
-}
-
-impl Default for ConnectTimes {
-    fn default() -> Self {
-        ConnectTimes {
-            shortest: Arc::new(AtomicU64::new(u64::MAX)),
-        }
-    }
-}
-
-impl ConnectTimes {
-    fn shortest(&self) -> Option<Duration> {
-        match self.shortest.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            nanos => Some(Duration::from_nanos(nanos)),
-        }
-    }
+    shortest: Arc<Shortest>,
 }
 
 impl<S> tower_layer::Layer<S> for ConnectTimes {
@@ -247,8 +229,7 @@ where
         Box::pin(async move {
             let connected = connecting.await;
             if connected.is_ok() {
-                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-                shortest.fetch_min(took, Ordering::Relaxed);
+                shortest.note(started.elapsed());
             }
             connected
         })
