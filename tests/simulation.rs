@@ -973,8 +973,7 @@ fn a_provider_whose_connections_open_fast_is_probed_faster() {
             concurrency: None,
         };
         for seed in [3, 7, 11] {
-            let run = run_cell(&small, seed);
-            assert_eq!(check(&small, &run), Vec::<String>::new(), "{}", small.name);
+            let run = holds_at(&small, seed);
             assert!(run.refused <= 2, "{}: {} refusals", small.name, run.refused);
         }
     }
